@@ -1,0 +1,173 @@
+"""The connection row and its lifecycle state machine.
+
+Theory of operation
+-------------------
+Every connection the reactor knows (accepted, connected out, or a datagram endpoint) is
+one row of the connection table, and the row *is* the transport object: transports
+subclass :class:`Connection`, so keeping the table costs no extra object per connection.
+
+A row's lifecycle is an explicit :class:`ConnState`, moved only through
+:data:`LIFECYCLE`, the one table of legal transitions; an illegal move raises
+:class:`~reactor.errors.IllegalTransition`. Stream services walk the middle column,
+the socketserver facades the right one::
+
+    CONNECTING --ATTACH--+        ACCEPTED --VERIFY--> VERIFIED --BUFFER--> BUFFERING
+                         v            |ATTACH            |         DISPATCH_*  |
+                       OPEN <---------+------------------+ATTACH              v
+          EOF /        |        \\ WRITE_EOF           DISPATCHED_{INLINE,THREAD,CHILD}
+     READ_CLOSED  CLOSE|    WRITE_CLOSED                      | FINISH
+          \\ WRITE_EOF  v  EOF /                               v
+           +------> CLOSING <--+                           FINISHED
+                       | LOST                                 | LOST
+                       v                                      v
+                     CLOSED  <----- LOST from every state ----+
+
+Counters (bytes in and out) and times (creation, last activity) are plain attributes
+that the I/O layer updates on its hot path; the times it stores are the reactor's
+per-iteration clock reading, shared by every row touched in that iteration.
+
+Socket-free: no sockets, selectors, threads or ``os``.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any, Final
+
+from .machine import TransitionTable
+
+__all__ = ["LIFECYCLE", "ConnEvent", "ConnState", "Connection"]
+
+
+class ConnState(Enum):
+    """Where a connection is in its life."""
+
+    CONNECTING = "connecting"  # outgoing connect in progress
+    ACCEPTED = "accepted"  # accepted, no handler yet
+    VERIFIED = "verified"  # a facade's verify_request said yes
+    BUFFERING = "buffering"  # the reactor reads the first request for a blocking handler
+    DISPATCHED_INLINE = "dispatched-inline"  # a blocking handler runs on the reactor thread
+    DISPATCHED_THREAD = "dispatched-thread"  # ... in a worker thread
+    DISPATCHED_CHILD = "dispatched-child"  # ... in a forked child process
+    FINISHED = "finished"  # the blocking handler returned
+    OPEN = "open"  # a non-blocking protocol is attached, both directions open
+    READ_CLOSED = "read-closed"  # the peer sent EOF; we may still write
+    WRITE_CLOSED = "write-closed"  # we sent EOF; the peer may still write
+    CLOSING = "closing"  # flushing queued output before the close
+    CLOSED = "closed"  # gone; connection_lost was called
+
+
+class ConnEvent(Enum):
+    """What can happen to a connection."""
+
+    ATTACH = "attach"  # a protocol was attached (connection_made)
+    VERIFY = "verify"
+    BUFFER = "buffer"
+    DISPATCH_INLINE = "dispatch-inline"
+    DISPATCH_THREAD = "dispatch-thread"
+    DISPATCH_CHILD = "dispatch-child"
+    FINISH = "finish"
+    EOF = "eof"  # the peer finished writing
+    WRITE_EOF = "write-eof"  # we finished writing
+    CLOSE = "close"  # an orderly close began
+    LOST = "lost"  # the connection is gone
+
+
+_S = ConnState
+_E = ConnEvent
+_DISPATCH: Final = {
+    _E.DISPATCH_INLINE: _S.DISPATCHED_INLINE,
+    _E.DISPATCH_THREAD: _S.DISPATCHED_THREAD,
+    _E.DISPATCH_CHILD: _S.DISPATCHED_CHILD,
+}
+_END: Final = {_E.CLOSE: _S.CLOSING, _E.LOST: _S.CLOSED}
+
+LIFECYCLE: Final[TransitionTable[ConnState, ConnEvent]] = TransitionTable(
+    "connection",
+    {
+        _S.CONNECTING: {_E.ATTACH: _S.OPEN, **_END},
+        _S.ACCEPTED: {_E.ATTACH: _S.OPEN, _E.VERIFY: _S.VERIFIED, **_END},
+        _S.VERIFIED: {_E.ATTACH: _S.OPEN, _E.BUFFER: _S.BUFFERING, **_DISPATCH, **_END},
+        _S.BUFFERING: {**_DISPATCH, **_END},
+        _S.DISPATCHED_INLINE: {_E.FINISH: _S.FINISHED, _E.LOST: _S.CLOSED},
+        _S.DISPATCHED_THREAD: {_E.FINISH: _S.FINISHED, _E.LOST: _S.CLOSED},
+        _S.DISPATCHED_CHILD: {_E.FINISH: _S.FINISHED, _E.LOST: _S.CLOSED},
+        _S.FINISHED: {_E.LOST: _S.CLOSED},
+        _S.OPEN: {_E.EOF: _S.READ_CLOSED, _E.WRITE_EOF: _S.WRITE_CLOSED, **_END},
+        _S.READ_CLOSED: {_E.WRITE_EOF: _S.CLOSING, **_END},
+        _S.WRITE_CLOSED: {_E.EOF: _S.CLOSING, **_END},
+        _S.CLOSING: {_E.LOST: _S.CLOSED},
+        _S.CLOSED: {},
+    },
+)
+
+
+class Connection:
+    """One row of the connection table.
+
+    Attributes:
+        state: the lifecycle state; change it only through :meth:`advance`.
+        peername: the peer's address, as the socket layer reported it (or None).
+        created: the reactor clock's reading when the row was made.
+        last_activity: the clock's reading when bytes last moved either way.
+        bytes_in: bytes received so far.
+        bytes_out: bytes handed to the kernel so far.
+        meta: per-connection metadata for layers above (e.g. the real client
+            address behind a proxy, a TLS session); None until first used.
+    """
+
+    __slots__ = (
+        "bytes_in",
+        "bytes_out",
+        "created",
+        "last_activity",
+        "meta",
+        "peername",
+        "state",
+    )
+
+    def __init__(self, state: ConnState, peername: Any, now: float) -> None:
+        self.state = state
+        self.peername = peername
+        self.created = now
+        self.last_activity = now
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.meta: dict[str, Any] | None = None
+
+    def advance(self, event: ConnEvent) -> ConnState:
+        """Apply ``event`` to the lifecycle and return the new state.
+
+        Raises:
+            IllegalTransition: the lifecycle table forbids ``event`` in this state.
+        """
+        self.state = state = LIFECYCLE.next(self.state, event)
+        return state
+
+    @property
+    def sockname(self) -> Any:
+        """The local address (None when unknown or closed)."""
+        return None
+
+    @property
+    def write_buffer_size(self) -> int:
+        """Bytes queued and not yet handed to the kernel."""
+        return 0
+
+    @property
+    def kind(self) -> str:
+        """A short name for the transport kind ("tcp", "unix", "udp", ...)."""
+        return "connection"
+
+    def set_meta(self, key: str, value: Any) -> None:
+        """Attach a piece of per-connection metadata."""
+        if self.meta is None:
+            self.meta = {}
+        self.meta[key] = value
+
+    def describe(self) -> str:
+        """A one-line description for logs: kind, peer and state."""
+        return f"{self.kind} {self.peername!r} [{self.state.name}]"
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.describe()}>"

@@ -1,0 +1,689 @@
+"""Listening sockets and outgoing connections: the only code that calls ``accept``,
+``bind``, ``listen`` and ``connect``.
+
+Theory of operation
+-------------------
+A :class:`Listener` is registered for reading. Each wake-up accepts at most
+``accept_batch`` connections, so a connect storm cannot starve established connections.
+Each accepted socket is made non-blocking and handed to the listener's accept callback;
+the default one makes a :class:`~reactor.transports.StreamTransport` and attaches a
+protocol from the factory.
+
+When ``accept`` fails for lack of resources (EMFILE, ENFILE, ENOBUFS, ENOMEM) the
+listener is *paused*: unregistered from the selector, so a level-triggered selector
+cannot spin on the pending connection, and re-registered after ``accept_retry_delay``.
+Pending clients wait in the kernel's backlog meanwhile. The first failure of an episode
+is logged at error level naming the limit; retries in the same episode are silent; the
+first successful accept ends the episode and says so.
+
+With ``max_connections`` the listener stops polling when that many of its connections
+are open and resumes when one closes.
+"""
+
+from __future__ import annotations
+
+import _socket
+import errno
+import logging
+import os
+import socket
+import stat
+import sys
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any, Final
+
+from .connection import ConnState
+from .timers import TimerHandle
+from .transports import DatagramTransport, StreamTransport, TransportOptions
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from .loop import Reactor
+
+__all__ = [
+    "CAPACITY_ERRNOS",
+    "Listener",
+    "connect_tcp",
+    "connect_unix",
+    "listen_tcp",
+    "listen_udp",
+    "listen_unix",
+    "listen_unix_datagram",
+]
+
+logger = logging.getLogger("reactor.listeners")
+
+ProtocolFactory = Callable[[], Any]
+# called with the listener, the accepted connection (a non-blocking _socket.socket)
+# and the peer's address
+AcceptCallback = Callable[["Listener", Any, Any], None]
+
+CAPACITY_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+_TRANSIENT_ERRNOS: Final = frozenset(
+    {errno.ECONNABORTED, errno.EPROTO, errno.EINTR, errno.EAGAIN, errno.EPERM}
+)
+DEFAULT_BACKLOG: Final = 1024
+DEFAULT_ACCEPT_BATCH: Final = 128
+ACCEPT_RETRY_DELAY: Final = 0.5
+UNIX_PATH_MAX: Final = 107
+
+
+def _limit_name(err: int) -> str:
+    if err == errno.EMFILE:
+        try:
+            import resource
+
+            soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            return f"the process's open-file limit (RLIMIT_NOFILE={soft}; see ulimit -n)"
+        except (ImportError, OSError):
+            return "the process's open-file limit (RLIMIT_NOFILE)"
+    if err == errno.ENFILE:
+        return "the system-wide open-file limit (fs.file-max)"
+    return "kernel memory for sockets (ENOBUFS/ENOMEM)"
+
+
+class Listener:
+    """A listening socket registered with a reactor.
+
+    Attributes:
+        sock: the listening socket.
+        max_connections: the cap on this listener's open connections, or None.
+        active: this listener's connections open now.
+        accepted: connections accepted so far.
+    """
+
+    def __init__(
+        self,
+        reactor: Reactor,
+        sock: socket.socket,
+        on_accept: AcceptCallback,
+        *,
+        max_connections: int | None = None,
+        accept_batch: int = DEFAULT_ACCEPT_BATCH,
+        accept_retry_delay: float = ACCEPT_RETRY_DELAY,
+        unix_path: str | None = None,
+    ) -> None:
+        if max_connections is not None and max_connections < 1:
+            raise ValueError("max_connections must be at least 1")
+        self.reactor = reactor
+        self.sock = sock
+        self._on_accept = on_accept
+        self.max_connections = max_connections
+        self.accept_batch = max(1, accept_batch)
+        self.accept_retry_delay = accept_retry_delay
+        self.active = 0
+        self.accepted = 0
+        self._registered = False
+        self._capacity_error: int | None = None  # errno of the current episode
+        self._retry: TimerHandle | None = None
+        self._closed = False
+        self._unix_path = unix_path
+        self._unix_ino: int | None = None
+        if unix_path is not None and not unix_path.startswith("\0"):
+            self._unix_ino = os.stat(unix_path).st_ino
+        sock.setblocking(False)
+        reactor.listeners.append(self)
+        self._update_registration()
+
+    # -- registration -----------------------------------------------------------------
+
+    @property
+    def accepting(self) -> bool:
+        """Whether the listener is registered with the selector now."""
+        return self._registered
+
+    @property
+    def paused(self) -> bool:
+        """Paused after a resource error (EMFILE and the like)."""
+        return self._retry is not None
+
+    def _wants_accept(self) -> bool:
+        if self._closed or self._retry is not None:
+            return False
+        return self.max_connections is None or self.active < self.max_connections
+
+    def _update_registration(self) -> None:
+        wanted = self._wants_accept()
+        if wanted and not self._registered:
+            self.reactor._selector.register(self.sock, 1, self)
+        elif not wanted and self._registered:
+            self.reactor._selector.unregister(self.sock)
+        self._registered = wanted
+
+    def _release(self) -> None:
+        """One of this listener's connections closed."""
+        self.active -= 1
+        if not self._registered and not self._closed:
+            self._update_registration()
+
+    # -- accepting --------------------------------------------------------------------
+
+    def _read_ready(self) -> None:
+        sock = self.sock
+        family, type_, proto = sock.family, sock.type, sock.proto
+        for _ in range(self.accept_batch):
+            if not self._registered:
+                return
+            try:
+                # the C-level accept: the connection stays a bare _socket.socket,
+                # 40 bytes smaller than socket.socket and not tracked by the GC
+                fd, addr = sock._accept()  # type: ignore[attr-defined]
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in CAPACITY_ERRNOS:
+                    self._pause(exc)
+                    return
+                if exc.errno in _TRANSIENT_ERRNOS:
+                    continue
+                logger.error("%s: accept() failed: %s; pausing", self.describe(), exc)
+                self._pause(exc)
+                return
+            if self._capacity_error is not None:
+                logger.warning("%s: accepting again after %s", self.describe(),
+                               errno.errorcode.get(self._capacity_error, "error"))
+                self._capacity_error = None
+            self.accepted += 1
+            self.active += 1
+            conn = _socket.socket(family, type_, proto, fd)
+            if type(addr) is tuple:
+                # one string object per distinct peer host, not one per connection
+                addr = (sys.intern(addr[0]), *addr[1:])
+            try:
+                conn.setblocking(False)
+                self._on_accept(self, conn, addr)
+            except Exception as exc:
+                logger.error("%s: setting up the connection from %r failed", self.describe(),
+                             addr, exc_info=exc)
+                if conn.fileno() != -1:
+                    conn.close()
+                    self.active -= 1
+            if self.max_connections is not None and self.active >= self.max_connections:
+                self._update_registration()
+                return
+
+    def _write_ready(self) -> None:  # never registered for writing
+        pass
+
+    def _pause(self, exc: OSError) -> None:
+        err = exc.errno or 0
+        if self._capacity_error is None:
+            logger.error(
+                "%s: accept() failed: %s -- reached %s; pausing the listener and retrying "
+                "every %.1f s (pending clients wait in the backlog)",
+                self.describe(), exc, _limit_name(err), self.accept_retry_delay,
+            )
+        self._capacity_error = err
+        self._retry = self.reactor.call_later(self.accept_retry_delay, self._resume)
+        self._update_registration()
+
+    def _resume(self) -> None:
+        self._retry = None
+        self._update_registration()
+
+    # -- the rest ---------------------------------------------------------------------
+
+    @property
+    def address(self) -> Any:
+        """The bound address (``(host, port[, ...])`` or a Unix path)."""
+        return self.sock.getsockname() if not self._closed else None
+
+    @property
+    def port(self) -> int:
+        """The bound TCP port (handy after binding port 0)."""
+        return int(self.address[1])
+
+    def describe(self) -> str:
+        try:
+            where = self.sock.getsockname()
+        except OSError:
+            where = "closed"
+        return f"listener {where!r}"
+
+    def close(self) -> None:
+        """Stop listening and close the socket (removing a Unix path we created).
+
+        Connections already accepted stay open."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        if self._registered and not self.reactor.is_closed():
+            self.reactor._selector.unregister(self.sock)
+        self._registered = False
+        self.sock.close()
+        _remove_unix_path(self._unix_path, self._unix_ino)
+        try:
+            self.reactor.listeners.remove(self)
+        except ValueError:
+            pass
+
+    def __repr__(self) -> str:
+        return f"<Listener {self.describe()} active={self.active}>"
+
+
+def _remove_unix_path(path: str | None, ino: int | None) -> None:
+    if path is None or ino is None:
+        return
+    try:
+        st = os.stat(path)
+        if st.st_ino == ino and stat.S_ISSOCK(st.st_mode):
+            os.unlink(path)
+    except OSError:
+        pass
+
+
+def _stream_acceptor(
+    protocol_factory: ProtocolFactory, options: TransportOptions
+) -> AcceptCallback:
+    nodelay = options.nodelay
+
+    def on_accept(listener: Listener, conn: socket.socket, addr: Any) -> None:
+        if nodelay and conn.family in (socket.AF_INET, socket.AF_INET6):
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        transport = StreamTransport(
+            listener.reactor, conn, addr, listener=listener, options=options
+        )
+        try:
+            protocol = protocol_factory()
+        except Exception as exc:
+            logger.error("protocol factory raised for %r; closing", addr, exc_info=exc)
+            transport.abort()
+            return
+        transport.attach(protocol)
+
+    return on_accept
+
+
+def _options(options: TransportOptions | None, overrides: dict[str, Any]) -> TransportOptions:
+    if options is not None and overrides:
+        raise TypeError("pass either options= or individual option keywords, not both")
+    return options if options is not None else TransportOptions(**overrides)
+
+
+def _bind_or_close(sock: socket.socket, address: Any) -> None:
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise OSError(exc.errno, f"cannot bind {address!r}: {exc.strerror}") from exc
+
+
+def listen_tcp(
+    reactor: Reactor,
+    host: str | None,
+    port: int,
+    protocol_factory: ProtocolFactory | None = None,
+    *,
+    backlog: int = DEFAULT_BACKLOG,
+    reuse_address: bool = True,
+    reuse_port: bool = False,
+    dual_stack: bool = False,
+    sock: socket.socket | None = None,
+    max_connections: int | None = None,
+    accept_batch: int = DEFAULT_ACCEPT_BATCH,
+    on_accept: AcceptCallback | None = None,
+    options: TransportOptions | None = None,
+    **option_overrides: Any,
+) -> Listener:
+    """Listen on TCP and serve each connection with a protocol from ``protocol_factory``.
+
+    Args:
+        host: an address to bind; None or "" means every address (with
+            ``dual_stack``: one IPv6 socket that also serves IPv4-mapped clients).
+        port: the port; 0 picks a free one (read it back from ``Listener.port``).
+        protocol_factory: makes one :class:`asyncio.Protocol` per connection.
+        backlog: the kernel's queue of connections not yet accepted.
+        reuse_port: set SO_REUSEPORT (several processes sharing one port).
+        dual_stack: on an IPv6 address, accept IPv4 clients as well.
+        sock: an already bound and listening socket (e.g. inherited from a parent or
+            from systemd); host, port and the socket options are then ignored.
+        max_connections: stop accepting while this many connections are open.
+        options / option_overrides: :class:`TransportOptions` (timeouts, read size ...).
+
+    Raises:
+        OSError: the address cannot be bound (in use, not available); no socket leaks.
+    """
+    opts = _options(options, option_overrides)
+    if sock is None:
+        sock = _tcp_socket(host, port, backlog, reuse_address, reuse_port, dual_stack)
+    if on_accept is None:
+        if protocol_factory is None:
+            raise TypeError("listen_tcp needs a protocol_factory or on_accept")
+        on_accept = _stream_acceptor(protocol_factory, opts)
+    return Listener(reactor, sock, on_accept, max_connections=max_connections,
+                    accept_batch=min(accept_batch, max(backlog, 1)))
+
+
+def _tcp_socket(
+    host: str | None, port: int, backlog: int, reuse_address: bool, reuse_port: bool,
+    dual_stack: bool,
+) -> socket.socket:
+    if not host:
+        if dual_stack and socket.has_dualstack_ipv6():
+            family, address = socket.AF_INET6, ("::", port)
+        else:
+            family, address = socket.AF_INET, ("0.0.0.0", port)
+    else:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+        family, _t, _p, _c, address = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        if reuse_address:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if dual_stack else 1)
+    except OSError:
+        sock.close()
+        raise
+    _bind_or_close(sock, address)
+    try:
+        sock.listen(backlog)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _prepare_unix_path(path: str) -> None:
+    if path.startswith("\0"):
+        return
+    if len(os.fsencode(path)) > UNIX_PATH_MAX:
+        raise ValueError(
+            f"Unix socket path is {len(os.fsencode(path))} bytes; the limit is {UNIX_PATH_MAX}"
+        )
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise FileExistsError(
+            errno.EEXIST, f"{path!r} exists and is not a socket; refusing to remove it"
+        )
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except ConnectionRefusedError:
+        os.unlink(path)  # a stale socket: nobody listens on it
+    except OSError:
+        os.unlink(path)
+    else:
+        raise OSError(errno.EADDRINUSE, f"{path!r} is in use by a running server")
+    finally:
+        probe.close()
+
+
+def listen_unix(
+    reactor: Reactor,
+    path: str,
+    protocol_factory: ProtocolFactory | None = None,
+    *,
+    backlog: int = DEFAULT_BACKLOG,
+    sock: socket.socket | None = None,
+    max_connections: int | None = None,
+    accept_batch: int = DEFAULT_ACCEPT_BATCH,
+    on_accept: AcceptCallback | None = None,
+    options: TransportOptions | None = None,
+    **option_overrides: Any,
+) -> Listener:
+    """Listen on a Unix stream socket at ``path``.
+
+    A stale socket at ``path`` (nobody listening) is removed; any other file there is
+    an error. The path is removed when the listener closes.
+
+    Raises:
+        ValueError: the path is longer than the platform allows.
+        FileExistsError: something that is not a socket exists at ``path``.
+        OSError: a running server listens at ``path``, or bind fails.
+    """
+    opts = _options(options, option_overrides)
+    owned_path: str | None = None
+    if sock is None:
+        _prepare_unix_path(path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        _bind_or_close(sock, path)
+        try:
+            sock.listen(backlog)
+        except OSError:
+            sock.close()
+            raise
+        owned_path = path
+    if on_accept is None:
+        if protocol_factory is None:
+            raise TypeError("listen_unix needs a protocol_factory or on_accept")
+        on_accept = _stream_acceptor(protocol_factory, opts)
+    return Listener(reactor, sock, on_accept, max_connections=max_connections,
+                    accept_batch=min(accept_batch, max(backlog, 1)), unix_path=owned_path)
+
+
+def _datagram_endpoint(
+    reactor: Reactor, sock: socket.socket, protocol_factory: ProtocolFactory,
+    opts: TransportOptions, connected: bool,
+) -> DatagramTransport:
+    sock.setblocking(False)
+    transport = DatagramTransport(reactor, sock, options=opts, connected=connected)
+    transport.attach(protocol_factory())
+    return transport
+
+
+def listen_udp(
+    reactor: Reactor,
+    host: str | None,
+    port: int,
+    protocol_factory: ProtocolFactory,
+    *,
+    reuse_port: bool = False,
+    dual_stack: bool = False,
+    remote: tuple[str, int] | None = None,
+    sock: socket.socket | None = None,
+    options: TransportOptions | None = None,
+    **option_overrides: Any,
+) -> DatagramTransport:
+    """Open a UDP endpoint served by an :class:`asyncio.DatagramProtocol`.
+
+    ``remote`` connects the socket to one peer (then ``sendto(data)`` needs no address).
+    """
+    opts = _options(options, option_overrides)
+    if sock is None:
+        if not host:
+            family, address = ((socket.AF_INET6, ("::", port)) if dual_stack
+                               else (socket.AF_INET, ("0.0.0.0", port)))
+        else:
+            info = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
+            family, address = info[0], info[4]
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if dual_stack else 1)
+        except OSError:
+            sock.close()
+            raise
+        _bind_or_close(sock, address)
+        if remote is not None:
+            try:
+                sock.connect(remote)
+            except OSError:
+                sock.close()
+                raise
+    return _datagram_endpoint(reactor, sock, protocol_factory, opts, remote is not None)
+
+
+def listen_unix_datagram(
+    reactor: Reactor,
+    path: str | None,
+    protocol_factory: ProtocolFactory,
+    *,
+    remote: str | None = None,
+    sock: socket.socket | None = None,
+    options: TransportOptions | None = None,
+    **option_overrides: Any,
+) -> DatagramTransport:
+    """Open a Unix datagram endpoint at ``path`` (None: unbound, e.g. a client)."""
+    opts = _options(options, option_overrides)
+    ino: int | None = None
+    if sock is None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        if path is not None:
+            try:
+                _prepare_unix_path(path)
+            except BaseException:
+                sock.close()
+                raise
+            _bind_or_close(sock, path)
+            if not path.startswith("\0"):
+                ino = os.stat(path).st_ino
+        if remote is not None:
+            try:
+                sock.connect(remote)
+            except OSError:
+                sock.close()
+                raise
+    transport = _datagram_endpoint(reactor, sock, protocol_factory, opts, remote is not None)
+    if ino is not None:
+        transport._cleanup = lambda: _remove_unix_path(path, ino)
+    return transport
+
+
+# -- outgoing connections ----------------------------------------------------------------
+
+
+class _Connector:
+    """Drives one non-blocking connect; registered for writing until it completes."""
+
+    def __init__(
+        self,
+        reactor: Reactor,
+        candidates: list[tuple[int, Any]],
+        protocol_factory: ProtocolFactory,
+        timeout: float | None,
+        options: TransportOptions,
+    ) -> None:
+        self.reactor = reactor
+        self.candidates = candidates
+        self.protocol_factory = protocol_factory
+        self.options = options
+        self.future: Future[tuple[StreamTransport, Any]] = Future()
+        self.future.set_running_or_notify_cancel()
+        self.errors: list[OSError] = []
+        self.sock: socket.socket | None = None
+        self.transport: StreamTransport | None = None
+        self.timer = (reactor.call_later(timeout, self._timed_out, timeout)
+                      if timeout is not None else None)
+        self._next()
+
+    def describe(self) -> str:
+        return f"connect {self.candidates!r}"
+
+    def _next(self) -> None:
+        while self.candidates:
+            family, address = self.candidates.pop(0)
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            err = sock.connect_ex(address)
+            if err in (0, errno.EINPROGRESS):
+                self.sock = sock
+                self.transport = StreamTransport(self.reactor, sock, address,
+                                                 state=ConnState.CONNECTING,
+                                                 options=self.options)
+                self.reactor._selector.register(sock, 2, self)
+                return
+            sock.close()
+            self.errors.append(OSError(err, f"connect to {address!r}: {os.strerror(err)}"))
+        self._fail(self.errors[-1] if self.errors else OSError("no address to connect to"))
+
+    def _read_ready(self) -> None:
+        pass
+
+    def _write_ready(self) -> None:
+        sock, transport = self.sock, self.transport
+        assert sock is not None and transport is not None
+        self.reactor._selector.unregister(sock)
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            self.errors.append(OSError(err, f"connect to {transport.peername!r}: "
+                                            f"{os.strerror(err)}"))
+            transport.release()
+            self.sock = self.transport = None
+            self._next()
+            return
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.options.nodelay and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            protocol = self.protocol_factory()
+        except BaseException as exc:
+            transport.release()
+            self.future.set_exception(exc)
+            return
+        transport.attach(protocol)
+        if not self.future.done():
+            self.future.set_result((transport, protocol))
+
+    def _timed_out(self, timeout: float) -> None:
+        if self.future.done():
+            return
+        if self.sock is not None and self.transport is not None:
+            self.reactor._selector.unregister(self.sock)
+            self.transport.release()
+        self._fail(TimeoutError(f"connect timed out after {timeout} s"))
+
+    def _fail(self, exc: BaseException) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        if not self.future.done():
+            self.future.set_exception(exc)
+
+
+def connect_tcp(
+    reactor: Reactor,
+    host: str,
+    port: int,
+    protocol_factory: ProtocolFactory,
+    *,
+    timeout: float | None = None,
+    options: TransportOptions | None = None,
+    **option_overrides: Any,
+) -> Future[tuple[StreamTransport, asyncio.BaseProtocol]]:
+    """Connect to ``host:port`` without blocking the reactor.
+
+    Name resolution uses :func:`socket.getaddrinfo` (numeric addresses never block).
+    Every resolved address is tried in order.
+
+    Returns:
+        A future resolved on the reactor thread with ``(transport, protocol)``, or with
+        the connect error (the last address's) or :class:`TimeoutError`.
+    """
+    opts = _options(options, option_overrides)
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        failed: Future[tuple[StreamTransport, Any]] = Future()
+        failed.set_exception(exc)
+        return failed
+    candidates = [(info[0], info[4]) for info in infos]
+    return _Connector(reactor, candidates, protocol_factory, timeout, opts).future
+
+
+def connect_unix(
+    reactor: Reactor,
+    path: str,
+    protocol_factory: ProtocolFactory,
+    *,
+    timeout: float | None = None,
+    options: TransportOptions | None = None,
+    **option_overrides: Any,
+) -> Future[tuple[StreamTransport, asyncio.BaseProtocol]]:
+    """Connect to the Unix stream socket at ``path`` without blocking the reactor."""
+    opts = _options(options, option_overrides)
+    return _Connector(reactor, [(socket.AF_UNIX, path)], protocol_factory, timeout,
+                      opts).future

@@ -1,0 +1,122 @@
+"""The connection table: every live connection, one row each.
+
+The table is an insertion-ordered dict whose keys are the rows themselves (the
+transports), so adding and removing a row is one dict operation and a row costs one
+dict entry. Totals survive the rows: when a row leaves, its byte counters are added to
+the table's running totals, so :meth:`ConnectionTable.statistics` reports the life of
+the reactor, not just the connections open right now.
+
+Socket-free: no sockets, selectors, threads or ``os``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from .connection import Connection, ConnState
+
+__all__ = ["ConnectionTable", "TableStatistics"]
+
+
+def _empty_counts() -> Mapping[str, int]:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class TableStatistics:
+    """An immutable snapshot of the connection table.
+
+    Attributes:
+        open: rows in the table now.
+        by_state: rows per lifecycle state name (only states with rows).
+        by_kind: rows per transport kind ("tcp", "unix", "udp", ...).
+        opened_total: rows ever added.
+        closed_total: rows ever removed.
+        bytes_in: bytes received over the table's life (open and closed rows).
+        bytes_out: bytes sent over the table's life.
+        write_buffered: bytes queued for writing in open rows now.
+    """
+
+    open: int = 0
+    by_state: Mapping[str, int] = field(default_factory=_empty_counts)
+    by_kind: Mapping[str, int] = field(default_factory=_empty_counts)
+    opened_total: int = 0
+    closed_total: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    write_buffered: int = 0
+
+
+class ConnectionTable:
+    """The reactor's table of connections (iterate it, ``len()`` it, snapshot it)."""
+
+    __slots__ = ("_bytes_in", "_bytes_out", "_closed", "_opened", "_rows")
+
+    def __init__(self) -> None:
+        self._rows: dict[Connection, None] = {}
+        self._opened = 0
+        self._closed = 0
+        self._bytes_in = 0
+        self._bytes_out = 0
+
+    def add(self, row: Connection) -> None:
+        """Insert a new row."""
+        self._rows[row] = None
+        self._opened += 1
+
+    def remove(self, row: Connection) -> None:
+        """Remove a row (once); its counters go into the running totals."""
+        if self._rows.pop(row, False) is None:
+            self._closed += 1
+            self._bytes_in += row.bytes_in
+            self._bytes_out += row.bytes_out
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __iter__(self) -> Iterator[Connection]:
+        return iter(list(self._rows))
+
+    def __contains__(self, row: object) -> bool:
+        return row in self._rows
+
+    def in_state(self, *states: ConnState) -> list[Connection]:
+        """The rows currently in any of ``states``."""
+        wanted = set(states)
+        return [row for row in self._rows if row.state in wanted]
+
+    def counts(self) -> dict[str, int]:
+        """Rows per state name."""
+        return dict(Counter(row.state.name for row in self._rows))
+
+    def statistics(self) -> TableStatistics:
+        """An immutable snapshot: counts by state and kind, totals, buffered bytes."""
+        rows = list(self._rows)
+        live_in = sum(r.bytes_in for r in rows)
+        live_out = sum(r.bytes_out for r in rows)
+        return TableStatistics(
+            open=len(rows),
+            by_state=MappingProxyType(dict(Counter(r.state.name for r in rows))),
+            by_kind=MappingProxyType(dict(Counter(r.kind for r in rows))),
+            opened_total=self._opened,
+            closed_total=self._closed,
+            bytes_in=self._bytes_in + live_in,
+            bytes_out=self._bytes_out + live_out,
+            write_buffered=sum(r.write_buffer_size for r in rows),
+        )
+
+    def format(self, limit: int = 50) -> str:
+        """The table as text, one row per line (at most ``limit`` rows)."""
+        lines = [f"{'kind':<5} {'state':<18} {'peer':<28} {'in':>10} {'out':>10} {'queued':>8}"]
+        for n, row in enumerate(self._rows):
+            if n == limit:
+                lines.append(f"... and {len(self._rows) - limit} more")
+                break
+            lines.append(
+                f"{row.kind:<5} {row.state.name:<18} {str(row.peername):<28} "
+                f"{row.bytes_in:>10} {row.bytes_out:>10} {row.write_buffer_size:>8}"
+            )
+        return "\n".join(lines)

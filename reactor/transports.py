@@ -1,0 +1,888 @@
+"""Transports: the only code that calls ``recv``, ``send``, ``recvmsg`` and ``sendto``.
+
+A transport is a row of the connection table (it subclasses
+:class:`~reactor.connection.Connection`) and speaks the interface of
+:class:`asyncio.Transport` to an :class:`asyncio.Protocol`, so any asyncio protocol runs
+on it unchanged. The protocol's callbacks arrive in asyncio's order::
+
+    connection_made [data_received*] [eof_received] connection_lost
+
+Theory of operation
+-------------------
+*Reading.* The transport is registered for reading while it wants data; each readiness
+event is one ``recv`` handed straight to ``data_received``. ``pause_reading`` drops the
+read interest from the selector; nothing is read or buffered while paused.
+
+*Writing.* ``write`` tries ``send`` at once. Only what the kernel did not take is
+queued (one ``bytearray``), and only then is write interest registered; it is dropped
+again when the queue drains. The queue's size is checked against high and low water
+marks, calling the protocol's ``pause_writing``/``resume_writing``.
+
+*Closing.* There is one teardown path, :meth:`StreamTransport._finish`, guarded by the
+lifecycle state, so ``connection_lost`` runs exactly once, also when callbacks raise or
+close the transport from inside a callback. ``close`` flushes the queue, then closes;
+``abort`` drops the queue. ``connection_lost`` is never called from inside another
+protocol callback: a close that starts in a callback finishes in a later one.
+
+*Deadlines.* One timer per connection (only when the listener configures a timeout)
+checks, when it fires, the idle, first-byte, request and stalled-write deadlines against
+the row's timestamps, and either closes the connection with the reason or re-arms itself
+for the next one. Reading and writing never touch the timer heap.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+from collections import deque
+from dataclasses import dataclass
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final
+
+from .connection import Connection, ConnEvent, ConnState
+from .errors import DeadlineExceeded
+from .timers import TimerHandle
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from .listeners import Listener
+    from .loop import Reactor
+
+__all__ = [
+    "DEFAULT_HIGH_WATER",
+    "DatagramTransport",
+    "StreamTransport",
+    "TransportOptions",
+]
+
+logger = logging.getLogger("reactor.transports")
+
+EVENT_READ: Final = 1
+EVENT_WRITE: Final = 2
+DEFAULT_HIGH_WATER: Final = 64 * 1024
+DEFAULT_READ_SIZE: Final = 256 * 1024
+WRITES_AFTER_LOSS_WARNING: Final = 5
+_CLOSED = ConnState.CLOSED
+_CLOSING = ConnState.CLOSING
+_EXIT_EXC = (SystemExit, KeyboardInterrupt)
+
+
+def _water_marks(high: int | None, low: int | None) -> tuple[int, int]:
+    if high is None:
+        high = DEFAULT_HIGH_WATER if low is None else 4 * low
+    if low is None:
+        low = high // 4
+    if not high >= low >= 0:
+        raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
+    return high, low
+
+
+@dataclass
+class TransportOptions:
+    """Settings shared by every connection of one listener (no per-connection cost).
+
+    Attributes:
+        read_size: the most bytes one ``recv`` asks for.
+        nodelay: set TCP_NODELAY on TCP connections.
+        idle_timeout: close after this many seconds with no bytes in either direction.
+        first_byte_timeout: close when no byte arrived this long after the connection
+            was made.
+        write_timeout: abort when queued output made no progress for this long.
+        high_water: the write-queue size that pauses the protocol's writing.
+        low_water: the size at which it resumes (default: ``high_water // 4``).
+        max_datagram_size: the largest datagram received whole (datagram transports).
+    """
+
+    read_size: int = DEFAULT_READ_SIZE
+    nodelay: bool = True
+    idle_timeout: float | None = None
+    first_byte_timeout: float | None = None
+    write_timeout: float | None = None
+    high_water: int = DEFAULT_HIGH_WATER
+    low_water: int | None = None
+    max_datagram_size: int = 65536
+
+    def __post_init__(self) -> None:
+        for name in ("idle_timeout", "first_byte_timeout", "write_timeout"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be positive or None, not {value!r}")
+        if self.read_size <= 0:
+            raise ValueError("read_size must be positive")
+        self.high_water, self.low_water = _water_marks(self.high_water, self.low_water)
+
+    @property
+    def has_deadlines(self) -> bool:
+        return bool(self.idle_timeout or self.first_byte_timeout or self.write_timeout)
+
+
+DEFAULT_OPTIONS: Final = TransportOptions()
+
+
+# StreamTransport._flags bits. One int instead of five booleans keeps the row small.
+_F_CLOSING: Final = 1  # an orderly close began (or the connection is being torn down)
+_F_LOST: Final = 2  # teardown scheduled: no more I/O, writes are dropped
+_F_EOF: Final = 4  # write_eof() was called
+_F_READ_PAUSED: Final = 8  # pause_reading() is in effect
+_F_WRITE_PAUSED: Final = 16  # the protocol was told to pause_writing()
+_F_DONE: Final = _F_CLOSING | _F_LOST
+
+
+class _Aux:
+    """Per-connection state most connections never need, allocated on first use."""
+
+    __slots__ = ("deadline", "high", "low", "timer", "write_progress", "writes_after_loss")
+
+    def __init__(self, opts: TransportOptions) -> None:
+        self.high = opts.high_water
+        self.low = opts.low_water
+        self.timer: TimerHandle | None = None
+        self.deadline: float | None = None
+        self.write_progress = 0.0
+        self.writes_after_loss = 0
+
+
+class StreamTransport(Connection):
+    """A TCP or Unix stream connection: a table row and an :class:`asyncio.Transport`.
+
+    Made by listeners and connectors; users get it in ``connection_made``.
+    """
+
+    __slots__ = (
+        "_aux",
+        "_buffer",
+        "_flags",
+        "_listener",
+        "_mask",
+        "_opts",
+        "_protocol",
+        "_reactor",
+        "_sock",
+    )
+
+    def __init__(
+        self,
+        reactor: Reactor,
+        sock: Any,
+        peername: Any,
+        *,
+        state: ConnState = ConnState.ACCEPTED,
+        listener: Listener | None = None,
+        options: TransportOptions = DEFAULT_OPTIONS,
+    ) -> None:
+        super().__init__(state, peername, reactor._now)
+        self._reactor = reactor
+        self._sock: Any = sock
+        self._listener = listener
+        self._opts = options
+        self._protocol: Any = None
+        self._buffer: bytearray | None = None
+        self._mask = 0
+        self._flags = 0
+        self._aux: _Aux | None = None
+        reactor.connections.add(self)
+
+    def _get_aux(self) -> _Aux:
+        aux = self._aux
+        if aux is None:
+            aux = self._aux = _Aux(self._opts)
+        return aux
+
+    # -- the row ----------------------------------------------------------------------
+
+    @property
+    def kind(self) -> str:
+        sock = self._sock
+        if sock is None:
+            return "stream"
+        return "unix" if sock.family == getattr(socket, "AF_UNIX", None) else "tcp"
+
+    @property
+    def sockname(self) -> Any:
+        if self._sock is None:
+            return None
+        try:
+            return self._sock.getsockname()
+        except OSError:
+            return None
+
+    @property
+    def write_buffer_size(self) -> int:
+        return len(self._buffer) if self._buffer else 0
+
+    @property
+    def protocol(self) -> Any:
+        return self._protocol
+
+    @property
+    def listener(self) -> Listener | None:
+        """The listener that accepted this connection (None for outgoing ones)."""
+        return self._listener
+
+    @property
+    def reactor(self) -> Reactor:
+        return self._reactor
+
+    # -- attaching a protocol ---------------------------------------------------------
+
+    def attach(self, protocol: asyncio.BaseProtocol) -> None:
+        """Attach ``protocol``: call its ``connection_made`` and start reading."""
+        self._protocol = protocol
+        self.advance(ConnEvent.ATTACH)
+        if self._opts.has_deadlines:
+            self._arm_deadline()
+        try:
+            protocol.connection_made(self)  # type: ignore[arg-type]
+        except _EXIT_EXC:
+            raise
+        except BaseException as exc:
+            self._callback_failed(exc, "connection_made")
+            return
+        if not self._flags & (_F_DONE | _F_READ_PAUSED):
+            self._set_mask(self._mask | EVENT_READ)
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._protocol = protocol
+
+    def get_protocol(self) -> Any:
+        return self._protocol
+
+    # -- the selector -----------------------------------------------------------------
+
+    def _set_mask(self, mask: int) -> None:
+        old = self._mask
+        if mask == old or self._sock is None:
+            return
+        selector = self._reactor._selector
+        if old == 0:
+            selector.register(self._sock, mask, self)
+        elif mask == 0:
+            selector.unregister(self._sock)
+        else:
+            selector.modify(self._sock, mask, self)
+        self._mask = mask
+
+    def _read_ready(self) -> None:
+        if not self._mask & 1:  # stale event: paused or closed earlier in this batch
+            return
+        try:
+            data = self._sock.recv(self._opts.read_size)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._connection_error(exc)
+            return
+        if data:
+            self.bytes_in += len(data)
+            self.last_activity = self._reactor._now
+            try:
+                self._protocol.data_received(data)
+            except _EXIT_EXC:
+                raise
+            except BaseException as exc:
+                self._callback_failed(exc, "data_received")
+        else:
+            self._read_eof()
+
+    def _read_eof(self) -> None:
+        self._set_mask(self._mask & ~EVENT_READ)
+        if self._flags & _F_DONE:
+            return
+        both_done = self.advance(ConnEvent.EOF) is _CLOSING
+        try:
+            keep_open = self._protocol.eof_received()
+        except _EXIT_EXC:
+            raise
+        except BaseException as exc:
+            self._callback_failed(exc, "eof_received")
+            return
+        if both_done or not keep_open:
+            self.close()
+
+    def _write_ready(self) -> None:
+        buffer = self._buffer
+        if not buffer:
+            self._set_mask(self._mask & ~EVENT_WRITE)
+            return
+        try:
+            sent = self._sock.send(buffer)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._connection_error(exc)
+            return
+        if sent:
+            self.bytes_out += sent
+            self.last_activity = now = self._reactor._now
+            if self._aux is not None:
+                self._aux.write_progress = now
+            del buffer[:sent]
+        if self._flags & _F_WRITE_PAUSED and len(buffer) <= self._get_aux().low:
+            self._resume_protocol()
+        if not buffer:
+            self._set_mask(self._mask & ~EVENT_WRITE)
+            self._flushed()
+
+    def _flushed(self) -> None:
+        """The queue drained: send a pending EOF, finish a pending close."""
+        flags = self._flags
+        if flags & _F_EOF and self._sock is not None:
+            try:
+                self._sock.shutdown(socket.SHUT_WR)
+            except OSError as exc:
+                self._connection_error(exc)
+                return
+        if flags & _F_CLOSING and not flags & _F_LOST:
+            self._flags = flags | _F_LOST
+            self._set_mask(0)
+            self._finish(None)
+
+    # -- asyncio.WriteTransport -------------------------------------------------------
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Queue ``data`` for sending; it is sent at once when nothing is queued.
+
+        Raises:
+            TypeError: ``data`` is not bytes-like.
+            RuntimeError: :meth:`write_eof` was called.
+        """
+        if self._flags & (_F_EOF | _F_LOST):
+            self._write_refused(data)
+            return
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"data must be bytes-like, not {type(data).__name__}")
+        buffer = self._buffer
+        if not buffer:
+            if not data:
+                return
+            try:
+                sent = self._sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError as exc:
+                self._connection_error(exc)
+                return
+            if sent:
+                self.bytes_out += sent
+                self.last_activity = self._reactor._now
+                if sent == len(data):
+                    return
+                data = memoryview(data)[sent:]
+            if buffer is None:
+                buffer = self._buffer = bytearray()
+            if self._aux is not None:
+                self._aux.write_progress = self._reactor._now
+                if self._aux.timer is None:
+                    self._arm_deadline()
+            self._set_mask(self._mask | EVENT_WRITE)
+        buffer.extend(data)
+        if not self._flags & _F_WRITE_PAUSED and len(buffer) > self._get_aux().high:
+            self._pause_protocol()
+
+    def _write_refused(self, data: object) -> None:
+        if self._flags & _F_EOF and not self._flags & _F_LOST:
+            raise RuntimeError("cannot write() after write_eof()")
+        aux = self._get_aux()
+        aux.writes_after_loss += 1
+        if aux.writes_after_loss == WRITES_AFTER_LOSS_WARNING:
+            logger.warning("%s: writes after the connection was lost are dropped",
+                           self.describe())
+
+    def writelines(self, list_of_data: Any) -> None:
+        """Write every item of an iterable of bytes-like objects, in order."""
+        self.write(b"".join(list_of_data))
+
+    def write_eof(self) -> None:
+        """Close the write side after the queued data (a half-close)."""
+        if self._flags & (_F_DONE | _F_EOF):
+            return
+        self._flags |= _F_EOF
+        if self.advance(ConnEvent.WRITE_EOF) is _CLOSING:
+            self._flags |= _F_CLOSING
+        if not self._buffer:
+            self._flushed()
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def get_write_buffer_size(self) -> int:
+        return len(self._buffer) if self._buffer else 0
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        if self._aux is None:
+            return (self._opts.low_water or 0, self._opts.high_water)
+        return (self._aux.low, self._aux.high)
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        """Set the water marks (defaults: 64 KiB high, a quarter of it low)."""
+        aux = self._get_aux()
+        aux.high, aux.low = _water_marks(high, low)
+        size = self.get_write_buffer_size()
+        if not self._flags & _F_WRITE_PAUSED and size > aux.high:
+            self._pause_protocol()
+        elif self._flags & _F_WRITE_PAUSED and size <= aux.low:
+            self._resume_protocol()
+
+    def _pause_protocol(self) -> None:
+        self._flags |= _F_WRITE_PAUSED
+        try:
+            self._protocol.pause_writing()
+        except _EXIT_EXC:
+            raise
+        except BaseException as exc:
+            logger.error("%s: pause_writing raised", self.describe(), exc_info=exc)
+
+    def _resume_protocol(self) -> None:
+        self._flags &= ~_F_WRITE_PAUSED
+        if self._protocol is None:
+            return
+        try:
+            self._protocol.resume_writing()
+        except _EXIT_EXC:
+            raise
+        except BaseException as exc:
+            logger.error("%s: resume_writing raised", self.describe(), exc_info=exc)
+
+    # -- asyncio.ReadTransport --------------------------------------------------------
+
+    def pause_reading(self) -> None:
+        """Stop reading: no ``data_received`` until :meth:`resume_reading`."""
+        if self._flags & (_F_DONE | _F_READ_PAUSED):
+            return
+        self._flags |= _F_READ_PAUSED
+        self._set_mask(self._mask & ~EVENT_READ)
+
+    def resume_reading(self) -> None:
+        flags = self._flags
+        if flags & _F_DONE or not flags & _F_READ_PAUSED:
+            return
+        self._flags = flags & ~_F_READ_PAUSED
+        if self.state is not ConnState.READ_CLOSED and self._protocol is not None:
+            self._set_mask(self._mask | EVENT_READ)
+
+    def is_reading(self) -> bool:
+        return not self._flags & (_F_DONE | _F_READ_PAUSED)
+
+    # -- closing ----------------------------------------------------------------------
+
+    def is_closing(self) -> bool:
+        return bool(self._flags & _F_DONE)
+
+    def close(self) -> None:
+        """Send what is queued, then close. ``connection_lost(None)`` follows once."""
+        if self._flags & _F_DONE:
+            return
+        self._flags |= _F_CLOSING
+        if self.state is not _CLOSING:
+            self.advance(ConnEvent.CLOSE)
+        if self._buffer:
+            self._set_mask(EVENT_WRITE)
+        else:
+            self._flags |= _F_LOST
+            self._set_mask(0)
+            self._reactor.call_soon(self._finish, None)
+
+    def abort(self) -> None:
+        """Close at once, dropping queued data. ``connection_lost(None)`` follows once."""
+        self._force_close(None)
+
+    def _force_close(self, exc: BaseException | None) -> None:
+        if self._flags & _F_LOST:
+            return
+        self._flags |= _F_DONE
+        if self._buffer:
+            self._buffer.clear()
+        self._set_mask(0)
+        self._reactor.call_soon(self._finish, exc)
+
+    def _connection_error(self, exc: OSError) -> None:
+        """The peer reset, the pipe broke, or another socket error: drop the connection."""
+        if isinstance(exc, (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)):
+            logger.debug("%s: %s", self.describe(), exc)
+        else:
+            logger.info("%s: socket error: %s", self.describe(), exc)
+        self._force_close(exc)
+
+    def _callback_failed(self, exc: BaseException, where: str) -> None:
+        logger.error("%s: %s raised; closing the connection", self.describe(), where,
+                     exc_info=exc)
+        self._force_close(exc)
+
+    def _finish(self, exc: BaseException | None) -> None:
+        """The one teardown path: runs ``connection_lost`` exactly once, frees the socket."""
+        if self.state is _CLOSED:
+            return
+        self._flags |= _F_DONE
+        self._set_mask(0)
+        self.advance(ConnEvent.LOST)
+        if self._aux is not None and self._aux.timer is not None:
+            self._aux.timer.cancel()
+            self._aux.timer = None
+        protocol, self._protocol = self._protocol, None
+        try:
+            if protocol is not None:
+                protocol.connection_lost(exc)
+        except _EXIT_EXC:
+            raise
+        except BaseException as cb_exc:
+            logger.error("%s: connection_lost raised", self.describe(), exc_info=cb_exc)
+        finally:
+            sock, self._sock = self._sock, None
+            if sock is not None:
+                sock.close()
+            self._buffer = None
+            self._reactor.connections.remove(self)
+            if self._listener is not None:
+                self._listener._release()
+
+    # -- deadlines --------------------------------------------------------------------
+
+    def set_deadline(self, seconds: float | None) -> None:
+        """Close the connection if it is still open ``seconds`` from now (an absolute
+        request deadline, e.g. for a request head); None removes it."""
+        aux = self._get_aux()
+        aux.deadline = None if seconds is None else self._reactor.time() + seconds
+        self._arm_deadline()
+
+    def _next_deadline(self) -> tuple[float, str] | None:
+        opts = self._opts
+        aux = self._aux
+        candidates: list[tuple[float, str]] = []
+        if opts.idle_timeout:
+            candidates.append((self.last_activity + opts.idle_timeout, "idle timeout"))
+        if opts.first_byte_timeout and not self.bytes_in:
+            candidates.append((self.created + opts.first_byte_timeout, "no data received"))
+        if aux is not None and aux.deadline is not None:
+            candidates.append((aux.deadline, "request deadline"))
+        if opts.write_timeout and self._buffer and aux is not None:
+            candidates.append((aux.write_progress + opts.write_timeout, "write stalled"))
+        return min(candidates) if candidates else None
+
+    def _arm_deadline(self) -> None:
+        if self._flags & _F_LOST:
+            return
+        aux = self._get_aux()
+        nearest = self._next_deadline()
+        timer = aux.timer
+        if nearest is None:
+            if timer is not None:
+                timer.cancel()
+                aux.timer = None
+            return
+        if timer is not None:
+            if timer.when() <= nearest[0]:
+                return  # it fires first and re-arms
+            timer.cancel()
+        aux.timer = self._reactor.call_at(nearest[0], self._check_deadline)
+
+    def _check_deadline(self) -> None:
+        aux = self._get_aux()
+        aux.timer = None
+        if self._flags & _F_LOST:
+            return
+        nearest = self._next_deadline()
+        if nearest is None:
+            return
+        when, reason = nearest
+        if when <= self._reactor.time():
+            logger.info("%s: closing: %s", self.describe(), reason)
+            self._force_close(DeadlineExceeded(reason))
+        else:
+            aux.timer = self._reactor.call_at(when, self._check_deadline)
+
+    # -- extra info -------------------------------------------------------------------
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        """``peername``, ``sockname``, ``socket``, ``connection`` (the row), or ``default``."""
+        if name == "peername":
+            return self.peername if self.peername is not None else default
+        if name == "sockname":
+            value = self.sockname
+            return value if value is not None else default
+        if name == "socket":
+            return self._sock if self._sock is not None else default
+        if name == "connection":
+            return self
+        if self.meta is not None and name in self.meta:
+            return self.meta[name]
+        return default
+
+    def detach_socket(self) -> socket.socket:
+        """Hand the socket over to other code (a worker thread, a child process).
+
+        The socket is unregistered and returned as a blocking :class:`socket.socket`;
+        the row stays in the table, and the caller moves its state on and finally calls
+        :meth:`release`.
+        """
+        sock = self._sock
+        if sock is None:
+            raise ValueError("the transport has no socket")
+        self._set_mask(0)
+        if not isinstance(sock, socket.socket):
+            sock = socket.socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
+        sock.setblocking(True)
+        self._sock = sock
+        return sock
+
+    def release(self, close_socket: bool = True) -> None:
+        """End a detached connection: leave the table, optionally close the socket."""
+        if self.state is _CLOSED:
+            return
+        self._flags |= _F_DONE
+        self._set_mask(0)
+        self.advance(ConnEvent.LOST)
+        sock, self._sock = self._sock, None
+        if sock is not None and close_socket:
+            sock.close()
+        self._reactor.connections.remove(self)
+        if self._listener is not None:
+            self._listener._release()
+
+
+class DatagramTransport(Connection):
+    """A UDP or Unix datagram endpoint, speaking :class:`asyncio.DatagramTransport`.
+
+    A datagram larger than ``max_datagram_size`` is not delivered cut short: it is
+    dropped, logged, and reported to ``error_received`` as an ``EMSGSIZE`` error.
+    """
+
+    __slots__ = (
+        "_buffer",
+        "_buffer_size",
+        "_cleanup",
+        "_closing",
+        "_connected",
+        "_lost",
+        "_mask",
+        "_opts",
+        "_protocol",
+        "_reactor",
+        "_sock",
+        "dropped",
+    )
+
+    def __init__(
+        self,
+        reactor: Reactor,
+        sock: socket.socket,
+        *,
+        options: TransportOptions = DEFAULT_OPTIONS,
+        connected: bool = False,
+    ) -> None:
+        peer = None
+        if connected:
+            try:
+                peer = sock.getpeername()
+            except OSError:
+                peer = None
+        super().__init__(ConnState.ACCEPTED, peer, reactor._now)
+        self._reactor = reactor
+        self._sock: socket.socket | None = sock
+        self._opts = options
+        self._protocol: Any = None
+        self._buffer: deque[tuple[bytes, Any]] = deque()
+        self._buffer_size = 0
+        self._mask = 0
+        self._closing = False
+        self._lost = False
+        self._connected = connected
+        self._cleanup: Callable[[], None] | None = None
+        self.dropped = 0
+        reactor.connections.add(self)
+
+    @property
+    def kind(self) -> str:
+        sock = self._sock
+        if sock is None:
+            return "dgram"
+        return "unixdg" if sock.family == getattr(socket, "AF_UNIX", None) else "udp"
+
+    @property
+    def sockname(self) -> Any:
+        if self._sock is None:
+            return None
+        try:
+            return self._sock.getsockname()
+        except OSError:
+            return None
+
+    @property
+    def write_buffer_size(self) -> int:
+        return self._buffer_size
+
+    def attach(self, protocol: asyncio.BaseProtocol) -> None:
+        self._protocol = protocol
+        self.advance(ConnEvent.ATTACH)
+        try:
+            protocol.connection_made(self)  # type: ignore[arg-type]
+        except _EXIT_EXC:
+            raise
+        except BaseException as exc:
+            logger.error("%s: connection_made raised", self.describe(), exc_info=exc)
+            self._force_close(exc)
+            return
+        if not self._closing:
+            self._set_mask(EVENT_READ)
+
+    def _set_mask(self, mask: int) -> None:
+        old = self._mask
+        if mask == old or self._sock is None:
+            return
+        selector = self._reactor._selector
+        if old == 0:
+            selector.register(self._sock, mask, self)
+        elif mask == 0:
+            selector.unregister(self._sock)
+        else:
+            selector.modify(self._sock, mask, self)
+        self._mask = mask
+
+    def _read_ready(self) -> None:
+        sock = self._sock
+        if sock is None:
+            return
+        limit = self._opts.max_datagram_size
+        for _ in range(64):  # a bounded batch per wake-up
+            try:
+                data, _anc, flags, addr = sock.recvmsg(limit)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self._report_error(exc)
+                continue
+            self.last_activity = self._reactor._now
+            if flags & socket.MSG_TRUNC:
+                self.dropped += 1
+                logger.warning("%s: datagram from %r larger than %d bytes dropped",
+                               self.describe(), addr, limit)
+                self._report_error(OSError(
+                    errno.EMSGSIZE,
+                    f"datagram from {addr!r} larger than max_datagram_size={limit}; dropped",
+                ))
+                continue
+            self.bytes_in += len(data)
+            try:
+                self._protocol.datagram_received(data, addr)
+            except _EXIT_EXC:
+                raise
+            except BaseException as exc:
+                logger.error("%s: datagram_received raised", self.describe(), exc_info=exc)
+            if self._sock is None or self._closing:
+                return
+
+    def _report_error(self, exc: OSError) -> None:
+        try:
+            self._protocol.error_received(exc)
+        except _EXIT_EXC:
+            raise
+        except BaseException as cb_exc:
+            logger.error("%s: error_received raised", self.describe(), exc_info=cb_exc)
+
+    def sendto(self, data: bytes | bytearray | memoryview, addr: Any = None) -> None:
+        """Send one datagram (queued if the kernel buffer is full)."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"data must be bytes-like, not {type(data).__name__}")
+        if self._lost or self._sock is None:
+            return
+        if not self._buffer:
+            try:
+                if addr is None or self._connected:
+                    self._sock.send(data)
+                else:
+                    self._sock.sendto(data, addr)
+            except (BlockingIOError, InterruptedError):
+                pass
+            except OSError as exc:
+                self._report_error(exc)
+                return
+            else:
+                self.bytes_out += len(data)
+                self.last_activity = self._reactor._now
+                return
+        self._buffer.append((bytes(data), addr))
+        self._buffer_size += len(data)
+        self._set_mask(self._mask | EVENT_WRITE)
+
+    def _write_ready(self) -> None:
+        sock = self._sock
+        while self._buffer and sock is not None:
+            data, addr = self._buffer[0]
+            try:
+                if addr is None or self._connected:
+                    sock.send(data)
+                else:
+                    sock.sendto(data, addr)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self._report_error(exc)
+            else:
+                self.bytes_out += len(data)
+            self._buffer.popleft()
+            self._buffer_size -= len(data)
+        self._set_mask(self._mask & ~EVENT_WRITE)
+        if self._closing and not self._lost:
+            self._force_close(None)
+
+    def get_write_buffer_size(self) -> int:
+        return self._buffer_size
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "peername":
+            return self.peername if self.peername is not None else default
+        if name == "sockname":
+            return self.sockname if self._sock is not None else default
+        if name == "socket":
+            return self._sock if self._sock is not None else default
+        if name == "connection":
+            return self
+        return default
+
+    def is_closing(self) -> bool:
+        return self._closing or self._lost
+
+    def close(self) -> None:
+        if self._closing or self._lost:
+            return
+        self._closing = True
+        if self.state is not _CLOSING:
+            self.advance(ConnEvent.CLOSE)
+        if self._buffer:
+            self._set_mask(EVENT_WRITE)
+        else:
+            self._force_close(None)
+
+    def abort(self) -> None:
+        self._force_close(None)
+
+    def _force_close(self, exc: BaseException | None) -> None:
+        if self._lost:
+            return
+        self._lost = self._closing = True
+        self._buffer.clear()
+        self._buffer_size = 0
+        self._set_mask(0)
+        self._reactor.call_soon(self._finish, exc)
+
+    def _finish(self, exc: BaseException | None) -> None:
+        if self.state is _CLOSED:
+            return
+        self.advance(ConnEvent.LOST)
+        protocol, self._protocol = self._protocol, None
+        try:
+            if protocol is not None:
+                protocol.connection_lost(exc)
+        except _EXIT_EXC:
+            raise
+        except BaseException as cb_exc:
+            logger.error("%s: connection_lost raised", self.describe(), exc_info=cb_exc)
+        finally:
+            sock, self._sock = self._sock, None
+            if sock is not None:
+                sock.close()
+            self._reactor.connections.remove(self)
+            cleanup, self._cleanup = self._cleanup, None
+            if cleanup is not None:
+                cleanup()
