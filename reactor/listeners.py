@@ -350,7 +350,8 @@ def listen_tcp(
     """
     opts = _options(options, option_overrides)
     if sock is None:
-        sock = _tcp_socket(host, port, backlog, reuse_address, reuse_port, dual_stack)
+        sock = _tcp_socket(host, port, backlog, reuse_address=reuse_address,
+                           reuse_port=reuse_port, dual_stack=dual_stack)
     if on_accept is None:
         if protocol_factory is None:
             raise TypeError("listen_tcp needs a protocol_factory or on_accept")
@@ -360,9 +361,11 @@ def listen_tcp(
 
 
 def _tcp_socket(
-    host: str | None, port: int, backlog: int, reuse_address: bool, reuse_port: bool,
+    host: str | None, port: int, backlog: int, *, reuse_address: bool, reuse_port: bool,
     dual_stack: bool,
 ) -> socket.socket:
+    family: int
+    address: Any
     if not host:
         if dual_stack and socket.has_dualstack_ipv6():
             family, address = socket.AF_INET6, ("::", port)
@@ -492,6 +495,8 @@ def listen_udp(
     """
     opts = _options(options, option_overrides)
     if sock is None:
+        family: int
+        address: Any
         if not host:
             family, address = ((socket.AF_INET6, ("::", port)) if dual_stack
                                else (socket.AF_INET, ("0.0.0.0", port)))
@@ -562,7 +567,7 @@ class _Connector:
     def __init__(
         self,
         reactor: Reactor,
-        candidates: list[tuple[int, Any]],
+        candidates: list[tuple[Any, Any]],
         protocol_factory: ProtocolFactory,
         timeout: float | None,
         options: TransportOptions,
@@ -670,7 +675,7 @@ def connect_tcp(
         failed: Future[tuple[StreamTransport, Any]] = Future()
         failed.set_exception(exc)
         return failed
-    candidates = [(info[0], info[4]) for info in infos]
+    candidates: list[tuple[Any, Any]] = [(info[0], info[4]) for info in infos]
     return _Connector(reactor, candidates, protocol_factory, timeout, opts).future
 
 

@@ -36,8 +36,8 @@ import errno
 import logging
 import socket
 from collections import deque
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from .connection import Connection, ConnEvent, ConnState
@@ -136,8 +136,7 @@ class _Aux:
     __slots__ = ("deadline", "high", "low", "timer", "write_progress", "writes_after_loss")
 
     def __init__(self, opts: TransportOptions) -> None:
-        self.high = opts.high_water
-        self.low = opts.low_water
+        self.high, self.low = _water_marks(opts.high_water, opts.low_water)
         self.timer: TimerHandle | None = None
         self.deadline: float | None = None
         self.write_progress = 0.0
@@ -412,7 +411,8 @@ class StreamTransport(Connection):
 
     def get_write_buffer_limits(self) -> tuple[int, int]:
         if self._aux is None:
-            return (self._opts.low_water or 0, self._opts.high_water)
+            high, low = _water_marks(self._opts.high_water, self._opts.low_water)
+            return (low, high)
         return (self._aux.low, self._aux.high)
 
     def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:

@@ -1,0 +1,104 @@
+"""Run a reactor inside another event loop.
+
+A host loop needs two things from the reactor: a descriptor to watch
+(:meth:`Reactor.fileno`, readable whenever the reactor has I/O or queued work) and how
+long it may sleep (:meth:`Reactor.next_timeout`). When either says so, the host calls
+``reactor.run_once(0)``, which never blocks.
+
+:func:`attach` does this for a running :mod:`asyncio` loop: one reader on the reactor's
+descriptor and one timer handle for the reactor's next deadline, refreshed after every
+turn. Both loops then share one thread and neither starves the other.
+
+For a host program that owns a plain ``select`` loop, the same three calls suffice::
+
+    while running:
+        timeout = reactor.next_timeout()
+        readable, _, _ = select.select([reactor.fileno(), *my_fds], [], [], timeout)
+        ...  # the host's own descriptors
+        reactor.run_once(0)
+
+The reactor's selector must have a descriptor of its own (epoll, kqueue, devpoll): the
+default selector on Linux and the BSDs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from .loop import Reactor
+
+__all__ = ["AsyncioEmbedding", "attach"]
+
+logger = logging.getLogger(__name__)
+
+
+class AsyncioEmbedding:
+    """A reactor driven by an asyncio loop; made by :func:`attach`."""
+
+    def __init__(self, reactor: Reactor, loop: asyncio.AbstractEventLoop) -> None:
+        self.reactor = reactor
+        self.loop = loop
+        self._fd = reactor.fileno()
+        self._timer: asyncio.TimerHandle | None = None
+        self._attached = False
+        self.turns = 0
+
+    def attach(self) -> None:
+        """Start driving the reactor from the loop.
+
+        Raises:
+            RuntimeError: already attached, or the reactor runs by itself.
+        """
+        if self._attached:
+            raise RuntimeError("already attached")
+        if self.reactor.is_running():
+            raise RuntimeError("the reactor is running its own loop")
+        self.loop.add_reader(self._fd, self._turn)
+        self._attached = True
+        self._schedule()
+
+    def detach(self) -> None:
+        """Stop driving the reactor; it keeps its connections and can run again."""
+        if not self._attached:
+            return
+        self._attached = False
+        self.loop.remove_reader(self._fd)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    @property
+    def attached(self) -> bool:
+        return self._attached
+
+    def _turn(self) -> None:
+        if not self._attached:
+            return
+        self.turns += 1
+        try:
+            self.reactor.run_once(0)
+        finally:
+            if self._attached:
+                self._schedule()
+
+    def _schedule(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        timeout = self.reactor.next_timeout()
+        if timeout is not None:
+            self._timer = self.loop.call_later(timeout, self._turn)
+
+
+def attach(reactor: Reactor, loop: asyncio.AbstractEventLoop | None = None) -> AsyncioEmbedding:
+    """Drive ``reactor`` from ``loop`` (default: the running loop) until detached.
+
+    Returns:
+        The embedding; call its :meth:`~AsyncioEmbedding.detach` to stop.
+    """
+    if loop is None:
+        loop = asyncio.get_running_loop()
+    embedding = AsyncioEmbedding(reactor, loop)
+    embedding.attach()
+    return embedding

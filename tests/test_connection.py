@@ -1,0 +1,131 @@
+"""The connection lifecycle table and the connection table, without sockets."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from reactor import LIFECYCLE, ConnectionTable, ConnEvent, ConnState, IllegalTransition
+from reactor.connection import Connection
+from reactor.machine import TransitionTable
+
+
+def row(state: ConnState = ConnState.ACCEPTED) -> Connection:
+    return Connection(state, ("127.0.0.1", 1234), 0.0)
+
+
+def walk(conn: Connection, *events: ConnEvent) -> ConnState:
+    for event in events:
+        conn.advance(event)
+    return conn.state
+
+
+def test_protocol_path() -> None:
+    c = row()
+    assert walk(c, ConnEvent.ATTACH, ConnEvent.EOF, ConnEvent.CLOSE, ConnEvent.LOST) is (
+        ConnState.CLOSED
+    )
+
+
+def test_half_close_both_ways_ends_in_closing() -> None:
+    assert walk(row(), ConnEvent.ATTACH, ConnEvent.EOF, ConnEvent.WRITE_EOF) is ConnState.CLOSING
+    assert walk(row(), ConnEvent.ATTACH, ConnEvent.WRITE_EOF, ConnEvent.EOF) is ConnState.CLOSING
+
+
+@pytest.mark.parametrize(
+    ("event", "state"),
+    [
+        (ConnEvent.DISPATCH_INLINE, ConnState.DISPATCHED_INLINE),
+        (ConnEvent.DISPATCH_THREAD, ConnState.DISPATCHED_THREAD),
+        (ConnEvent.DISPATCH_CHILD, ConnState.DISPATCHED_CHILD),
+    ],
+)
+def test_facade_path(event: ConnEvent, state: ConnState) -> None:
+    c = row()
+    assert walk(c, ConnEvent.VERIFY, ConnEvent.BUFFER, event) is state
+    assert walk(c, ConnEvent.FINISH, ConnEvent.LOST) is ConnState.CLOSED
+
+
+def test_illegal_transitions_raise_and_leave_the_state_alone() -> None:
+    c = row()
+    with pytest.raises(IllegalTransition, match="FINISH"):
+        c.advance(ConnEvent.FINISH)
+    assert c.state is ConnState.ACCEPTED
+    walk(c, ConnEvent.LOST)
+    with pytest.raises(IllegalTransition):
+        c.advance(ConnEvent.LOST)  # CLOSED is final
+
+
+def test_every_state_but_closed_can_be_lost() -> None:
+    for state in ConnState:
+        if state is ConnState.CLOSED:
+            assert LIFECYCLE.events(state) == frozenset()
+        else:
+            assert LIFECYCLE.next(state, ConnEvent.LOST) is ConnState.CLOSED
+
+
+def test_every_state_is_reachable_from_a_start_state() -> None:
+    seen = {ConnState.ACCEPTED, ConnState.CONNECTING}
+    frontier = list(seen)
+    while frontier:
+        state = frontier.pop()
+        for event in LIFECYCLE.events(state):
+            nxt = LIFECYCLE.next(state, event)
+            if nxt not in seen:
+                seen.add(nxt)
+                frontier.append(nxt)
+    assert seen == set(ConnState)
+
+
+@given(st.lists(st.sampled_from(list(ConnEvent)), max_size=20))
+def test_random_event_sequences_follow_the_table(events: list[ConnEvent]) -> None:
+    c = row()
+    for event in events:
+        before = c.state
+        if LIFECYCLE.allows(before, event):
+            assert c.advance(event) is LIFECYCLE.next(before, event)
+        else:
+            with pytest.raises(IllegalTransition):
+                c.advance(event)
+            assert c.state is before
+
+
+def test_transition_table_edges_and_errors() -> None:
+    class S(Enum):
+        A = 1
+        B = 2
+
+    class E(Enum):
+        GO = 1
+
+    table = TransitionTable("t", {S.A: {E.GO: S.B}})
+    assert list(table.edges()) == [(S.A, E.GO, S.B)]
+    assert not table.allows(S.B, E.GO)
+    with pytest.raises(IllegalTransition, match="t: no transition for GO in state B"):
+        table.next(S.B, E.GO)
+
+
+def test_table_counts_and_totals_survive_removal() -> None:
+    table = ConnectionTable()
+    a, b = row(), row()
+    a.bytes_in, a.bytes_out = 10, 20
+    b.bytes_in = 5
+    table.add(a)
+    table.add(b)
+    b.advance(ConnEvent.ATTACH)
+    stats = table.statistics()
+    assert stats.open == 2
+    assert dict(stats.by_state) == {"ACCEPTED": 1, "OPEN": 1}
+    assert stats.bytes_in == 15 and stats.bytes_out == 20
+    table.remove(a)
+    table.remove(a)  # removing twice counts once
+    stats = table.statistics()
+    assert stats.open == 1 and stats.closed_total == 1 and stats.opened_total == 2
+    assert stats.bytes_in == 15 and stats.bytes_out == 20
+    with pytest.raises(TypeError):
+        stats.by_state["X"] = 1  # type: ignore[index]
+    assert "OPEN" in table.format()
+    assert table.in_state(ConnState.OPEN) == [b]
