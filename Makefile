@@ -5,29 +5,26 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: test test-faults lint bench bench-quick demo clean venv
+.PHONY: test test-faults lint bench bench-quick demo clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-$(STAMP): $(PY) setup.cfg pyproject.toml
-	rm -f $(VENV)/.installed-*
-	$(PY) -m pip install --quiet -e '.[test,bench,lint]'
+# one stamp per extra, redone when the metadata changes
+$(VENV)/.stamp-%: setup.cfg pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[$*]'
 	touch $@
 
-venv: $(STAMP)
-
-test: $(STAMP)
+test: $(VENV)/.stamp-test
 	$(PY) -m pytest
 
-lint: $(STAMP)
-	$(PY) -m ruff check reactor handlers tests bench
+lint: $(VENV)/.stamp-lint
+	$(PY) -m ruff check reactor handlers tests bench examples
 	$(PY) -m mypy
 
-demo: $(STAMP)
+demo: $(VENV)/.stamp-test
 	$(PY) -m bench.demo
 
 bench: demo
@@ -35,4 +32,4 @@ bench: demo
 bench-quick: demo
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
