@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from .clock import Clock, FakeClock, MonotonicClock
-from .connection import LIFECYCLE, ConnEvent, ConnState, Connection
+from .connection import LIFECYCLE, Connection, ConnEvent, ConnState
 from .errors import (
     ClosedError,
     DeadlineExceeded,

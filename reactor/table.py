@@ -116,7 +116,7 @@ class ConnectionTable:
                 lines.append(f"... and {len(self._rows) - limit} more")
                 break
             lines.append(
-                f"{row.kind:<5} {row.state.name:<18} {str(row.peername):<28} "
+                f"{row.kind:<5} {row.state.name:<18} {row.peername!s:<28} "
                 f"{row.bytes_in:>10} {row.bytes_out:>10} {row.write_buffer_size:>8}"
             )
         return "\n".join(lines)
