@@ -336,7 +336,9 @@ class StreamTransport(Connection):
         if flags & _F_CLOSING and not flags & _F_LOST:
             self._flags = flags | _F_LOST
             self._set_mask(0)
-            self._finish(None)
+            # write_eof() may have been called from inside a protocol callback:
+            # connection_lost must not run inside it
+            self._reactor.call_soon(self._finish, None)
 
     # -- asyncio.WriteTransport -------------------------------------------------------
 
