@@ -373,12 +373,16 @@ class StreamTransport(Connection):
                 data = memoryview(data)[sent:]
             if buffer is None:
                 buffer = self._buffer = bytearray()
+            buffer.extend(data)
             if self._aux is not None:
                 self._aux.write_progress = self._reactor._now
-                if self._aux.timer is None:
+                if self._opts.write_timeout:
+                    # after the extend: the queue is what brings in the write deadline,
+                    # which may come before a timer already armed for another one
                     self._arm_deadline()
             self._set_mask(self._mask | EVENT_WRITE)
-        buffer.extend(data)
+        else:
+            buffer.extend(data)
         if not self._flags & _F_WRITE_PAUSED and len(buffer) > self._get_aux().high:
             self._pause_protocol()
 
