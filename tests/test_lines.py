@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 import pytest
+from handlerkit import three_ways
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -42,16 +43,6 @@ def oracle(data: bytes, delimiter: bytes, limit: int) -> tuple[list[bytes], str 
     if len(pieces[-1]) > limit + len(delimiter) - 1:
         return lines, "too long"
     return lines, None
-
-
-def split_at(data: bytes, cuts: list[int]) -> list[bytes]:
-    points = sorted({c % (len(data) + 1) for c in cuts})
-    bounds = [0, *points, len(data)]
-    return [data[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
-
-
-def three_ways(data: bytes, cuts: list[int]) -> list[list[bytes]]:
-    return [[data], [data[i:i + 1] for i in range(len(data))], split_at(data, cuts)]
 
 
 # -- the state machine ------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import pytest
+from handlerkit import three_ways
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -16,16 +17,6 @@ from handlers.terminator import (
     TerminatorOverflow,
 )
 from reactor.testing import FakeTransport
-
-
-def split_at(data: bytes, cuts: list[int]) -> list[bytes]:
-    points = sorted({c % (len(data) + 1) for c in cuts})
-    bounds = [0, *points, len(data)]
-    return [data[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
-
-
-def three_ways(data: bytes, cuts: list[int]) -> list[list[bytes]]:
-    return [[data], [data[i:i + 1] for i in range(len(data))], split_at(data, cuts)]
 
 
 def records(framer: TerminatorFramer, chunks: list[bytes]) -> tuple[list[bytes], bytes, bool]:
