@@ -428,8 +428,8 @@ class ProtocolPair:
 
     @staticmethod
     def _move(src: FakeTransport, dst: FakeTransport, chunk_size: int | None) -> bool:
-        if dst.lost:
-            if src.buffer or not src.is_closing():
+        if dst.lost:  # writing to a closed peer resets the connection, as TCP does
+            if src.buffer and not src.lost:
                 src.lose(ConnectionResetError("the peer closed the connection"))
                 return True
             return False
