@@ -286,7 +286,9 @@ _KV_CANDIDATES = ("KVHandler", "KvHandler", "KVProtocol", "KeyValueHandler", "Re
 def _kv_factory() -> Callable[[], Any]:
     """A protocol factory for handlers.kv, whatever shape that module settles on.
 
-    Tries, in order: ``handlers.kv.protocol_factory()`` (returns a factory), a class
+    Tries, in order: ``handlers.kv.KVServer()`` (an unbound protocol factory that binds
+    its store to the loop of its first connection), ``handlers.kv.protocol_factory()``
+    (returns a factory), a class
     named in ``_KV_CANDIDATES`` that takes no argument, or one that takes a shared store
     (``Store``/``KVStore``/``Database``/``Keyspace`` from the same module).
 
@@ -294,6 +296,10 @@ def _kv_factory() -> Callable[[], Any]:
         LookupError: nothing usable was found.
     """
     module = importlib.import_module("handlers.kv")
+    server_cls = getattr(module, "KVServer", None)
+    if server_cls is not None:
+        kv_server: Callable[[], Any] = server_cls()
+        return kv_server
     make = getattr(module, "protocol_factory", None)
     if callable(make):
         factory: Callable[[], Any] = make()
