@@ -178,7 +178,6 @@ class Listener:
                     return
                 if exc.errno in _TRANSIENT_ERRNOS:
                     continue
-                logger.error("%s: accept() failed: %s; pausing", self.describe(), exc)
                 self._pause(exc)
                 return
             if self._capacity_error is not None:
@@ -209,7 +208,11 @@ class Listener:
 
     def _pause(self, exc: OSError) -> None:
         err = exc.errno or 0
-        if self._capacity_error is None:
+        if self._capacity_error is None and err not in CAPACITY_ERRNOS:
+            # not a resource limit: say what failed, once per episode, and name no limit
+            logger.error("%s: accept() failed: %s; pausing the listener and retrying every "
+                         "%.1f s", self.describe(), exc, self.accept_retry_delay)
+        elif self._capacity_error is None:
             logger.error(
                 "%s: accept() failed: %s -- reached %s; pausing the listener and retrying "
                 "every %.1f s (pending clients wait in the backlog)",
@@ -593,7 +596,12 @@ class _Connector:
             family, address = self.candidates.pop(0)
             sock = socket.socket(family, socket.SOCK_STREAM)
             sock.setblocking(False)
-            err = sock.connect_ex(address)
+            try:
+                err = sock.connect_ex(address)
+            except OSError as exc:  # e.g. an AF_UNIX path too long: fail the future
+                sock.close()
+                self.errors.append(exc)
+                continue
             if err in (0, errno.EINPROGRESS):
                 self.sock = sock
                 self.transport = StreamTransport(self.reactor, sock, address,
