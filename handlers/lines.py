@@ -180,7 +180,9 @@ class LineHandler(StreamHandler):
 
     Configure with class attributes (``delimiter``, ``max_line_length``) or with the
     constructor's arguments. Lines are delivered until the handler starts closing the
-    connection: lines after a ``close_when_done`` are not delivered.
+    connection: lines after a ``close_when_done`` are not delivered. Pausing the
+    transport's reading stops new input, not the lines already received in the same
+    piece of input.
 
     Callback order::
 
