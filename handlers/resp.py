@@ -1,0 +1,540 @@
+"""RESP, the Redis serialization protocol: a socket-free command parser and reply encoder.
+
+Role: turn the bytes a Redis client sends into commands (lists of ``bytes``) and turn
+reply values into bytes. :mod:`handlers.kv` is built on it; nothing here knows about
+connections, so it is tested by feeding it bytes.
+
+Must not import ``socket``, ``selectors``, ``threading`` or ``os``: it never does I/O.
+
+Theory of operation
+-------------------
+A client sends either *multibulk* commands (an array of bulk strings,
+``*2\\r\\n$3\\r\\nGET\\r\\n$1\\r\\nk\\r\\n``) or *inline* commands (a line of words,
+``GET k\\r\\n``, split like a shell would, with ``"..."`` and ``'...'`` quoting). The
+first byte of a command decides which: ``*`` means multibulk.
+
+The parser is a state machine over one working buffer (``_buf`` read from ``_pos``) and
+a list of chunks fed since the last parse. Between calls it remembers where it is in
+the command in progress (the arguments so far, how many are still expected, the length
+of the bulk string being read) and *what it is waiting for*:
+
+* ``_WAIT_NONE`` -- nothing partial; any new byte may start a command.
+* ``_WAIT_LINE`` -- a header line (``*N`` / ``$N``) or an inline command is incomplete;
+  the parser is worth re-running only once a chunk containing ``\\n`` arrives, or once
+  the partial line is over its limit (then it fails). Only the *new* chunk is scanned.
+* ``_WAIT_BYTES`` -- a bulk payload of known length is incomplete; the parser is worth
+  re-running only once enough bytes have arrived. Nothing is scanned.
+
+:meth:`RespParser.feed` only appends the chunk and updates that readiness test;
+:meth:`RespParser.next_command` joins the chunks into the working buffer only when the
+test says progress is possible, so a large bulk string arriving in small pieces is
+copied once, not once per piece, and a long line is scanned once (no quadratic cost).
+In the common case (whole commands per chunk) the chunk becomes the working buffer with
+no copy at all.
+
+Limits are checked on headers, before any payload is buffered: an array longer than
+``max_array_length``, a bulk string longer than ``max_bulk_length`` or a command whose
+declared size passes ``max_command_size`` is refused at once. Errors are
+:class:`RespProtocolError`; a *fatal* one (the stream cannot be resynchronised: after a
+bad header nobody knows where the next command starts) leaves the parser broken, and
+the server replies with :attr:`RespProtocolError.reply` and closes. An inline command
+with unbalanced quotes is *not* fatal: the line is over, the next one is parsed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Final, TypeAlias
+
+from reactor.errors import RemoteProtocolError
+
+__all__ = [
+    "CRLF",
+    "DEFAULT_MAX_ARRAY_LENGTH",
+    "DEFAULT_MAX_BULK_LENGTH",
+    "DEFAULT_MAX_COMMAND_SIZE",
+    "DEFAULT_MAX_INLINE_LENGTH",
+    "NULL_ARRAY",
+    "NULL_BULK",
+    "NULL_RESP3",
+    "OK",
+    "PONG",
+    "QUEUED",
+    "RespParser",
+    "RespProtocolError",
+    "encode",
+    "encode_array",
+    "encode_bulk",
+    "encode_command",
+    "encode_error",
+    "encode_integer",
+    "encode_map",
+    "encode_simple",
+    "split_inline",
+]
+
+CRLF: Final = b"\r\n"
+OK: Final = b"+OK\r\n"
+PONG: Final = b"+PONG\r\n"
+QUEUED: Final = b"+QUEUED\r\n"
+NULL_BULK: Final = b"$-1\r\n"
+NULL_ARRAY: Final = b"*-1\r\n"
+NULL_RESP3: Final = b"_\r\n"
+
+DEFAULT_MAX_BULK_LENGTH: Final = 64 * 1024 * 1024
+DEFAULT_MAX_ARRAY_LENGTH: Final = 1024 * 1024
+DEFAULT_MAX_INLINE_LENGTH: Final = 64 * 1024
+DEFAULT_MAX_COMMAND_SIZE: Final = 256 * 1024 * 1024
+# A header is "*" or "$", at most 20 digits and CRLF; anything longer is garbage.
+HEADER_LIMIT: Final = 64
+
+_WAIT_NONE: Final = 0
+_WAIT_LINE: Final = 1
+_WAIT_BYTES: Final = 2
+
+_STAR: Final = 42  # b"*"
+_DOLLAR: Final = 36  # b"$"
+_CR: Final = 13
+_WHITESPACE: Final = frozenset(b" \t\n\r\x0b\x0c")
+_ESCAPES: Final = {ord("n"): 10, ord("r"): 13, ord("t"): 9, ord("b"): 8, ord("a"): 7}
+_HEX: Final = frozenset(b"0123456789abcdefABCDEF")
+
+
+class RespProtocolError(RemoteProtocolError):
+    """The client broke RESP.
+
+    Attributes:
+        message: what was wrong, without the ``ERR Protocol error:`` prefix.
+        fatal: True when the stream cannot be resynchronised (reply, then close).
+    """
+
+    def __init__(self, message: str, *, fatal: bool = True) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fatal = fatal
+
+    @property
+    def reply(self) -> bytes:
+        """The error reply to send, ``-ERR Protocol error: ...``."""
+        return encode_error(f"ERR Protocol error: {self.message}")
+
+
+def _header_value(buf: bytes, start: int, stop: int, what: str) -> int:
+    """Parse the digits of a ``*N`` / ``$N`` header line (``buf[start:stop]``)."""
+    text = buf[start:stop]
+    if text.isdigit():
+        return int(text)
+    if text[:1] == b"-" and text[1:].isdigit():
+        return -int(text[1:])
+    raise RespProtocolError(f"invalid {what} length {text[:32]!r}")
+
+
+class RespParser:
+    """An incremental parser of client commands (multibulk and inline).
+
+    Args:
+        max_bulk_length: the longest bulk string accepted, in bytes.
+        max_array_length: the most elements a multibulk command may have.
+        max_inline_length: the longest inline command line, in bytes.
+        max_command_size: the most payload bytes one command may declare in total.
+
+    Raises:
+        ValueError: a limit is not positive.
+
+    Usage::
+
+        parser.feed(data)
+        while (command := parser.next_command()) is not None:
+            ...  # command is a non-empty list of bytes
+    """
+
+    __slots__ = (
+        "_args",
+        "_buf",
+        "_bulk",
+        "_chunks",
+        "_chunks_len",
+        "_error",
+        "_need",
+        "_pos",
+        "_ready",
+        "_remaining",
+        "_size",
+        "_wait",
+        "max_array_length",
+        "max_bulk_length",
+        "max_command_size",
+        "max_inline_length",
+    )
+
+    def __init__(
+        self,
+        *,
+        max_bulk_length: int = DEFAULT_MAX_BULK_LENGTH,
+        max_array_length: int = DEFAULT_MAX_ARRAY_LENGTH,
+        max_inline_length: int = DEFAULT_MAX_INLINE_LENGTH,
+        max_command_size: int = DEFAULT_MAX_COMMAND_SIZE,
+    ) -> None:
+        for name, value in (
+            ("max_bulk_length", max_bulk_length),
+            ("max_array_length", max_array_length),
+            ("max_inline_length", max_inline_length),
+            ("max_command_size", max_command_size),
+        ):
+            if value <= 0:
+                raise ValueError(f"{name} must be positive, not {value!r}")
+        self.max_bulk_length = max_bulk_length
+        self.max_array_length = max_array_length
+        self.max_inline_length = max_inline_length
+        self.max_command_size = max_command_size
+        self._buf = b""
+        self._pos = 0
+        self._chunks: list[bytes] = []
+        self._chunks_len = 0
+        self._ready = False
+        self._wait = _WAIT_NONE
+        self._need = 0  # _WAIT_BYTES: bytes needed from _pos; _WAIT_LINE: the line limit
+        self._args: list[bytes] | None = None  # the multibulk command in progress
+        self._remaining = 0  # its elements still expected
+        self._bulk = -1  # the length of the bulk being read; -1: expecting a "$" header
+        self._size = 0  # payload bytes the command in progress declared so far
+        self._error: RespProtocolError | None = None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet returned as (part of) a command."""
+        return len(self._buf) - self._pos + self._chunks_len
+
+    @property
+    def broken(self) -> bool:
+        """Whether a fatal error stopped the parser."""
+        return self._error is not None
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Add received bytes. Cheap: parsing happens in :meth:`next_command`.
+
+        After a fatal error, input is ignored.
+        """
+        if not data or self._error is not None:
+            return
+        if type(data) is not bytes:
+            data = bytes(data)
+        self._chunks.append(data)
+        self._chunks_len += len(data)
+        if self._ready:
+            return
+        wait = self._wait
+        if wait == _WAIT_BYTES:
+            self._ready = self.buffered >= self._need
+        elif wait == _WAIT_LINE:
+            self._ready = b"\n" in data or self.buffered > self._need  # over: fail now
+        else:
+            self._ready = True
+
+    def next_command(self) -> list[bytes] | None:
+        """Return the next complete command, or None until more bytes are fed.
+
+        Raises:
+            RespProtocolError: the input is malformed or over a limit. When
+                ``fatal`` is set, every later call raises the same error.
+        """
+        if self._error is not None:
+            raise self._error
+        if not self._ready:
+            return None
+        chunks = self._chunks
+        if chunks:
+            if self._pos >= len(self._buf) and len(chunks) == 1:
+                self._buf = chunks[0]
+            else:
+                self._buf = b"".join([memoryview(self._buf)[self._pos :], *chunks])
+            chunks.clear()
+            self._chunks_len = 0
+            self._pos = 0
+        try:
+            command = self._parse()
+        except RespProtocolError as exc:
+            if exc.fatal:
+                self._error = exc
+                self._buf = b""
+                self._pos = 0
+                self._args = None
+            raise
+        if command is None:
+            self._ready = False
+        return command
+
+    # -- the state machine ------------------------------------------------------------
+
+    def _wait_for(self, wait: int, need: int, pos: int) -> None:
+        self._wait = wait
+        self._need = need
+        if pos >= len(self._buf):
+            self._buf = b""
+            pos = 0
+        self._pos = pos
+
+    def _parse(self) -> list[bytes] | None:
+        buf = self._buf
+        pos = self._pos
+        end = len(buf)
+        while True:
+            args = self._args
+            if args is None:
+                if pos >= end:
+                    self._wait_for(_WAIT_NONE, 0, pos)
+                    return None
+                if buf[pos] != _STAR:
+                    inline = self._parse_inline(buf, pos, end)
+                    if inline is None:
+                        return None
+                    if inline:
+                        return inline
+                    pos = self._pos
+                    continue  # an empty line: Redis ignores it
+                nl = buf.find(b"\n", pos, pos + HEADER_LIMIT)
+                if nl < 0:
+                    if end - pos >= HEADER_LIMIT:
+                        raise RespProtocolError("too big mbulk count string")
+                    self._wait_for(_WAIT_LINE, HEADER_LIMIT - 1, pos)
+                    return None
+                if buf[nl - 1] != _CR:
+                    raise RespProtocolError("expected CRLF after the multibulk length")
+                count = _header_value(buf, pos + 1, nl - 1, "multibulk")
+                pos = nl + 1
+                if count <= 0:
+                    if count < -1:
+                        raise RespProtocolError(f"invalid multibulk length {count}")
+                    continue  # *0 and *-1 carry no command: ignored, as Redis does
+                if count > self.max_array_length:
+                    raise RespProtocolError(
+                        f"invalid multibulk length {count} "
+                        f"(over the limit of {self.max_array_length})"
+                    )
+                args = self._args = []
+                self._remaining = count
+                self._bulk = -1
+                self._size = 0
+            remaining = self._remaining
+            bulk = self._bulk
+            while remaining:
+                if bulk < 0:
+                    if pos >= end:
+                        self._remaining, self._bulk = remaining, bulk
+                        self._wait_for(_WAIT_LINE, HEADER_LIMIT - 1, pos)
+                        return None
+                    if buf[pos] != _DOLLAR:
+                        got = chr(buf[pos]) if 32 < buf[pos] < 127 else f"\\x{buf[pos]:02x}"
+                        raise RespProtocolError(f"expected '$', got '{got}'")
+                    nl = buf.find(b"\n", pos, pos + HEADER_LIMIT)
+                    if nl < 0:
+                        if end - pos >= HEADER_LIMIT:
+                            raise RespProtocolError("too big bulk count string")
+                        self._remaining, self._bulk = remaining, bulk
+                        self._wait_for(_WAIT_LINE, HEADER_LIMIT - 1, pos)
+                        return None
+                    if buf[nl - 1] != _CR:
+                        raise RespProtocolError("expected CRLF after the bulk length")
+                    bulk = _header_value(buf, pos + 1, nl - 1, "bulk")
+                    if bulk < 0:
+                        raise RespProtocolError(f"invalid bulk length {bulk}")
+                    if bulk > self.max_bulk_length:
+                        raise RespProtocolError(
+                            f"invalid bulk length {bulk} "
+                            f"(over the limit of {self.max_bulk_length})"
+                        )
+                    self._size += bulk
+                    if self._size > self.max_command_size:
+                        raise RespProtocolError(
+                            f"command too large (over the limit of {self.max_command_size} "
+                            "bytes)"
+                        )
+                    pos = nl + 1
+                stop = pos + bulk
+                if stop + 2 > end:
+                    self._remaining, self._bulk = remaining, bulk
+                    self._wait_for(_WAIT_BYTES, bulk + 2, pos)
+                    return None
+                if buf[stop] != _CR or buf[stop + 1] != 10:
+                    raise RespProtocolError("expected CRLF after a bulk string")
+                args.append(buf[pos:stop])
+                pos = stop + 2
+                bulk = -1
+                remaining -= 1
+            self._args = None
+            self._remaining = 0
+            self._bulk = -1
+            self._pos = pos
+            return args
+
+    def _parse_inline(self, buf: bytes, pos: int, end: int) -> list[bytes] | None:
+        limit = self.max_inline_length
+        nl = buf.find(b"\n", pos, pos + limit + 1)
+        if nl < 0:
+            if end - pos > limit:
+                raise RespProtocolError(f"too big inline request (over {limit} bytes)")
+            self._wait_for(_WAIT_LINE, limit, pos)
+            return None
+        line = buf[pos:nl]
+        self._pos = nl + 1
+        if line[-1:] == b"\r":
+            line = line[:-1]
+        return split_inline(line)
+
+
+def split_inline(line: bytes) -> list[bytes]:
+    """Split an inline command into arguments, the way Redis does.
+
+    Words are separated by ASCII whitespace. ``"..."`` quotes a word and understands
+    ``\\n \\r \\t \\b \\a \\xHH`` and backslash-anything escapes; ``'...'`` quotes a word
+    with only ``\\'`` as an escape. A closing quote must end the word.
+
+    Raises:
+        RespProtocolError: unbalanced quotes (not fatal: the line is over).
+    """
+    if b'"' not in line and b"'" not in line:
+        return line.split()
+    args: list[bytes] = []
+    i = 0
+    n = len(line)
+    while True:
+        while i < n and line[i] in _WHITESPACE:
+            i += 1
+        if i >= n:
+            return args
+        word = bytearray()
+        quote = 0
+        while True:
+            if i >= n:
+                if quote:
+                    raise RespProtocolError("unbalanced quotes in request", fatal=False)
+                break
+            c = line[i]
+            if quote == 34:  # inside "..."
+                if (
+                    c == 92 and i + 3 < n and line[i + 1] == 120
+                    and line[i + 2] in _HEX and line[i + 3] in _HEX
+                ):
+                    word.append(int(line[i + 2 : i + 4], 16))
+                    i += 4
+                    continue
+                if c == 92 and i + 1 < n:
+                    nxt = line[i + 1]
+                    word.append(_ESCAPES.get(nxt, nxt))
+                    i += 2
+                    continue
+                if c == 34:
+                    if i + 1 < n and line[i + 1] not in _WHITESPACE:
+                        raise RespProtocolError("unbalanced quotes in request", fatal=False)
+                    i += 1
+                    break
+                word.append(c)
+            elif quote == 39:  # inside '...'
+                if c == 92 and i + 1 < n and line[i + 1] == 39:
+                    word.append(39)
+                    i += 2
+                    continue
+                if c == 39:
+                    if i + 1 < n and line[i + 1] not in _WHITESPACE:
+                        raise RespProtocolError("unbalanced quotes in request", fatal=False)
+                    i += 1
+                    break
+                word.append(c)
+            elif c in _WHITESPACE:
+                break
+            elif c in (34, 39):
+                quote = c
+            else:
+                word.append(c)
+            i += 1
+        args.append(bytes(word))
+
+
+# -- encoding -------------------------------------------------------------------------
+
+
+def encode_simple(text: str | bytes) -> bytes:
+    """``+text\\r\\n``.
+
+    Raises:
+        ValueError: the text contains CR or LF.
+    """
+    raw = text.encode() if isinstance(text, str) else text
+    if b"\r" in raw or b"\n" in raw:
+        raise ValueError("a simple string cannot contain CR or LF")
+    return b"+" + raw + CRLF
+
+
+def encode_error(message: str | bytes) -> bytes:
+    """``-message\\r\\n``; CR and LF in the message become spaces.
+
+    By convention the message starts with an upper-case code: ``ERR``, ``WRONGTYPE``...
+    """
+    raw = message.encode() if isinstance(message, str) else message
+    return b"-" + raw.replace(b"\r", b" ").replace(b"\n", b" ") + CRLF
+
+
+def encode_integer(value: int) -> bytes:
+    """``:value\\r\\n``."""
+    return b":%d\r\n" % value
+
+
+def encode_bulk(value: bytes | None) -> bytes:
+    """``$len\\r\\nvalue\\r\\n``, or the RESP2 null bulk string for None."""
+    if value is None:
+        return NULL_BULK
+    return b"$%d\r\n%b\r\n" % (len(value), value)
+
+
+def encode_array(items: Sequence[bytes] | None) -> bytes:
+    """An array of already encoded items, or the null array for None."""
+    if items is None:
+        return NULL_ARRAY
+    return b"*%d\r\n" % len(items) + b"".join(items)
+
+
+def encode_map(pairs: Sequence[tuple[bytes, bytes]], *, resp3: bool = False) -> bytes:
+    """A map of already encoded keys and values: a RESP3 map (``%``), or in RESP2 the
+    flat array ``key1 value1 key2 value2 ...`` Redis sends instead."""
+    head = b"%%%d\r\n" % len(pairs) if resp3 else b"*%d\r\n" % (2 * len(pairs))
+    return head + b"".join(key + value for key, value in pairs)
+
+
+EncodableValue: TypeAlias = "bytes | str | int | Sequence[EncodableValue] | None"
+
+
+def encode(value: EncodableValue) -> bytes:
+    """Encode a Python value: bytes and str as bulk strings, int as an integer, None as
+    the null bulk string, lists and tuples as arrays (recursively).
+
+    Raises:
+        TypeError: a value of another type (bool included, to avoid surprises).
+    """
+    if isinstance(value, bytes):
+        return encode_bulk(value)
+    if isinstance(value, str):
+        return encode_bulk(value.encode())
+    if isinstance(value, bool):
+        raise TypeError("cannot encode a bool in RESP2; use an int")
+    if isinstance(value, int):
+        return encode_integer(value)
+    if value is None:
+        return NULL_BULK
+    if isinstance(value, (list, tuple)):
+        return encode_array([encode(item) for item in value])
+    raise TypeError(f"cannot encode {type(value).__name__} in RESP")
+
+
+def encode_command(args: Iterable[bytes | str | int]) -> bytes:
+    """Encode a command the way clients send it: an array of bulk strings.
+
+    Raises:
+        ValueError: no arguments.
+    """
+    parts: list[bytes] = []
+    for arg in args:
+        raw = arg if isinstance(arg, bytes) else str(arg).encode()
+        parts.append(b"$%d\r\n%b\r\n" % (len(raw), raw))
+    if not parts:
+        raise ValueError("a command needs at least one argument")
+    return b"*%d\r\n" % len(parts) + b"".join(parts)
