@@ -414,16 +414,22 @@ def _prepare_unix_path(path: str) -> None:
             errno.EEXIST, f"{path!r} exists and is not a socket; refusing to remove it"
         )
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.setblocking(False)  # a live server with a full backlog must not block us
     try:
         probe.connect(path)
     except ConnectionRefusedError:
         os.unlink(path)  # a stale socket: nobody listens on it
-    except OSError:
-        os.unlink(path)
-    else:
-        raise OSError(errno.EADDRINUSE, f"{path!r} is in use by a running server")
+        return
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        # EAGAIN: alive, its backlog full; EPROTOTYPE: a live socket of the other
+        # type (a datagram server): in use either way, never to be removed
+        if exc.errno not in (errno.EAGAIN, errno.EPROTOTYPE):
+            raise
     finally:
         probe.close()
+    raise OSError(errno.EADDRINUSE, f"{path!r} is in use by a running server")
 
 
 def listen_unix(
