@@ -243,6 +243,12 @@ class RespParser:
         if not self._ready:
             return None
         chunks = self._chunks
+        if not chunks and self._args is None and self._pos >= len(self._buf):
+            self._ready = False  # all consumed: the common end of a batch
+            self._wait = _WAIT_NONE
+            self._buf = b""
+            self._pos = 0
+            return None
         if chunks:
             if self._pos >= len(self._buf) and len(chunks) == 1:
                 self._buf = chunks[0]
@@ -274,10 +280,34 @@ class RespParser:
             pos = 0
         self._pos = pos
 
+    def _header(self, buf: bytes, pos: int, end: int, kind: int) -> tuple[int, int] | None:
+        """The slow path of a ``*N`` or ``$N`` header at ``pos``: its value and the
+        position after it, None when it is incomplete.
+
+        Raises:
+            RespProtocolError: a malformed header.
+        """
+        if kind == _DOLLAR and buf[pos] != _DOLLAR:
+            got = chr(buf[pos]) if 32 < buf[pos] < 127 else f"\\x{buf[pos]:02x}"
+            raise RespProtocolError(f"expected '$', got '{got}'")
+        what = "bulk" if kind == _DOLLAR else "multibulk"
+        nl = buf.find(b"\n", pos, pos + HEADER_LIMIT)
+        if nl < 0:
+            if end - pos >= HEADER_LIMIT:
+                raise RespProtocolError(f"too big {'bulk' if kind == _DOLLAR else 'mbulk'} "
+                                        "count string")
+            return None
+        if buf[nl - 1] != _CR:
+            raise RespProtocolError(f"expected CRLF after the {what} length")
+        return _header_value(buf, pos + 1, nl - 1, what), nl + 1
+
     def _parse(self) -> list[bytes] | None:
+        # The fast path of each header (complete, well formed) is inlined; anything
+        # else goes through _header. Hot state lives in locals and is saved on exit.
         buf = self._buf
         pos = self._pos
         end = len(buf)
+        find = buf.find
         while True:
             args = self._args
             if args is None:
@@ -292,16 +322,16 @@ class RespParser:
                         return inline
                     pos = self._pos
                     continue  # an empty line: Redis ignores it
-                nl = buf.find(b"\n", pos, pos + HEADER_LIMIT)
-                if nl < 0:
-                    if end - pos >= HEADER_LIMIT:
-                        raise RespProtocolError("too big mbulk count string")
-                    self._wait_for(_WAIT_LINE, HEADER_LIMIT - 1, pos)
-                    return None
-                if buf[nl - 1] != _CR:
-                    raise RespProtocolError("expected CRLF after the multibulk length")
-                count = _header_value(buf, pos + 1, nl - 1, "multibulk")
-                pos = nl + 1
+                nl = find(b"\n", pos, pos + HEADER_LIMIT)
+                if nl > pos and buf[nl - 1] == _CR and (text := buf[pos + 1 : nl - 1]).isdigit():
+                    count = int(text)
+                    pos = nl + 1
+                else:
+                    header = self._header(buf, pos, end, _STAR)
+                    if header is None:
+                        self._wait_for(_WAIT_LINE, HEADER_LIMIT - 1, pos)
+                        return None
+                    count, pos = header
                 if count <= 0:
                     if count < -1:
                         raise RespProtocolError(f"invalid multibulk length {count}")
@@ -312,58 +342,58 @@ class RespParser:
                         f"(over the limit of {self.max_array_length})"
                     )
                 args = self._args = []
-                self._remaining = count
-                self._bulk = -1
-                self._size = 0
-            remaining = self._remaining
-            bulk = self._bulk
+                remaining = count
+                bulk = -1
+                size = 0
+            else:
+                remaining = self._remaining
+                bulk = self._bulk
+                size = self._size
+            max_bulk = self.max_bulk_length
             while remaining:
                 if bulk < 0:
                     if pos >= end:
-                        self._remaining, self._bulk = remaining, bulk
+                        self._remaining, self._bulk, self._size = remaining, bulk, size
                         self._wait_for(_WAIT_LINE, HEADER_LIMIT - 1, pos)
                         return None
-                    if buf[pos] != _DOLLAR:
-                        got = chr(buf[pos]) if 32 < buf[pos] < 127 else f"\\x{buf[pos]:02x}"
-                        raise RespProtocolError(f"expected '$', got '{got}'")
-                    nl = buf.find(b"\n", pos, pos + HEADER_LIMIT)
-                    if nl < 0:
-                        if end - pos >= HEADER_LIMIT:
-                            raise RespProtocolError("too big bulk count string")
-                        self._remaining, self._bulk = remaining, bulk
-                        self._wait_for(_WAIT_LINE, HEADER_LIMIT - 1, pos)
-                        return None
-                    if buf[nl - 1] != _CR:
-                        raise RespProtocolError("expected CRLF after the bulk length")
-                    bulk = _header_value(buf, pos + 1, nl - 1, "bulk")
-                    if bulk < 0:
-                        raise RespProtocolError(f"invalid bulk length {bulk}")
-                    if bulk > self.max_bulk_length:
+                    nl = find(b"\n", pos, pos + HEADER_LIMIT)
+                    if (
+                        nl > pos and buf[pos] == _DOLLAR and buf[nl - 1] == _CR
+                        and (text := buf[pos + 1 : nl - 1]).isdigit()
+                    ):
+                        bulk = int(text)
+                        pos = nl + 1
+                    else:
+                        header = self._header(buf, pos, end, _DOLLAR)
+                        if header is None:
+                            self._remaining, self._bulk, self._size = remaining, bulk, size
+                            self._wait_for(_WAIT_LINE, HEADER_LIMIT - 1, pos)
+                            return None
+                        bulk, pos = header
+                        if bulk < 0:
+                            raise RespProtocolError(f"invalid bulk length {bulk}")
+                    if bulk > max_bulk:
                         raise RespProtocolError(
-                            f"invalid bulk length {bulk} "
-                            f"(over the limit of {self.max_bulk_length})"
+                            f"invalid bulk length {bulk} (over the limit of {max_bulk})"
                         )
-                    self._size += bulk
-                    if self._size > self.max_command_size:
+                    size += bulk
+                    if size > self.max_command_size:
                         raise RespProtocolError(
                             f"command too large (over the limit of {self.max_command_size} "
                             "bytes)"
                         )
-                    pos = nl + 1
                 stop = pos + bulk
                 if stop + 2 > end:
-                    self._remaining, self._bulk = remaining, bulk
+                    self._remaining, self._bulk, self._size = remaining, bulk, size
                     self._wait_for(_WAIT_BYTES, bulk + 2, pos)
                     return None
-                if buf[stop] != _CR or buf[stop + 1] != 10:
+                if buf[stop : stop + 2] != b"\r\n":
                     raise RespProtocolError("expected CRLF after a bulk string")
                 args.append(buf[pos:stop])
                 pos = stop + 2
                 bulk = -1
                 remaining -= 1
             self._args = None
-            self._remaining = 0
-            self._bulk = -1
             self._pos = pos
             return args
 
