@@ -29,7 +29,7 @@ import asyncio
 import logging
 from typing import Any, ClassVar, Final, cast
 
-from reactor.connection import Connection
+from reactor.connection import Row
 from reactor.errors import RemoteProtocolError
 
 __all__ = ["FramingError", "StreamHandler"]
@@ -189,7 +189,7 @@ class StreamHandler(asyncio.Protocol):
         return None if transport is None else transport.get_extra_info("peername")
 
     @property
-    def row(self) -> Connection | None:
+    def row(self) -> Row | None:
         """The connection's row in the reactor's table (None off the reactor).
 
         On the reactor the row is the :class:`~reactor.transports.StreamTransport`
@@ -199,7 +199,7 @@ class StreamHandler(asyncio.Protocol):
         if transport is None:
             return None
         row = transport.get_extra_info("connection")
-        return row if isinstance(row, Connection) else None
+        return row if isinstance(row, Row) else None
 
     @property
     def write_buffer_size(self) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from .clock import Clock, FakeClock, MonotonicClock
-from .connection import LIFECYCLE, Connection, ConnEvent, ConnState
+from .connection import LIFECYCLE, Connection, ConnEvent, ConnState, Row
 from .errors import (
     ClosedError,
     DeadlineExceeded,
@@ -46,6 +46,7 @@ __all__ = [
     "ReactorError",
     "ReactorStatistics",
     "RemoteProtocolError",
+    "Row",
     "StreamTransport",
     "TableStatistics",
     "TimerHandle",

@@ -4,7 +4,8 @@ Theory of operation
 -------------------
 Every connection the reactor knows (accepted, connected out, or a datagram endpoint) is
 one row of the connection table, and the row *is* the transport object: transports
-subclass :class:`Connection`, so keeping the table costs no extra object per connection.
+inherit :class:`Row` and store :data:`ROW_SLOTS`, so keeping the table costs no extra
+object per connection.
 
 A row's lifecycle is an explicit :class:`ConnState`, moved only through
 :data:`LIFECYCLE`, the one table of legal transitions; an illegal move raises
@@ -32,11 +33,11 @@ Socket-free: no sockets, selectors, threads or ``os``.
 from __future__ import annotations
 
 from enum import Enum
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from .machine import TransitionTable
 
-__all__ = ["LIFECYCLE", "ConnEvent", "ConnState", "Connection"]
+__all__ = ["LIFECYCLE", "ROW_SLOTS", "ConnEvent", "ConnState", "Connection", "Row"]
 
 
 class ConnState(Enum):
@@ -88,7 +89,8 @@ LIFECYCLE: Final[TransitionTable[ConnState, ConnEvent]] = TransitionTable(
         _S.CONNECTING: {_E.ATTACH: _S.OPEN, **_END},
         _S.ACCEPTED: {_E.ATTACH: _S.OPEN, _E.VERIFY: _S.VERIFIED, **_END},
         _S.VERIFIED: {_E.ATTACH: _S.OPEN, _E.BUFFER: _S.BUFFERING, **_DISPATCH, **_END},
-        _S.BUFFERING: {**_DISPATCH, **_END},
+        # EOF while buffering: the facade decides (dispatch what arrived, or close)
+        _S.BUFFERING: {_E.EOF: _S.BUFFERING, **_DISPATCH, **_END},
         _S.DISPATCHED_INLINE: {_E.FINISH: _S.FINISHED, _E.LOST: _S.CLOSED},
         _S.DISPATCHED_THREAD: {_E.FINISH: _S.FINISHED, _E.LOST: _S.CLOSED},
         _S.DISPATCHED_CHILD: {_E.FINISH: _S.FINISHED, _E.LOST: _S.CLOSED},
@@ -102,8 +104,24 @@ LIFECYCLE: Final[TransitionTable[ConnState, ConnEvent]] = TransitionTable(
 )
 
 
-class Connection:
-    """One row of the connection table.
+ROW_SLOTS: Final = (
+    "bytes_in",
+    "bytes_out",
+    "created",
+    "last_activity",
+    "meta",
+    "peername",
+    "state",
+)
+"""The attributes every row stores; classes that are rows declare them as slots."""
+
+
+class Row:
+    """The behaviour of a connection-table row, with no storage of its own.
+
+    A row class inherits this and declares :data:`ROW_SLOTS` in its own ``__slots__``
+    (as :class:`Connection` does), which lets a transport be a row and still subclass
+    :class:`asyncio.Transport`, whose layout has a slot of its own.
 
     Attributes:
         state: the lifecycle state; change it only through :meth:`advance`.
@@ -116,24 +134,25 @@ class Connection:
             address behind a proxy, a TLS session); None until first used.
     """
 
-    __slots__ = (
-        "bytes_in",
-        "bytes_out",
-        "created",
-        "last_activity",
-        "meta",
-        "peername",
-        "state",
-    )
+    if not TYPE_CHECKING:  # mypy would check the row's assignments against ()
+        __slots__ = ()
 
-    def __init__(self, state: ConnState, peername: Any, now: float) -> None:
+    state: ConnState
+    peername: Any
+    created: float
+    last_activity: float
+    bytes_in: int
+    bytes_out: int
+    meta: dict[str, Any] | None
+
+    def _init_row(self, state: ConnState, peername: Any, now: float) -> None:
         self.state = state
         self.peername = peername
         self.created = now
         self.last_activity = now
         self.bytes_in = 0
         self.bytes_out = 0
-        self.meta: dict[str, Any] | None = None
+        self.meta = None
 
     def advance(self, event: ConnEvent) -> ConnState:
         """Apply ``event`` to the lifecycle and return the new state.
@@ -171,3 +190,13 @@ class Connection:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.describe()}>"
+
+
+class Connection(Row):
+    """A plain row: for connections that are not transports (e.g. a facade's
+    datagram request)."""
+
+    __slots__ = ROW_SLOTS
+
+    def __init__(self, state: ConnState, peername: Any, now: float) -> None:
+        self._init_row(state, peername, now)

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from .connection import Connection, ConnState
+from .connection import ConnState, Row
 
 __all__ = ["ConnectionTable", "TableStatistics"]
 
@@ -56,18 +56,18 @@ class ConnectionTable:
     __slots__ = ("_bytes_in", "_bytes_out", "_closed", "_opened", "_rows")
 
     def __init__(self) -> None:
-        self._rows: dict[Connection, None] = {}
+        self._rows: dict[Row, None] = {}
         self._opened = 0
         self._closed = 0
         self._bytes_in = 0
         self._bytes_out = 0
 
-    def add(self, row: Connection) -> None:
+    def add(self, row: Row) -> None:
         """Insert a new row."""
         self._rows[row] = None
         self._opened += 1
 
-    def remove(self, row: Connection) -> None:
+    def remove(self, row: Row) -> None:
         """Remove a row (once); its counters go into the running totals."""
         if self._rows.pop(row, False) is None:
             self._closed += 1
@@ -77,13 +77,13 @@ class ConnectionTable:
     def __len__(self) -> int:
         return len(self._rows)
 
-    def __iter__(self) -> Iterator[Connection]:
+    def __iter__(self) -> Iterator[Row]:
         return iter(list(self._rows))
 
     def __contains__(self, row: object) -> bool:
         return row in self._rows
 
-    def in_state(self, *states: ConnState) -> list[Connection]:
+    def in_state(self, *states: ConnState) -> list[Row]:
         """The rows currently in any of ``states``."""
         wanted = set(states)
         return [row for row in self._rows if row.state in wanted]

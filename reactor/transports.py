@@ -32,6 +32,7 @@ for the next one. Reading and writing never touch the timer heap.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import socket
@@ -40,13 +41,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from .connection import Connection, ConnEvent, ConnState
+from .connection import ROW_SLOTS, ConnEvent, ConnState, Row
 from .errors import DeadlineExceeded
 from .timers import TimerHandle
 
 if TYPE_CHECKING:
-    import asyncio
-
     from .listeners import Listener
     from .loop import Reactor
 
@@ -143,13 +142,14 @@ class _Aux:
         self.writes_after_loss = 0
 
 
-class StreamTransport(Connection):
+class StreamTransport(Row, asyncio.Transport):
     """A TCP or Unix stream connection: a table row and an :class:`asyncio.Transport`.
 
     Made by listeners and connectors; users get it in ``connection_made``.
     """
 
     __slots__ = (
+        *ROW_SLOTS,
         "_aux",
         "_buffer",
         "_flags",
@@ -171,7 +171,8 @@ class StreamTransport(Connection):
         listener: Listener | None = None,
         options: TransportOptions = DEFAULT_OPTIONS,
     ) -> None:
-        super().__init__(state, peername, reactor._now)
+        self._init_row(state, peername, reactor._now)
+        self._extra = None  # asyncio's slot; get_extra_info is ours
         self._reactor = reactor
         self._sock: Any = sock
         self._listener = listener
@@ -233,12 +234,25 @@ class StreamTransport(Connection):
         if self._opts.has_deadlines:
             self._arm_deadline()
         try:
-            protocol.connection_made(self)  # type: ignore[arg-type]
+            protocol.connection_made(self)
         except _EXIT_EXC:
             raise
         except BaseException as exc:
             self._callback_failed(exc, "connection_made")
             return
+        if not self._flags & (_F_DONE | _F_READ_PAUSED):
+            self._set_mask(self._mask | EVENT_READ)
+
+    def start_reading(self, protocol: asyncio.BaseProtocol) -> None:
+        """Deliver incoming bytes to ``protocol`` without attaching it.
+
+        No ``connection_made`` and no lifecycle move: this is for a facade reading a
+        request in state BUFFERING before it hands the socket to a blocking handler
+        (:meth:`detach_socket` stops the reading). ``data_received``, ``eof_received``
+        (a false result closes the connection) and ``connection_lost`` are called as
+        for an attached protocol.
+        """
+        self._protocol = protocol
         if not self._flags & (_F_DONE | _F_READ_PAUSED):
             self._set_mask(self._mask | EVENT_READ)
 
@@ -647,7 +661,7 @@ class StreamTransport(Connection):
             self._listener._release()
 
 
-class DatagramTransport(Connection):
+class DatagramTransport(Row, asyncio.DatagramTransport):
     """A UDP or Unix datagram endpoint, speaking :class:`asyncio.DatagramTransport`.
 
     A datagram larger than ``max_datagram_size`` is not delivered cut short: it is
@@ -655,6 +669,7 @@ class DatagramTransport(Connection):
     """
 
     __slots__ = (
+        *ROW_SLOTS,
         "_buffer",
         "_buffer_size",
         "_cleanup",
@@ -683,7 +698,8 @@ class DatagramTransport(Connection):
                 peer = sock.getpeername()
             except OSError:
                 peer = None
-        super().__init__(ConnState.ACCEPTED, peer, reactor._now)
+        self._init_row(ConnState.ACCEPTED, peer, reactor._now)
+        self._extra = None  # asyncio's slot; get_extra_info is ours
         self._reactor = reactor
         self._sock: socket.socket | None = sock
         self._opts = options
@@ -722,7 +738,7 @@ class DatagramTransport(Connection):
         self._protocol = protocol
         self.advance(ConnEvent.ATTACH)
         try:
-            protocol.connection_made(self)  # type: ignore[arg-type]
+            protocol.connection_made(self)
         except _EXIT_EXC:
             raise
         except BaseException as exc:
