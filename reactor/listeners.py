@@ -613,11 +613,25 @@ class _Connector:
                 self.transport = StreamTransport(self.reactor, sock, address,
                                                  state=ConnState.CONNECTING,
                                                  options=self.options)
+                # until a protocol is attached the connector stands in for it, so an
+                # abort of the row (the reactor closing, say) ends the connect
+                self.transport._protocol = self
                 self.reactor._selector.register(sock, 2, self)
                 return
             sock.close()
             self.errors.append(OSError(err, f"connect to {address!r}: {os.strerror(err)}"))
         self._fail(self.errors[-1] if self.errors else OSError("no address to connect to"))
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        """The row was aborted before the connect completed: unregister, fail."""
+        if self.sock is not None:
+            try:
+                self.reactor._selector.unregister(self.sock)
+            except (KeyError, ValueError):
+                pass
+        self.sock = self.transport = None
+        self._fail(exc if exc is not None else ConnectionAbortedError(
+            errno.ECONNABORTED, "the connect was aborted before it completed"))
 
     def _read_ready(self) -> None:
         pass
