@@ -997,3 +997,63 @@ def test_connect_unix_overlong_path_leaks_nothing(reactor: Reactor) -> None:
     assert num_fds() == before
     assert len(reactor.connections) == 0
     assert reactor.statistics().pending_timers == 0
+
+
+class FullBacklog:
+    """A loopback TCP listener whose accept queue is full: connects to it hang."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(0)
+        self.fillers = []
+        for _ in range(3):
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex(self.sock.getsockname())
+            self.fillers.append(s)
+        self.port = self.sock.getsockname()[1]
+
+    def close(self) -> None:
+        for s in self.fillers:
+            s.close()
+        self.sock.close()
+
+
+@pytest.fixture
+def full_backlog() -> Iterator[FullBacklog]:
+    fb = FullBacklog()
+    yield fb
+    fb.close()
+
+
+def test_closing_the_reactor_fails_a_pending_connect(backend: type[selectors.BaseSelector],
+                                                     full_backlog: FullBacklog) -> None:
+    reactor = Reactor(selector=backend())
+    fut = reactor.connect_tcp("127.0.0.1", full_backlog.port, Recorder)
+    reactor.run_once(0)
+    assert not fut.done()
+    reactor.close()
+    assert fut.done()  # a caller waiting on it is not left hanging
+    with pytest.raises(ConnectionAbortedError):
+        fut.result()
+
+
+def test_aborting_a_connecting_row_fails_its_future_and_unregisters(
+    reactor: Reactor, net: Net, full_backlog: FullBacklog
+) -> None:
+    fut = reactor.connect_tcp("127.0.0.1", full_backlog.port, Recorder, timeout=WAIT)
+    [row] = connecting_rows(reactor)
+    fd = row.get_extra_info("socket").fileno()
+    row.abort()
+    start = time.monotonic()
+    with pytest.raises(ConnectionAbortedError):
+        reactor.run_until_complete(fut, WAIT)
+    assert time.monotonic() - start < WAIT / 2  # at once, not at the connect timeout
+    assert len(reactor.connections) == 0
+    assert reactor.statistics().pending_timers == 0
+    assert events_of(reactor, fd) == 0  # no stale registration for a reused fd number
+    listener = net.listen_tcp()
+    peer, proto = net.accept(listener)  # new descriptors, likely the same numbers
+    peer.send_all(b"fine")
+    net.wait(lambda: proto.data == b"fine")
