@@ -2,7 +2,7 @@
 
 Role: a ready service that real Redis clients (redis-py, ``redis-cli``,
 ``redis-benchmark``) talk to. It speaks RESP2, and RESP3 to clients that ask for it with
-``HELLO 3`` (redis-py 5+ may default to it), over any stream transport.
+``HELLO 3`` (redis-py 8 does so by default), over any stream transport.
 
 Must not import ``socket``, ``selectors``, ``threading`` or ``os``: the protocol only
 sees its transport, and time and timers come from the loop it is bound to.
