@@ -803,7 +803,8 @@ class DatagramTransport(Row, asyncio.DatagramTransport):
             logger.error("%s: error_received raised", self.describe(), exc_info=cb_exc)
 
     def sendto(self, data: bytes | bytearray | memoryview, addr: Any = None) -> None:
-        """Send one datagram (queued if the kernel buffer is full)."""
+        """Send one datagram (queued if the kernel buffer is full; to an unconnected Unix
+        peer whose queue is full, dropped and reported to ``error_received``)."""
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"data must be bytes-like, not {type(data).__name__}")
         if self._lost or self._sock is None:
@@ -815,7 +816,15 @@ class DatagramTransport(Row, asyncio.DatagramTransport):
                 else:
                     self._sock.sendto(data, addr)
             except (BlockingIOError, InterruptedError):
-                pass
+                if addr is not None and not self._connected and (
+                    self._sock.family == getattr(socket, "AF_UNIX", None)
+                ):
+                    # that receiver's queue is full, yet this socket stays writable:
+                    # queuing would make the selector report it ready in a busy loop
+                    self.dropped += 1
+                    self._report_error(BlockingIOError(
+                        errno.EAGAIN, f"datagram to {addr!r} dropped: its queue is full"))
+                    return
             except OSError as exc:
                 self._report_error(exc)
                 return
