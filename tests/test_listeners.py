@@ -811,6 +811,42 @@ def test_unix_datagram_endpoint(reactor: Reactor, sockdir: str) -> None:
     assert not os.path.exists(path)
 
 
+def iterations_during(reactor: Reactor, seconds: float) -> int:
+    """Loop iterations while the reactor waits ``seconds`` on a timer of its own."""
+    before = reactor.statistics().iterations
+    fired: list[bool] = []
+    reactor.call_later(seconds, fired.append, True)
+    reactor.run_until(lambda: bool(fired), WAIT)
+    return reactor.statistics().iterations - before
+
+
+def test_unix_datagram_to_a_peer_that_does_not_read_does_not_spin(reactor: Reactor,
+                                                                  sockdir: str) -> None:
+    """An unconnected Unix datagram socket stays writable while one receiver's queue is
+    full, so a datagram queued for it would make the selector report it ready forever.
+    """
+    proto = DgramRecorder()
+    tr = reactor.listen_unix_datagram(os.path.join(sockdir, "srv.dg"), lambda: proto)
+    slow_path = os.path.join(sockdir, "slow.dg")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as slow:
+        slow.bind(slow_path)
+        sent = 0
+        while not proto.errors and tr.get_write_buffer_size() == 0 and sent < 100_000:
+            tr.sendto(b"%d" % sent, slow_path)
+            sent += 1
+        assert iterations_during(reactor, 0.3) < 100
+        # the one that did not fit is reported, not silently kept or lost
+        assert [e.errno for e in proto.errors] == [errno.EAGAIN]  # type: ignore[attr-defined]
+        assert tr.get_write_buffer_size() == 0 and not tr.is_closing()
+        # the receiver catches up: the datagrams it holds are intact, new ones get through
+        slow.settimeout(WAIT)
+        got = [slow.recv(100) for _ in range(sent - 1)]
+        assert got == [b"%d" % i for i in range(sent - 1)]
+        tr.sendto(b"again", slow_path)
+        assert slow.recv(100) == b"again"
+    tr.close()
+
+
 def test_connected_unix_datagram_endpoint(reactor: Reactor, sockdir: str) -> None:
     server_path = os.path.join(sockdir, "srv.dg")
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
