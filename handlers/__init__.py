@@ -20,6 +20,7 @@ from __future__ import annotations
 from .base import FramingError, StreamHandler
 from .chat import ChatHandler, ChatServer, ChatStatistics, default_server
 from .echo import EchoHandler
+from .kv import KVProtocol, KVServer, KVStore
 from .lines import DEFAULT_MAX_LINE_LENGTH, LineFramer, LineHandler, LineTooLong
 from .records import (
     DEFAULT_MAX_RECORD_SIZE,
@@ -28,6 +29,7 @@ from .records import (
     RecordHandler,
     RecordTooLarge,
 )
+from .resp import RespParser, RespProtocolError
 from .rpcrecord import (
     DEFAULT_MAX_RPC_RECORD_SIZE,
     LAST_FRAGMENT,
@@ -59,6 +61,9 @@ __all__ = [
     "ChatStatistics",
     "EchoHandler",
     "FramingError",
+    "KVProtocol",
+    "KVServer",
+    "KVStore",
     "LineFramer",
     "LineHandler",
     "LineTooLong",
@@ -68,6 +73,8 @@ __all__ = [
     "RecordHandler",
     "RecordMarkingFramer",
     "RecordTooLarge",
+    "RespParser",
+    "RespProtocolError",
     "StreamHandler",
     "TerminatorFramer",
     "TerminatorHandler",
