@@ -21,6 +21,7 @@ from typing import Any
 
 import psutil
 import pytest
+from conftest import requires_ipv6
 from netkit import WAIT, Net, Recorder, events_of
 
 from reactor import ConnState, FakeClock, Reactor
@@ -903,6 +904,32 @@ def test_connect_tcp(reactor: Reactor, net: Net) -> None:
     tr.close()
     net.wait(lambda: client.closed)
     assert client.lost == [None]
+
+
+@requires_ipv6
+def test_connect_tcp_ipv6(reactor: Reactor, net: Net) -> None:
+    listener = net.listen_tcp("::1")
+    fut = reactor.connect_tcp("::1", listener.port, Recorder)
+    tr, _ = reactor.run_until_complete(fut, WAIT)
+    assert tr.get_extra_info("peername")[:2] == ("::1", listener.port)
+    tr.write(b"six")
+    net.wait(lambda: bool(net.protocols) and net.protocols[0].data == b"six")
+
+
+def test_connect_tcp_tries_every_resolved_address(reactor: Reactor, net: Net,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    listener = net.listen_tcp()
+    with socket.socket() as refusing:
+        refusing.bind(("127.0.0.1", 0))
+        bad = refusing.getsockname()
+        infos = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", bad),
+                 (socket.AF_INET, socket.SOCK_STREAM, 6, "", listener.address)]
+        monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: infos)
+        fut = reactor.connect_tcp("two-addresses.test", 1, Recorder, timeout=WAIT)
+        tr, _ = reactor.run_until_complete(fut, WAIT)
+    assert tr.get_extra_info("peername") == listener.address
+    assert len(connecting_rows(reactor)) == 0
+    assert reactor.statistics().pending_timers == 0
 
 
 def test_connect_tcp_refused(reactor: Reactor) -> None:

@@ -70,8 +70,9 @@ class PlainEcho(asyncio.Protocol):
         self.lost = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
         assert isinstance(transport.get_extra_info("peername"), (tuple, str))
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = transport
 
     def data_received(self, data: bytes) -> None:
         assert self.transport is not None
