@@ -133,9 +133,9 @@ def all_workloads() -> list[Workload]:
     return out
 
 
-# the full run: the whole matrix for the loops that run the shared asyncio.Protocol
-# class, 1 KiB echo for every echo server, and the rest
-FULL_MATRIX_SERVERS = ("reactor-protocol", "reactor-handler", "asyncio", "uvloop")
+# the full run: 1 KiB echo at every connection count for every echo server; 64 B and
+# 64 KiB for the reactor and its baseline (that keeps `make bench` under 20 minutes)
+FULL_MATRIX_SERVERS = ("reactor-protocol", "asyncio")
 QUICK_WORKLOADS = ("echo-1KiB-c100", "echo-1KiB-c1000", "idle-c10000", "churn-c50",
                    "kv-set", "kv-get", "http-get")
 QUICK_SERVERS = ("reactor-protocol", "reactor-handler", "asyncio", "uvloop",
@@ -227,14 +227,17 @@ def make_plan(args: argparse.Namespace, fd_limit: int) -> Plan:
 def estimate_seconds(plan: Plan, args: argparse.Namespace) -> float:
     total = 0.0
     for w, servers in plan.steps:
-        per = {
-            "echo": 1.2 + args.warmup + args.duration + w.connections / 4000,
-            "idle": 2.0 + w.connections / 2500,
-            "churn": 1.2 + args.warmup + args.duration,
-            "kv": 2.0 + args.warmup + args.duration,
-            "http": 1.5 + args.warmup + args.duration,
-        }[w.kind]
-        total += per * len(servers)
+        for server in servers:
+            # start-up and teardown, plus connection set-up (slower with a thread or a
+            # process per connection), measured on the 2-core machine
+            setup = w.connections / (500 if SERVERS[server].max_connections else 8000)
+            total += {
+                "echo": 0.8 + args.warmup + args.duration + setup,
+                "idle": 1.8 + setup,
+                "churn": 0.8 + args.warmup + args.duration,
+                "kv": 1.5 + args.duration,
+                "http": 1.0 + max(1, round(args.warmup)) + max(1, round(args.duration)),
+            }[w.kind]
     return total * float(args.repeat)
 
 
@@ -644,6 +647,11 @@ def _measure_echo(ctx: Context, w: Workload, srv: ServerProcess,
     args = ["-m", mode, "-H", HOST, "-p", str(srv.port), "-c", str(conns),
             "-s", str(w.size), "-w", str(ctx.args.warmup), "-d", str(ctx.args.duration),
             "-t", str(ctx.args.loadgen_threads), "--connect-timeout", "60"]
+    if mode == "churn":
+        # close with RST: otherwise tens of thousands of client-side TIME_WAIT sockets
+        # make the load generator's ephemeral-port search the bottleneck (and add
+        # ~100 ms tails), whatever the server does
+        args.append("--linger0")
     sampler = Sampler(srv.proc)
     marks: dict[str, float] = {}
 
@@ -700,9 +708,9 @@ def _measure_idle(ctx: Context, w: Workload, srv: ServerProcess, spec: ServerSpe
         ready = run.wait_event("ready", timeout=120)
         if ready is None:
             raise RuntimeError("the idle connections were not established within 120 s")
-        time.sleep(0.5)  # let the server finish the last accepts and echoes
+        time.sleep(0.3)  # let the server finish the last accepts and echoes
         held = sample_tree(srv.proc, pss=True)
-        time.sleep(0.5)
+        time.sleep(0.3)
         held2 = sample_tree(srv.proc, pss=True)
     finally:
         if run.popen.poll() is None:
@@ -1054,6 +1062,8 @@ def plot(res: Results, plot_dir: Path) -> list[Path]:
         return []
     plot_dir.mkdir(parents=True, exist_ok=True)
     made: list[Path] = []
+    palette = plt.get_cmap("tab20").colors  # type: ignore[attr-defined]
+    color = {name: palette[i % len(palette)] for i, name in enumerate(SERVERS)}
     sizes = [s for s in (64, 1024, 65536)
              if any(w.startswith(f"echo-{SIZE_NAMES[s]}-") for w in res.workloads("echo"))]
 
@@ -1084,7 +1094,7 @@ def plot(res: Results, plot_dir: Path) -> list[Path]:
                         continue
                     ax.errorbar(xs, [y * scale for y in ys],
                                 yerr=[[v * scale for v in lo], [v * scale for v in hi]],
-                                marker="o", capsize=3, label=server,
+                                marker="o", capsize=3, label=server, color=color[server],
                                 linestyle="-" if SERVERS[server].ours else "--")
                 ax.set_xscale("log")
                 ax.set_xlabel("connections")
@@ -1109,7 +1119,7 @@ def plot(res: Results, plot_dir: Path) -> list[Path]:
     for server in SERVERS:
         xs, ys, _lo, _hi = curve(server, 1024, "mem_per_conn")
         if xs:
-            ax.plot(xs, ys, marker="o", label=f"{server} (echo 1 KiB, peak)",
+            ax.plot(xs, ys, marker="o", label=f"{server} (echo 1 KiB, peak)", color=color[server],
                     linestyle="-" if SERVERS[server].ours else "--")
             drawn = True
     for wname in res.workloads("idle"):
@@ -1118,7 +1128,7 @@ def plot(res: Results, plot_dir: Path) -> list[Path]:
             ok = res.ok(wname, server)
             if s is not None and ok:
                 ax.scatter([ok[0].get("established", 1)], [s.median], marker="*", s=120,
-                           label=f"{server} (idle)", zorder=3)
+                           label=f"{server} (idle)", zorder=3, color=color[server])
                 drawn = True
     if drawn:
         ax.axhline(600, color="grey", linewidth=0.8, linestyle=":")
@@ -1240,7 +1250,8 @@ def write_report(path: Path, res: Results, env: dict[str, Any], verdicts: list[V
         lines += ["## Plots", ""] + [f"![{Path(r).stem}]({r})" for r in rel] + [""]
     sections = [("echo", "Echo ping-pong (bench/bin/loadgen, one message in flight per "
                          "connection)"),
-                ("churn", "Churn: connect, one 64 B request, close, at 50 concurrent "
+                ("churn", "Churn: connect, one 64 B request, close (with RST, so that no "
+                          "TIME_WAIT piles up in the client), at 50 concurrent "
                           "(requests = connections)"),
                 ("kv", "Key-value (redis-benchmark, 50 clients, 64 B values; ratios "
                        "against redis-server)"),
@@ -1309,14 +1320,17 @@ def summary(res: Results, verdicts: list[Verdict]) -> str:
                              fmt_num(pc.median) if pc else "-",
                              fmt_ratio(res.ratio(wname, server, base, "req_per_cpu_s")),
                              f"{p99.median / 1000:.2f}" if p99 else "-",
-                             fmt_num(mem.median) if mem else "-"])
+                             fmt_num(mem.median) if mem else "-", "-"])
     for wname in res.workloads("idle"):
         for server in res.servers_for(wname):
             mem = res.stat(wname, server, "rss_per_conn")
+            pss = res.stat(wname, server, "pss_per_conn")
             rows.append([wname, server, "-", "-",
                          fmt_ratio(res.ratio(wname, server, BASELINE, "rss_per_conn")), "-",
-                         fmt_num(mem.median) if mem else "failed"])
-    header = ["workload", "server", "req/s", "req/CPU-s", "x base", "p99 ms", "B/conn"]
+                         fmt_num(mem.median) if mem else "failed",
+                         fmt_num(pss.median) if pss else "-"])
+    header = ["workload", "server", "req/s", "req/CPU-s", "x base", "p99 ms", "RSS B/conn",
+              "PSS B/conn"]
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     text = ["  ".join(str(c).ljust(widths[i]) if i < 2 else str(c).rjust(widths[i])
                       for i, c in enumerate(r)) for r in [header, *rows]]
@@ -1360,7 +1374,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "(e.g. echo-1KiB, idle, 'echo-*-c100')")
     parser.add_argument("--repeat", type=int, help="repetitions (default 3; --quick 1)")
     parser.add_argument("--duration", type=float, help="measured seconds per run "
-                                                       "(default 2; --quick 1.5)")
+                                                       "(default 1.5)")
     parser.add_argument("--warmup", type=float, help="warm-up seconds per run "
                                                      "(default 0.5)")
     parser.add_argument("--out", type=Path, default=BENCH / "out",
@@ -1377,12 +1391,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="do not prime glibc's mmap threshold in the servers")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--list", action="store_true", help="list servers and workloads")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the plan and the time estimate, run nothing")
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.repeat is None:
         args.repeat = 1 if args.quick else 3
     if args.duration is None:
-        args.duration = 1.5 if args.quick else 2.0
+        args.duration = 1.5
     if args.warmup is None:
         args.warmup = 0.5
     if args.results is None:
@@ -1447,6 +1463,11 @@ def main(argv: list[str] | None = None) -> int:
     jsonl = args.out / "results.jsonl"
     env = environment(args, server_cpu, client_cpu)
     estimate = estimate_seconds(plan, args)
+    if args.dry_run:
+        for w, servers in plan.steps:
+            print(f"{w.name:<18} {', '.join(servers)}")
+        print(f"{plan.runs * args.repeat} measurements, about {estimate / 60:.1f} minutes")
+        return 0
     log(f"{plan.runs * args.repeat} measurements, about {estimate / 60:.1f} minutes; "
         f"server on CPU {server_cpu}, load generator on CPU {client_cpu}; "
         f"raw results: {jsonl}")
@@ -1461,8 +1482,10 @@ def main(argv: list[str] | None = None) -> int:
             for rep, w, server in interleaved(plan, args.repeat):
                 if bar is not None:
                     bar.set_postfix_str(f"{w.name} {server}")
+                t_start = time.monotonic()
                 rec = measure(ctx, w, server, rep)
                 rec["run_id"] = run_id
+                rec["elapsed_s"] = round(time.monotonic() - t_start, 2)
                 records.append(rec)
                 sink.write(json.dumps(rec) + "\n")
                 sink.flush()
