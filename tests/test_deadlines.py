@@ -290,12 +290,12 @@ def test_real_idle_and_first_byte_timeouts(default_reactor: Reactor, net: Net) -
     reactor = default_reactor
     idle = net.listen_tcp(idle_timeout=0.3)
     first = net.listen_tcp(first_byte_timeout=0.3)
-    p_idle, proto_idle = net.accept(idle)
     start = reactor.time()
+    p_idle, proto_idle = net.accept(idle)
     p_first, proto_first = net.accept(first)
     net.wait(lambda: proto_idle.closed and proto_first.closed)
     elapsed = reactor.time() - start
-    assert 0.25 <= elapsed < WAIT
+    assert 0.3 - 1e-3 <= elapsed < WAIT
     assert isinstance(proto_idle.lost[0], DeadlineExceeded)
     assert isinstance(proto_first.lost[0], DeadlineExceeded)
     net.wait(lambda: p_idle.eof and p_first.eof)
@@ -304,10 +304,9 @@ def test_real_idle_and_first_byte_timeouts(default_reactor: Reactor, net: Net) -
 @pytest.mark.timeout(30)
 def test_real_request_deadline_against_a_trickle(default_reactor: Reactor, net: Net) -> None:
     reactor = default_reactor
-    listener = net.listen_tcp(idle_timeout=0.3,
-                              on_made=lambda p: p.transport.set_deadline(0.8))
-    peer, proto = net.accept(listener)
+    listener = net.listen_tcp(on_made=lambda p: p.transport.set_deadline(0.8))
     start = reactor.time()
+    peer, proto = net.accept(listener)
 
     def trickle() -> None:  # one byte every 0.05 s, driven by the reactor's own timers
         if not peer.closed and not proto.closed:
@@ -317,10 +316,10 @@ def test_real_request_deadline_against_a_trickle(default_reactor: Reactor, net: 
     trickle()
     net.wait(lambda: proto.closed)
     elapsed = reactor.time() - start
-    assert 0.7 <= elapsed < WAIT
-    # on a loaded machine the idle timer may win; otherwise it is the request deadline
+    assert 0.8 - 1e-3 <= elapsed < WAIT
     assert isinstance(proto.lost[0], DeadlineExceeded)
-    assert len(proto.data) > 3
+    assert "request deadline" in str(proto.lost[0])
+    assert len(proto.data) > 3  # it was not silent: activity did not postpone it
 
 
 @pytest.mark.timeout(30)

@@ -55,8 +55,9 @@ def step(reactor: Reactor, times: int = 3) -> None:
 # -- accepting -------------------------------------------------------------------------------
 
 
-def test_accepts_in_bounded_batches(reactor: Reactor, net: Net) -> None:
-    listener = net.listen_tcp(accept_batch=3)
+def test_accepts_in_bounded_batches(reactor: Reactor, net: Net, sockdir: str) -> None:
+    # Unix sockets: connect() returns once the connection is in the listener's queue
+    listener = net.listen_unix(os.path.join(sockdir, "batch.sock"), accept_batch=3)
     assert listener.accept_batch == 3
     peers = [net.connect(listener.address) for _ in range(10)]  # all in the backlog now
     per_wakeup = []
