@@ -1,0 +1,448 @@
+"""The command line: ``reactor serve`` and ``reactor run-module``.
+
+Installed as the ``reactor`` console script and runnable as ``python -m reactor``::
+
+    reactor serve echo                              # 127.0.0.1:8888
+    reactor serve kv --bind 127.0.0.1:6380          # a Redis-protocol store
+    reactor serve mymodule:MyProtocol -b [::]:9000 -b unix:/run/my.sock
+    reactor run-module mymodule ARGS...
+
+``serve`` runs a ready service (``echo``, ``chat``, ``kv``, loaded lazily from the
+``handlers`` package) or a user's protocol factory (``MODULE:FACTORY``, a class or a
+callable making one protocol per connection; ``FACTORY`` may be a dotted attribute
+path). It logs ``listening on ADDRESS`` for every bound address with its real port,
+so port 0 is fine. Signals: see :mod:`reactor.serve` (SIGTERM/SIGINT graceful,
+a second SIGINT at once, SIGUSR1 statistics).
+
+Exit status: 0 after a graceful stop; 130 when a second SIGINT cut the stop short (or
+Ctrl-C came before serving began); 2 for a usage error (a bad flag or value, an unknown
+service, a factory that cannot be imported, an unreadable log configuration); 1 when
+the server cannot start (an address cannot be bound).
+
+This is the one ``reactor`` module besides ``socketserver`` that may load ``handlers``,
+and it does so only by name, when a service is asked for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import logging.config
+import math
+import os
+import selectors
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from . import __version__
+from .listeners import DEFAULT_BACKLOG
+from .loop import Reactor
+from .serve import DEFAULT_GRACEFUL_TIMEOUT, EXIT_FORCED, Server, parse_bind
+from .transports import TransportOptions
+
+__all__ = [
+    "DEFAULT_BIND",
+    "SERVICES",
+    "Service",
+    "UsageError",
+    "build_parser",
+    "configure_logging",
+    "load_factory",
+    "main",
+]
+
+logger = logging.getLogger(__name__)
+
+EXIT_USAGE: Final = 2
+EXIT_FAILURE: Final = 1
+DEFAULT_BIND: Final = "127.0.0.1:8888"
+LOG_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+
+def _echo_factory(module: Any, reactor: Reactor) -> Callable[[], Any]:
+    return module.EchoHandler  # type: ignore[no-any-return]
+
+
+def _chat_factory(module: Any, reactor: Reactor) -> Callable[[], Any]:
+    return module.ChatServer()  # type: ignore[no-any-return]  # rooms shared by members
+
+
+def _kv_factory(module: Any, reactor: Reactor) -> Callable[[], Any]:
+    return module.KVServer(reactor)  # type: ignore[no-any-return]  # expiry on our timers
+
+
+@dataclass(frozen=True)
+class Service:
+    """A ready service ``reactor serve`` knows by name.
+
+    Attributes:
+        module: the module it lives in, imported only when the service is asked for.
+        make_factory: given the module and the reactor, returns the protocol factory.
+        default_bind: where it listens when no ``--bind`` is given.
+        about: a few words for ``--help``.
+    """
+
+    module: str
+    make_factory: Callable[[Any, Reactor], Callable[[], Any]]
+    default_bind: str
+    about: str
+
+
+SERVICES: Final[dict[str, Service]] = {
+    "echo": Service("handlers.echo", _echo_factory, DEFAULT_BIND, "send every byte back"),
+    "chat": Service("handlers.chat", _chat_factory, DEFAULT_BIND,
+                    "line-based chat rooms (/join, /nick, /who, /quit)"),
+    "kv": Service("handlers.kv", _kv_factory, "127.0.0.1:6379",
+                  "a Redis-protocol key-value store"),
+}
+
+
+class UsageError(Exception):
+    """A problem with what the user asked for; reported with exit status 2."""
+
+
+# -- argument types -----------------------------------------------------------------------
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def _seconds(text: str, *, allow_zero: bool = False) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        limit = "zero or more" if allow_zero else "more than zero"
+        raise argparse.ArgumentTypeError(f"{text!r}: seconds must be {limit}")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    return _seconds(text)
+
+
+def _grace_seconds(text: str) -> float:
+    return _seconds(text, allow_zero=True)
+
+
+def _bind(text: str) -> str:
+    try:
+        parse_bind(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _log_level(text: str) -> str:
+    level = text.upper()
+    if level not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a log level; choose from {', '.join(LOG_LEVELS).lower()}")
+    return level
+
+
+# -- the parser ---------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``reactor`` argument parser, with its ``serve`` and ``run-module`` commands."""
+    parser = argparse.ArgumentParser(
+        prog="reactor",
+        description="Serve stream protocols on socketreactor, a selectors-based reactor "
+                    "with an explicit connection table.",
+        epilog="Run 'reactor COMMAND --help' for a command's options.",
+    )
+    parser.add_argument("--version", action="version", version=_version())
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    services = "; ".join(f"{name}: {svc.about}" for name, svc in SERVICES.items())
+    serve = commands.add_parser(
+        "serve", help="serve a ready service or your own protocol",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Serve a ready service or your own protocol on one or more addresses.\n\n"
+            "SIGTERM or SIGINT stops gracefully: the listeners close, every request\n"
+            "already received is answered and flushed, connections close (each within\n"
+            "--graceful-timeout, then what is left is aborted), exit status 0. A second\n"
+            "SIGINT aborts every connection and exits at once with status 130.\n"
+            "SIGUSR1 logs the reactor's statistics and the connections by state.\n\n"
+            "Exit status: 0 stopped, 1 could not start (bind failed), 2 usage error,\n"
+            "130 forced exit."
+        ),
+    )
+    serve.add_argument(
+        "service", metavar="SERVICE",
+        help=f"a ready service ({services}) or MODULE:FACTORY, a class or callable that "
+             "returns one asyncio.Protocol per connection (FACTORY may be dotted)",
+    )
+    serve.add_argument(
+        "-b", "--bind", action="append", type=_bind, metavar="ADDRESS",
+        help="listen on ADDRESS: HOST:PORT, [IPV6]:PORT ([::] serves IPv4 too), "
+             "unix:PATH (unix:@NAME: abstract namespace) or fd://N (an inherited "
+             "listening socket). Repeatable. Port 0 picks a free port; the real one is "
+             f"logged. Default: {DEFAULT_BIND} (kv: {SERVICES['kv'].default_bind})",
+    )
+    serve.add_argument(
+        "--max-connections", type=_positive_int, metavar="N",
+        help="per address, stop accepting while N connections are open; "
+             "further clients wait in the backlog (default: no limit)",
+    )
+    serve.add_argument(
+        "--idle-timeout", type=_positive_seconds, metavar="S",
+        help="close a connection after S seconds with no bytes in either direction",
+    )
+    serve.add_argument(
+        "--first-byte-timeout", type=_positive_seconds, metavar="S",
+        help="close a connection that sent nothing within S seconds of connecting",
+    )
+    serve.add_argument(
+        "--write-timeout", type=_positive_seconds, metavar="S",
+        help="abort a connection whose queued output made no progress for S seconds",
+    )
+    serve.add_argument(
+        "--backlog", type=_positive_int, default=DEFAULT_BACKLOG, metavar="N",
+        help="the kernel's queue of connections not yet accepted (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--reuse-port", action="store_true",
+        help="set SO_REUSEPORT so several processes can share a TCP port",
+    )
+    serve.add_argument(
+        "--graceful-timeout", type=_grace_seconds, default=DEFAULT_GRACEFUL_TIMEOUT,
+        metavar="S",
+        help="on SIGTERM/SIGINT, wait up to S seconds for connections to finish, then "
+             "abort the rest (default: %(default)g)",
+    )
+    serve.add_argument(
+        "--stats-interval", type=_positive_seconds, metavar="S",
+        help="log statistics every S seconds (default: only on SIGUSR1)",
+    )
+    serve.add_argument(
+        "--log-level", type=_log_level, metavar="LEVEL",
+        help="debug, info, warning, error or critical (default: info)",
+    )
+    serve.add_argument(
+        "--log-config", metavar="FILE",
+        help="configure logging from FILE: a JSON logging.config.dictConfig "
+             "dictionary (*.json) or a logging.config.fileConfig INI file; existing "
+             "loggers stay enabled unless the file says otherwise; --log-level, if "
+             "given, still sets the root level",
+    )
+    serve.add_argument(
+        "--app-dir", default=".", metavar="DIR",
+        help="look for MODULE in DIR first (default: the current directory)",
+    )
+    serve.set_defaults(run=_cmd_serve)
+
+    run_module = commands.add_parser(
+        "run-module", help="run a module's main(argv) on the reactor",
+        description="Run MODULE with ARGS through reactor.runmodule.",
+    )
+    run_module.add_argument("module", metavar="MODULE", help="the module to run")
+    run_module.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS",
+                            help="arguments passed on to the module")
+    run_module.set_defaults(run=_cmd_run_module)
+    return parser
+
+
+def _version() -> str:
+    selector = selectors.DefaultSelector.__name__
+    python = ".".join(str(n) for n in sys.version_info[:3])
+    return f"reactor (socketreactor) {__version__} (Python {python}, {selector})"
+
+
+# -- logging ------------------------------------------------------------------------------
+
+
+def configure_logging(level: str | None, config_file: str | None) -> None:
+    """Set up logging for the command: a config file, or one stderr handler.
+
+    Raises:
+        UsageError: the configuration file cannot be read or is invalid.
+    """
+    if config_file is not None:
+        path = Path(config_file)
+        try:
+            if path.suffix.lower() == ".json":
+                config = json.loads(path.read_text())
+                if not isinstance(config, dict):
+                    raise ValueError("the JSON file must hold a dictConfig dictionary")
+                # the reactor's loggers exist already: keep them unless told otherwise
+                config.setdefault("disable_existing_loggers", False)
+                logging.config.dictConfig(config)
+            else:
+                if not path.is_file():
+                    raise FileNotFoundError(f"no such file: {config_file!r}")
+                logging.config.fileConfig(path, disable_existing_loggers=False)
+        except (OSError, ValueError, TypeError, KeyError, AttributeError,
+                ImportError) as exc:
+            raise UsageError(f"cannot use the log configuration {config_file!r}: "
+                             f"{type(exc).__name__}: {exc}") from exc
+    else:
+        root = logging.getLogger()
+        if not root.handlers:
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(logging.Formatter(LOG_FORMAT))
+            root.addHandler(handler)
+        root.setLevel(level or "INFO")
+    if level is not None:
+        logging.getLogger().setLevel(level)
+
+
+# -- loading the protocol factory ---------------------------------------------------------
+
+
+def _import(module_name: str, what: str, hint: str) -> Any:
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and (module_name + ".").startswith(exc.name + "."):
+            raise UsageError(f"{what}: module {module_name!r} cannot be found{hint}") from exc
+        raise UsageError(f"importing {module_name!r} for {what} failed: {exc}") from exc
+    except Exception as exc:
+        logger.debug("importing %s failed", module_name, exc_info=True)
+        raise UsageError(f"importing {module_name!r} for {what} failed: "
+                         f"{type(exc).__name__}: {exc}") from exc
+
+
+def load_factory(
+    spec: str, reactor: Reactor, app_dir: str | None = None
+) -> tuple[str, Callable[[], Any]]:
+    """Find the protocol factory ``spec`` names.
+
+    Args:
+        spec: ``echo``, ``chat``, ``kv`` or ``MODULE:FACTORY``.
+        reactor: the reactor the service will run on (a ready service may keep
+            timers on it).
+        app_dir: a directory put first on ``sys.path`` (for ``MODULE``).
+
+    Returns:
+        ``(name, factory)``; the factory makes one protocol per call.
+
+    Raises:
+        UsageError: the service is unknown, its module cannot be imported, or the
+            named object is not callable.
+    """
+    service = SERVICES.get(spec)
+    if service is not None:
+        module = _import(service.module, f"the {spec} service",
+                         " (is the handlers package installed?)")
+        try:
+            return spec, service.make_factory(module, reactor)
+        except AttributeError as exc:
+            raise UsageError(f"the {spec} service: {exc}") from exc
+    module_name, colon, attribute = spec.partition(":")
+    if not colon:
+        raise UsageError(
+            f"unknown service {spec!r}: choose {', '.join(SERVICES)} or MODULE:FACTORY")
+    if not module_name or not attribute:
+        raise UsageError(f"{spec!r}: expected MODULE:FACTORY, e.g. mypkg.proto:Echo")
+    if app_dir is not None:
+        directory = os.path.abspath(app_dir)
+        if directory not in sys.path:
+            sys.path.insert(0, directory)
+    obj: Any = _import(module_name, spec, " (is it on the path? see --app-dir)")
+    for part in attribute.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise UsageError(f"{spec}: module {module_name!r} has no {attribute!r}") from None
+    if not callable(obj):
+        raise UsageError(f"{spec}: {attribute!r} is a {type(obj).__name__}, "
+                         "not a class or callable")
+    return spec, obj
+
+
+# -- commands -----------------------------------------------------------------------------
+
+
+def _usage_error(prog: str, message: str) -> int:
+    sys.stderr.write(f"{prog}: error: {message}\n")
+    return EXIT_USAGE
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        configure_logging(args.log_level, args.log_config)
+    except UsageError as exc:
+        return _usage_error("reactor serve", str(exc))
+    reactor = Reactor()
+    try:
+        name, factory = load_factory(args.service, reactor, args.app_dir)
+    except UsageError as exc:
+        reactor.close()
+        return _usage_error("reactor serve", str(exc))
+    service = SERVICES.get(args.service)
+    default = service.default_bind if service is not None else DEFAULT_BIND
+    options = TransportOptions(
+        idle_timeout=args.idle_timeout,
+        first_byte_timeout=args.first_byte_timeout,
+        write_timeout=args.write_timeout,
+    )
+    try:
+        server = Server(
+            factory, args.bind or [default], reactor=reactor, backlog=args.backlog,
+            max_connections=args.max_connections, reuse_port=args.reuse_port,
+            options=options, graceful_timeout=args.graceful_timeout,
+            stats_interval=args.stats_interval, name=name,
+        )
+        server.start()
+    except (OSError, ValueError) as exc:
+        logger.error("cannot start: %s", exc)
+        reactor.close()
+        return EXIT_FAILURE
+    try:
+        return server.serve()
+    finally:
+        reactor.close()
+
+
+def _cmd_run_module(args: argparse.Namespace) -> int:
+    try:
+        runmodule = importlib.import_module("reactor.runmodule")
+    except ModuleNotFoundError as exc:
+        if exc.name == "reactor.runmodule":
+            return _usage_error("reactor run-module",
+                                "run-module is not available in this installation")
+        raise
+    status = runmodule.main([args.module, *args.args])
+    return int(status or 0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``reactor`` command.
+
+    Args:
+        argv: the arguments after the program name (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status (see the module docstring).
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error (status 2)
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    if args.command is None:
+        parser.print_usage(sys.stderr)
+        return _usage_error("reactor", "a command is required (serve, run-module)")
+    try:
+        status: int = args.run(args)
+    except KeyboardInterrupt:  # Ctrl-C before the signal handlers were installed
+        return EXIT_FORCED
+    return status

@@ -1,0 +1,266 @@
+"""Helpers for the ``reactor serve`` tests (not a test module).
+
+* Protocols the command serves as ``servekit:NAME`` (``--app-dir tests``):
+  :class:`SlowLines` answers each line after blocking the reactor for a moment;
+  :class:`Paced` answers one line at a time from timers, with reading paused, so
+  requests sent meanwhile wait in the kernel's receive buffer; :class:`Stubborn`
+  claims, through ``begin_shutdown``, that it will close by itself, and never does.
+* :class:`ServerProcess` -- ``python -m reactor serve ...`` as a child process whose log
+  (stderr) is collected by a thread, with ``wait_for(regex)`` and the bound addresses
+  parsed from the ``listening on`` lines.
+* :func:`read_until_closed` -- a client read loop with a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
+WAIT = 30.0  # generous: the machine is shared and may be loaded
+
+# -- protocols served by the child ---------------------------------------------------------
+
+
+class SlowLines(asyncio.Protocol):
+    """Line requests; each is answered after ``SLOW_LINES_DELAY`` seconds of blocking.
+
+    ``big N`` is answered with ``big N `` followed by N ``x`` and a newline; ``slow S``
+    with ``started`` at once, then, after blocking for S seconds, ``slow S done``; any
+    other line ``L`` with ``L done``.
+    """
+
+    delay = float(os.environ.get("SLOW_LINES_DELAY", "0.02"))
+
+    def __init__(self) -> None:
+        self.transport: Any = None
+        self.buffer = bytearray()
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while (end := self.buffer.find(b"\n")) >= 0:
+            line = bytes(self.buffer[:end])
+            del self.buffer[: end + 1]
+            if line.startswith(b"slow "):
+                self.transport.write(b"started\n")
+                time.sleep(float(line[5:]))
+            else:
+                time.sleep(self.delay)  # blocks the reactor: later requests wait in the kernel
+            if line.startswith(b"big "):
+                self.transport.write(line + b" " + b"x" * int(line[4:]) + b"\n")
+            else:
+                self.transport.write(line + b" done\n")
+
+
+class Stubborn(SlowLines):
+    """Says it will close by itself when the server stops, and never does."""
+
+    delay = 0.0
+
+    def begin_shutdown(self) -> bool:
+        self.transport.write(b"shutting down\n")
+        return True
+
+
+class Paced(asyncio.Protocol):
+    """Answers line requests one at a time, each ``PACED_DELAY`` seconds after the
+    previous one, from a reactor timer; reading is paused while requests are queued, so
+    whatever the client sends meanwhile waits in the kernel's receive buffer.
+
+    ``big N`` is answered as by :class:`SlowLines`; any other line ``L`` with ``L done``.
+    """
+
+    delay = float(os.environ.get("PACED_DELAY", "0.02"))
+
+    def __init__(self) -> None:
+        self.transport: Any = None
+        self.buffer = bytearray()
+        self.busy = False
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        self.transport.pause_reading()
+        if not self.busy:
+            self._next()
+
+    def _next(self) -> None:
+        end = self.buffer.find(b"\n")
+        if end < 0:
+            self.busy = False
+            self.transport.resume_reading()
+            return
+        self.busy = True
+        line = bytes(self.buffer[:end])
+        del self.buffer[: end + 1]
+        reactor = self.transport.get_extra_info("connection").reactor
+        reactor.call_later(self.delay, self._answer, line)
+
+    def _answer(self, line: bytes) -> None:
+        if self.transport.is_closing():
+            return
+        if line.startswith(b"big "):
+            self.transport.write(line + b" " + b"x" * int(line[4:]) + b"\n")
+        else:
+            self.transport.write(line + b" done\n")
+        self._next()
+
+
+NOT_CALLABLE = 42
+
+# -- the child process ---------------------------------------------------------------------
+
+
+class ServerProcess:
+    """``python -m reactor serve ARGS`` with its log collected line by line."""
+
+    def __init__(
+        self, *args: str, env: dict[str, str] | None = None, pass_fds: tuple[int, ...] = ()
+    ) -> None:
+        environ = dict(os.environ)
+        environ["PYTHONUNBUFFERED"] = "1"
+        environ.update(env or {})
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "reactor", "serve", *args],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            text=True, cwd=ROOT, env=environ, pass_fds=pass_fds,
+        )
+        self.lines: list[str] = []
+        self._cond = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            with self._cond:
+                self.lines.append(line.rstrip("\n"))
+                self._cond.notify_all()
+        with self._cond:
+            self.lines.append("<EOF>")
+            self._cond.notify_all()
+
+    @property
+    def log(self) -> str:
+        with self._cond:
+            return "\n".join(self.lines)
+
+    def wait_for(self, pattern: str, timeout: float = WAIT, count: int = 1) -> re.Match[str]:
+        """Wait until ``count`` log lines match ``pattern``; return the last match."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                matches = [m for m in map(regex.search, self.lines) if m]
+                if len(matches) >= count:
+                    return matches[count - 1]
+                if "<EOF>" in self.lines:
+                    raise AssertionError(f"server exited before logging {pattern!r}:\n"
+                                         + "\n".join(self.lines))
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"no log line matching {pattern!r} within "
+                                         f"{timeout} s:\n" + "\n".join(self.lines))
+                self._cond.wait(left)
+
+    def addresses(self, count: int = 1) -> list[str]:
+        self.wait_for(r"listening on (\S+)", count=count)
+        return re.findall(r"listening on (\S+)", self.log)
+
+    def tcp_address(self, index: int = 0) -> tuple[str, int]:
+        address = self.addresses(index + 1)[index]
+        host, _, port = address.rpartition(":")
+        return host.strip("[]"), int(port)
+
+    def connect(self, index: int = 0, timeout: float = WAIT) -> socket.socket:
+        return socket.create_connection(self.tcp_address(index), timeout=timeout)
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = WAIT) -> int:
+        code = self.proc.wait(timeout)
+        self._reader.join(timeout)
+        return code
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(WAIT)
+        self._reader.join(WAIT)
+
+    def __enter__(self) -> ServerProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def serve(*args: str, **kwargs: Any) -> ServerProcess:
+    """Start ``reactor serve`` with the test modules importable."""
+    return ServerProcess(*args, "--app-dir", str(TESTS), **kwargs)
+
+
+def read_until_closed(sock: socket.socket, timeout: float = WAIT) -> bytes:
+    """Everything the peer sends until it closes (or resets) the connection."""
+    deadline = time.monotonic() + timeout
+    chunks = []
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"the server did not close within {timeout} s")
+        sock.settimeout(left)
+        try:
+            data = sock.recv(65536)
+        except ConnectionResetError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    return b"".join(chunks)
+
+
+def read_lines(sock: socket.socket, count: int, timeout: float = WAIT) -> list[bytes]:
+    """Exactly ``count`` lines (fails on EOF or at the deadline)."""
+    deadline = time.monotonic() + timeout
+    data = b""
+    newline = b"\n"
+    while data.count(newline) < count:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"only {data.count(newline)} of {count} lines in {timeout} s")
+        sock.settimeout(left)
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise AssertionError(f"EOF after {data.count(newline)} of {count} lines")
+        data += chunk
+    return data.split(b"\n")[:count]
+
+
+__all__ = [
+    "NOT_CALLABLE",
+    "ROOT",
+    "TESTS",
+    "WAIT",
+    "Paced",
+    "ServerProcess",
+    "SlowLines",
+    "Stubborn",
+    "read_lines",
+    "read_until_closed",
+    "serve",
+]
