@@ -537,9 +537,7 @@ class StreamTransport(Row, asyncio.Transport):
         self._flags |= _F_DONE
         self._set_mask(0)
         self.advance(ConnEvent.LOST)
-        if self._aux is not None and self._aux.timer is not None:
-            self._aux.timer.cancel()
-            self._aux.timer = None
+        self._cancel_deadline()
         protocol, self._protocol = self._protocol, None
         try:
             if protocol is not None:
@@ -597,6 +595,12 @@ class StreamTransport(Row, asyncio.Transport):
             timer.cancel()
         aux.timer = self._reactor.call_at(nearest[0], self._check_deadline)
 
+    def _cancel_deadline(self) -> None:
+        aux = self._aux
+        if aux is not None and aux.timer is not None:
+            aux.timer.cancel()
+            aux.timer = None
+
     def _check_deadline(self) -> None:
         aux = self._get_aux()
         aux.timer = None
@@ -640,6 +644,7 @@ class StreamTransport(Row, asyncio.Transport):
         if sock is None:
             raise ValueError("the transport has no socket")
         self._set_mask(0)
+        self._cancel_deadline()  # the new owner's business now: no timer may close it
         if not isinstance(sock, socket.socket):
             sock = socket.socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
         sock.setblocking(True)
@@ -653,6 +658,7 @@ class StreamTransport(Row, asyncio.Transport):
         self._flags |= _F_DONE
         self._set_mask(0)
         self.advance(ConnEvent.LOST)
+        self._cancel_deadline()
         sock, self._sock = self._sock, None
         if sock is not None and close_socket:
             sock.close()
