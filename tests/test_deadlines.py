@@ -330,3 +330,24 @@ def test_real_write_timeout(default_reactor: Reactor, net: Net) -> None:
     proto.transport.write(b"x" * (8 << 20))
     net.wait(lambda: proto.closed)
     assert "write stalled" in str(proto.lost[0])
+
+
+def test_a_detached_socket_is_out_of_reach_of_the_deadlines(fake_reactor: Reactor,
+                                                            fnet: Net,
+                                                            clock: FakeClock) -> None:
+    """A socket handed to a worker (detach_socket) belongs to the worker: no idle or
+    request deadline may close it under the worker's feet."""
+    peer, proto = accept(fnet, idle_timeout=10,
+                         on_made=lambda p: p.transport.set_deadline(5))
+    tr = proto.transport
+    sock = tr.detach_socket()
+    assert sock.gettimeout() is None  # blocking, for the worker
+    clock.advance(60)
+    step(fake_reactor)
+    assert not proto.closed
+    assert sock.fileno() != -1
+    assert fake_reactor.statistics().pending_timers == 0
+    sock.sendall(b"from the worker")
+    wait_fake(fnet, lambda: peer.received == b"from the worker")
+    tr.release()
+    assert sock.fileno() == -1 and tr not in fake_reactor.connections
