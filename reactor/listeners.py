@@ -600,7 +600,11 @@ class _Connector:
     def _next(self) -> None:
         while self.candidates:
             family, address = self.candidates.pop(0)
-            sock = socket.socket(family, socket.SOCK_STREAM)
+            try:
+                sock = socket.socket(family, socket.SOCK_STREAM)
+            except OSError as exc:  # out of descriptors, say: fail the future, not hang
+                self.errors.append(exc)
+                continue
             sock.setblocking(False)
             try:
                 err = sock.connect_ex(address)
