@@ -1121,3 +1121,31 @@ def test_aborting_a_connecting_row_fails_its_future_and_unregisters(
     peer, proto = net.accept(listener)  # new descriptors, likely the same numbers
     peer.send_all(b"fine")
     net.wait(lambda: proto.data == b"fine")
+
+
+def test_connect_fails_its_future_when_no_socket_can_be_made(
+    reactor: Reactor, net: Net, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Out of descriptors on the second address: the future fails, nothing hangs."""
+    listener = net.listen_tcp()
+    real_socket = socket.socket
+    made = [0]
+
+    def scarce_socket(*args: Any, **kwargs: Any) -> socket.socket:
+        made[0] += 1
+        if made[0] > 1:
+            raise OSError(errno.EMFILE, "Too many open files")
+        return real_socket(*args, **kwargs)
+
+    with socket.socket() as refusing:
+        refusing.bind(("127.0.0.1", 0))
+        infos = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", refusing.getsockname()),
+                 (socket.AF_INET, socket.SOCK_STREAM, 6, "", listener.address)]
+        monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: infos)
+        monkeypatch.setattr(socket, "socket", scarce_socket)
+        fut = reactor.connect_tcp("two-addresses.test", 1, Recorder)
+        with pytest.raises(OSError) as info:
+            reactor.run_until_complete(fut, WAIT)
+        monkeypatch.undo()
+    assert info.value.errno == errno.EMFILE
+    assert len(reactor.connections) == 0
