@@ -5,14 +5,18 @@ Installed as the ``reactor`` console script and runnable as ``python -m reactor`
     reactor serve echo                              # 127.0.0.1:8888
     reactor serve kv --bind 127.0.0.1:6380          # a Redis-protocol store
     reactor serve mymodule:MyProtocol -b [::]:9000 -b unix:/run/my.sock
-    reactor run-module mymodule ARGS...
+    reactor run-module http.server 8000            # socketserver programs, unchanged
 
 ``serve`` runs a ready service (``echo``, ``chat``, ``kv``, loaded lazily from the
 ``handlers`` package) or a user's protocol factory (``MODULE:FACTORY``, a class or a
 callable making one protocol per connection; ``FACTORY`` may be a dotted attribute
 path). It logs ``listening on ADDRESS`` for every bound address with its real port,
 so port 0 is fine. Signals: see :mod:`reactor.serve` (SIGTERM/SIGINT graceful,
-a second SIGINT at once, SIGUSR1 statistics).
+a second SIGINT at once, SIGUSR1 statistics). Default address: 127.0.0.1:8888, and
+127.0.0.1:6379 for ``kv`` (where Redis clients look first).
+
+``run-module`` hands everything after it to :func:`reactor.runmodule.main` (imported
+only then), which runs the module with ``socketserver`` bound to the facades.
 
 Exit status: 0 after a graceful stop; 130 when a second SIGINT cut the stop short (or
 Ctrl-C came before serving began); 2 for a usage error (a bad flag or value, an unknown
@@ -226,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--graceful-timeout", type=_grace_seconds, default=DEFAULT_GRACEFUL_TIMEOUT,
         metavar="S",
         help="on SIGTERM/SIGINT, wait up to S seconds for connections to finish, then "
-             "abort the rest (default: %(default)g)",
+             "abort the rest; 0 aborts them at once (default: %(default)g)",
     )
     serve.add_argument(
         "--stats-interval", type=_positive_seconds, metavar="S",
@@ -250,12 +254,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=_cmd_serve)
 
     run_module = commands.add_parser(
-        "run-module", help="run a module's main(argv) on the reactor",
-        description="Run MODULE with ARGS through reactor.runmodule.",
+        "run-module", add_help=False,
+        help="run a program that uses socketserver (python -m MODULE ARGS...) with "
+             "socketserver bound to reactor.socketserver; see 'reactor run-module --help'",
     )
-    run_module.add_argument("module", metavar="MODULE", help="the module to run")
-    run_module.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS",
-                            help="arguments passed on to the module")
+    run_module.add_argument("argv", nargs=argparse.REMAINDER, metavar="[--log-level LEVEL] "
+                            "MODULE [ARGS...]")
     run_module.set_defaults(run=_cmd_run_module)
     return parser
 
@@ -413,6 +417,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_run_module(args: argparse.Namespace) -> int:
+    return _run_module(list(args.argv))
+
+
+def _run_module(argv: list[str]) -> int:
+    """Hand the arguments after ``run-module`` to :func:`reactor.runmodule.main`."""
     try:
         runmodule = importlib.import_module("reactor.runmodule")
     except ModuleNotFoundError as exc:
@@ -420,7 +429,7 @@ def _cmd_run_module(args: argparse.Namespace) -> int:
             return _usage_error("reactor run-module",
                                 "run-module is not available in this installation")
         raise
-    status = runmodule.main([args.module, *args.args])
+    status = runmodule.main(argv)
     return int(status or 0)
 
 
@@ -433,9 +442,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
         The exit status (see the module docstring).
     """
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["run-module"]:
+        # everything after it is reactor.runmodule's own command line (--help included)
+        return _run_module(arguments[1:])
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(arguments)
     except SystemExit as exc:  # --help, --version, or a usage error (status 2)
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     if args.command is None:

@@ -54,7 +54,9 @@ input makes the kernel send RST, which may destroy response bytes still in fligh
 A client that never stops sending keeps its connection in step 3 until the deadline:
 without help from the protocol the server cannot tell where a request ends.
 
-Imports the public reactor API only; never ``handlers``.
+Built on the reactor's public API, plus two looks below it: the listener's own accept
+step for the final accept pass, and a ``MSG_PEEK`` on a draining connection's socket.
+Never imports ``handlers``.
 """
 
 from __future__ import annotations
@@ -81,6 +83,7 @@ __all__ = [
     "DRAIN_CHECK_INTERVAL",
     "EXIT_FORCED",
     "EXIT_OK",
+    "QUIET_CHECKS",
     "BindAddress",
     "Server",
     "format_listener",
@@ -334,6 +337,7 @@ class Server:
         self._check_timer: TimerHandle | None = None
         self._stats_timer: TimerHandle | None = None
         self._signals: list[int] = []
+        self._served = False
 
     # -- binding ----------------------------------------------------------------------
 
@@ -401,7 +405,14 @@ class Server:
             :data:`EXIT_OK` after a graceful stop (also when the grace period ran out
             and connections were aborted), :data:`EXIT_FORCED` when a second SIGINT
             (or ``stop(force=True)``) cut it short.
+
+        Raises:
+            LocalProtocolError: :meth:`serve` was called before (a server serves once).
+            OSError, ValueError: as for :meth:`start`.
         """
+        if self._served:
+            raise LocalProtocolError("this Server has served already; make a new one")
+        self._served = True
         try:
             self.start()
         except BaseException:

@@ -454,15 +454,22 @@ def test_log_config_from_a_json_file(tmp_path: Path) -> None:
     assert "INFO|reactor.serve|listening on 127.0.0.1:" in logfile.read_text()
 
 
-def test_run_module_is_wired() -> None:
+def test_run_module_hands_its_arguments_to_reactor_runmodule(tmp_path: Path) -> None:
     if importlib.util.find_spec("reactor.runmodule") is None:
         result = run_cli("run-module", "json.tool")
         assert result.returncode == 2
         assert "not available" in result.stderr
         return
-    result = run_cli("run-module", "--help")
-    assert result.returncode == 0
-    assert "MODULE" in result.stdout
+    (tmp_path / "probe.py").write_text(
+        "import socketserver, sys\nprint(socketserver.__name__, sys.argv[1:])\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "reactor", "run-module", "probe", "--flag", "value"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=WAIT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "reactor.socketserver ['--flag', 'value']"
+    help_result = run_cli("run-module", "--help")
+    assert help_result.returncode == 0
+    assert "--log-level" in help_result.stdout and "MODULE" in help_result.stdout
 
 
 def test_the_console_script() -> None:

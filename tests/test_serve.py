@@ -564,3 +564,21 @@ def test_deadlines_from_options_still_apply_while_serving() -> None:
     server.stop()
     assert server.serve() == EXIT_OK
     sock.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_zero_grace_period_aborts_at_once_and_a_server_serves_once() -> None:
+    from reactor import LocalProtocolError
+
+    server = make_server(Never, graceful_timeout=0)
+    server.start()
+    sock = connect(server)
+    server.reactor.run_until(lambda: bool(Line.instances), timeout=WAIT)
+    server.stop()
+    assert server.serve() == EXIT_OK
+    assert Line.instances[0].lost == [None]
+    sock.settimeout(WAIT)
+    assert sock.recv(100) == b""
+    sock.close()
+    with pytest.raises(LocalProtocolError, match="served already"):
+        server.serve()
