@@ -186,6 +186,7 @@ def test_the_ready_services_by_name(service: str, request_: bytes, reply: bytes)
             data += chunk
         srv.signal(signal.SIGTERM)
         read_until_closed(client)
+        client.close()  # the server waits for this EOF (up to its linger timeout)
         assert srv.wait() == 0
 
 
@@ -273,6 +274,7 @@ def test_first_sigint_is_graceful_and_exits_0() -> None:
         assert read_lines(c, 1) == [b"hello done"]
         srv.signal(signal.SIGINT)
         assert read_until_closed(c) == b""
+        c.close()
         assert srv.wait() == 0
     assert "SIGINT: stopping gracefully" in srv.log
 
