@@ -112,18 +112,25 @@ class _Waker:
                 raise
 
     def _read_ready(self) -> None:
-        self._pending = False
-        while True:
-            try:
-                data = self.rsock.recv(4096)
-            except (BlockingIOError, InterruptedError):
-                return
-            if not data:
-                return
-            if data.strip(b"\0"):
-                for signum in data:
-                    if signum:
-                        self._reactor._deliver_signal(signum)
+        try:
+            while True:
+                try:
+                    data = self.rsock.recv(4096)
+                except (BlockingIOError, InterruptedError):
+                    return
+                if not data:
+                    return
+                if data.strip(b"\0"):
+                    for signum in data:
+                        if signum:
+                            self._reactor._deliver_signal(signum)
+        finally:
+            # Cleared only after draining: clearing first let another thread's wake()
+            # set the flag and send a byte that this loop then drained, leaving the
+            # flag set with nothing to read, so every later wake() was skipped (a lost
+            # wake-up). A wake() that finds the flag still set here needs no byte: its
+            # callback or stop request is seen later in this same iteration.
+            self._pending = False
 
     def _write_ready(self) -> None:  # never registered for writing
         pass
