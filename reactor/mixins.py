@@ -1,0 +1,634 @@
+"""The mix-ins: where a ready request runs.
+
+A server handles a request inline, on the reactor thread. Put a mix-in first in the
+bases to change that -- ``class Server(ThreadingMixIn, TCPServer)``:
+
+* :class:`ThreadingMixIn` -- a new thread per request (the default, as always), or a
+  bounded pool of worker threads (``max_threads``) with the requests beyond it waiting
+  in the reactor's table, not in threads;
+* :class:`ForkingMixIn` -- a child process per request, at most ``max_children`` at a
+  time (the rest wait in the table); children are reaped as they exit, through the
+  selector (a pidfd per child) or SIGCHLD on the wake-up channel, never by a polling
+  loop unless neither is available;
+* :class:`MultiplexingMixIn` -- the "explicit table of partially finished requests"
+  the standard library's docstring wished for: a non-blocking handler (an
+  :class:`asyncio.Protocol`) runs inside the reactor, with no thread or process per
+  client.
+
+Threads and children receive the connection already handed over: unregistered from the
+selector and in blocking mode. A forked child drops the parent's reactor with
+:meth:`~reactor.loop.Reactor.close_after_fork` and closes its copies of the other
+requests' sockets.
+
+Forbidden imports: ``handlers``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import queue
+import signal
+import socket
+import threading
+from collections import deque
+from typing import TYPE_CHECKING, Any, ClassVar, Final
+
+from .connection import ConnEvent, ConnState, Row
+from .errors import LocalProtocolError
+from .servers import _WAITING, BaseServer, needs_no_period
+from .timers import TimerHandle
+from .transports import StreamTransport
+
+if TYPE_CHECKING:
+    _Base = BaseServer
+else:
+    _Base = object
+
+__all__ = ["ForkingMixIn", "MultiplexingMixIn", "ThreadingMixIn"]
+
+logger = logging.getLogger(__name__)
+
+_WORK_DONE: Final = None  # the queue item that tells an idle pool worker to exit
+
+
+# -- threads ------------------------------------------------------------------------------
+
+
+class _ThreadList(list[threading.Thread]):
+    """The non-daemon request threads, joined by ``server_close``; threads that ended
+    are dropped whenever a new one is added, so the list does not grow forever."""
+
+    def append(self, thread: threading.Thread) -> None:
+        self[:] = [t for t in self if t.is_alive()]
+        if not thread.daemon:
+            super().append(thread)
+
+    def join(self) -> None:
+        threads, self[:] = self[:], []
+        for thread in threads:
+            thread.join()
+
+
+class _NoThreadList:
+    """Stands in for :class:`_ThreadList` when nothing is to be joined."""
+
+    def append(self, thread: threading.Thread) -> None:
+        pass
+
+    def join(self) -> None:
+        pass
+
+    def __len__(self) -> int:
+        return 0
+
+
+class _WorkerPool:
+    """At most ``size`` worker threads; requests beyond them wait, unstarted.
+
+    The reactor thread submits; a worker that finishes a request takes the next waiting
+    one itself, or goes idle on its queue. Idle workers are counted, so a request is
+    put on the queue only when a worker is there to take it at once.
+    """
+
+    def __init__(self, server: ThreadingMixIn, size: int, daemon: bool) -> None:
+        if size < 1:
+            raise ValueError("max_threads must be at least 1")
+        self.server = server
+        self.size = size
+        self.daemon = daemon
+        self.lock = threading.Lock()
+        self.queue: queue.SimpleQueue[tuple[Any, Any] | None] = queue.SimpleQueue()
+        self.idle = 0
+        self.threads: list[threading.Thread] = []
+        self.waiting: deque[tuple[Any, Any]] = deque()
+        self.closing = False
+
+    def submit(self, request: Any, client_address: Any) -> None:
+        server = self.server
+        with self.lock:
+            if self.idle:
+                self.idle -= 1
+                server._reactor_mark(request, ConnEvent.DISPATCH_THREAD)
+                self.queue.put((request, client_address))
+                return
+            if len(self.threads) < self.size:
+                server._reactor_mark(request, ConnEvent.DISPATCH_THREAD)
+                self._spawn((request, client_address))
+                return
+            row = server._reactor_facade.rows.get(id(request))
+            if row is not None:
+                row.set_meta(_WAITING, True)
+            self.waiting.append((request, client_address))
+
+    def _spawn(self, first: tuple[Any, Any]) -> None:
+        thread = threading.Thread(target=self._work, args=(first,), daemon=self.daemon,
+                                  name=f"{type(self.server).__name__} worker")
+        self.threads.append(thread)
+        try:
+            thread.start()
+        except BaseException:
+            self.threads.remove(thread)
+            raise
+
+    def _next(self) -> tuple[Any, Any] | None:
+        with self.lock:
+            if self.waiting:
+                item = self.waiting.popleft()
+                self.server._reactor_mark(item[0], ConnEvent.DISPATCH_THREAD)
+                return item
+            if self.closing:
+                return None
+            self.idle += 1
+        return self.queue.get()
+
+    def _work(self, item: tuple[Any, Any] | None) -> None:
+        me = threading.current_thread()
+        try:
+            while item is not None:
+                self.server.process_request_thread(*item)
+                item = self._next()
+        finally:
+            with self.lock:
+                self.threads.remove(me)
+                orphans = bool(self.waiting) and not self.threads
+            if orphans:  # this worker died (SystemExit ...) and nobody else is left
+                with self.lock:
+                    nxt = self.waiting.popleft() if self.waiting else None
+                    if nxt is not None:
+                        self.server._reactor_mark(nxt[0], ConnEvent.DISPATCH_THREAD)
+                        self._spawn(nxt)
+
+    def counts(self) -> tuple[int, int]:
+        with self.lock:
+            return len(self.threads), len(self.waiting)
+
+    def close(self, wait: bool) -> None:
+        """Let the workers finish what is started or waiting, then exit."""
+        with self.lock:
+            self.closing = True
+            idle, self.idle = self.idle, 0
+        for _ in range(idle):
+            self.queue.put(_WORK_DONE)
+        while wait:
+            with self.lock:
+                threads = list(self.threads)
+            if not threads:
+                break
+            for thread in threads:
+                thread.join()
+
+
+class ThreadingMixIn(_Base):
+    """Handle each request in a thread.
+
+    Class attributes (also settable on instances):
+
+    - ``daemon_threads`` -- make request threads daemonic (False)
+    - ``block_on_close`` -- ``server_close`` waits for the request threads (True)
+    - ``max_threads`` -- None (the default): a new thread per request, exactly as the
+      standard library; a number: a pool of at most that many reusable workers, the
+      requests beyond them waiting in the reactor (rows in state VERIFIED, counted by
+      ``statistics().waiting``) until a worker is free
+
+    Methods that may be overridden: ``process_request_thread(request,
+    client_address)`` -- what a thread runs (finish, handle errors, shut down).
+    """
+
+    daemon_threads: bool = False
+    block_on_close: bool = True
+    max_threads: int | None = None
+    _threads: Any = _NoThreadList()
+    _reactor_accept_batch: ClassVar[int] = 32
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        """Run the request in this thread, log its errors, then end it."""
+        try:
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+        finally:
+            self.shutdown_request(request)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Start a thread for the request (or give it to the pool)."""
+        if self.max_threads is not None:
+            self._reactor_pool().submit(request, client_address)
+            return
+        if self.block_on_close:
+            vars(self).setdefault("_threads", _ThreadList())
+        self._reactor_mark(request, ConnEvent.DISPATCH_THREAD)
+        thread = threading.Thread(target=self.process_request_thread,
+                                  args=(request, client_address))
+        thread.daemon = self.daemon_threads
+        thread.start()
+        self._threads.append(thread)
+
+    def _reactor_pool(self) -> _WorkerPool:
+        pool: _WorkerPool | None = vars(self).get("_reactor_thread_pool")
+        if pool is None:
+            assert self.max_threads is not None
+            pool = _WorkerPool(self, self.max_threads, self.daemon_threads)
+            vars(self)["_reactor_thread_pool"] = pool
+        return pool
+
+    def _reactor_workers(self) -> tuple[int, int]:
+        threads, children = super()._reactor_workers()
+        pool: _WorkerPool | None = vars(self).get("_reactor_thread_pool")
+        if pool is not None:
+            return threads + pool.counts()[0], children
+        live = sum(1 for t in list(vars(self).get("_threads", ())) if t.is_alive())
+        return threads + live, children
+
+    def _reactor_waiting(self) -> int:
+        pool: _WorkerPool | None = vars(self).get("_reactor_thread_pool")
+        return super()._reactor_waiting() + (pool.counts()[1] if pool is not None else 0)
+
+    def server_close(self) -> None:
+        """Close the server, then wait for the request threads (``block_on_close``)."""
+        super().server_close()
+        self._threads.join()
+        pool: _WorkerPool | None = vars(self).get("_reactor_thread_pool")
+        if pool is not None:
+            pool.close(wait=self.block_on_close)
+
+
+# -- child processes ----------------------------------------------------------------------
+
+
+def _pidfd_works() -> bool:
+    opener = getattr(os, "pidfd_open", None)
+    if opener is None:
+        return False
+    try:
+        os.close(opener(os.getpid()))
+    except OSError:  # an old kernel, or a sandbox that forbids it
+        return False
+    return True
+
+
+class _ChildWatch:
+    """A child's pidfd, registered with the selector: readable when the child exits."""
+
+    __slots__ = ("fd", "pid", "server")
+
+    def __init__(self, server: ForkingMixIn, pid: int, fd: int) -> None:
+        self.server = server
+        self.pid = pid
+        self.fd = fd
+
+    def _read_ready(self) -> None:
+        self.server._reactor_reap(self.pid)
+
+    def _write_ready(self) -> None:
+        pass
+
+    def describe(self) -> str:
+        return f"child {self.pid}"
+
+
+class _Children:
+    """A forking server's bookkeeping of its children."""
+
+    def __init__(self) -> None:
+        self.mode: str | None = None
+        self.rows: dict[int, Row] = {}
+        self.watches: dict[int, _ChildWatch] = {}
+        self.poll_timer: TimerHandle | None = None
+
+
+class ForkingMixIn(_Base):
+    """Handle each request in a child process.
+
+    Class attributes (also settable on instances):
+
+    - ``max_children`` -- at most this many children at a time (40); further requests
+      wait in the reactor's table (state VERIFIED) until a child exits, while the
+      server keeps accepting and answering ``shutdown()``
+    - ``block_on_close`` -- ``server_close`` waits for the children (True); otherwise a
+      background thread reaps them, so none is left a zombie
+    - ``timeout`` -- 300: ``handle_request`` reaps after that long without a request
+    - ``child_watcher`` -- how exits are noticed: ``"auto"`` (a pidfd per child when
+      the kernel has them, else SIGCHLD through the reactor's wake-up channel when
+      serving on the main thread, else a check every ``poll_interval``), or one of
+      ``"pidfd"``, ``"signal"``, ``"poll"``
+
+    Instance attributes: ``active_children`` -- the pids of running children (None
+    before the first fork).
+
+    Methods for the caller: ``collect_children(*, blocking=False)`` -- reap the
+    children that exited (wait for all of them when ``blocking``).
+    """
+
+    timeout: float | None = 300
+    active_children: set[int] | None = None
+    max_children: int = 40
+    block_on_close: bool = True
+    child_watcher: str = "auto"
+    _reactor_accept_batch: ClassVar[int] = 8
+
+    def _reactor_children(self) -> _Children:
+        state: _Children | None = vars(self).get("_reactor_child_state")
+        if state is None:
+            state = vars(self)["_reactor_child_state"] = _Children()
+        return state
+
+    def _reactor_full(self) -> bool:
+        return len(self.active_children or ()) >= self.max_children
+
+    def collect_children(self, *, blocking: bool = False) -> None:
+        """Reap the children that exited; with ``blocking``, wait for every child."""
+        for pid in list(self.active_children or ()):
+            self._reactor_reap(pid, blocking=blocking)
+
+    def handle_timeout(self) -> None:
+        """``handle_request`` timed out: reap the children that exited."""
+        self.collect_children()
+
+    @needs_no_period
+    def service_actions(self) -> None:
+        """Reap the children that exited. Children are reaped as they exit anyway, so
+        this adds no periodic wake-up to ``serve_forever``."""
+        self.collect_children()
+        super().service_actions()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Fork a child for the request, or let it wait for a free slot."""
+        if self._reactor_full():
+            self.collect_children()
+        if self._reactor_full():
+            row = self._reactor_facade.rows.get(id(request))
+            if row is not None:
+                row.set_meta(_WAITING, True)
+                self._reactor_facade.waiting.append((request, client_address, row))
+            return
+        self._reactor_fork(request, client_address)
+
+    def _reactor_fork(self, request: Any, client_address: Any) -> None:
+        children = self._reactor_children()
+        mode = self._reactor_watch_mode()
+        row = self._reactor_mark(request, ConnEvent.DISPATCH_CHILD)
+        try:
+            pid = os.fork()
+        except BaseException:
+            if row is not None and row.state is ConnState.DISPATCHED_CHILD:
+                row.advance(ConnEvent.FINISH)
+            raise
+        if pid:
+            if self.active_children is None:
+                self.active_children = set()
+            self.active_children.add(pid)
+            if row is not None and row.state is ConnState.DISPATCHED_CHILD:
+                children.rows[pid] = row
+            self._reactor_watch(pid, mode)
+            self.close_request(request)
+            return
+        self._reactor_become_child(request, row)
+        status = 1
+        try:
+            self.finish_request(request, client_address)
+            status = 0
+        except Exception:
+            self.handle_error(request, client_address)
+        finally:
+            try:
+                self.shutdown_request(request)
+            finally:
+                os._exit(status)
+
+    def _reactor_become_child(self, request: Any, row: Row | None) -> None:
+        """In the child: drop the parent's reactor and its other sockets."""
+        f = self._reactor_facade
+        f.in_child = True
+        children = self._reactor_children()
+        for watch in children.watches.values():
+            try:
+                os.close(watch.fd)
+            except OSError:
+                pass
+        children.watches.clear()
+        children.rows.clear()
+        self.active_children = set()
+        reactor = f.reactor
+        if reactor is None:
+            return
+        keep = (request, getattr(self, "socket", None))
+        for other in reactor.connections:
+            sock = getattr(other, "get_extra_info", lambda _n: None)("socket")
+            if other is not row and sock is not None and all(sock is not k for k in keep):
+                try:
+                    sock.close()
+                except OSError:
+                    pass
+        reactor.close_after_fork()
+
+    # -- noticing exits ---------------------------------------------------------------
+
+    def _reactor_watch_mode(self) -> str:
+        children = self._reactor_children()
+        if children.mode is not None:
+            return children.mode
+        mode = self.child_watcher
+        if mode not in ("auto", "pidfd", "signal", "poll"):
+            raise ValueError(f"child_watcher must be auto, pidfd, signal or poll, not {mode!r}")
+        on_main = threading.current_thread() is threading.main_thread()
+        if mode == "auto":
+            mode = "pidfd" if _pidfd_works() else ("signal" if on_main else "poll")
+        if mode == "signal":
+            try:
+                self.reactor.add_signal_handler(signal.SIGCHLD, self.collect_children)
+            except LocalProtocolError as exc:
+                logger.warning("%s: cannot watch SIGCHLD (%s); checking for exited "
+                               "children every poll_interval", type(self).__name__, exc)
+                mode = "poll"
+        children.mode = mode
+        return mode
+
+    def _reactor_watch(self, pid: int, mode: str) -> None:
+        if mode == "pidfd":
+            try:
+                fd = os.pidfd_open(pid)
+            except OSError as exc:
+                logger.warning("pidfd_open(%d) failed: %s; polling for it", pid, exc)
+                mode = "poll"
+            else:
+                watch = _ChildWatch(self, pid, fd)
+                self._reactor_children().watches[pid] = watch
+                self.reactor.selector.register(fd, 1, watch)
+                return
+        if mode == "poll":
+            self._reactor_schedule_poll()
+
+    def _reactor_schedule_poll(self) -> None:
+        children = self._reactor_children()
+        f = self._reactor_facade
+        reactor = f.reactor
+        if children.poll_timer is None and reactor is not None and not reactor.is_closed():
+            children.poll_timer = reactor.call_later(f.poll_interval, self._reactor_poll)
+
+    def _reactor_poll(self) -> None:
+        self._reactor_children().poll_timer = None
+        self.collect_children()
+        if self.active_children:
+            self._reactor_schedule_poll()
+
+    def _reactor_reap(self, pid: int, blocking: bool = False) -> bool:
+        """Wait for ``pid`` (without blocking unless asked); True once it is reaped."""
+        try:
+            done, _status = os.waitpid(pid, 0 if blocking else os.WNOHANG)
+        except ChildProcessError:
+            done = pid  # reaped by someone else
+        if not done:
+            return False
+        self._reactor_child_exited(pid)
+        return True
+
+    def _reactor_child_exited(self, pid: int) -> None:
+        if self.active_children is not None:
+            self.active_children.discard(pid)
+        children = self._reactor_children()
+        watch = children.watches.pop(pid, None)
+        if watch is not None:
+            reactor = self._reactor_facade.reactor
+            if reactor is not None and not reactor.is_closed():
+                try:
+                    reactor.selector.unregister(watch.fd)
+                except (KeyError, ValueError):
+                    pass
+            os.close(watch.fd)
+        row = children.rows.pop(pid, None)
+        if row is not None:
+            self._reactor_end_row(row)
+        self._reactor_start_waiting()
+
+    def _reactor_start_waiting(self) -> None:
+        waiting = self._reactor_facade.waiting
+        while waiting and not self._reactor_full() and not self._reactor_facade.in_child:
+            request, client_address, row = waiting.popleft()
+            self._reactor_dispatch(request, client_address, row, run=self._reactor_fork)
+
+    def _reactor_drain(self) -> None:
+        if not self.block_on_close:
+            super()._reactor_drain()
+            return
+        waiting = self._reactor_facade.waiting
+        while waiting:
+            if self._reactor_full() and self.active_children:
+                self._reactor_reap(next(iter(self.active_children)), blocking=True)
+                continue
+            request, client_address, row = waiting.popleft()
+            self._reactor_dispatch(request, client_address, row, run=self._reactor_fork)
+
+    def _reactor_workers(self) -> tuple[int, int]:
+        threads, children = super()._reactor_workers()
+        return threads, children + len(self.active_children or ())
+
+    def server_close(self) -> None:
+        """Close the server, then reap the children (waiting for them with
+        ``block_on_close``; otherwise a background thread reaps the rest)."""
+        super().server_close()
+        self.collect_children(blocking=self.block_on_close)
+        left = set(self.active_children or ())
+        for pid in left:
+            watch = self._reactor_children().watches.pop(pid, None)
+            if watch is not None:
+                os.close(watch.fd)
+        if left:
+            threading.Thread(target=self._reactor_reap_later, args=(left,), daemon=True,
+                             name=f"{type(self).__name__} reaper").start()
+
+    def _reactor_reap_later(self, pids: set[int]) -> None:
+        for pid in pids:
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+            if self.active_children is not None:
+                self.active_children.discard(pid)
+
+
+# -- multiplexing -------------------------------------------------------------------------
+
+
+class _CheckedDatagrams(asyncio.DatagramProtocol):
+    """Puts ``verify_request`` in front of a datagram protocol."""
+
+    def __init__(self, server: MultiplexingMixIn, inner: Any) -> None:
+        self.server = server
+        self.inner = inner
+        self.sock: Any = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.sock = transport.get_extra_info("socket")
+        self.inner.connection_made(transport)
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        server = self.server
+        f = server._reactor_facade
+        f.count("accepted")
+        try:
+            allowed = server.verify_request((data, self.sock), addr)
+        except Exception:
+            server.handle_error((data, self.sock), addr)
+            allowed = False
+        if allowed:
+            self.inner.datagram_received(data, addr)
+        else:
+            f.count("rejected")
+        server._reactor_done()
+
+    def error_received(self, exc: Exception) -> None:
+        self.inner.error_received(exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.inner.connection_lost(exc)
+
+
+class MultiplexingMixIn(_Base):
+    """Serve every connection inside the reactor with a non-blocking handler.
+
+    ``RequestHandlerClass`` is called with no arguments and returns an
+    :class:`asyncio.Protocol` for stream servers (for instance a
+    :class:`handlers.base.StreamHandler`), or one :class:`asyncio.DatagramProtocol` for
+    the whole socket on datagram servers. No thread or process is started per client:
+    the connections are rows of the table in the protocol states (OPEN, READ_CLOSED,
+    CLOSING ...), and the handler must never block.
+
+    The server API is unchanged: ``verify_request`` (called with the connection's
+    non-blocking socket, or ``(data, socket)`` per datagram) can refuse a client,
+    ``serve_forever``/``shutdown``/``handle_request`` run the reactor, and
+    ``server_close`` (or the end of a ``with`` block) closes every connection.
+    """
+
+    _reactor_accept_batch: ClassVar[int] = 64
+    _reactor_nonblocking: ClassVar[bool] = True
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Attach a new handler to the connection; it runs in the reactor from now on."""
+        self.finish_request(request, client_address)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        """Make the handler and attach it to the request's row."""
+        f = self._reactor_facade
+        row = f.rows.pop(id(request), None)
+        if not isinstance(row, StreamTransport):
+            raise TypeError("a multiplexed request must be a connection accepted by the server")
+        protocol = self.RequestHandlerClass()
+        f.count("attached")
+        row.attach(protocol)
+
+    def _reactor_register(self, reactor: Any) -> None:
+        sock = getattr(self, "socket", None)
+        if sock is None or sock.type != socket.SOCK_DGRAM:
+            super()._reactor_register(reactor)
+            return
+
+        def factory() -> asyncio.DatagramProtocol:
+            return _CheckedDatagrams(self, self.RequestHandlerClass())
+
+        if sock.family == getattr(socket, "AF_UNIX", None):
+            endpoint = reactor.listen_unix_datagram(None, factory, sock=sock)
+        else:
+            endpoint = reactor.listen_udp(None, 0, factory, sock=sock)
+        self._reactor_facade.endpoint = endpoint

@@ -1,0 +1,1137 @@
+"""The classic servers of :mod:`socketserver` as facades over the reactor.
+
+Theory of operation
+-------------------
+A server keeps the standard library's shape -- the same attributes, hooks and call
+order -- but its loop is a :class:`~reactor.loop.Reactor`:
+
+* ``serve_forever`` and ``handle_request`` run the reactor; the listening socket is a
+  reactor :class:`~reactor.listeners.Listener` (batched accepts, a pause instead of a
+  busy loop when ``accept`` runs out of descriptors) and a datagram socket is
+  registered for reading;
+* every request is a row of the reactor's connection table: a
+  :class:`~reactor.transports.StreamTransport` for a stream connection, a
+  :class:`DatagramRequest` for a datagram. The row walks the facade column of
+  :data:`~reactor.connection.LIFECYCLE`::
+
+      ACCEPTED -> VERIFIED [-> BUFFERING] -> DISPATCHED_{INLINE,THREAD,CHILD}
+               -> FINISHED -> CLOSED
+
+* the hooks run in the standard library's order: ``get_request``, ``verify_request``,
+  ``process_request`` (the mix-ins decide where the request runs), ``finish_request``
+  (the handler), ``shutdown_request`` and ``close_request``. A connection reaches the
+  hooks blocking and unregistered from the selector, as a blocking handler expects;
+* with a ``request_buffer`` the reactor first reads the request without blocking (state
+  BUFFERING) and dispatches it only once complete; the handler's socket replays those
+  bytes before it reads the network again.
+
+The wake-up channel makes ``shutdown()`` immediate and lets an idle server sleep in the
+selector with no timeout: there is no polling interval unless ``service_actions`` is
+overridden.
+
+Forbidden imports: ``handlers`` (only :mod:`reactor.socketserver` assembles them).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import sys
+import threading
+from collections import Counter, deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar
+
+from .connection import LIFECYCLE, Connection, ConnEvent, ConnState, Row
+from .errors import ClosedError
+from .listeners import Listener
+from .loop import Reactor, ReactorStatistics
+from .request_buffer import Progress, RequestBuffer, RequestRejected
+from .table import ConnectionTable, _empty_counts
+from .timers import TimerHandle
+from .transports import StreamTransport
+
+if TYPE_CHECKING:
+    from .transports import DatagramTransport
+
+__all__ = [
+    "BaseServer",
+    "DatagramRequest",
+    "ServerStatistics",
+    "TCPServer",
+    "UDPServer",
+    "UnixDatagramServer",
+    "UnixStreamServer",
+]
+
+logger = logging.getLogger(__name__)
+
+EVENT_READ: Final = 1
+DATAGRAM_BATCH: Final = 32
+_DONTWAIT: Final = getattr(socket, "MSG_DONTWAIT", 0)
+_TRUNC: Final = getattr(socket, "MSG_TRUNC", 0)
+_WAITING: Final = "facade.waiting"  # row meta key: ready, waiting for a worker slot
+_DISPATCHED: Final = frozenset(
+    {ConnState.DISPATCHED_INLINE, ConnState.DISPATCHED_THREAD, ConnState.DISPATCHED_CHILD}
+)
+_DISPATCH_COUNTER: Final = {
+    ConnEvent.DISPATCH_INLINE: "dispatched_inline",
+    ConnEvent.DISPATCH_THREAD: "dispatched_thread",
+    ConnEvent.DISPATCH_CHILD: "dispatched_child",
+}
+
+
+@dataclass(frozen=True)
+class ServerStatistics:
+    """An immutable snapshot of a server (see :meth:`BaseServer.statistics`).
+
+    Attributes:
+        server: the server's class name.
+        address: ``server_address``.
+        serving: whether ``serve_forever`` is running.
+        accepted: requests taken (connections accepted, datagrams received).
+        rejected: requests ``verify_request`` refused.
+        buffered: requests that went through request buffering.
+        buffer_timeouts: buffered requests closed because their deadline passed.
+        buffer_refused: buffered requests closed for size or bad input.
+        dispatched_inline: requests handled on the reactor thread.
+        dispatched_thread: requests handed to a worker thread.
+        dispatched_child: requests handed to a child process.
+        attached: connections given to a non-blocking handler (multiplexing).
+        finished: dispatched requests whose handler returned and whose row closed.
+        errors: calls of ``handle_error``.
+        waiting: requests ready and waiting for a worker thread or child slot.
+        in_flight: this server's requests in the table now.
+        by_state: this server's rows per lifecycle state name.
+        threads: worker threads alive now.
+        children: child processes not reaped yet.
+        reactor: the reactor's own snapshot (None before the server first ran).
+    """
+
+    server: str
+    address: Any
+    serving: bool = False
+    accepted: int = 0
+    rejected: int = 0
+    buffered: int = 0
+    buffer_timeouts: int = 0
+    buffer_refused: int = 0
+    dispatched_inline: int = 0
+    dispatched_thread: int = 0
+    dispatched_child: int = 0
+    attached: int = 0
+    finished: int = 0
+    errors: int = 0
+    waiting: int = 0
+    in_flight: int = 0
+    by_state: Mapping[str, int] = field(default_factory=_empty_counts)
+    threads: int = 0
+    children: int = 0
+    reactor: ReactorStatistics | None = None
+
+
+class DatagramRequest(Connection):
+    """One datagram request as a row of the connection table."""
+
+    __slots__ = ("_kind", "owner")
+
+    def __init__(self, kind: str, peername: Any, size: int, now: float, owner: object) -> None:
+        super().__init__(ConnState.ACCEPTED, peername, now)
+        self.bytes_in = size
+        self._kind = kind
+        self.owner = owner
+
+    @property
+    def kind(self) -> str:
+        return self._kind
+
+
+class _BufferedRequestSocket(socket.socket):
+    """A connected socket that first returns bytes the reactor read for it.
+
+    ``recv``, ``recv_into``, ``recvfrom`` and ``recvfrom_into`` (and so ``makefile``)
+    serve the replayed bytes first. ``recvmsg`` and readiness checks (``select``) do
+    not know about them.
+    """
+
+    __slots__ = ("_prefix", "_prefix_at")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._prefix = b""
+        self._prefix_at = 0
+
+    def set_prefix(self, data: bytes) -> None:
+        """Replay ``data`` before reading the network."""
+        self._prefix = data
+        self._prefix_at = 0
+
+    def _take(self, size: int, flags: int) -> bytes:
+        at = self._prefix_at
+        end = at + size if size > 0 else len(self._prefix)
+        chunk = self._prefix[at:end]
+        if not flags & socket.MSG_PEEK:
+            self._prefix_at = at + len(chunk)
+            if self._prefix_at >= len(self._prefix):
+                self._prefix, self._prefix_at = b"", 0
+        return chunk
+
+    def recv(self, bufsize: int, flags: int = 0, /) -> bytes:
+        if self._prefix:
+            return self._take(bufsize, flags)
+        return super().recv(bufsize, flags)
+
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0, /) -> int:
+        if self._prefix:
+            view = memoryview(buffer).cast("B")
+            chunk = self._take(nbytes or len(view), flags)
+            view[: len(chunk)] = chunk
+            return len(chunk)
+        return super().recv_into(buffer, nbytes, flags)
+
+    def recvfrom(self, bufsize: int, flags: int = 0, /) -> tuple[bytes, Any]:
+        if self._prefix:
+            return self._take(bufsize, flags), None
+        return super().recvfrom(bufsize, flags)
+
+    def recvfrom_into(self, buffer: Any, nbytes: int = 0, flags: int = 0, /) -> tuple[int, Any]:
+        if self._prefix:
+            return self.recv_into(buffer, nbytes, flags), None
+        return super().recvfrom_into(buffer, nbytes, flags)
+
+
+class _ReadyReader:
+    """Registered for a server's descriptor: takes requests when it is readable."""
+
+    __slots__ = ("batch", "fd", "server")
+
+    def __init__(self, server: BaseServer, fd: int, batch: int) -> None:
+        self.server = server
+        self.fd = fd
+        self.batch = batch
+
+    def _read_ready(self) -> None:
+        take = self.server._reactor_take
+        for _ in range(self.batch):
+            if not take():
+                return
+
+    def _write_ready(self) -> None:  # never registered for writing
+        pass
+
+    def describe(self) -> str:
+        return f"{type(self.server).__name__} {self.server.server_address!r}"
+
+
+class _RequestReader:
+    """Reads one request without blocking (state BUFFERING); an asyncio-style protocol."""
+
+    __slots__ = (
+        "buffer", "chunks", "client_address", "done", "handed", "request", "row",
+        "scanner", "server", "size", "timer",
+    )
+
+    def __init__(
+        self, server: BaseServer, request: Any, client_address: Any, row: StreamTransport,
+        buffer: RequestBuffer,
+    ) -> None:
+        self.server = server
+        self.request = request
+        self.client_address = client_address
+        self.row = row
+        self.buffer = buffer
+        self.scanner = buffer.scanner()
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.done = False
+        self.handed = False  # dispatched: the row belongs to the handler now
+        self.timer: TimerHandle | None = None
+
+    def connection_made(self, transport: Any) -> None:  # not called: never attached
+        pass
+
+    def data_received(self, data: bytes) -> None:
+        if self.done:
+            return
+        self.chunks.append(data)
+        self.size += len(data)
+        try:
+            progress = self.scanner.feed(data)
+        except RequestRejected as exc:
+            self.server._reactor_buffer_refused(self, exc.reason, exc.response)
+            return
+        if progress is Progress.READY:
+            self.server._reactor_buffer_ready(self)
+        elif self.size > self.buffer.max_size:
+            self.server._reactor_buffer_refused(
+                self, f"request larger than {self.buffer.max_size} bytes",
+                self.buffer.too_large_response(),
+            )
+
+    def eof_received(self) -> bool:
+        if self.done:
+            return False
+        if self.scanner.feed_eof() is Progress.READY:
+            self.server._reactor_buffer_ready(self)
+            return True
+        logger.debug("%s: the peer closed before its request was complete", self.row.describe())
+        self.stop()
+        return False
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.server._reactor_buffer_lost(self, exc)
+
+    def pause_writing(self) -> None:
+        pass
+
+    def resume_writing(self) -> None:
+        pass
+
+    def expired(self) -> None:
+        self.timer = None
+        if not self.done:
+            self.server._reactor_buffer_refused(
+                self, f"no complete request within {self.buffer.timeout} s",
+                self.buffer.timeout_response(), timed_out=True,
+            )
+
+    def stop(self) -> None:
+        self.done = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+
+class _Facade:
+    """The reactor side of one server, kept in one attribute (``_facade``) so that it
+    stays out of the way of subclasses' own attributes."""
+
+    def __init__(self, reactor: Reactor | None) -> None:
+        self.reactor = reactor
+        self.owns_reactor = reactor is None
+        self.listener: Listener | None = None
+        self.reader: _ReadyReader | None = None
+        self.endpoint: DatagramTransport | None = None
+        self.activated = False
+        self.closed = False
+        self.close_pending = False
+        self.rows: dict[int, Row] = {}  # id(request) -> row, while in flight
+        self.waiting: deque[tuple[Any, Any, Row]] = deque()
+        self.staged: tuple[Any, Any] | None = None  # what get_request() returns next
+        self.lock = threading.Lock()
+        self.counts: Counter[str] = Counter()
+        self.is_shut_down = threading.Event()
+        self.shutdown_request = False
+        self.serving_thread: int | None = None
+        self.loop_thread: int | None = None
+        self.deferred: BaseException | None = None
+        self.handled = 0
+        self.stop_after_handled = False
+        self.socket_timeout: float | None = None
+        self.in_child = False
+        self.tick: TimerHandle | None = None
+        self.poll_interval = 0.5  # serve_forever's, for periodic work that needs one
+        self.warned_buffer = False
+
+    def count(self, name: str, n: int = 1) -> None:
+        with self.lock:
+            self.counts[name] += n
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def needs_no_period(method: _F) -> _F:
+    """Mark a ``service_actions`` that needs no periodic call (its work is event-driven),
+    so an idle ``serve_forever`` can sleep until the next event."""
+    method._needs_no_period = True  # type: ignore[attr-defined]
+    return method
+
+
+class BaseServer:
+    """The base of every server: the request loop and its hooks, on a reactor.
+
+    Methods for the caller:
+
+    - ``__init__(server_address, RequestHandlerClass, *, reactor=None)``
+    - ``serve_forever(poll_interval=0.5)`` -- run the reactor until :meth:`shutdown`
+    - ``shutdown()`` -- stop ``serve_forever`` (from any thread, also from a handler)
+    - ``handle_request()`` -- serve one request, when not using ``serve_forever``
+    - ``server_close()`` -- release the socket, the workers and the reactor
+    - ``statistics()``, ``connections``, ``reactor`` -- what the server is doing
+    - the context manager (``with Server(...) as server:`` closes it at the end)
+
+    Methods that may be overridden:
+
+    - ``server_bind()``, ``server_activate()`` -- set the socket up
+    - ``get_request()`` -- take the next request: ``(request, client_address)``
+    - ``verify_request(request, client_address)`` -- False refuses the request
+    - ``process_request(request, client_address)`` -- where it runs (the mix-ins)
+    - ``handle_timeout()`` -- ``handle_request`` waited ``timeout`` seconds in vain
+    - ``service_actions()`` -- periodic work; overriding it makes ``serve_forever``
+      call it at least every ``poll_interval`` seconds (otherwise the idle loop sleeps)
+    - ``shutdown_request(request)``, ``close_request(request)`` -- end a request
+    - ``handle_error(request, client_address)`` -- a handler raised (default: log it
+      with the client's address)
+    - ``server_close()`` -- extend it to release your own resources
+
+    Methods for derived classes:
+
+    - ``finish_request(request, client_address)`` -- run the handler
+
+    Class attributes (also settable on instances): ``timeout`` (for
+    ``handle_request``), ``request_buffer`` (read the first request in the reactor
+    before dispatching it; None by default), ``max_connections`` (stop accepting while
+    that many requests are in flight; None by default).
+
+    Instance attributes: ``server_address``, ``RequestHandlerClass``.
+
+    A plain server runs every request inline, on the reactor thread: while one
+    handler runs nothing else is served, as with the standard library's synchronous
+    servers. Use a mix-in to serve requests concurrently.
+    """
+
+    timeout: float | None = None
+    request_buffer: RequestBuffer | None = None
+    max_connections: int | None = None
+
+    _reactor_accept_batch: ClassVar[int] = 1  # inline handlers: one accept per wake-up
+    _reactor_nonblocking: ClassVar[bool] = False  # multiplexing keeps sockets in the loop
+    server_address: Any
+
+    def __init__(
+        self, server_address: Any, RequestHandlerClass: Callable[..., Any], *,
+        reactor: Reactor | None = None,
+    ) -> None:
+        self.server_address = server_address
+        self.RequestHandlerClass = RequestHandlerClass
+        self._reactor_facade = _Facade(reactor)
+
+    # -- the reactor ------------------------------------------------------------------
+
+    @property
+    def reactor(self) -> Reactor:
+        """The reactor serving this server (made on first use unless one was given)."""
+        f = self._reactor_facade
+        if f.reactor is None:
+            f.reactor = Reactor()
+        return f.reactor
+
+    @property
+    def connections(self) -> ConnectionTable:
+        """The reactor's connection table: every request is a row with its state."""
+        return self.reactor.connections
+
+    def _reactor_start(self) -> Reactor:
+        f = self._reactor_facade
+        if f.closed:
+            raise ValueError("the server is closed")
+        reactor = self.reactor
+        if not f.activated:
+            self._reactor_register(reactor)
+            f.activated = True
+        return reactor
+
+    def _reactor_register(self, reactor: Reactor) -> None:
+        """Register the request source; a BaseServer subclass provides fileno()."""
+        fd = self.fileno()
+        self._reactor_facade.reader = reader = _ReadyReader(self, fd, 1)
+        reactor.selector.register(fd, EVENT_READ, reader)
+
+    def fileno(self) -> int:
+        """The descriptor that becomes readable when a request is pending."""
+        raise NotImplementedError("a BaseServer subclass must provide fileno()")
+
+    def _reactor_run(self, reactor: Reactor, limit: float | None) -> None:
+        """Run the reactor until stopped (or ``limit`` seconds); re-raise what a
+        request raised past the handler."""
+        f = self._reactor_facade
+        stopper = reactor.call_later(limit, reactor.stop) if limit is not None else None
+        f.loop_thread = threading.get_ident()
+        try:
+            reactor.run()
+        finally:
+            f.loop_thread = None
+            if stopper is not None:
+                stopper.cancel()
+        exc, f.deferred = f.deferred, None
+        if exc is not None:
+            raise exc
+
+    def _reactor_defer(self, exc: BaseException) -> None:
+        """Raise ``exc`` from the caller's serve_forever / handle_request."""
+        f = self._reactor_facade
+        if f.deferred is None:
+            f.deferred = exc
+        self.reactor.stop()
+
+    # -- methods for the caller -------------------------------------------------------
+
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        """Serve requests until :meth:`shutdown` is called.
+
+        The reactor sleeps in the selector until there is work; ``poll_interval`` is
+        only the period of ``service_actions`` when a subclass overrides it.
+        """
+        f = self._reactor_facade
+        f.is_shut_down.clear()
+        try:
+            reactor = self._reactor_start()
+            with f.lock:
+                if f.shutdown_request:
+                    return
+                f.serving_thread = threading.get_ident()
+            f.poll_interval = poll_interval
+            batch = self._reactor_accept_batch
+            if f.listener is not None:
+                f.listener.accept_batch = batch
+            if not getattr(type(self).service_actions, "_needs_no_period", False):
+                f.tick = reactor.call_later(poll_interval, self._reactor_tick, poll_interval)
+            try:
+                while not f.shutdown_request:
+                    self._reactor_run(reactor, None)
+            finally:
+                with f.lock:
+                    f.serving_thread = None
+                if f.tick is not None:
+                    f.tick.cancel()
+                    f.tick = None
+                if f.close_pending and not reactor.is_closed():
+                    f.close_pending = False
+                    reactor.close()
+        finally:
+            f.shutdown_request = False
+            f.is_shut_down.set()
+
+    def _reactor_tick(self, interval: float) -> None:
+        f = self._reactor_facade
+        f.tick = None
+        try:
+            self.service_actions()
+        except BaseException as exc:  # propagates from serve_forever, as before
+            self._reactor_defer(exc)
+            return
+        if f.serving_thread is not None:
+            f.tick = self.reactor.call_later(interval, self._reactor_tick, interval)
+
+    def shutdown(self) -> None:
+        """Stop ``serve_forever`` and wait until it has returned.
+
+        The reactor wakes at once (no polling interval). Called from a handler running
+        on the serving thread, it returns at once and takes effect when the handler
+        returns, instead of deadlocking.
+        """
+        f = self._reactor_facade
+        me = threading.get_ident()
+        with f.lock:
+            f.shutdown_request = True
+            serving = f.serving_thread
+            if serving is not None and f.reactor is not None:
+                f.reactor.stop()
+        if me in (serving, f.loop_thread):
+            return
+        f.is_shut_down.wait()
+
+    def handle_request(self) -> None:
+        """Serve one request, waiting for it at most ``timeout`` seconds (the smaller of
+        ``self.timeout`` and the listening socket's own timeout); call
+        :meth:`handle_timeout` when none came."""
+        timeout = self._reactor_timeout()
+        reactor = self._reactor_start()
+        self._reactor_serve_one(reactor, timeout, on_timeout=self.handle_timeout)
+
+    def _handle_request_noblock(self) -> None:
+        """Serve one request if one is ready, without waiting."""
+        self._reactor_serve_one(self._reactor_start(), 0.0, on_timeout=None)
+
+    def _reactor_serve_one(
+        self, reactor: Reactor, timeout: float | None, on_timeout: Callable[[], None] | None
+    ) -> None:
+        f = self._reactor_facade
+        deadline = None if timeout is None else reactor.time() + timeout
+        target = f.handled + 1
+        f.stop_after_handled = True
+        if f.listener is not None:
+            f.listener.accept_batch = 1
+        first = True
+        try:
+            while f.handled < target:
+                remaining = None if deadline is None else deadline - reactor.time()
+                if remaining is not None and remaining <= 0 and not first:
+                    if on_timeout is not None:
+                        on_timeout()
+                    return
+                first = False
+                self._reactor_run(reactor, None if remaining is None else max(remaining, 0.0))
+        finally:
+            f.stop_after_handled = False
+
+    def _reactor_timeout(self) -> float | None:
+        f = self._reactor_facade
+        sock: socket.socket | None = getattr(self, "socket", None)
+        sock_timeout: float | None = None
+        if sock is not None:
+            current = sock.gettimeout()
+            if f.listener is None:
+                sock_timeout = current
+            else:
+                if current != 0.0:  # the caller set a timeout since the listener began
+                    f.socket_timeout = current
+                    sock.setblocking(False)
+                sock_timeout = f.socket_timeout
+        if sock_timeout is None:
+            return self.timeout
+        if self.timeout is None:
+            return sock_timeout
+        return min(sock_timeout, self.timeout)
+
+    def statistics(self) -> ServerStatistics:
+        """An immutable snapshot: requests by state, totals, workers, the reactor's."""
+        f = self._reactor_facade
+        with f.lock:
+            counts = dict(f.counts)
+        rows = self._reactor_rows()
+        threads, children = self._reactor_workers()
+        reactor = f.reactor
+        return ServerStatistics(
+            server=type(self).__name__,
+            address=self.server_address,
+            serving=f.serving_thread is not None,
+            in_flight=len(rows),
+            by_state=MappingProxyType(dict(Counter(r.state.name for r in rows))),
+            waiting=self._reactor_waiting(),
+            threads=threads,
+            children=children,
+            reactor=reactor.statistics() if reactor is not None and not reactor.is_closed()
+            else None,
+            accepted=counts.get("accepted", 0),
+            rejected=counts.get("rejected", 0),
+            buffered=counts.get("buffered", 0),
+            buffer_timeouts=counts.get("buffer_timeouts", 0),
+            buffer_refused=counts.get("buffer_refused", 0),
+            dispatched_inline=counts.get("dispatched_inline", 0),
+            dispatched_thread=counts.get("dispatched_thread", 0),
+            dispatched_child=counts.get("dispatched_child", 0),
+            attached=counts.get("attached", 0),
+            finished=counts.get("finished", 0),
+            errors=counts.get("errors", 0),
+        )
+
+    def _reactor_rows(self) -> list[Row]:
+        f = self._reactor_facade
+        reactor = f.reactor
+        if reactor is None:
+            return []
+        listener = f.listener
+        return [
+            row for row in reactor.connections
+            if (listener is not None and getattr(row, "listener", None) is listener)
+            or getattr(row, "owner", None) is self
+        ]
+
+    def _reactor_workers(self) -> tuple[int, int]:
+        """Live worker threads and children (the mix-ins override it)."""
+        return 0, 0
+
+    def _reactor_waiting(self) -> int:
+        return len(self._reactor_facade.waiting)
+
+    # -- taking a request -------------------------------------------------------------
+
+    def _reactor_take(self) -> bool:
+        """Take one request from a readable descriptor; False when there is none."""
+        try:
+            request, client_address = self.get_request()
+        except BlockingIOError:
+            return False
+        except OSError as exc:
+            logger.debug("%s: get_request() failed: %s", type(self).__name__, exc)
+            self._reactor_done()
+            return False
+        size = len(request[0]) if isinstance(request, tuple) and request else 0
+        row = DatagramRequest(self._reactor_kind(), client_address, size, self.reactor.time(),
+                              self)
+        self.reactor.connections.add(row)
+        self._reactor_start_request(request, client_address, row)
+        return True
+
+    def _reactor_kind(self) -> str:
+        return "request"
+
+    def get_request(self) -> tuple[Any, Any]:
+        """Return the next ``(request, client_address)``; a BaseServer subclass provides it."""
+        raise NotImplementedError("a BaseServer subclass must provide get_request()")
+
+    def _reactor_start_request(self, request: Any, client_address: Any, row: Row) -> None:
+        """Verify the request, then buffer it or dispatch it."""
+        f = self._reactor_facade
+        f.rows[id(request)] = row
+        f.count("accepted")
+        try:
+            allowed = self.verify_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+            allowed = False
+        if not allowed:
+            f.count("rejected")
+            self._reactor_shutdown_quietly(request, client_address)
+            self._reactor_done()
+            return
+        row.advance(ConnEvent.VERIFY)
+        buffer = self.request_buffer
+        if buffer is not None and isinstance(row, StreamTransport) and (
+            not self._reactor_nonblocking
+        ):
+            if isinstance(request, _BufferedRequestSocket) and (
+                request is row.get_extra_info("socket")
+            ):
+                self._reactor_buffer(request, client_address, row, buffer)
+                return
+            if not f.warned_buffer:
+                f.warned_buffer = True
+                logger.warning("%s: get_request() returned a different socket; "
+                               "request_buffer is ignored", type(self).__name__)
+        self._reactor_dispatch(request, client_address, row)
+
+    def _reactor_dispatch(
+        self, request: Any, client_address: Any, row: Row,
+        run: Callable[[Any, Any], None] | None = None,
+    ) -> None:
+        """Call process_request (or ``run``, for a request that waited for a worker
+        slot) with the standard library's error handling."""
+        try:
+            (run or self.process_request)(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+            self._reactor_shutdown_quietly(request, client_address)
+        except (SystemExit, KeyboardInterrupt):
+            self._reactor_shutdown_quietly(request, client_address)
+            raise
+        except BaseException as exc:
+            self._reactor_shutdown_quietly(request, client_address)
+            self._reactor_defer(exc)
+        finally:
+            state = row.state
+            if state is ConnState.DISPATCHED_INLINE or state is ConnState.FINISHED or (
+                state is ConnState.VERIFIED and not (row.meta and row.meta.get(_WAITING))
+            ):
+                # process_request returned without ending the request itself (an
+                # override that did not call the base class): keep the table honest
+                self._reactor_facade.rows.pop(id(request), None)
+                self._reactor_end_row(row)
+            if run is None:
+                self._reactor_done()
+
+    def _reactor_done(self) -> None:
+        f = self._reactor_facade
+        f.handled += 1
+        if f.stop_after_handled and f.reactor is not None:
+            f.reactor.stop()
+
+    def _reactor_shutdown_quietly(self, request: Any, client_address: Any) -> None:
+        try:
+            self.shutdown_request(request)
+        except Exception:
+            self.handle_error(request, client_address)
+
+    # -- request buffering ------------------------------------------------------------
+
+    def _reactor_buffer(
+        self, request: _BufferedRequestSocket, client_address: Any, row: StreamTransport,
+        buffer: RequestBuffer,
+    ) -> None:
+        row.advance(ConnEvent.BUFFER)
+        self._reactor_facade.count("buffered")
+        reader = _RequestReader(self, request, client_address, row, buffer)
+        request.setblocking(False)
+        row.start_reading(reader)  # type: ignore[arg-type]
+        if buffer.timeout is not None and not reader.done:
+            reader.timer = self.reactor.call_later(buffer.timeout, reader.expired)
+
+    def _reactor_buffer_ready(self, reader: _RequestReader) -> None:
+        reader.stop()
+        reader.handed = True
+        row = reader.row
+        request = reader.request
+        row.detach_socket()
+        request.set_prefix(b"".join(reader.chunks))
+        reader.chunks = []
+        self._reactor_dispatch(request, reader.client_address, row)
+
+    def _reactor_buffer_refused(
+        self, reader: _RequestReader, reason: str, response: bytes, timed_out: bool = False
+    ) -> None:
+        reader.stop()
+        row = reader.row
+        self._reactor_facade.count("buffer_timeouts" if timed_out else "buffer_refused")
+        logger.info("%s: %s; closing", row.describe(), reason)
+        if response:
+            row.write(response)
+        row.close()
+        if row.write_buffer_size:  # the peer does not read: do not wait for it forever
+            self.reactor.call_later(5.0, row.abort)
+
+    def _reactor_buffer_lost(self, reader: _RequestReader, exc: BaseException | None) -> None:
+        if reader.handed:
+            return
+        reader.stop()
+        if exc is not None:
+            logger.debug("%s: lost while buffering: %s", reader.row.describe(), exc)
+        self._reactor_facade.rows.pop(id(reader.request), None)
+        self._reactor_shutdown_quietly(reader.request, reader.client_address)
+        self._reactor_done()
+
+    # -- ending a request -------------------------------------------------------------
+
+    def _reactor_mark(self, request: Any, event: ConnEvent) -> Row | None:
+        """Move the request's row to a DISPATCHED state (when it is still undecided)."""
+        f = self._reactor_facade
+        row = f.rows.get(id(request))
+        if row is None or not LIFECYCLE.allows(row.state, event):
+            return row
+        row.advance(event)
+        if row.meta:
+            row.meta.pop(_WAITING, None)
+        f.count(_DISPATCH_COUNTER[event])
+        return row
+
+    def _reactor_end_request(self, request: Any) -> None:
+        """The request was closed: finish its row (a forked one waits for its child)."""
+        f = self._reactor_facade
+        row = f.rows.get(id(request))
+        if row is None or row.state is ConnState.BUFFERING:
+            return
+        del f.rows[id(request)]
+        if f.in_child or row.state is ConnState.DISPATCHED_CHILD:
+            return  # the parent ends it when the child is reaped
+        self._reactor_end_row(row)
+
+    def _reactor_end_row(self, row: Row) -> None:
+        """FINISH the row now; leave the table on the reactor thread."""
+        if row.state in _DISPATCHED:
+            row.advance(ConnEvent.FINISH)
+        f = self._reactor_facade
+        reactor = f.reactor
+        if reactor is None or reactor.is_closed() or f.loop_thread == threading.get_ident():
+            self._reactor_release_row(row)
+            return
+        try:
+            reactor.call_soon_threadsafe(self._reactor_release_row, row)
+        except ClosedError:
+            self._reactor_release_row(row)
+
+    def _reactor_release_row(self, row: Row) -> None:
+        state = row.state
+        if state is ConnState.CLOSED:
+            return
+        if isinstance(row, StreamTransport):
+            row.release(close_socket=False)
+        else:
+            row.advance(ConnEvent.LOST)
+            if self._reactor_facade.reactor is not None:
+                self._reactor_facade.reactor.connections.remove(row)
+        if state is ConnState.FINISHED:
+            self._reactor_facade.count("finished")
+
+    # -- hooks ------------------------------------------------------------------------
+
+    def server_activate(self) -> None:
+        """Prepare the socket to receive requests (called by the constructor)."""
+
+    @needs_no_period
+    def service_actions(self) -> None:
+        """Periodic work for ``serve_forever``; override it to be called at least every
+        ``poll_interval`` seconds."""
+
+    def handle_timeout(self) -> None:
+        """``handle_request`` found no request within ``timeout`` seconds."""
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        """Whether to serve this request (True by default)."""
+        return True
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Run the request here, on the reactor thread, then end it."""
+        self._reactor_mark(request, ConnEvent.DISPATCH_INLINE)
+        self.finish_request(request, client_address)
+        self.shutdown_request(request)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        """Run the handler: ``RequestHandlerClass(request, client_address, self)``."""
+        self.RequestHandlerClass(request, client_address, self)
+
+    def shutdown_request(self, request: Any) -> None:
+        """End a request (shut the connection down, then close it)."""
+        self.close_request(request)
+
+    def close_request(self, request: Any) -> None:
+        """Release a request's resources."""
+        self._reactor_end_request(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Log the exception being handled, with the client's address.
+
+        Called from an ``except`` block when a handler (or ``process_request``) raised
+        an :class:`Exception`; ``SystemExit`` and ``KeyboardInterrupt`` are not passed
+        here, they propagate.
+        """
+        self._reactor_facade.count("errors")
+        row = self._reactor_facade.rows.get(id(request))
+        where = f" [{row.state.name}]" if row is not None else ""
+        logger.error("%s: exception while handling the request from %s%s",
+                     type(self).__name__, client_address, where, exc_info=True)
+
+    # -- closing ----------------------------------------------------------------------
+
+    def server_close(self) -> None:
+        """Stop taking requests and release the reactor side of the server.
+
+        Requests still waiting for a worker are handed on or closed (see the mix-ins),
+        requests being buffered are closed, requests running in workers keep their
+        sockets, and a reactor the server made is closed.
+        """
+        f = self._reactor_facade
+        if f.closed:
+            return
+        me = threading.get_ident()
+        if f.serving_thread is not None and f.serving_thread != me:
+            self.shutdown()  # serve_forever runs elsewhere: stop it first
+        f.closed = True
+        reactor = f.reactor
+        if reactor is None:
+            return
+        self._reactor_stop_taking(reactor)
+        self._reactor_drain()
+        for row in list(f.rows.values()):
+            if row.state is ConnState.BUFFERING and isinstance(row, StreamTransport):
+                row.abort()
+            elif row.state is not ConnState.CLOSED:
+                self._reactor_release_row(row)  # its worker still owns the socket
+        f.rows.clear()
+        if f.owns_reactor:
+            if reactor.is_running():
+                f.close_pending = True  # closed when serve_forever returns
+            else:
+                reactor.close()
+        else:
+            for row in self._reactor_rows():  # multiplexed connections on a shared reactor
+                abort = getattr(row, "abort", None)
+                if abort is not None and row.state is not ConnState.CLOSED:
+                    abort()
+
+    def _reactor_stop_taking(self, reactor: Reactor) -> None:
+        f = self._reactor_facade
+        if f.listener is not None:
+            f.listener.close()
+        if f.reader is not None and not reactor.is_closed():
+            try:
+                reactor.selector.unregister(f.reader.fd)
+            except (KeyError, ValueError):
+                pass
+            f.reader = None
+        if f.endpoint is not None:
+            f.endpoint.abort()
+
+    def _reactor_drain(self) -> None:
+        """Requests still waiting for a worker when the server closes: closed here; the
+        mix-ins may hand them on instead."""
+        f = self._reactor_facade
+        while f.waiting:
+            request, client_address, _row = f.waiting.popleft()
+            self._reactor_shutdown_quietly(request, client_address)
+
+    def __enter__(self) -> BaseServer:
+        return self
+
+    def __exit__(self, *args: object) -> None:
+        self.server_close()
+
+
+class TCPServer(BaseServer):
+    """A stream server (TCP by default): a listening socket served by a reactor listener.
+
+    Methods for the caller, methods that may be overridden and methods for derived
+    classes are those of :class:`BaseServer`, plus:
+
+    - ``__init__(server_address, RequestHandlerClass, bind_and_activate=True, *,
+      reactor=None)`` -- with ``bind_and_activate=False`` call ``server_bind()`` and
+      ``server_activate()`` yourself (after setting socket options, say)
+    - ``fileno()`` -- the listening socket's descriptor
+    - ``server_bind()`` -- apply ``allow_reuse_address``/``allow_reuse_port``, bind,
+      and record the bound ``server_address``
+    - ``server_activate()`` -- ``listen(request_queue_size)``
+    - ``get_request()`` -- the accepted ``(socket, address)``
+
+    Class attributes: ``address_family``, ``socket_type``, ``request_queue_size`` (the
+    listen backlog, 5), ``allow_reuse_address``, ``allow_reuse_port``, and those of
+    :class:`BaseServer`. Instance attributes: ``socket`` (the listening socket), and
+    those of :class:`BaseServer`.
+
+    A listening socket wrapped with :meth:`ssl.SSLContext.wrap_socket` hands out
+    wrapped connections, as its own ``accept`` would.
+    """
+
+    address_family: int = socket.AF_INET
+    socket_type: int = socket.SOCK_STREAM
+    request_queue_size: int = 5
+    allow_reuse_address: bool = False
+    allow_reuse_port: bool = False
+
+    def __init__(
+        self, server_address: Any, RequestHandlerClass: Callable[..., Any],
+        bind_and_activate: bool = True, *, reactor: Reactor | None = None,
+    ) -> None:
+        super().__init__(server_address, RequestHandlerClass, reactor=reactor)
+        self.socket = socket.socket(self.address_family, self.socket_type)
+        if bind_and_activate:
+            try:
+                self.server_bind()
+                self.server_activate()
+            except BaseException:
+                self.server_close()
+                raise
+
+    def server_bind(self) -> None:
+        """Set the reuse options, bind, and record the address actually bound."""
+        if self.allow_reuse_address and hasattr(socket, "SO_REUSEADDR"):
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if self.allow_reuse_port and hasattr(socket, "SO_REUSEPORT"):
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        self.socket.bind(self.server_address)
+        self.server_address = self.socket.getsockname()
+
+    def server_activate(self) -> None:
+        """Start listening with a backlog of ``request_queue_size``."""
+        self.socket.listen(self.request_queue_size)
+
+    def server_close(self) -> None:
+        """Close the listening socket and the reactor side."""
+        super().server_close()
+        self.socket.close()
+
+    def fileno(self) -> int:
+        return self.socket.fileno()
+
+    def _reactor_register(self, reactor: Reactor) -> None:
+        f = self._reactor_facade
+        f.socket_timeout = self.socket.gettimeout()
+        f.listener = Listener(reactor, self.socket, self._reactor_accept,
+                              max_connections=self.max_connections,
+                              accept_batch=self._reactor_accept_batch)
+
+    def _reactor_accept(self, listener: Listener, raw: Any, addr: Any) -> None:
+        """The listener accepted a connection: make its row and run the hooks."""
+        f = self._reactor_facade
+        buffered = self.request_buffer is not None and not self._reactor_nonblocking
+        cls = _BufferedRequestSocket if buffered else socket.socket
+        sock = cls(raw.family, raw.type, raw.proto, fileno=raw.detach())
+        row = StreamTransport(listener.reactor, sock, addr, listener=listener)
+        try:
+            if self._reactor_nonblocking:
+                sock.setblocking(False)
+            else:
+                row.detach_socket()  # blocking, and not registered: a handler's socket
+            f.staged = (sock, addr)
+            try:
+                request, client_address = self.get_request()
+            finally:
+                f.staged = None
+        except Exception as exc:
+            level = logging.DEBUG if isinstance(exc, OSError) else logging.ERROR
+            logger.log(level, "%s: get_request() failed for %r: %s", type(self).__name__,
+                       addr, exc, exc_info=level == logging.ERROR)
+            row.release()
+            self._reactor_done()
+            return
+        self._reactor_start_request(request, client_address, row)
+
+    def get_request(self) -> tuple[Any, Any]:
+        """The connection the listener accepted: ``(socket, client_address)``."""
+        staged = self._reactor_facade.staged
+        if staged is None:
+            return self.socket.accept()
+        self._reactor_facade.staged = None
+        ssl = sys.modules.get("ssl")
+        if ssl is not None and isinstance(self.socket, ssl.SSLSocket):
+            listening = self.socket
+            sock = listening.context.wrap_socket(
+                staged[0], server_side=True,
+                do_handshake_on_connect=listening.do_handshake_on_connect,
+                suppress_ragged_eofs=listening.suppress_ragged_eofs,
+            )
+            return sock, staged[1]
+        return staged
+
+    def shutdown_request(self, request: Any) -> None:
+        """Shut the connection's sending side down (a clean FIN), then close it."""
+        try:
+            request.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # already disconnected (ENOTCONN on some platforms)
+        self.close_request(request)
+
+    def close_request(self, request: Any) -> None:
+        """Close the connection's socket."""
+        request.close()
+        self._reactor_end_request(request)
+
+
+class UDPServer(TCPServer):
+    """A datagram server (UDP by default): each datagram is one request.
+
+    The request is ``(data, socket)``; the handler replies through that socket. Hooks
+    are those of :class:`TCPServer`; ``server_activate`` does nothing (no ``listen``).
+    ``max_packet_size`` bounds a datagram: a longer one arrives cut to that size, as in
+    the standard library, and the cut is logged.
+    """
+
+    allow_reuse_address = False
+    allow_reuse_port = False
+    socket_type = socket.SOCK_DGRAM
+    max_packet_size: int = 8192
+
+    def server_activate(self) -> None:
+        """Datagram sockets do not listen."""
+
+    def _reactor_register(self, reactor: Reactor) -> None:
+        f = self._reactor_facade
+        fd = self.socket.fileno()
+        overridden = type(self).get_request is not UDPServer.get_request
+        f.reader = reader = _ReadyReader(self, fd, 1 if overridden or not _DONTWAIT
+                                         else DATAGRAM_BATCH)
+        reactor.selector.register(fd, EVENT_READ, reader)
+
+    def _reactor_kind(self) -> str:
+        return "unixdg" if self.address_family == getattr(socket, "AF_UNIX", None) else "udp"
+
+    def get_request(self) -> tuple[Any, Any]:
+        """Receive one datagram: ``((data, socket), client_address)``."""
+        data, _ancillary, flags, client_address = self.socket.recvmsg(
+            self.max_packet_size, 0, _DONTWAIT)
+        if flags & _TRUNC:
+            logger.warning("%s: datagram from %r cut to max_packet_size=%d bytes",
+                           type(self).__name__, client_address, self.max_packet_size)
+        return (data, self.socket), client_address
+
+    def shutdown_request(self, request: Any) -> None:
+        """Nothing to shut down for a datagram."""
+        self.close_request(request)
+
+    def close_request(self, request: Any) -> None:
+        """Nothing to close for a datagram (the socket is the server's)."""
+        self._reactor_end_request(request)
+
+
+if hasattr(socket, "AF_UNIX"):
+
+    class UnixStreamServer(TCPServer):
+        """A stream server on a Unix socket path."""
+
+        address_family = socket.AF_UNIX
+
+    class UnixDatagramServer(UDPServer):
+        """A datagram server on a Unix socket path."""
+
+        address_family = socket.AF_UNIX
