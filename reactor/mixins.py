@@ -37,7 +37,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from .connection import ConnEvent, ConnState, Row
 from .errors import LocalProtocolError
-from .servers import _WAITING, BaseServer, needs_no_period
+from .requests import WAITING
+from .servers import BaseServer, needs_no_period
 from .timers import TimerHandle
 from .transports import StreamTransport
 
@@ -119,7 +120,7 @@ class _WorkerPool:
                 return
             row = server._reactor_facade.rows.get(id(request))
             if row is not None:
-                row.set_meta(_WAITING, True)
+                row.set_meta(WAITING, True)
             self.waiting.append((request, client_address))
 
     def _spawn(self, first: tuple[Any, Any]) -> None:
@@ -219,11 +220,22 @@ class ThreadingMixIn(_Base):
         if self.block_on_close:
             vars(self).setdefault("_threads", _ThreadList())
         self._reactor_mark(request, ConnEvent.DISPATCH_THREAD)
-        thread = threading.Thread(target=self.process_request_thread,
+        thread = threading.Thread(target=self._reactor_thread_main,
                                   args=(request, client_address))
         thread.daemon = self.daemon_threads
-        thread.start()
+        self._reactor_facade.count("live_threads")
+        try:
+            thread.start()
+        except BaseException:
+            self._reactor_facade.count("live_threads", -1)
+            raise
         self._threads.append(thread)
+
+    def _reactor_thread_main(self, request: Any, client_address: Any) -> None:
+        try:
+            self.process_request_thread(request, client_address)
+        finally:
+            self._reactor_facade.count("live_threads", -1)
 
     def _reactor_pool(self) -> _WorkerPool:
         pool: _WorkerPool | None = vars(self).get("_reactor_thread_pool")
@@ -238,7 +250,8 @@ class ThreadingMixIn(_Base):
         pool: _WorkerPool | None = vars(self).get("_reactor_thread_pool")
         if pool is not None:
             return threads + pool.counts()[0], children
-        live = sum(1 for t in list(vars(self).get("_threads", ())) if t.is_alive())
+        with self._reactor_facade.lock:
+            live = self._reactor_facade.counts["live_threads"]
         return threads + live, children
 
     def _reactor_waiting(self) -> int:
@@ -360,7 +373,7 @@ class ForkingMixIn(_Base):
         if self._reactor_full():
             row = self._reactor_facade.rows.get(id(request))
             if row is not None:
-                row.set_meta(_WAITING, True)
+                row.set_meta(WAITING, True)
                 self._reactor_facade.waiting.append((request, client_address, row))
             return
         self._reactor_fork(request, client_address)

@@ -38,23 +38,27 @@ import logging
 import socket
 import sys
 import threading
-from collections import Counter, deque
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections import Counter
+from collections.abc import Callable
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar
+from typing import Any, ClassVar, Final, TypeVar
 
-from .connection import LIFECYCLE, Connection, ConnEvent, ConnState, Row
+from .connection import LIFECYCLE, ConnEvent, ConnState, Row
 from .errors import ClosedError
 from .listeners import Listener
-from .loop import Reactor, ReactorStatistics
-from .request_buffer import Progress, RequestBuffer, RequestRejected
-from .table import ConnectionTable, _empty_counts
-from .timers import TimerHandle
+from .loop import Reactor
+from .request_buffer import RequestBuffer
+from .requests import (
+    WAITING,
+    BufferedRequestSocket,
+    DatagramRequest,
+    ReadyReader,
+    RequestReader,
+    ServerState,
+    ServerStatistics,
+)
+from .table import ConnectionTable
 from .transports import StreamTransport
-
-if TYPE_CHECKING:
-    from .transports import DatagramTransport
 
 __all__ = [
     "BaseServer",
@@ -72,7 +76,6 @@ EVENT_READ: Final = 1
 DATAGRAM_BATCH: Final = 32
 _DONTWAIT: Final = getattr(socket, "MSG_DONTWAIT", 0)
 _TRUNC: Final = getattr(socket, "MSG_TRUNC", 0)
-_WAITING: Final = "facade.waiting"  # row meta key: ready, waiting for a worker slot
 _DISPATCHED: Final = frozenset(
     {ConnState.DISPATCHED_INLINE, ConnState.DISPATCHED_THREAD, ConnState.DISPATCHED_CHILD}
 )
@@ -81,263 +84,6 @@ _DISPATCH_COUNTER: Final = {
     ConnEvent.DISPATCH_THREAD: "dispatched_thread",
     ConnEvent.DISPATCH_CHILD: "dispatched_child",
 }
-
-
-@dataclass(frozen=True)
-class ServerStatistics:
-    """An immutable snapshot of a server (see :meth:`BaseServer.statistics`).
-
-    Attributes:
-        server: the server's class name.
-        address: ``server_address``.
-        serving: whether ``serve_forever`` is running.
-        accepted: requests taken (connections accepted, datagrams received).
-        rejected: requests ``verify_request`` refused.
-        buffered: requests that went through request buffering.
-        buffer_timeouts: buffered requests closed because their deadline passed.
-        buffer_refused: buffered requests closed for size or bad input.
-        dispatched_inline: requests handled on the reactor thread.
-        dispatched_thread: requests handed to a worker thread.
-        dispatched_child: requests handed to a child process.
-        attached: connections given to a non-blocking handler (multiplexing).
-        finished: dispatched requests whose handler returned and whose row closed.
-        errors: calls of ``handle_error``.
-        waiting: requests ready and waiting for a worker thread or child slot.
-        in_flight: this server's requests in the table now.
-        by_state: this server's rows per lifecycle state name.
-        threads: worker threads alive now.
-        children: child processes not reaped yet.
-        reactor: the reactor's own snapshot (None before the server first ran).
-    """
-
-    server: str
-    address: Any
-    serving: bool = False
-    accepted: int = 0
-    rejected: int = 0
-    buffered: int = 0
-    buffer_timeouts: int = 0
-    buffer_refused: int = 0
-    dispatched_inline: int = 0
-    dispatched_thread: int = 0
-    dispatched_child: int = 0
-    attached: int = 0
-    finished: int = 0
-    errors: int = 0
-    waiting: int = 0
-    in_flight: int = 0
-    by_state: Mapping[str, int] = field(default_factory=_empty_counts)
-    threads: int = 0
-    children: int = 0
-    reactor: ReactorStatistics | None = None
-
-
-class DatagramRequest(Connection):
-    """One datagram request as a row of the connection table."""
-
-    __slots__ = ("_kind", "owner")
-
-    def __init__(self, kind: str, peername: Any, size: int, now: float, owner: object) -> None:
-        super().__init__(ConnState.ACCEPTED, peername, now)
-        self.bytes_in = size
-        self._kind = kind
-        self.owner = owner
-
-    @property
-    def kind(self) -> str:
-        return self._kind
-
-
-class _BufferedRequestSocket(socket.socket):
-    """A connected socket that first returns bytes the reactor read for it.
-
-    ``recv``, ``recv_into``, ``recvfrom`` and ``recvfrom_into`` (and so ``makefile``)
-    serve the replayed bytes first. ``recvmsg`` and readiness checks (``select``) do
-    not know about them.
-    """
-
-    __slots__ = ("_prefix", "_prefix_at")
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._prefix = b""
-        self._prefix_at = 0
-
-    def set_prefix(self, data: bytes) -> None:
-        """Replay ``data`` before reading the network."""
-        self._prefix = data
-        self._prefix_at = 0
-
-    def _take(self, size: int, flags: int) -> bytes:
-        at = self._prefix_at
-        end = at + size if size > 0 else len(self._prefix)
-        chunk = self._prefix[at:end]
-        if not flags & socket.MSG_PEEK:
-            self._prefix_at = at + len(chunk)
-            if self._prefix_at >= len(self._prefix):
-                self._prefix, self._prefix_at = b"", 0
-        return chunk
-
-    def recv(self, bufsize: int, flags: int = 0, /) -> bytes:
-        if self._prefix:
-            return self._take(bufsize, flags)
-        return super().recv(bufsize, flags)
-
-    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0, /) -> int:
-        if self._prefix:
-            view = memoryview(buffer).cast("B")
-            chunk = self._take(nbytes or len(view), flags)
-            view[: len(chunk)] = chunk
-            return len(chunk)
-        return super().recv_into(buffer, nbytes, flags)
-
-    def recvfrom(self, bufsize: int, flags: int = 0, /) -> tuple[bytes, Any]:
-        if self._prefix:
-            return self._take(bufsize, flags), None
-        return super().recvfrom(bufsize, flags)
-
-    def recvfrom_into(self, buffer: Any, nbytes: int = 0, flags: int = 0, /) -> tuple[int, Any]:
-        if self._prefix:
-            return self.recv_into(buffer, nbytes, flags), None
-        return super().recvfrom_into(buffer, nbytes, flags)
-
-
-class _ReadyReader:
-    """Registered for a server's descriptor: takes requests when it is readable."""
-
-    __slots__ = ("batch", "fd", "server")
-
-    def __init__(self, server: BaseServer, fd: int, batch: int) -> None:
-        self.server = server
-        self.fd = fd
-        self.batch = batch
-
-    def _read_ready(self) -> None:
-        take = self.server._reactor_take
-        for _ in range(self.batch):
-            if not take():
-                return
-
-    def _write_ready(self) -> None:  # never registered for writing
-        pass
-
-    def describe(self) -> str:
-        return f"{type(self.server).__name__} {self.server.server_address!r}"
-
-
-class _RequestReader:
-    """Reads one request without blocking (state BUFFERING); an asyncio-style protocol."""
-
-    __slots__ = (
-        "buffer", "chunks", "client_address", "done", "handed", "request", "row",
-        "scanner", "server", "size", "timer",
-    )
-
-    def __init__(
-        self, server: BaseServer, request: Any, client_address: Any, row: StreamTransport,
-        buffer: RequestBuffer,
-    ) -> None:
-        self.server = server
-        self.request = request
-        self.client_address = client_address
-        self.row = row
-        self.buffer = buffer
-        self.scanner = buffer.scanner()
-        self.chunks: list[bytes] = []
-        self.size = 0
-        self.done = False
-        self.handed = False  # dispatched: the row belongs to the handler now
-        self.timer: TimerHandle | None = None
-
-    def connection_made(self, transport: Any) -> None:  # not called: never attached
-        pass
-
-    def data_received(self, data: bytes) -> None:
-        if self.done:
-            return
-        self.chunks.append(data)
-        self.size += len(data)
-        try:
-            progress = self.scanner.feed(data)
-        except RequestRejected as exc:
-            self.server._reactor_buffer_refused(self, exc.reason, exc.response)
-            return
-        if progress is Progress.READY:
-            self.server._reactor_buffer_ready(self)
-        elif self.size > self.buffer.max_size:
-            self.server._reactor_buffer_refused(
-                self, f"request larger than {self.buffer.max_size} bytes",
-                self.buffer.too_large_response(),
-            )
-
-    def eof_received(self) -> bool:
-        if self.done:
-            return False
-        if self.scanner.feed_eof() is Progress.READY:
-            self.server._reactor_buffer_ready(self)
-            return True
-        logger.debug("%s: the peer closed before its request was complete", self.row.describe())
-        self.stop()
-        return False
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        self.server._reactor_buffer_lost(self, exc)
-
-    def pause_writing(self) -> None:
-        pass
-
-    def resume_writing(self) -> None:
-        pass
-
-    def expired(self) -> None:
-        self.timer = None
-        if not self.done:
-            self.server._reactor_buffer_refused(
-                self, f"no complete request within {self.buffer.timeout} s",
-                self.buffer.timeout_response(), timed_out=True,
-            )
-
-    def stop(self) -> None:
-        self.done = True
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-
-
-class _Facade:
-    """The reactor side of one server, kept in one attribute (``_facade``) so that it
-    stays out of the way of subclasses' own attributes."""
-
-    def __init__(self, reactor: Reactor | None) -> None:
-        self.reactor = reactor
-        self.owns_reactor = reactor is None
-        self.listener: Listener | None = None
-        self.reader: _ReadyReader | None = None
-        self.endpoint: DatagramTransport | None = None
-        self.activated = False
-        self.closed = False
-        self.close_pending = False
-        self.rows: dict[int, Row] = {}  # id(request) -> row, while in flight
-        self.waiting: deque[tuple[Any, Any, Row]] = deque()
-        self.staged: tuple[Any, Any] | None = None  # what get_request() returns next
-        self.lock = threading.Lock()
-        self.counts: Counter[str] = Counter()
-        self.is_shut_down = threading.Event()
-        self.shutdown_request = False
-        self.serving_thread: int | None = None
-        self.loop_thread: int | None = None
-        self.deferred: BaseException | None = None
-        self.handled = 0
-        self.stop_after_handled = False
-        self.socket_timeout: float | None = None
-        self.in_child = False
-        self.tick: TimerHandle | None = None
-        self.poll_interval = 0.5  # serve_forever's, for periodic work that needs one
-        self.warned_buffer = False
-
-    def count(self, name: str, n: int = 1) -> None:
-        with self.lock:
-            self.counts[name] += n
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -407,7 +153,7 @@ class BaseServer:
     ) -> None:
         self.server_address = server_address
         self.RequestHandlerClass = RequestHandlerClass
-        self._reactor_facade = _Facade(reactor)
+        self._reactor_facade = ServerState(reactor)
 
     # -- the reactor ------------------------------------------------------------------
 
@@ -437,7 +183,7 @@ class BaseServer:
     def _reactor_register(self, reactor: Reactor) -> None:
         """Register the request source; a BaseServer subclass provides fileno()."""
         fd = self.fileno()
-        self._reactor_facade.reader = reader = _ReadyReader(self, fd, 1)
+        self._reactor_facade.reader = reader = ReadyReader(self, fd, 1)
         reactor.selector.register(fd, EVENT_READ, reader)
 
     def fileno(self) -> int:
@@ -684,7 +430,7 @@ class BaseServer:
         if buffer is not None and isinstance(row, StreamTransport) and (
             not self._reactor_nonblocking
         ):
-            if isinstance(request, _BufferedRequestSocket) and (
+            if isinstance(request, BufferedRequestSocket) and (
                 request is row.get_extra_info("socket")
             ):
                 self._reactor_buffer(request, client_address, row, buffer)
@@ -715,7 +461,7 @@ class BaseServer:
         finally:
             state = row.state
             if state is ConnState.DISPATCHED_INLINE or state is ConnState.FINISHED or (
-                state is ConnState.VERIFIED and not (row.meta and row.meta.get(_WAITING))
+                state is ConnState.VERIFIED and not (row.meta and row.meta.get(WAITING))
             ):
                 # process_request returned without ending the request itself (an
                 # override that did not call the base class): keep the table honest
@@ -739,18 +485,18 @@ class BaseServer:
     # -- request buffering ------------------------------------------------------------
 
     def _reactor_buffer(
-        self, request: _BufferedRequestSocket, client_address: Any, row: StreamTransport,
+        self, request: BufferedRequestSocket, client_address: Any, row: StreamTransport,
         buffer: RequestBuffer,
     ) -> None:
         row.advance(ConnEvent.BUFFER)
         self._reactor_facade.count("buffered")
-        reader = _RequestReader(self, request, client_address, row, buffer)
+        reader = RequestReader(self, request, client_address, row, buffer)
         request.setblocking(False)
         row.start_reading(reader)  # type: ignore[arg-type]
         if buffer.timeout is not None and not reader.done:
             reader.timer = self.reactor.call_later(buffer.timeout, reader.expired)
 
-    def _reactor_buffer_ready(self, reader: _RequestReader) -> None:
+    def _reactor_buffer_ready(self, reader: RequestReader) -> None:
         reader.stop()
         reader.handed = True
         row = reader.row
@@ -761,7 +507,7 @@ class BaseServer:
         self._reactor_dispatch(request, reader.client_address, row)
 
     def _reactor_buffer_refused(
-        self, reader: _RequestReader, reason: str, response: bytes, timed_out: bool = False
+        self, reader: RequestReader, reason: str, response: bytes, timed_out: bool = False
     ) -> None:
         reader.stop()
         row = reader.row
@@ -773,7 +519,7 @@ class BaseServer:
         if row.write_buffer_size:  # the peer does not read: do not wait for it forever
             self.reactor.call_later(5.0, row.abort)
 
-    def _reactor_buffer_lost(self, reader: _RequestReader, exc: BaseException | None) -> None:
+    def _reactor_buffer_lost(self, reader: RequestReader, exc: BaseException | None) -> None:
         if reader.handed:
             return
         reader.stop()
@@ -793,7 +539,7 @@ class BaseServer:
             return row
         row.advance(event)
         if row.meta:
-            row.meta.pop(_WAITING, None)
+            row.meta.pop(WAITING, None)
         f.count(_DISPATCH_COUNTER[event])
         return row
 
@@ -1025,7 +771,7 @@ class TCPServer(BaseServer):
         """The listener accepted a connection: make its row and run the hooks."""
         f = self._reactor_facade
         buffered = self.request_buffer is not None and not self._reactor_nonblocking
-        cls = _BufferedRequestSocket if buffered else socket.socket
+        cls = BufferedRequestSocket if buffered else socket.socket
         sock = cls(raw.family, raw.type, raw.proto, fileno=raw.detach())
         row = StreamTransport(listener.reactor, sock, addr, listener=listener)
         try:
@@ -1099,7 +845,7 @@ class UDPServer(TCPServer):
         f = self._reactor_facade
         fd = self.socket.fileno()
         overridden = type(self).get_request is not UDPServer.get_request
-        f.reader = reader = _ReadyReader(self, fd, 1 if overridden or not _DONTWAIT
+        f.reader = reader = ReadyReader(self, fd, 1 if overridden or not _DONTWAIT
                                          else DATAGRAM_BATCH)
         reactor.selector.register(fd, EVENT_READ, reader)
 
