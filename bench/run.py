@@ -244,14 +244,40 @@ def estimate_seconds(plan: Plan, args: argparse.Namespace) -> float:
 # -- the process tree, measured from outside ---------------------------------------------
 
 
-def tree_cpu(proc: psutil.Process) -> float:
-    """CPU seconds (user+sys) of ``proc``, its reaped children and its live descendants."""
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _own_and_reaped_cpu(proc: psutil.Process) -> float:
+    """user+sys of ``proc`` and of its reaped children, zombies included.
+
+    A worker that just exited is a zombie until its parent reaps it: psutil's
+    ``cpu_times`` may refuse it, and its time is not yet in the parent's reaped-children
+    counters, so it would vanish from the tree for a moment. /proc/PID/stat still has it.
+    """
+    try:
+        with open(f"/proc/{proc.pid}/stat") as f:
+            data = f.read()
+        fields = data[data.rfind(")") + 2:].split()
+        return sum(int(x) for x in fields[11:15]) / _CLK_TCK  # utime stime cutime cstime
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         t = proc.cpu_times()
-        total = float(t.user + t.system + t.children_user + t.children_system)
-        children = proc.children()
+        return float(t.user + t.system + t.children_user + t.children_system)
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return 0.0
+
+
+def tree_cpu(proc: psutil.Process) -> float:
+    """CPU seconds (user+sys) of ``proc``, its reaped children and its live descendants.
+
+    The parent is read before its children: a child reaped in between is missed (for
+    microseconds of its life) rather than counted twice."""
+    total = _own_and_reaped_cpu(proc)
+    try:
+        children = proc.children()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return total
     for child in children:
         total += tree_cpu(child)
     return total
@@ -626,6 +652,11 @@ def measure(ctx: Context, w: Workload, server: str, rep: int) -> dict[str, Any]:
         if end.get("died_early"):
             record.setdefault("failed", "the server exited during the run")
     cpu = record.get("cpu_s")
+    if cpu is not None and cpu <= 0:
+        # the tree lost CPU time between the samples (a worker process that left the
+        # tree unaccounted, e.g. re-parented): no per-CPU figure for this run
+        record["cpu_note"] = f"process-tree CPU went down by {-cpu:.2f} s; not used"
+        cpu = record["cpu_s"] = None
     if cpu and record.get("requests"):
         record["req_per_cpu_s"] = record["requests"] / cpu
     if cpu is not None and record.get("duration_s"):
@@ -826,6 +857,9 @@ def metric(rec: dict[str, Any], name: str) -> float | None:
             value = None
     else:
         value = rec.get(name)
+        if name in ("req_per_cpu_s", "cpu_s", "cpu_pct") and isinstance(value, (int, float)) \
+                and value <= 0:
+            value = None  # see cpu_note in measure()
     return float(value) if isinstance(value, (int, float)) else None
 
 
@@ -947,7 +981,7 @@ def throughput_table(res: Results, kind: str) -> list[str]:
 
 def idle_table(res: Results) -> list[str]:
     header = ["workload", "server", "connections", "RSS/conn", "PSS/conn",
-              "x asyncio (RSS)", "RSS before", "RSS held", "fds", "threads", "dropped"]
+              "x asyncio (PSS)", "RSS before", "RSS held", "fds", "threads", "dropped"]
     rows = []
     for wname in res.workloads("idle"):
         for server in res.servers_for(wname):
@@ -961,7 +995,7 @@ def idle_table(res: Results) -> list[str]:
                 wname, server, str(ok[0].get("established", ok[0]["connections"])),
                 fmt_stat(res.stat(wname, server, "rss_per_conn")) + " B",
                 fmt_stat(res.stat(wname, server, "pss_per_conn")) + " B",
-                fmt_ratio(res.ratio(wname, server, BASELINE, "rss_per_conn")),
+                fmt_ratio(res.ratio(wname, server, BASELINE, "pss_per_conn")),
                 fmt_bytes(s.median if (s := res.stat(wname, server, "rss_base")) else None),
                 fmt_bytes(s.median if (s := res.stat(wname, server, "rss_held")) else None),
                 fmt_stat(res.stat(wname, server, "fds_held"), spread=False),
@@ -1263,7 +1297,9 @@ def write_report(path: Path, res: Results, env: dict[str, Any], verdicts: list[V
     if res.workloads("idle"):
         lines += ["## Idle connections: memory per connection", "",
                   "RSS/conn = (server RSS with the connections held - RSS before) / "
-                  "connections, each connection having made one 64 B request; PSS alike. "
+                  "connections, each connection having made one 64 B request; PSS alike "
+                  "(RSS sums the pages a forking server's children share, PSS divides them, "
+                  "so compare forking servers by PSS; the ratio column uses PSS). "
                   "Kernel socket buffers are not in either.", "", *idle_table(res), ""]
     if plan.skipped:
         lines += ["## Not measured", ""]
@@ -1326,7 +1362,7 @@ def summary(res: Results, verdicts: list[Verdict]) -> str:
             mem = res.stat(wname, server, "rss_per_conn")
             pss = res.stat(wname, server, "pss_per_conn")
             rows.append([wname, server, "-", "-",
-                         fmt_ratio(res.ratio(wname, server, BASELINE, "rss_per_conn")), "-",
+                         fmt_ratio(res.ratio(wname, server, BASELINE, "pss_per_conn")), "-",
                          fmt_num(mem.median) if mem else "failed",
                          fmt_num(pss.median) if pss else "-"])
     header = ["workload", "server", "req/s", "req/CPU-s", "x base", "p99 ms", "RSS B/conn",
@@ -1391,6 +1427,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="do not prime glibc's mmap threshold in the servers")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--list", action="store_true", help="list servers and workloads")
+    parser.add_argument("--report", type=Path, metavar="JSONL",
+                        help="measure nothing: rebuild the report, plots and PASS/FAIL lines "
+                             "from the last run recorded in this results.jsonl")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the plan and the time estimate, run nothing")
     args = parser.parse_args(argv)
@@ -1440,11 +1479,39 @@ def interleaved(plan: Plan, repeat: int) -> Iterator[tuple[int, Workload, str]]:
                 yield rep, w, server
 
 
+def rebuild_report(args: argparse.Namespace) -> int:
+    """Write the report from the last run in a results.jsonl (``--report``)."""
+    env: dict[str, Any] | None = None
+    records: list[dict[str, Any]] = []
+    skipped: dict[str, str] = {}
+    with open(args.report) as f:
+        for line in f:
+            rec = json.loads(line)
+            if "environment" in rec:
+                env, run_id, records = rec["environment"], rec["run_id"], []
+                skipped = rec.get("skipped") or {}
+            elif env is not None and rec.get("run_id") == run_id:
+                records.append(rec)
+    if env is None or not records:
+        log(f"{args.report}: no run recorded")
+        return 2
+    res = Results(records)
+    verdicts = targets(res)
+    plots = plot(res, args.plots)
+    elapsed = sum(float(r.get("elapsed_s", 0)) for r in records)
+    write_report(args.results, res, env, verdicts, plots, Plan(skipped=skipped), elapsed)
+    print(summary(res, verdicts))
+    print(f"\nreport rebuilt from {len(records)} measurements: {args.results}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.list:
         list_all()
         return 0
+    if args.report is not None:
+        return rebuild_report(args)
     ensure_loadgen()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
@@ -1478,7 +1545,8 @@ def main(argv: list[str] | None = None) -> int:
     run_id = _dt.datetime.now().strftime("%Y%m%dT%H%M%S")
     try:
         with open(jsonl, "a") as sink:
-            sink.write(json.dumps({"run_id": run_id, "environment": env}) + "\n")
+            sink.write(json.dumps({"run_id": run_id, "environment": env,
+                                   "skipped": plan.skipped}) + "\n")
             for rep, w, server in interleaved(plan, args.repeat):
                 if bar is not None:
                     bar.set_postfix_str(f"{w.name} {server}")

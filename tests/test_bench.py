@@ -1,0 +1,197 @@
+"""The benchmark's own parts: output parsers, the plan, statistics and targets, and the
+C load generator against a real (loopback) echo server when a C compiler is present."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import run
+from bench.protocols import EchoProtocol
+
+WRK_OUTPUT = """\
+Running 2s test @ http://127.0.0.1:40000/small.html
+  1 threads and 50 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     4.62ms    1.10ms  21.43ms   89.10%
+    Req/Sec    10.87k   412.00    11.30k    85.00%
+  Latency Distribution
+     50%    4.40ms
+     75%    4.80ms
+     90%    5.60ms
+     99%    9.00ms
+  21640 requests in 2.00s, 25.21MB read
+  Socket errors: connect 0, read 2, write 1, timeout 3
+  Non-2xx or 3xx responses: 4
+Requests per second:  10816.29
+Requests/sec:  10816.29
+Transfer/sec:     12.60MB
+"""
+
+
+def test_parse_wrk() -> None:
+    out = run.parse_wrk(WRK_OUTPUT)
+    assert out["rps"] == pytest.approx(10816.29)
+    assert out["requests"] == 21640
+    assert out["latency_us"]["p50"] == pytest.approx(4400.0)
+    assert out["latency_us"]["p99"] == pytest.approx(9000.0)
+    assert out["latency_us"]["max"] == pytest.approx(21430.0)
+    assert out["errors"] == 2 + 1 + 4
+    assert out["timeouts"] == 3
+    assert out["mib_s"] == pytest.approx(12.60)
+
+
+def test_parse_wrk_without_result_is_an_error() -> None:
+    with pytest.raises(ValueError, match="Requests/sec"):
+        run.parse_wrk("unable to connect to 127.0.0.1:1 Connection refused\n")
+
+
+def test_parse_redis_csv_with_header() -> None:
+    text = ('"test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms",'
+            '"p95_latency_ms","p99_latency_ms","max_latency_ms"\n'
+            '"SET","94339.62","0.287","0.072","0.263","0.439","0.727","3.711"\n')
+    values = run.parse_redis_csv(text)
+    assert values["rps"] == pytest.approx(94339.62)
+    assert values["p99_latency_ms"] == pytest.approx(0.727)
+
+
+def test_parse_redis_csv_old_format_and_garbage() -> None:
+    assert run.parse_redis_csv('"GET","12345.67"\n')["rps"] == pytest.approx(12345.67)
+    with pytest.raises(ValueError):
+        run.parse_redis_csv("Could not connect to Redis\n")
+
+
+@pytest.mark.parametrize(("name", "patterns", "expected"), [
+    ("echo-1KiB-c100", ["echo"], True),
+    ("echo-1KiB-c100", ["echo-1KiB"], True),
+    ("echo-1KiB-c1000", ["echo-1KiB-c100"], False),
+    ("echo-1KiB-c100", ["echo-1KiB-c100"], True),
+    ("echo-64B-c100", ["echo-*-c100"], True),
+    ("idle-c10000", ["idle"], True),
+    ("kv-get-P16", ["kv-get"], True),
+    ("kv-get", ["kv-set"], False),
+])
+def test_workload_patterns(name: str, patterns: list[str], expected: bool) -> None:
+    assert run.matches(name, patterns) is expected
+
+
+def test_interleaving_rotates_the_server_order() -> None:
+    w = run.echo_workload(1024, 100)
+    plan = run.Plan([(w, ["a", "b", "c"])])
+    order = [(rep, server) for rep, _w, server in run.interleaved(plan, 3)]
+    assert order == [(0, "a"), (0, "b"), (0, "c"), (1, "b"), (1, "c"), (1, "a"),
+                     (2, "c"), (2, "a"), (2, "b")]
+
+
+def _args(**kw: Any) -> argparse.Namespace:
+    return run.parse_args([f"--{k.replace('_', '-')}={v}" for k, v in kw.items()])
+
+
+def test_plan_caps_thread_per_connection_servers() -> None:
+    plan = run.make_plan(_args(servers="stdlib-threading,asyncio",
+                               workloads="echo-1KiB-c10000,echo-1KiB-c1000"), 20000)
+    steps = {w.name: servers for w, servers in plan.steps}
+    assert steps["echo-1KiB-c1000"] == ["stdlib-threading", "asyncio"]
+    assert steps["echo-1KiB-c10000"] == ["asyncio"]
+    assert any("stdlib-threading" in what for what in plan.skipped)
+
+
+def test_plan_rejects_unknown_servers() -> None:
+    with pytest.raises(SystemExit, match="unknown server"):
+        run.make_plan(_args(servers="nginx"), 20000)
+
+
+def _rec(workload: str, server: str, rps: float, cpu: float, **extra: Any) -> dict[str, Any]:
+    kind = workload.split("-", maxsplit=1)[0]
+    return {"workload": workload, "kind": kind, "server": server, "rps": rps,
+            "requests": rps * 2, "req_per_cpu_s": rps / cpu, "latency_us": {"p99": 1000.0},
+            **extra}
+
+
+def test_statistics_ratios_and_targets() -> None:
+    records = [
+        _rec("echo-1KiB-c100", "reactor-protocol", 120.0, 0.5),
+        _rec("echo-1KiB-c100", "reactor-protocol", 100.0, 0.5),
+        _rec("echo-1KiB-c100", "reactor-protocol", 110.0, 0.5),
+        _rec("echo-1KiB-c100", "asyncio", 100.0, 0.5),
+        _rec("echo-1KiB-c1000", "reactor-protocol", 100.0, 0.5),
+        _rec("echo-1KiB-c1000", "asyncio", 100.0, 0.5),
+        {"workload": "idle-c10000", "kind": "idle", "server": "reactor-protocol",
+         "established": 10000, "rss_per_conn": 500.0, "pss_per_conn": 480.0},
+        {"workload": "echo-1KiB-c100", "kind": "echo", "server": "uvloop",
+         "failed": "did not start"},
+    ]
+    res = run.Results(records)
+    stat = res.stat("echo-1KiB-c100", "reactor-protocol", "rps")
+    assert stat == run.Stat(110.0, 100.0, 120.0, 3)
+    assert res.ratio("echo-1KiB-c100", "reactor-protocol", "asyncio", "req_per_cpu_s") == (
+        pytest.approx(1.1))
+    assert res.stat("echo-1KiB-c100", "uvloop", "rps") is None
+    verdicts = {v.text.split(":")[0]: v.status for v in run.targets(res)}
+    assert verdicts["echo 1 KiB x100 conns, reactor requests per CPU-second vs asyncio"] == (
+        "FAIL")
+    assert verdicts["idle memory per connection at 10000 connections"] == "PASS"
+    assert verdicts["churn"] == "SKIP"
+    text = run.summary(res, run.targets(res))
+    assert "reactor-protocol" in text and "FAIL" in text
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler")
+def test_loadgen_against_a_reactor_echo_server(tmp_path: Path) -> None:
+    binary = tmp_path / "loadgen"
+    build = [*run.LOADGEN_BUILD[:-3], "-o", str(binary), str(run.LOADGEN_SRC)]
+    subprocess.run(build, check=True, capture_output=True, timeout=60)
+    from reactor import Reactor
+
+    reactor = Reactor()
+    listener = reactor.listen_tcp("127.0.0.1", 0, EchoProtocol)
+    thread = threading.Thread(target=reactor.run, daemon=True)
+    thread.start()
+    try:
+        results = {}
+        for mode, extra in (("echo", ["-c", "20", "-s", "1500", "-D", "2"]),
+                            ("churn", ["-c", "5", "-s", "64", "--linger0"]),
+                            ("idle", ["-c", "30", "-s", "64", "--ping", "--hold", "0.2"])):
+            proc = subprocess.run(
+                [str(binary), "-m", mode, "-p", str(listener.port), "-w", "0.1", "-d", "0.5",
+                 *extra], capture_output=True, text=True, timeout=60, check=False)
+            assert proc.returncode == 0, proc.stderr
+            assert "@ready" in proc.stderr
+            results[mode] = json.loads(proc.stdout)
+    finally:
+        reactor.call_soon_threadsafe(reactor.stop)
+        thread.join(timeout=10)
+        reactor.close()
+    echo = results["echo"]
+    assert echo["established"] == 20 and echo["requests"] > 0
+    assert echo["bytes"] == echo["requests"] * 1500
+    assert echo["errors"] == echo["timeouts"] == echo["connect_errors"] == 0
+    lat = echo["latency_us"]
+    assert 0 < lat["min"] <= lat["p50"] <= lat["p99"] <= lat["p999"] <= lat["max"]
+    assert results["churn"]["requests"] > 0 and results["churn"]["connect_errors"] == 0
+    idle = results["idle"]
+    assert idle["established"] == 30 and idle["closed_by_peer"] == 0
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler")
+def test_loadgen_reports_refused_connections(tmp_path: Path) -> None:
+    binary = tmp_path / "loadgen"
+    build = [*run.LOADGEN_BUILD[:-3], "-o", str(binary), str(run.LOADGEN_SRC)]
+    subprocess.run(build, check=True, capture_output=True, timeout=60)
+    port = run.free_port()  # nobody listens there
+    proc = subprocess.run([str(binary), "-p", str(port), "-c", "3", "-w", "0", "-d", "0.1"],
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["established"] == 0
+    assert data["connect_errors"] == 3
+    assert data["requests"] == 0
