@@ -16,6 +16,15 @@ It also defines :class:`FramingError`, the error every framer in this package ra
 when the peer's bytes break the framing rules, and the hook :meth:`StreamHandler.framing_error`
 that turns one into a logged reason and a closed connection.
 
+Request deadlines (slowloris): :func:`start_request_deadline` and
+:func:`stop_request_deadline` give a protocol an *absolute* deadline for the request it
+is receiving, which an idle timer cannot give (a client sending one byte every few
+seconds is never idle). On the reactor the deadline is the transport's own
+(:meth:`~reactor.transports.StreamTransport.set_deadline`: one timer per connection,
+from the reactor's timer heap; when it passes, the transport logs "closing: request
+deadline" and closes); on an asyncio loop it is a ``loop.call_later`` timer. The line
+handlers and the kv service use them through their ``request_timeout`` setting.
+
 Memory: a handler holds two slots (the transport and one int of flags), so an idle
 connection costs a few dozen bytes here; subclasses should use ``__slots__`` too.
 
@@ -27,12 +36,69 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any, ClassVar, Final, cast
 
 from reactor.connection import Row
 from reactor.errors import RemoteProtocolError
 
-__all__ = ["FramingError", "StreamHandler"]
+__all__ = ["FramingError", "StreamHandler", "start_request_deadline", "stop_request_deadline"]
+
+# What start_request_deadline returns when the transport offers no deadline and no
+# asyncio loop runs (an in-memory test transport): nothing is armed, nothing to stop.
+NO_DEADLINE: Final = object()
+
+
+def start_request_deadline(
+    token: object | None,
+    transport: asyncio.BaseTransport,
+    seconds: float,
+    expired: Callable[[], object],
+) -> object:
+    """Arm (or move) the deadline of the request now being received.
+
+    Call it when a request starts (its first bytes are buffered but it is not complete),
+    not for every piece of input: a deadline already armed for the same request stays.
+
+    Args:
+        token: what the previous call returned for this connection, or None.
+        transport: the connection's transport.
+        seconds: the request must be complete this many seconds from now.
+        expired: called (asyncio only) when the deadline passes; it should log the
+            reason and close the connection. On the reactor the transport does both.
+
+    Returns:
+        A token for :func:`stop_request_deadline` and the next call: the reactor's row,
+        an :class:`asyncio.TimerHandle`, or :data:`NO_DEADLINE`.
+    """
+    if token is NO_DEADLINE:
+        return token
+    if token is not None and not isinstance(token, asyncio.TimerHandle):
+        token.set_deadline(seconds)  # type: ignore[attr-defined]  # the same row
+        return token
+    if isinstance(token, asyncio.TimerHandle):
+        token.cancel()
+    else:
+        row = transport.get_extra_info("connection")
+        set_deadline = getattr(row, "set_deadline", None)
+        if set_deadline is not None:
+            set_deadline(seconds)
+            return cast(object, row)
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return NO_DEADLINE
+    return loop.call_later(seconds, expired)
+
+
+def stop_request_deadline(token: object | None) -> None:
+    """Remove the deadline :func:`start_request_deadline` armed (None: nothing armed)."""
+    if token is None or token is NO_DEADLINE:
+        return
+    if isinstance(token, asyncio.TimerHandle):
+        token.cancel()
+    else:
+        token.set_deadline(None)  # type: ignore[attr-defined]
 
 # StreamHandler._flags bits: one int instead of several booleans keeps a handler small.
 _F_WRITE_PAUSED: Final = 1  # the transport called pause_writing()

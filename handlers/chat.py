@@ -84,6 +84,9 @@ class ChatServer:
         max_unsent: the most bytes of unsent output a member may have queued; past
             that the member is disconnected as too slow.
         max_line_length: the longest line accepted from a member.
+        request_timeout: seconds a member has to finish a line once its first bytes
+            arrived (None: no limit); a member that trickles a line more slowly is
+            disconnected (see :class:`~handlers.lines.LineHandler`).
 
     Raises:
         ValueError: a bad room name or limit.
@@ -95,14 +98,19 @@ class ChatServer:
         default_room: str = DEFAULT_ROOM,
         max_unsent: int = DEFAULT_MAX_UNSENT,
         max_line_length: int = DEFAULT_MAX_LINE_LENGTH,
+        request_timeout: float | None = None,
     ) -> None:
         if not _valid_name(default_room):
             raise ValueError(f"invalid room name {default_room!r}")
         if max_unsent <= 0 or max_line_length <= 0:
             raise ValueError("max_unsent and max_line_length must be positive")
+        if request_timeout is not None and not request_timeout > 0:
+            raise ValueError(f"request_timeout must be positive or None, not "
+                             f"{request_timeout!r}")
         self.default_room = default_room
         self.max_unsent = max_unsent
         self.max_line_length = max_line_length
+        self.request_timeout = request_timeout
         self.rooms: dict[str, dict[ChatHandler, None]] = {}
         self.nicks: dict[str, ChatHandler] = {}
         self._guests = 0
@@ -247,7 +255,8 @@ class ChatHandler(LineHandler):
     def __init__(self, server: ChatServer | None = None) -> None:
         if server is None:
             server = default_server()
-        super().__init__(delimiter=b"\n", max_line_length=server.max_line_length)
+        super().__init__(delimiter=b"\n", max_line_length=server.max_line_length,
+                         request_timeout=server.request_timeout)
         self.server = server
         self.nick = ""
         self.room: str | None = None

@@ -18,6 +18,17 @@ Pieces
 * :class:`KVProtocol` -- one per connection: feeds a :class:`~handlers.resp.RespParser`,
   runs every complete command of a chunk and writes all their replies in one ``write``.
 
+Request deadline
+----------------
+``KVServer(request_timeout=S)`` gives every command an absolute deadline against
+slowloris clients: once the first bytes of a command are buffered, the whole command
+must arrive within S seconds, or the connection is closed with a logged reason. The
+deadline is armed when a chunk leaves a partial command, moved when a later chunk
+completes commands and leaves the start of another, removed when nothing partial is
+left, and suspended while the protocol is paused for writing (then the commands waiting
+are the server's backlog, not the client's slowness). On the reactor it is the
+transport's deadline; on asyncio a ``loop.call_later`` timer.
+
 Flow control
 ------------
 Callbacks arrive as ``connection_made [data_received* | pause_writing resume_writing]*
@@ -43,6 +54,7 @@ from typing import Any, Final, Protocol, cast
 
 from reactor.errors import LocalProtocolError
 
+from .base import start_request_deadline, stop_request_deadline
 from .resp import (
     DEFAULT_MAX_ARRAY_LENGTH,
     DEFAULT_MAX_BULK_LENGTH,
@@ -463,6 +475,8 @@ class KVServer:
         max_array_length: the most arguments one command may have.
         max_inline_length: the longest inline command line.
         max_command_size: the most bytes one command may declare.
+        request_timeout: seconds a client has to finish sending a command once its
+            first bytes arrived (None: no limit).
 
     Example::
 
@@ -479,7 +493,12 @@ class KVServer:
         max_array_length: int = DEFAULT_MAX_ARRAY_LENGTH,
         max_inline_length: int = DEFAULT_MAX_INLINE_LENGTH,
         max_command_size: int = DEFAULT_MAX_COMMAND_SIZE,
+        request_timeout: float | None = None,
     ) -> None:
+        if request_timeout is not None and not request_timeout > 0:
+            raise ValueError(f"request_timeout must be positive or None, not "
+                             f"{request_timeout!r}")
+        self.request_timeout = request_timeout
         self.store = store if store is not None else KVStore()
         if loop is not None:
             self.store.bind(loop)
@@ -560,6 +579,7 @@ class KVProtocol(asyncio.Protocol):
 
     __slots__ = (
         "_closing",
+        "_deadline",
         "_multi",
         "_multi_dirty",
         "_parser",
@@ -583,6 +603,7 @@ class KVProtocol(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._write_paused = False
         self._closing = False
+        self._deadline: object | None = None  # see handlers.base.start_request_deadline
         self._multi: list[tuple[Command, list[bytes]]] | None = None
         self._multi_dirty = False
         self.client_id = 0
@@ -610,12 +631,17 @@ class KVProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self._parser.feed(data)
         if not self._write_paused and not self._closing:
-            self._run_commands()
+            if self._server.request_timeout is None:
+                self._run_commands()
+            else:
+                self._run_timed()
 
     def eof_received(self) -> bool | None:
+        self._stop_deadline()  # nothing more can arrive
         return None  # close once the replies are flushed
 
     def connection_lost(self, exc: BaseException | None) -> None:
+        self._stop_deadline()
         self._server.clients.pop(self.client_id, None)
         self._closing = True
         self._transport = None
@@ -623,6 +649,7 @@ class KVProtocol(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._write_paused = True
+        self._stop_deadline()  # the commands waiting now are ours to run, not late
         if self._transport is not None:
             self._transport.pause_reading()
 
@@ -630,9 +657,45 @@ class KVProtocol(asyncio.Protocol):
         self._write_paused = False
         if self._transport is None or self._closing:
             return
-        self._run_commands()
+        if self._server.request_timeout is None:
+            self._run_commands()
+        else:
+            self._run_timed()
         if not self._write_paused and not self._closing and self._transport is not None:
             self._transport.resume_reading()
+
+    # -- the request deadline ---------------------------------------------------------
+
+    def _run_timed(self) -> None:
+        """:meth:`_run_commands`, then arm, move or remove the request deadline."""
+        server = self._server
+        before = server.commands_processed + server.protocol_errors
+        self._run_commands()
+        if self._closing or self._write_paused or self._transport is None:
+            self._stop_deadline()
+        elif not self._parser.idle:
+            completed = server.commands_processed + server.protocol_errors != before
+            if self._deadline is None or completed:
+                assert server.request_timeout is not None
+                self._deadline = start_request_deadline(
+                    self._deadline, self._transport, server.request_timeout,
+                    self._request_expired)
+        elif self._deadline is not None:
+            self._stop_deadline()
+
+    def _stop_deadline(self) -> None:
+        if self._deadline is not None:
+            stop_request_deadline(self._deadline)
+            self._deadline = None
+
+    def _request_expired(self) -> None:
+        """The deadline passed (asyncio; on the reactor the transport closes)."""
+        self._deadline = None
+        if self._transport is not None and not self._closing:
+            logger.info("kv client %s: closing: request deadline: no complete command "
+                        "within %s s", self.peer, self._server.request_timeout)
+            self._closing = True
+            self._transport.abort()
 
     # -- running commands -------------------------------------------------------------
 

@@ -13,7 +13,12 @@ from __future__ import annotations
 import logging
 from typing import ClassVar, Final
 
-from .base import FramingError, StreamHandler
+from .base import (
+    FramingError,
+    StreamHandler,
+    start_request_deadline,
+    stop_request_deadline,
+)
 
 __all__ = ["DEFAULT_MAX_LINE_LENGTH", "LineFramer", "LineHandler", "LineTooLong"]
 
@@ -101,6 +106,17 @@ class LineFramer:
         """True after :class:`LineTooLong` until :meth:`skip_line`."""
         return self._error is not None
 
+    @property
+    def discarding(self) -> bool:
+        """True after :meth:`skip_line` until the delimiter ending the long line."""
+        return self._discarding
+
+    @property
+    def partial(self) -> bool:
+        """True while a line is partly received: bytes of it are buffered, or a long
+        line is being discarded."""
+        return bool(self._buf) or self._discarding
+
     def pending(self) -> bytes:
         """The incomplete line held so far (e.g. to report it when the stream ends)."""
         return b"" if self._discarding else bytes(self._buf)
@@ -178,31 +194,52 @@ class LineFramer:
 class LineHandler(StreamHandler):
     """A stream handler that receives lines: override :meth:`line_received`.
 
-    Configure with class attributes (``delimiter``, ``max_line_length``) or with the
-    constructor's arguments. Lines are delivered until the handler starts closing the
-    connection: lines after a ``close_when_done`` are not delivered. Pausing the
-    transport's reading stops new input, not the lines already received in the same
-    piece of input.
+    Configure with class attributes (``delimiter``, ``max_line_length``,
+    ``request_timeout``) or with the constructor's arguments. Lines are delivered until
+    the handler starts closing the connection: lines after a ``close_when_done`` are not
+    delivered. Pausing the transport's reading stops new input, not the lines already
+    received in the same piece of input.
+
+    ``request_timeout`` (seconds, None: no limit) is an absolute deadline per line
+    against slowloris clients: from the moment the first bytes of a line are buffered,
+    the whole line must arrive within that time, however steadily its bytes trickle in;
+    otherwise the connection is closed with a logged reason. The deadline is armed when
+    a partial line is left after a piece of input, moved when a later piece completes
+    that line and leaves the start of another, and removed when no partial line is left;
+    a piece that only extends the partial line costs one test. On the reactor it is the
+    transport's deadline (:meth:`~reactor.transports.StreamTransport.set_deadline`); on
+    asyncio a ``loop.call_later`` timer. The deadline keeps running while reading is
+    paused.
 
     Callback order::
 
         connection_made [line_received | line_too_long]* [eof_received] connection_lost
     """
 
-    __slots__ = ("_lines",)
+    __slots__ = ("_deadline", "_lines", "_request_timeout")
 
     delimiter: ClassVar[bytes] = b"\n"
     max_line_length: ClassVar[int] = DEFAULT_MAX_LINE_LENGTH
+    request_timeout: ClassVar[float | None] = None
     logger: ClassVar[logging.Logger] = logging.getLogger(__name__)
 
     def __init__(
-        self, delimiter: bytes | None = None, max_line_length: int | None = None
+        self,
+        delimiter: bytes | None = None,
+        max_line_length: int | None = None,
+        *,
+        request_timeout: float | None = None,
     ) -> None:
         super().__init__()
         self._lines = LineFramer(
             type(self).delimiter if delimiter is None else delimiter,
             type(self).max_line_length if max_line_length is None else max_line_length,
         )
+        timeout = type(self).request_timeout if request_timeout is None else request_timeout
+        if timeout is not None and not timeout > 0:
+            raise ValueError(f"request_timeout must be positive or None, not {timeout!r}")
+        self._request_timeout = timeout
+        self._deadline: object | None = None  # see handlers.base.start_request_deadline
 
     @property
     def framer(self) -> LineFramer:
@@ -214,6 +251,8 @@ class LineHandler(StreamHandler):
         if framer.failed:  # already reported; the connection is closing
             return
         framer.feed(data)
+        completed = False  # a line ended in this piece: a partial one left is a new one
+        discarding = framer._discarding
         while self.connected:
             try:
                 line = framer.next_line()
@@ -221,17 +260,48 @@ class LineHandler(StreamHandler):
                 if not self.line_too_long(exc):
                     return
                 framer.skip_line()
+                discarding = True
                 continue
             if line is None:
-                return
+                break
+            completed = True
             self.line_received(line)
+        if self._request_timeout is not None:
+            self._track_request(completed or (discarding and not framer._discarding))
+
+    def _track_request(self, completed: bool) -> None:
+        """Arm, move or remove the request deadline after a piece of input."""
+        if self._lines.partial and self.connected:
+            if self._deadline is None or completed:
+                assert self.transport is not None and self._request_timeout is not None
+                self._deadline = start_request_deadline(
+                    self._deadline, self.transport, self._request_timeout,
+                    self._request_expired)
+        elif self._deadline is not None:
+            stop_request_deadline(self._deadline)
+            self._deadline = None
+
+    def _request_expired(self) -> None:
+        """The request deadline passed (asyncio; on the reactor the transport closes)."""
+        self._deadline = None
+        self.disconnect(f"request deadline: no complete line within "
+                        f"{self._request_timeout} s", abort=True)
 
     def eof_received(self) -> bool | None:
         left = len(self._lines.pending())
         if left:
             self.logger.debug("%s: the stream ended inside a line (%d bytes dropped)",
                               self.describe(), left)
+        if self._deadline is not None:  # nothing more can arrive: no request to wait for
+            stop_request_deadline(self._deadline)
+            self._deadline = None
         return super().eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._deadline is not None:
+            stop_request_deadline(self._deadline)
+            self._deadline = None
+        super().connection_lost(exc)
 
     def line_received(self, line: bytes) -> None:
         """One line arrived (without its delimiter). Subclasses override this."""

@@ -207,6 +207,11 @@ class RespParser:
         return len(self._buf) - self._pos + self._chunks_len
 
     @property
+    def idle(self) -> bool:
+        """Whether no command is partly received: nothing buffered, none in progress."""
+        return self._args is None and not self._chunks_len and self._pos >= len(self._buf)
+
+    @property
     def broken(self) -> bool:
         """Whether a fatal error stopped the parser."""
         return self._error is not None
