@@ -70,16 +70,18 @@ LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 
-def _echo_factory(module: Any, reactor: Reactor) -> Callable[[], Any]:
+def _echo_factory(module: Any, reactor: Reactor, **settings: Any) -> Callable[[], Any]:
     return module.EchoHandler  # type: ignore[no-any-return]
 
 
-def _chat_factory(module: Any, reactor: Reactor) -> Callable[[], Any]:
-    return module.ChatServer()  # type: ignore[no-any-return]  # rooms shared by members
+def _chat_factory(module: Any, reactor: Reactor, **settings: Any) -> Callable[[], Any]:
+    # rooms shared by members
+    return module.ChatServer(**settings)  # type: ignore[no-any-return]
 
 
-def _kv_factory(module: Any, reactor: Reactor) -> Callable[[], Any]:
-    return module.KVServer(reactor)  # type: ignore[no-any-return]  # expiry on our timers
+def _kv_factory(module: Any, reactor: Reactor, **settings: Any) -> Callable[[], Any]:
+    # expiry on our timers
+    return module.KVServer(reactor, **settings)  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True)
@@ -88,23 +90,27 @@ class Service:
 
     Attributes:
         module: the module it lives in, imported only when the service is asked for.
-        make_factory: given the module and the reactor, returns the protocol factory.
+        make_factory: given the module, the reactor and the service's settings (as
+            keywords, e.g. ``request_timeout``), returns the protocol factory.
         default_bind: where it listens when no ``--bind`` is given.
         about: a few words for ``--help``.
+        settings: the keyword settings the service accepts.
     """
 
     module: str
-    make_factory: Callable[[Any, Reactor], Callable[[], Any]]
+    make_factory: Callable[..., Callable[[], Any]]
     default_bind: str
     about: str
+    settings: tuple[str, ...] = ()
 
 
 SERVICES: Final[dict[str, Service]] = {
     "echo": Service("handlers.echo", _echo_factory, DEFAULT_BIND, "send every byte back"),
     "chat": Service("handlers.chat", _chat_factory, DEFAULT_BIND,
-                    "line-based chat rooms (/join, /nick, /who, /quit)"),
+                    "line-based chat rooms (/join, /nick, /who, /quit)",
+                    ("request_timeout",)),
     "kv": Service("handlers.kv", _kv_factory, "127.0.0.1:6379",
-                  "a Redis-protocol key-value store"),
+                  "a Redis-protocol key-value store", ("request_timeout",)),
 }
 
 
@@ -219,6 +225,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="abort a connection whose queued output made no progress for S seconds",
     )
     serve.add_argument(
+        "--request-timeout", type=_positive_seconds, metavar="S",
+        help="close a connection whose request (a line for chat, a command for kv) is "
+             "not complete S seconds after its first byte arrived, however steadily it "
+             "trickles in (against slowloris clients; an idle timer cannot catch them). "
+             "Only for services with requests: chat and kv",
+    )
+    serve.add_argument(
         "--backlog", type=_positive_int, default=DEFAULT_BACKLOG, metavar="N",
         help="the kernel's queue of connections not yet accepted (default: %(default)s)",
     )
@@ -325,7 +338,7 @@ def _import(module_name: str, what: str, hint: str) -> Any:
 
 
 def load_factory(
-    spec: str, reactor: Reactor, app_dir: str | None = None
+    spec: str, reactor: Reactor, app_dir: str | None = None, **settings: Any
 ) -> tuple[str, Callable[[], Any]]:
     """Find the protocol factory ``spec`` names.
 
@@ -334,22 +347,36 @@ def load_factory(
         reactor: the reactor the service will run on (a ready service may keep
             timers on it).
         app_dir: a directory put first on ``sys.path`` (for ``MODULE``).
+        settings: service settings given on the command line (``request_timeout``);
+            None values are left out.
 
     Returns:
         ``(name, factory)``; the factory makes one protocol per call.
 
     Raises:
-        UsageError: the service is unknown, its module cannot be imported, or the
-            named object is not callable.
+        UsageError: the service is unknown, its module cannot be imported, the
+            named object is not callable, or a setting does not apply to it.
     """
+    given = {name: value for name, value in settings.items() if value is not None}
     service = SERVICES.get(spec)
     if service is not None:
+        for name in given:
+            if name not in service.settings:
+                flag = "--" + name.replace("_", "-")
+                users = [n for n, svc in SERVICES.items() if name in svc.settings]
+                raise UsageError(f"{flag} does not apply to the {spec} service "
+                                 f"(only to {', '.join(users)})")
         module = _import(service.module, f"the {spec} service",
                          " (is the handlers package installed?)")
         try:
-            return spec, service.make_factory(module, reactor)
+            return spec, service.make_factory(module, reactor, **given)
         except AttributeError as exc:
             raise UsageError(f"the {spec} service: {exc}") from exc
+    for name in given:
+        flag = "--" + name.replace("_", "-")
+        raise UsageError(f"{flag} only applies to the ready services that support it "
+                         f"({', '.join(n for n, svc in SERVICES.items() if name in svc.settings)}"
+                         f"); configure your own protocol class instead")
     module_name, colon, attribute = spec.partition(":")
     if not colon:
         raise UsageError(
@@ -387,7 +414,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         return _usage_error("reactor serve", str(exc))
     reactor = Reactor()
     try:
-        name, factory = load_factory(args.service, reactor, args.app_dir)
+        name, factory = load_factory(args.service, reactor, args.app_dir,
+                                     request_timeout=args.request_timeout)
     except UsageError as exc:
         reactor.close()
         return _usage_error("reactor serve", str(exc))
