@@ -7,6 +7,8 @@
   selector), so ``reactor.run_until(lambda: peer.received == ...)`` wakes up when bytes
   arrive, with no sleeps and no polling interval.
 * :class:`Net` -- makes listeners, peers and socketpair transports, and closes them all.
+* :class:`EchoClients` -- many plain clients of a server in another process, watched
+  with their own selector (no reactor involved).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import asyncio
 import selectors
 import socket
 import struct
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -318,3 +321,53 @@ def events_of(reactor: Reactor, sock: Any) -> int:
         return reactor.selector.get_map()[fd].events
     except KeyError:
         return 0
+
+
+class EchoClients:
+    """Blocking-free clients of the child's echo server, watched with a selector."""
+
+    def __init__(self, port: int, count: int) -> None:
+        self.selector = selectors.DefaultSelector()
+        self.socks: list[socket.socket] = []
+        self.got: dict[int, bytes] = {}
+        for i in range(count):
+            s = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
+            s.setblocking(False)
+            self.socks.append(s)
+            self.got[i] = b""
+            self.selector.register(s, selectors.EVENT_READ, i)
+
+    def send(self, i: int, data: bytes) -> None:
+        assert self.socks[i].send(data) == len(data)
+
+    def pump(self, until: Callable[[], bool], timeout: float) -> None:
+        """Collect replies until ``until()`` or ``timeout`` (then return quietly)."""
+        deadline = time.monotonic() + timeout
+        while not until():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            for key, _ in self.selector.select(min(left, 0.2)):
+                try:
+                    data = key.fileobj.recv(65536)  # type: ignore[union-attr]
+                except OSError:
+                    data = b""
+                if not data:
+                    self.selector.unregister(key.fileobj)
+                else:
+                    self.got[key.data] += data
+
+    def served(self, marker: bytes) -> set[int]:
+        return {i for i, data in self.got.items() if marker in data}
+
+    def close(self, i: int) -> None:
+        try:
+            self.selector.unregister(self.socks[i])
+        except (KeyError, ValueError):  # unregistered at EOF, or closed already
+            pass
+        self.socks[i].close()
+
+    def close_all(self) -> None:
+        for i in range(len(self.socks)):
+            self.close(i)
+        self.selector.close()

@@ -129,15 +129,27 @@ class ServerProcess:
     """``python -m reactor serve ARGS`` with its log collected line by line."""
 
     def __init__(
-        self, *args: str, env: dict[str, str] | None = None, pass_fds: tuple[int, ...] = ()
+        self, *args: str, env: dict[str, str] | None = None, pass_fds: tuple[int, ...] = (),
+        nofile: int | None = None,
     ) -> None:
+        """``nofile``: the child's RLIMIT_NOFILE soft limit (None: inherited)."""
         environ = dict(os.environ)
         environ["PYTHONUNBUFFERED"] = "1"
         environ.update(env or {})
+        preexec = None
+        if nofile is not None:
+            limit = nofile
+
+            def preexec() -> None:
+                import resource
+
+                hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+                resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "reactor", "serve", *args],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            text=True, cwd=ROOT, env=environ, pass_fds=pass_fds,
+            text=True, cwd=ROOT, env=environ, pass_fds=pass_fds, preexec_fn=preexec,
         )
         self.lines: list[str] = []
         self._cond = threading.Condition()

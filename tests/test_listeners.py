@@ -15,14 +15,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
 from conftest import requires_ipv6
-from netkit import WAIT, Net, Recorder, events_of
+from netkit import WAIT, EchoClients, Net, Recorder, events_of
 
 from reactor import ConnState, FakeClock, Reactor
 from reactor.listeners import ACCEPT_RETRY_DELAY, UNIX_PATH_MAX
@@ -272,56 +272,6 @@ listener = reactor.listen_tcp("127.0.0.1", 0, Echo, backlog=512)
 print(listener.port, flush=True)
 reactor.run()
 """
-
-
-class EchoClients:
-    """Blocking-free clients of the child's echo server, watched with a selector."""
-
-    def __init__(self, port: int, count: int) -> None:
-        self.selector = selectors.DefaultSelector()
-        self.socks: list[socket.socket] = []
-        self.got: dict[int, bytes] = {}
-        for i in range(count):
-            s = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
-            s.setblocking(False)
-            self.socks.append(s)
-            self.got[i] = b""
-            self.selector.register(s, selectors.EVENT_READ, i)
-
-    def send(self, i: int, data: bytes) -> None:
-        assert self.socks[i].send(data) == len(data)
-
-    def pump(self, until: Callable[[], bool], timeout: float) -> None:
-        """Collect replies until ``until()`` or ``timeout`` (then return quietly)."""
-        deadline = time.monotonic() + timeout
-        while not until():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            for key, _ in self.selector.select(min(left, 0.2)):
-                try:
-                    data = key.fileobj.recv(65536)  # type: ignore[union-attr]
-                except OSError:
-                    data = b""
-                if not data:
-                    self.selector.unregister(key.fileobj)
-                else:
-                    self.got[key.data] += data
-
-    def served(self, marker: bytes) -> set[int]:
-        return {i for i, data in self.got.items() if marker in data}
-
-    def close(self, i: int) -> None:
-        try:
-            self.selector.unregister(self.socks[i])
-        except (KeyError, ValueError):  # unregistered at EOF, or closed already
-            pass
-        self.socks[i].close()
-
-    def close_all(self) -> None:
-        for i in range(len(self.socks)):
-            self.close(i)
-        self.selector.close()
 
 
 @pytest.mark.timeout(90)
