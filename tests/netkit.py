@@ -21,10 +21,28 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from reactor import Reactor, StreamTransport
 from reactor.listeners import Listener
 
 WAIT = 10.0  # generous: the machine is shared and may be loaded
+
+
+def _has_ipv6_loopback() -> bool:
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+# (conftest.py has the same marker, but "import conftest" is ambiguous once a
+# subdirectory has a conftest.py of its own)
+requires_ipv6 = pytest.mark.skipif(not _has_ipv6_loopback(), reason="IPv6 loopback unavailable")
 
 
 class Recorder(asyncio.Protocol):

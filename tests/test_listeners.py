@@ -21,8 +21,7 @@ from typing import Any
 
 import psutil
 import pytest
-from conftest import requires_ipv6
-from netkit import WAIT, EchoClients, Net, Recorder, events_of
+from netkit import WAIT, EchoClients, Net, Recorder, events_of, requires_ipv6
 
 from reactor import ConnState, FakeClock, Reactor
 from reactor.listeners import ACCEPT_RETRY_DELAY, UNIX_PATH_MAX

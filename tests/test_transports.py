@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import requires_ipv6
-from netkit import WAIT, Net, Recorder, events_of
+from netkit import WAIT, Net, Recorder, events_of, requires_ipv6
 
 from reactor import ConnState, Reactor, StreamTransport
 
