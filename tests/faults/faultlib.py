@@ -1,0 +1,231 @@
+"""Measuring the server under test from outside (not a test module).
+
+* :class:`Sampler` -- CPU, descriptors, threads, child processes and RSS of a process
+  and its descendants: :meth:`Sampler.cpu_fraction` (share of one core over an
+  interval), :meth:`Sampler.rss_watch` (peak RSS while something runs) and
+  :meth:`Sampler.wait_back_to` (poll until the tree is back at a baseline, or fail with
+  the numbers).
+* :class:`FaultServer` -- a :class:`servekit.ServerProcess` (``python -m reactor serve
+  ...``) with its sampler, log checks and a graceful :meth:`FaultServer.stop`.
+* :func:`spawn_python` -- any Python program as the server child (facade servers).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+FAULTS = Path(__file__).resolve().parent
+if str(FAULTS.parent) not in sys.path:
+    sys.path.insert(0, str(FAULTS.parent))  # the helpers in tests/ (servekit, netkit ...)
+
+from servekit import WAIT, ServerProcess  # noqa: E402
+
+CPU_LIMIT = 0.10  # of one core, while a fault lasts
+CPU_WINDOW = 2.0  # seconds sampled
+TRACEBACK = "Traceback (most recent call last)"
+
+
+# -- measuring a process tree from outside --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Resources held by a process tree at one moment."""
+
+    fds: int
+    threads: int
+    children: int
+    rss: int
+
+    def __str__(self) -> str:
+        return (f"fds={self.fds} threads={self.threads} children={self.children} "
+                f"rss={self.rss / 2**20:.1f} MiB")
+
+
+class Sampler:
+    """psutil measurements of a process and its descendants."""
+
+    def __init__(self, pid: int) -> None:
+        self.proc = psutil.Process(pid)
+
+    def _tree(self) -> list[psutil.Process]:
+        try:
+            return [self.proc, *self.proc.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def usage(self) -> Usage:
+        fds = threads = rss = 0
+        tree = self._tree()
+        for proc in tree:
+            try:
+                with proc.oneshot():
+                    fds += proc.num_fds()
+                    threads += proc.num_threads()
+                    rss += proc.memory_info().rss
+            except psutil.NoSuchProcess:
+                continue
+        return Usage(fds, threads, max(0, len(tree) - 1), rss)
+
+    def rss(self) -> int:
+        return self.usage().rss
+
+    def children(self) -> list[psutil.Process]:
+        try:
+            return list(self.proc.children(recursive=True))
+        except psutil.NoSuchProcess:
+            return []
+
+    def cpu_seconds(self) -> float:
+        total = 0.0
+        for proc in self._tree():
+            try:
+                times = proc.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += times.user + times.system
+        return total
+
+    def cpu_fraction(self, seconds: float = CPU_WINDOW,
+                     during: Callable[[float], object] | None = None) -> float:
+        """The tree's CPU use over ``seconds`` as a fraction of one core.
+
+        ``during(left)`` is called repeatedly meanwhile (e.g. to pump client sockets);
+        it should block for about ``left`` seconds at most.
+        """
+        cpu0, t0 = self.cpu_seconds(), time.monotonic()
+        deadline = t0 + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if during is None:
+                time.sleep(left)  # a measurement window, not an ordering
+            else:
+                during(left)
+        return (self.cpu_seconds() - cpu0) / (time.monotonic() - t0)
+
+    def rss_watch(self, interval: float = 0.02) -> RssWatch:
+        return RssWatch(self, interval)
+
+    def wait_back_to(self, baseline: Usage, *, rss_slack: int = 8 * 2**20,
+                     fd_slack: int = 0, timeout: float = WAIT) -> Usage:
+        """Poll until descriptors, threads and children are at most the baseline's
+        (plus ``fd_slack``) and RSS at most ``rss_slack`` above it.
+
+        Raises:
+            AssertionError: not back within ``timeout``; says what is still held.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            now = self.usage()
+            if (now.fds <= baseline.fds + fd_slack and now.threads <= baseline.threads
+                    and now.children <= baseline.children
+                    and now.rss <= baseline.rss + rss_slack):
+                return now
+            if time.monotonic() >= deadline:
+                raise AssertionError(
+                    f"not back to the baseline within {timeout} s:\n  baseline {baseline}\n"
+                    f"  now      {now}\n  (rss slack {rss_slack / 2**20:.1f} MiB, "
+                    f"fd slack {fd_slack})")
+            time.sleep(0.05)  # polling a condition with a deadline
+
+
+class RssWatch:
+    """Samples a tree's RSS in a thread; ``peak`` is the largest seen."""
+
+    def __init__(self, sampler: Sampler, interval: float) -> None:
+        self.sampler = sampler
+        self.interval = interval
+        self.peak = 0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.sampler.rss())
+            self.samples += 1
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> RssWatch:
+        self.peak = self.sampler.rss()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(WAIT)
+        self.peak = max(self.peak, self.sampler.rss())
+
+
+# -- the server under test ------------------------------------------------------------------
+
+
+class FaultServer(ServerProcess):
+    """``python -m reactor serve`` (see :class:`servekit.ServerProcess`) with a sampler."""
+
+    def __init__(self, *args: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sampler = Sampler(self.proc.pid)
+
+    def ready(self, count: int = 1) -> FaultServer:
+        self.addresses(count)
+        return self
+
+    @property
+    def port(self) -> int:
+        return self.tcp_address()[1]
+
+    def usage(self) -> Usage:
+        return self.sampler.usage()
+
+    def tracebacks(self) -> int:
+        return self.log.count("Traceback (most recent call last)")
+
+    def assert_clean_log(self) -> None:
+        assert self.tracebacks() == 0, self.log
+        assert "InterruptedError" not in self.log, self.log
+
+    def stats(self) -> dict[str, int]:
+        """SIGUSR1 and parse the next ``statistics:`` line (open, closed_total ...)."""
+        count = self.log.count("statistics: open=")
+        self.signal(signal.SIGUSR1)
+        match = self.wait_for(r"statistics: (.*); by state", count=count + 1)
+        return {k: int(v) for k, v in
+                (item.split("=") for item in match.group(1).split() if "=" in item)
+                if v.isdigit()}
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = WAIT) -> int:
+        """Signal it and wait; returns the exit status."""
+        if self.proc.poll() is None:
+            self.signal(sig)
+        return self.wait(timeout)
+
+
+
+
+def log_lines(text: str, needle: str) -> list[str]:
+    """The lines of ``text`` containing ``needle``."""
+    return [line for line in text.splitlines() if needle in line]
+
+
+FIGURES_ENV = "REACTOR_FAULT_FIGURES"
+
+
+def figure(name: str, value: float, unit: str) -> None:
+    """Record a measured figure: appended as a JSON line to the file named by
+    ``$REACTOR_FAULT_FIGURES`` (if set), for the README's table of guarantees."""
+    path = os.environ.get(FIGURES_ENV)
+    if path:
+        with open(path, "a") as out:
+            out.write(json.dumps({"name": name, "value": round(value, 4), "unit": unit})
+                      + "\n")
