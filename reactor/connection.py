@@ -57,6 +57,10 @@ class ConnState(Enum):
     CLOSING = "closing"  # flushing queued output before the close
     CLOSED = "closed"  # gone; connection_lost was called
 
+    # members are singletons: hash by identity in C, not by name in Python (Enum's
+    # default), since every lifecycle move looks two members up in LIFECYCLE
+    __hash__ = object.__hash__
+
 
 class ConnEvent(Enum):
     """What can happen to a connection."""
@@ -72,6 +76,8 @@ class ConnEvent(Enum):
     WRITE_EOF = "write-eof"  # we finished writing
     CLOSE = "close"  # an orderly close began
     LOST = "lost"  # the connection is gone
+
+    __hash__ = object.__hash__  # see ConnState
 
 
 _S = ConnState

@@ -109,6 +109,8 @@ class Listener:
             raise ValueError("max_connections must be at least 1")
         self.reactor = reactor
         self.sock = sock
+        # read once: socket.socket's family/type properties convert to enums in Python
+        self._kind = (int(sock.family), int(sock.type), sock.proto)
         self._on_accept = on_accept
         self.max_connections = max_connections
         self.accept_batch = max(1, accept_batch)
@@ -162,7 +164,7 @@ class Listener:
 
     def _read_ready(self) -> None:
         sock = self.sock
-        family, type_, proto = sock.family, sock.type, sock.proto
+        family, type_, proto = self._kind
         for _ in range(self.accept_batch):
             if not self._registered:
                 return
