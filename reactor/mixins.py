@@ -181,6 +181,11 @@ class _WorkerPool:
                 thread.join()
 
 
+def _peek(counter: Any) -> int:
+    """The next value of an :func:`itertools.count`, without advancing it."""
+    return int(repr(counter)[6:-1])
+
+
 class ThreadingMixIn(_Base):
     """Handle each request in a thread.
 
@@ -223,11 +228,12 @@ class ThreadingMixIn(_Base):
         thread = threading.Thread(target=self._reactor_thread_main,
                                   args=(request, client_address))
         thread.daemon = self.daemon_threads
-        self._reactor_facade.count("live_threads")
+        f = self._reactor_facade
+        next(f.threads_started)
         try:
             thread.start()
         except BaseException:
-            self._reactor_facade.count("live_threads", -1)
+            next(f.threads_ended)
             raise
         self._threads.append(thread)
 
@@ -235,7 +241,7 @@ class ThreadingMixIn(_Base):
         try:
             self.process_request_thread(request, client_address)
         finally:
-            self._reactor_facade.count("live_threads", -1)
+            next(self._reactor_facade.threads_ended)
 
     def _reactor_pool(self) -> _WorkerPool:
         pool: _WorkerPool | None = vars(self).get("_reactor_thread_pool")
@@ -250,8 +256,9 @@ class ThreadingMixIn(_Base):
         pool: _WorkerPool | None = vars(self).get("_reactor_thread_pool")
         if pool is not None:
             return threads + pool.counts()[0], children
-        with self._reactor_facade.lock:
-            live = self._reactor_facade.counts["live_threads"]
+        f = self._reactor_facade
+        # the repr of a count shows its next value without consuming it
+        live = _peek(f.threads_started) - _peek(f.threads_ended)
         return threads + live, children
 
     def _reactor_waiting(self) -> int:
@@ -579,7 +586,7 @@ class _CheckedDatagrams(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: Any) -> None:
         server = self.server
         f = server._reactor_facade
-        f.count("accepted")
+        f.bump("accepted")
         try:
             allowed = server.verify_request((data, self.sock), addr)
         except Exception:
@@ -588,7 +595,7 @@ class _CheckedDatagrams(asyncio.DatagramProtocol):
         if allowed:
             self.inner.datagram_received(data, addr)
         else:
-            f.count("rejected")
+            f.bump("rejected")
         server._reactor_done()
 
     def error_received(self, exc: Exception) -> None:
@@ -628,7 +635,7 @@ class MultiplexingMixIn(_Base):
         if not isinstance(row, StreamTransport):
             raise TypeError("a multiplexed request must be a connection accepted by the server")
         protocol = self.RequestHandlerClass()
-        f.count("attached")
+        f.bump("attached")
         row.attach(protocol)
 
     def _reactor_register(self, reactor: Any) -> None:

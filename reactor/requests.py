@@ -16,6 +16,7 @@ Forbidden imports: ``handlers``.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import socket
 import threading
@@ -301,7 +302,18 @@ class ServerState:
         self.tick: TimerHandle | None = None
         self.poll_interval = 0.5  # serve_forever's, for periodic work that needs one
         self.warned_buffer = False
+        # rows that workers ended, for the reactor thread to release in one batch
+        self.ended: deque[Row] = deque()
+        self.release_scheduled = False
+        # request threads started and ended (next() on a count is atomic)
+        self.threads_started = itertools.count()
+        self.threads_ended = itertools.count()
 
     def count(self, name: str, n: int = 1) -> None:
+        """Add to a counter that several threads update."""
         with self.lock:
             self.counts[name] += n
+
+    def bump(self, name: str) -> None:
+        """Add one to a counter only the reactor thread updates (no lock)."""
+        self.counts[name] += 1

@@ -43,8 +43,8 @@ from collections.abc import Callable
 from types import MappingProxyType
 from typing import Any, ClassVar, Final, TypeVar
 
-from .connection import LIFECYCLE, ConnEvent, ConnState, Row
-from .errors import ClosedError
+from .connection import ConnEvent, ConnState, Row
+from .errors import ClosedError, IllegalTransition
 from .listeners import Listener
 from .loop import Reactor
 from .request_buffer import RequestBuffer
@@ -76,9 +76,9 @@ EVENT_READ: Final = 1
 DATAGRAM_BATCH: Final = 32
 _DONTWAIT: Final = getattr(socket, "MSG_DONTWAIT", 0)
 _TRUNC: Final = getattr(socket, "MSG_TRUNC", 0)
-_DISPATCHED: Final = frozenset(
-    {ConnState.DISPATCHED_INLINE, ConnState.DISPATCHED_THREAD, ConnState.DISPATCHED_CHILD}
-)
+_INLINE: Final = ConnState.DISPATCHED_INLINE
+_THREAD: Final = ConnState.DISPATCHED_THREAD
+_CHILD: Final = ConnState.DISPATCHED_CHILD
 _DISPATCH_COUNTER: Final = {
     ConnEvent.DISPATCH_INLINE: "dispatched_inline",
     ConnEvent.DISPATCH_THREAD: "dispatched_thread",
@@ -414,14 +414,14 @@ class BaseServer:
         """Verify the request, then buffer it or dispatch it."""
         f = self._reactor_facade
         f.rows[id(request)] = row
-        f.count("accepted")
+        f.counts["accepted"] += 1
         try:
             allowed = self.verify_request(request, client_address)
         except Exception:
             self.handle_error(request, client_address)
             allowed = False
         if not allowed:
-            f.count("rejected")
+            f.bump("rejected")
             self._reactor_shutdown_quietly(request, client_address)
             self._reactor_done()
             return
@@ -467,8 +467,11 @@ class BaseServer:
                 # override that did not call the base class): keep the table honest
                 self._reactor_facade.rows.pop(id(request), None)
                 self._reactor_end_row(row)
-            if run is None:
-                self._reactor_done()
+            if run is None:  # _reactor_done(), inlined: this runs once per request
+                f = self._reactor_facade
+                f.handled += 1
+                if f.stop_after_handled and f.reactor is not None:
+                    f.reactor.stop()
 
     def _reactor_done(self) -> None:
         f = self._reactor_facade
@@ -489,7 +492,7 @@ class BaseServer:
         buffer: RequestBuffer,
     ) -> None:
         row.advance(ConnEvent.BUFFER)
-        self._reactor_facade.count("buffered")
+        self._reactor_facade.bump("buffered")
         reader = RequestReader(self, request, client_address, row, buffer)
         request.setblocking(False)
         row.start_reading(reader)  # type: ignore[arg-type]
@@ -511,7 +514,7 @@ class BaseServer:
     ) -> None:
         reader.stop()
         row = reader.row
-        self._reactor_facade.count("buffer_timeouts" if timed_out else "buffer_refused")
+        self._reactor_facade.bump("buffer_timeouts" if timed_out else "buffer_refused")
         logger.info("%s: %s; closing", row.describe(), reason)
         if response:
             row.write(response)
@@ -535,38 +538,63 @@ class BaseServer:
         """Move the request's row to a DISPATCHED state (when it is still undecided)."""
         f = self._reactor_facade
         row = f.rows.get(id(request))
-        if row is None or not LIFECYCLE.allows(row.state, event):
-            return row
-        row.advance(event)
+        if row is None:
+            return None
+        try:
+            row.advance(event)
+        except IllegalTransition:
+            return row  # already dispatched (an override called two dispatchers)
         if row.meta:
             row.meta.pop(WAITING, None)
-        f.count(_DISPATCH_COUNTER[event])
+        if event is ConnEvent.DISPATCH_THREAD:
+            f.count("dispatched_thread")  # pool workers take waiting requests themselves
+        else:
+            f.counts[_DISPATCH_COUNTER[event]] += 1
         return row
 
     def _reactor_end_request(self, request: Any) -> None:
         """The request was closed: finish its row (a forked one waits for its child)."""
         f = self._reactor_facade
-        row = f.rows.get(id(request))
-        if row is None or row.state is ConnState.BUFFERING:
+        row = f.rows.pop(id(request), None)
+        if row is None:
             return
-        del f.rows[id(request)]
-        if f.in_child or row.state is ConnState.DISPATCHED_CHILD:
+        state = row.state
+        if state is ConnState.BUFFERING:  # the transport ends it (connection_lost)
+            f.rows[id(request)] = row
+            return
+        if state is _CHILD or f.in_child:
             return  # the parent ends it when the child is reaped
         self._reactor_end_row(row)
 
     def _reactor_end_row(self, row: Row) -> None:
-        """FINISH the row now; leave the table on the reactor thread."""
-        if row.state in _DISPATCHED:
-            row.advance(ConnEvent.FINISH)
+        """The request ended: the row leaves the table (on the reactor thread).
+
+        Ended on another thread (a worker), the row is FINISHED at once and closed
+        when the reactor gets to it; on the reactor thread it closes right away.
+        """
         f = self._reactor_facade
-        reactor = f.reactor
-        if reactor is None or reactor.is_closed() or f.loop_thread == threading.get_ident():
-            self._reactor_release_row(row)
-            return
-        try:
-            reactor.call_soon_threadsafe(self._reactor_release_row, row)
-        except ClosedError:
-            self._reactor_release_row(row)
+        if f.loop_thread != threading.get_ident():
+            reactor = f.reactor
+            if reactor is not None and not reactor.is_closed():
+                state = row.state
+                if state is _THREAD or state is _CHILD or state is _INLINE:
+                    row.advance(ConnEvent.FINISH)
+                f.ended.append(row)
+                if not f.release_scheduled:  # one wake-up for a batch of ended rows
+                    f.release_scheduled = True
+                    try:
+                        reactor.call_soon_threadsafe(self._reactor_release_ended)
+                    except ClosedError:
+                        self._reactor_release_ended()
+                return
+        self._reactor_release_row(row)
+
+    def _reactor_release_ended(self) -> None:
+        f = self._reactor_facade
+        f.release_scheduled = False  # first: a row ended after this gets a new wake-up
+        ended = f.ended
+        while ended:
+            self._reactor_release_row(ended.popleft())
 
     def _reactor_release_row(self, row: Row) -> None:
         state = row.state
@@ -578,8 +606,10 @@ class BaseServer:
             row.advance(ConnEvent.LOST)
             if self._reactor_facade.reactor is not None:
                 self._reactor_facade.reactor.connections.remove(row)
-        if state is ConnState.FINISHED:
-            self._reactor_facade.count("finished")
+        if state is ConnState.FINISHED or state is _INLINE or state is _THREAD or (
+            state is _CHILD
+        ):
+            self._reactor_facade.counts["finished"] += 1
 
     # -- hooks ------------------------------------------------------------------------
 
@@ -650,6 +680,7 @@ class BaseServer:
             return
         self._reactor_stop_taking(reactor)
         self._reactor_drain()
+        self._reactor_release_ended()
         for row in list(f.rows.values()):
             if row.state is ConnState.BUFFERING and isinstance(row, StreamTransport):
                 row.abort()
@@ -775,10 +806,9 @@ class TCPServer(BaseServer):
         sock = cls(raw.family, raw.type, raw.proto, fileno=raw.detach())
         row = StreamTransport(listener.reactor, sock, addr, listener=listener)
         try:
-            if self._reactor_nonblocking:
-                sock.setblocking(False)
-            else:
-                row.detach_socket()  # blocking, and not registered: a handler's socket
+            # a handler's socket is blocking (the row was never registered: this is
+            # all StreamTransport.detach_socket would do); a multiplexed one is not
+            sock.setblocking(self._reactor_nonblocking is False)
             f.staged = (sock, addr)
             try:
                 request, client_address = self.get_request()
