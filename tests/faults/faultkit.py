@@ -24,6 +24,8 @@ where N counts the calls on that protocol (it must always be 1).
   will raise), ``raise-timer`` (a timer callback raises 50 ms later), anything else is
   echoed. Every exception's message names the command, so a test finds it in the log.
 
+  :func:`flaky_factory` makes Faulty protocols and raises on every second call.
+
 * :class:`Delayed` -- answers each line ``L`` with ``L done`` ``DELAYED_MS`` (env,
   default 100) milliseconds later, from a reactor timer; after the peer's EOF it keeps
   its write side open until every answer is sent, then closes.
@@ -229,3 +231,15 @@ class Records(RecordHandler):
 
     def record_received(self, record: bytes) -> None:
         self.send_record(record[::-1])
+
+
+_made = 0
+
+
+def flaky_factory() -> Faulty:
+    """A protocol factory that raises on every second call."""
+    global _made
+    _made += 1
+    if _made % 2 == 0:
+        raise RuntimeError(f"faultkit: the factory refuses connection {_made}")
+    return Faulty()
