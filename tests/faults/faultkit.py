@@ -35,6 +35,8 @@ where N counts the calls on that protocol (it must always be 1).
 
 * :class:`Records` -- a :class:`~handlers.records.RecordHandler` sending each record
   back reversed, 1 KiB maximum.
+
+* :class:`Whoami` -- answers with the peer address the server sees, then closes.
 """
 
 from __future__ import annotations
@@ -243,3 +245,14 @@ def flaky_factory() -> Faulty:
     if _made % 2 == 0:
         raise RuntimeError(f"faultkit: the factory refuses connection {_made}")
     return Faulty()
+
+
+class Whoami(asyncio.Protocol):
+    """Answers any input with the peer address the server sees, then closes."""
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.transport.write(repr(self.transport.get_extra_info("peername")).encode() + b"\n")
+        self.transport.close()

@@ -7,14 +7,20 @@
   the numbers).
 * :class:`FaultServer` -- a :class:`servekit.ServerProcess` (``python -m reactor serve
   ...``) with its sampler, log checks and a graceful :meth:`FaultServer.stop`.
+* :func:`churn` -- many short echo connections, a bounded number at a time.
+* :func:`figure` -- record a measured figure for the README.
 * :func:`spawn_python` -- any Python program as the server child (facade servers).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import selectors
 import signal
+import socket
+import struct
 import sys
 import threading
 import time
@@ -204,6 +210,14 @@ class FaultServer(ServerProcess):
                 (item.split("=") for item in match.group(1).split() if "=" in item)
                 if v.isdigit()}
 
+    def wait_idle(self, open_: int = 0, timeout: float = WAIT) -> dict[str, int]:
+        """Poll the statistics until ``open_`` connections are left; return them."""
+        deadline = time.monotonic() + timeout
+        while (stats := self.stats())["open"] != open_:
+            assert time.monotonic() < deadline, f"still open: {stats}"
+            time.sleep(0.05)  # polling a condition, with a deadline
+        return stats
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = WAIT) -> int:
         """Signal it and wait; returns the exit status."""
         if self.proc.poll() is None:
@@ -229,3 +243,118 @@ def figure(name: str, value: float, unit: str) -> None:
         with open(path, "a") as out:
             out.write(json.dumps({"name": name, "value": round(value, 4), "unit": unit})
                       + "\n")
+
+
+# -- many short connections -----------------------------------------------------------------
+
+
+@dataclass
+class ChurnResult:
+    """What :func:`churn` did."""
+
+    completed: int = 0
+    failed: int = 0
+    errors: dict[str, int] | None = None
+    seconds: float = 0.0
+    slowest: float = 0.0  # the longest connect-to-echo time of one connection
+
+    @property
+    def rate(self) -> float:
+        return self.completed / self.seconds if self.seconds else 0.0
+
+
+def churn(address: tuple[str, int], total: int, *, concurrency: int = 50,
+          payload: bytes = b"p" * 64, rst_every: int = 0,
+          timeout: float = 120.0) -> ChurnResult:
+    """Open ``total`` connections to an echo server, ``concurrency`` at a time: each
+    connects (non-blocking), sends ``payload``, reads it back and closes -- with an RST
+    for every ``rst_every``-th connection (0: never), a FIN otherwise.
+
+    Raises:
+        AssertionError: not done within ``timeout`` seconds.
+    """
+    result = ChurnResult(errors={})
+    assert result.errors is not None
+    selector = selectors.DefaultSelector()
+    started = time.monotonic()
+    deadline = started + timeout
+    opened = 0
+    live: dict[socket.socket, list[Any]] = {}  # sock -> [received, started, index]
+    linger0 = struct.pack("ii", 1, 0)
+
+    def open_one() -> None:
+        nonlocal opened
+        sock = socket.socket(socket.AF_INET6 if ":" in address[0] else socket.AF_INET)
+        sock.setblocking(False)
+        err = sock.connect_ex(address)
+        index = opened
+        opened += 1
+        if err not in (0, errno.EINPROGRESS):
+            sock.close()
+            fail(f"connect: {errno.errorcode.get(err, err)}")
+            return
+        live[sock] = [b"", time.monotonic(), index]
+        selector.register(sock, selectors.EVENT_WRITE)
+
+    def fail(reason: str) -> None:
+        assert result.errors is not None
+        result.failed += 1
+        result.errors[reason] = result.errors.get(reason, 0) + 1
+
+    def finish(sock: socket.socket, ok: bool, reason: str = "") -> None:
+        state = live.pop(sock)
+        selector.unregister(sock)
+        if ok:
+            result.completed += 1
+            result.slowest = max(result.slowest, time.monotonic() - state[1])
+        else:
+            fail(reason)
+        if rst_every and state[2] % rst_every == 0:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger0)
+        sock.close()
+
+    try:
+        while opened < total or live:
+            while opened < total and len(live) < concurrency:
+                open_one()
+            left = deadline - time.monotonic()
+            assert left > 0, (f"churn: {result.completed} of {total} done in {timeout} s, "
+                              f"{len(live)} in flight, errors {result.errors}")
+            for key, mask in selector.select(min(left, 1.0)):
+                sock = key.fileobj
+                assert isinstance(sock, socket.socket)
+                if sock not in live:
+                    continue
+                if mask & selectors.EVENT_WRITE:
+                    err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                    if err:
+                        finish(sock, False, f"connect: {errno.errorcode.get(err, err)}")
+                        continue
+                    try:
+                        sock.send(payload)  # small: the kernel takes it whole
+                    except OSError as exc:
+                        finish(sock, False, f"send: {type(exc).__name__}")
+                        continue
+                    selector.modify(sock, selectors.EVENT_READ)
+                    continue
+                try:
+                    data = sock.recv(65536)
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError as exc:
+                    finish(sock, False, f"recv: {type(exc).__name__}")
+                    continue
+                if not data:
+                    finish(sock, False, "EOF before the echo")
+                    continue
+                state = live[sock]
+                state[0] += data
+                if len(state[0]) >= len(payload):
+                    finish(sock, state[0] == payload, "wrong echo")
+    finally:
+        for sock in list(live):
+            selector.unregister(sock)
+            sock.close()
+        selector.close()
+    result.seconds = time.monotonic() - started
+    return result

@@ -1,0 +1,111 @@
+"""Scenario 17: bind failures -- an address in use, an overlong Unix path, a stale path
+that is not a socket.
+
+``reactor serve`` reports each clearly and exits with status 1; in process, the
+listening functions and :class:`reactor.serve.Server` raise a clear exception and leak
+no descriptor (counted with psutil), even after a hundred attempts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+from faultlib import WAIT
+from servekit import ROOT
+
+from reactor import Reactor
+from reactor.listeners import UNIX_PATH_MAX
+from reactor.serve import Server
+
+ATTEMPTS = 100
+
+
+def run_serve(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "reactor", "serve", "echo", *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=WAIT,
+                          stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    with socket.create_server(("127.0.0.1", 0)) as sock:
+        yield sock.getsockname()[1]
+
+
+def long_path(tmp_path: Path) -> str:
+    name = "x" * (UNIX_PATH_MAX + 10 - len(str(tmp_path)))
+    return str(tmp_path / name)
+
+
+def not_a_socket(tmp_path: Path) -> str:
+    path = tmp_path / "precious.txt"
+    path.write_text("keep me")
+    return str(path)
+
+
+@pytest.mark.timeout(60)
+def test_the_command_reports_each_bind_failure_with_status_1(tmp_path: Path,
+                                                            taken_port: int) -> None:
+    cases = [
+        (f"127.0.0.1:{taken_port}", "Address already in use"),
+        (f"unix:{long_path(tmp_path)}", f"the limit is {UNIX_PATH_MAX}"),
+        (f"unix:{not_a_socket(tmp_path)}", "is not a socket; refusing to remove it"),
+    ]
+    for bind, message in cases:
+        result = run_serve("--bind", "127.0.0.1:0", "--bind", bind)
+        assert result.returncode == 1, result.stderr
+        assert "cannot start" in result.stderr and message in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+        assert "listening on" not in result.stderr  # the first address was let go too
+    assert Path(tmp_path / "precious.txt").read_text() == "keep me"
+
+
+def attempts_leak_nothing(attempt: Callable[[], object], error: type[BaseException],
+                          message: str) -> None:
+    proc = psutil.Process()
+    before = proc.num_fds()
+    for _ in range(ATTEMPTS):
+        with pytest.raises(error, match=message):
+            attempt()
+    assert proc.num_fds() == before, f"{proc.num_fds() - before} descriptors leaked"
+
+
+@pytest.mark.timeout(60)
+def test_in_process_bind_failures_leak_no_descriptor(tmp_path: Path, taken_port: int) -> None:
+    with Reactor() as reactor:
+        before = psutil.Process().num_fds()
+        attempts_leak_nothing(lambda: reactor.listen_tcp("127.0.0.1", taken_port, asyncio.Protocol),
+                              OSError, "in use")
+        attempts_leak_nothing(lambda: reactor.listen_tcp("127.0.0.1", taken_port, asyncio.Protocol,
+                                                         reuse_port=True), OSError, "in use")
+        attempts_leak_nothing(lambda: reactor.listen_unix(long_path(tmp_path), asyncio.Protocol),
+                              ValueError, "the limit is")
+        attempts_leak_nothing(lambda: reactor.listen_unix(not_a_socket(tmp_path), asyncio.Protocol),
+                              FileExistsError, "not a socket")
+        attempts_leak_nothing(lambda: reactor.listen_unix_datagram(not_a_socket(tmp_path),
+                                                                   asyncio.Protocol),
+                              FileExistsError, "not a socket")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind(("127.0.0.1", 0))
+            udp_port = udp.getsockname()[1]
+            attempts_leak_nothing(
+                lambda: reactor.listen_udp("127.0.0.1", udp_port, asyncio.DatagramProtocol),
+                OSError, "in use")
+
+        def server_start() -> None:
+            Server(asyncio.Protocol, ["127.0.0.1:0", f"127.0.0.1:{taken_port}"], reactor=reactor,
+                   handle_signals=False).start()
+
+        attempts_leak_nothing(server_start, OSError, "in use")
+        assert not reactor.listeners
+        assert psutil.Process().num_fds() == before
+    assert Path(tmp_path / "precious.txt").read_text() == "keep me"
+    assert not [p for p in os.listdir(tmp_path) if p.startswith("x")]

@@ -1,0 +1,95 @@
+"""Scenario 16: a connect storm larger than the backlog.
+
+The echo service listens with a backlog of 64 while waves of 1 000 clients connect at
+once (5 000 in all; 100 000 in the long variant). Established connections keep being
+answered promptly throughout -- accepts come in bounded batches, so the storm cannot
+starve them -- and every storm client is eventually served, none refused.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+from faultlib import WAIT, FaultServer, churn, figure
+
+BACKLOG = 64
+ESTABLISHED = 10
+
+
+class Pinger(threading.Thread):
+    """Established clients doing echo round trips back to back; records the slowest."""
+
+    def __init__(self, address: tuple[str, int]) -> None:
+        super().__init__(daemon=True)
+        self.socks = [socket.create_connection(address, timeout=WAIT)
+                      for _ in range(ESTABLISHED)]
+        self.stop = threading.Event()
+        self.rounds = 0
+        self.slowest = 0.0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                for sock in self.socks:
+                    started = time.monotonic()
+                    sock.sendall(b"ping")
+                    got = b""
+                    while len(got) < 4:
+                        chunk = sock.recv(4 - len(got))
+                        assert chunk, "an established connection was closed"
+                        got += chunk
+                    self.slowest = max(self.slowest, time.monotonic() - started)
+                self.rounds += 1
+        except BaseException as exc:  # reported by the test
+            self.error = exc
+
+    def close(self) -> None:
+        self.stop.set()
+        self.join(WAIT)
+        for sock in self.socks:
+            sock.close()
+
+
+def storm(start_server: Callable[..., FaultServer], total: int, wave: int,
+          timeout: float) -> None:
+    srv = start_server("echo", "--bind", "127.0.0.1:0", "--backlog", str(BACKLOG),
+                       app_dir=False)
+    address = srv.tcp_address()
+    pinger = Pinger(address)
+    srv.wait_idle(ESTABLISHED)
+    baseline = srv.usage()
+    pinger.start()
+    try:
+        done = churn(address, total, concurrency=wave, rst_every=1, timeout=timeout)
+        rounds = pinger.rounds
+    finally:
+        pinger.close()
+    assert pinger.error is None, pinger.error
+    assert done.failed == 0, done.errors  # nobody refused or reset
+    assert done.completed == total
+    assert rounds > 0, "the established connections were starved"
+    figure(f"connect storm ({total} clients, waves of {wave}, backlog {BACKLOG}): "
+           "slowest established round trip", pinger.slowest * 1000, "ms")
+    figure(f"connect storm ({total} clients): slowest storm client served after",
+           done.slowest, "s")
+    assert pinger.slowest < 2.0, f"an established client waited {pinger.slowest:.2f} s"
+    srv.wait_idle()
+    srv.sampler.wait_back_to(baseline, rss_slack=6 * 2**20, fd_slack=0)
+    assert srv.stop() == 0
+    srv.assert_clean_log()
+
+
+@pytest.mark.timeout(180)
+def test_connect_storm_short(start_server: Callable[..., FaultServer]) -> None:
+    storm(start_server, 5_000, 1_000, timeout=150)
+
+
+@pytest.mark.long
+@pytest.mark.timeout(900)
+def test_connect_storm_long(start_server: Callable[..., FaultServer]) -> None:
+    storm(start_server, 100_000, 2_000, timeout=800)
