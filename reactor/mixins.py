@@ -108,6 +108,7 @@ class _WorkerPool:
 
     def submit(self, request: Any, client_address: Any) -> None:
         server = self.server
+        server._reactor_sweep_soon()
         with self.lock:
             if self.idle:
                 self.idle -= 1
@@ -230,6 +231,7 @@ class ThreadingMixIn(_Base):
         thread.daemon = self.daemon_threads
         f = self._reactor_facade
         next(f.threads_started)
+        self._reactor_sweep_soon()
         try:
             thread.start()
         except BaseException:

@@ -305,6 +305,7 @@ class ServerState:
         # rows that workers ended, for the reactor thread to release in one batch
         self.ended: deque[Row] = deque()
         self.release_scheduled = False
+        self.sweeping = False  # a sweep timer is armed (workers need not wake the loop)
         # request threads started and ended (next() on a count is atomic)
         self.threads_started = itertools.count()
         self.threads_ended = itertools.count()

@@ -74,6 +74,7 @@ logger = logging.getLogger(__name__)
 
 EVENT_READ: Final = 1
 DATAGRAM_BATCH: Final = 32
+SWEEP_INTERVAL: Final = 0.05  # seconds between releases of rows ended by workers
 _DONTWAIT: Final = getattr(socket, "MSG_DONTWAIT", 0)
 _TRUNC: Final = getattr(socket, "MSG_TRUNC", 0)
 _INLINE: Final = ConnState.DISPATCHED_INLINE
@@ -580,6 +581,9 @@ class BaseServer:
                 if state is _THREAD or state is _CHILD or state is _INLINE:
                     row.advance(ConnEvent.FINISH)
                 f.ended.append(row)
+                listener = f.listener
+                if f.sweeping and (listener is None or listener.max_connections is None):
+                    return  # the sweep (or the next accept) releases it: no wake-up
                 if not f.release_scheduled:  # one wake-up for a batch of ended rows
                     f.release_scheduled = True
                     try:
@@ -595,6 +599,22 @@ class BaseServer:
         ended = f.ended
         while ended:
             self._reactor_release_row(ended.popleft())
+
+    def _reactor_sweep_soon(self) -> None:
+        """Workers are running requests: release the rows they end every
+        SWEEP_INTERVAL seconds, instead of waking the reactor once per request. The
+        sweep stops when nothing is in flight, so an idle server sleeps."""
+        f = self._reactor_facade
+        if not f.sweeping and f.reactor is not None:
+            f.sweeping = True
+            f.reactor.call_later(SWEEP_INTERVAL, self._reactor_sweep)
+
+    def _reactor_sweep(self) -> None:
+        f = self._reactor_facade
+        f.sweeping = False  # first: a row ended from now on wakes the reactor itself
+        self._reactor_release_ended()
+        if f.rows or f.ended:
+            self._reactor_sweep_soon()
 
     def _reactor_release_row(self, row: Row) -> None:
         state = row.state
@@ -801,6 +821,8 @@ class TCPServer(BaseServer):
     def _reactor_accept(self, listener: Listener, raw: Any, addr: Any) -> None:
         """The listener accepted a connection: make its row and run the hooks."""
         f = self._reactor_facade
+        if f.ended:  # rows workers ended since the last sweep
+            self._reactor_release_ended()
         buffered = self.request_buffer is not None and not self._reactor_nonblocking
         cls = BufferedRequestSocket if buffered else socket.socket
         sock = cls(raw.family, raw.type, raw.proto, fileno=raw.detach())
