@@ -15,6 +15,7 @@ Workloads:
 Run::
 
     .venv/bin/python -m bench.facade_cost              # about 3 minutes
+    .venv/bin/python -m bench.facade_cost --slow-clients 500
     .venv/bin/python -m bench.facade_cost --rounds 1 --duration 2 --json out.json
 
 Prints one line per run and a summary: requests per second (median over the rounds),
@@ -275,6 +276,101 @@ def instructions(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
+SLOW_SERVER = r"""
+import sys
+if sys.argv[1] == "reactor":
+    import reactor.socketserver as ours
+    ours.install()
+import http.server
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = b"fast\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+class Server(http.server.ThreadingHTTPServer):
+    request_queue_size = 1024
+
+if sys.argv[1] == "reactor":
+    Server.request_buffer = ours.HTTPRequestBuffer(timeout=float(sys.argv[2]))
+server = Server(("127.0.0.1", 0), Handler)
+print(server.server_address[1], flush=True)
+try:
+    server.serve_forever()
+except KeyboardInterrupt:
+    pass
+"""
+
+SLOW_REQUEST = b"GET /slow HTTP/1.1\r\nHost: localhost\r\nUser-Agent: one-byte-a-second\r\n\r\n"
+
+
+def slow_clients(impl: str, count: int, hold: float, deadline: float) -> dict[str, Any]:
+    """``count`` clients send a request one byte a second; measure the server after
+    ``hold`` seconds, and how fast a complete request from another client is served."""
+    import selectors
+    import socket
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    server = subprocess.Popen([sys.executable, "-c", SLOW_SERVER, impl, str(deadline)],
+                              stdout=subprocess.PIPE, text=True, env=env)
+    socks: list[socket.socket] = []
+    try:
+        assert server.stdout is not None
+        port = int(server.stdout.readline())
+        proc = psutil.Process(server.pid)
+        base_threads, base_rss = proc.num_threads(), proc.memory_info().rss
+        sel = selectors.DefaultSelector()
+        for _ in range(count):
+            s = socket.create_connection(("127.0.0.1", port), timeout=20)
+            s.setblocking(False)
+            sel.register(s, selectors.EVENT_READ)
+            socks.append(s)
+        start, sent, closed = time.monotonic(), 0, 0
+        while time.monotonic() - start < hold:
+            if sent < len(SLOW_REQUEST) and time.monotonic() - start >= sent:
+                for s in socks:
+                    try:
+                        s.send(SLOW_REQUEST[sent:sent + 1])
+                    except OSError:
+                        pass
+                sent += 1
+            for key, _ in sel.select(0.05):
+                try:
+                    data = key.fileobj.recv(4096)  # type: ignore[union-attr]
+                except OSError:
+                    data = b""
+                if not data:
+                    sel.unregister(key.fileobj)
+                    closed += 1
+        threads, rss = proc.num_threads(), proc.memory_info().rss
+        begin = time.monotonic()
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as fast:
+            fast.sendall(b"GET /fast HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            reply = fast.makefile("rb").read()
+        latency = time.monotonic() - begin
+        sel.close()
+        return {"impl": impl, "slow_clients": count, "held_seconds": hold,
+                "threads_idle": base_threads, "threads_under_load": threads,
+                "rss_mib_idle": base_rss / 2**20, "rss_mib_under_load": rss / 2**20,
+                "fast_request_ms": latency * 1000, "fast_ok": reply.startswith(b"HTTP/1.0 200"),
+                "slow_clients_closed_by_server": closed}
+    finally:
+        for s in socks:
+            s.close()
+        server.send_signal(2)
+        try:
+            server.wait(20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
 def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for w in WORKLOADS:
@@ -316,9 +412,24 @@ def main(argv: list[str] | None = None) -> int:
                         help="only count instructions per request under callgrind")
     parser.add_argument("--instruction-requests", type=int, default=1000,
                         help="extra requests of the second callgrind run (default 1000)")
+    parser.add_argument("--slow-clients", type=int, default=0, metavar="N",
+                        help="only measure N one-byte-a-second HTTP clients against the "
+                             "stdlib ThreadingHTTPServer and the facade's (with "
+                             "HTTPRequestBuffer)")
     args = parser.parse_args(argv)
     if (os.cpu_count() or 1) < 2:
         args.server_cpu = args.client_cpu = -1
+    if args.slow_clients:
+        found = [slow_clients(impl, args.slow_clients, hold=4.0, deadline=10.0)
+                 for impl in ("stdlib", "reactor")]
+        for r in found:
+            print(f"{r['impl']:<8} {r['slow_clients']} slow clients for {r['held_seconds']:.0f} s:"
+                  f" threads {r['threads_idle']} idle -> {r['threads_under_load']}, "
+                  f"RSS {r['rss_mib_idle']:.1f} -> {r['rss_mib_under_load']:.1f} MiB, "
+                  f"a complete request served in {r['fast_request_ms']:.1f} ms", flush=True)
+        if args.json:
+            args.json.write_text(json.dumps({"slow_clients": found}, indent=2))
+        return 0
     counted: list[dict[str, Any]] = []
     if args.instructions or args.instructions_only:
         counted = instructions(args)
