@@ -15,7 +15,10 @@ order -- but its loop is a :class:`~reactor.loop.Reactor`:
   :data:`~reactor.connection.LIFECYCLE`::
 
       ACCEPTED -> VERIFIED [-> BUFFERING] -> DISPATCHED_{INLINE,THREAD,CHILD}
-               -> FINISHED -> CLOSED
+               [-> FINISHED] -> CLOSED
+
+  (FINISHED: the handler returned in a worker thread or the child exited, and the
+  reactor has not released the row yet; a request handled inline closes at once);
 
 * the hooks run in the standard library's order: ``get_request``, ``verify_request``,
   ``process_request`` (the mix-ins decide where the request runs), ``finish_request``
@@ -102,7 +105,9 @@ class BaseServer:
 
     Methods for the caller:
 
-    - ``__init__(server_address, RequestHandlerClass, *, reactor=None)``
+    - ``__init__(server_address, RequestHandlerClass, *, reactor=None)`` -- ``reactor``:
+      run on this :class:`~reactor.loop.Reactor` (a selector or clock of your choice)
+      instead of one the server makes on first use
     - ``serve_forever(poll_interval=0.5)`` -- run the reactor until :meth:`shutdown`
     - ``shutdown()`` -- stop ``serve_forever`` (from any thread, also from a handler)
     - ``handle_request()`` -- serve one request, when not using ``serve_forever``

@@ -460,3 +460,50 @@ def test_private_names_cannot_collide_with_subclasses_in_the_standard_library() 
         for klass in cls.__mro__:
             theirs.update(a for a in vars(klass) if a.startswith("_reactor_"))
     assert not theirs
+
+
+def test_a_listening_socket_wrapped_with_ssl_hands_out_ssl_connections(tmp_path: Path) -> None:
+    import shutil
+    import ssl
+
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    kinds: list[str] = []
+
+    class Handler(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            kinds.append(type(self.request).__name__)
+            self.wfile.write(self.rfile.readline())
+
+    server = socketserver.ThreadingTCPServer((HOST, 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(cert), str(key))
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    client_context = ssl.create_default_context(cafile=str(cert))
+    client_context.check_hostname = False
+    with serving(server), socket.create_connection(server.server_address, timeout=10) as raw, \
+            client_context.wrap_socket(raw) as tls:
+        tls.sendall(b"secret\n")
+        assert tls.makefile("rb").readline() == b"secret\n"
+    assert kinds == ["SSLSocket"]
+
+
+def test_a_server_on_a_reactor_of_your_own() -> None:
+    import selectors
+
+    from reactor import Reactor
+
+    reactor = Reactor(selectors.PollSelector())
+    server = socketserver.ThreadingTCPServer((HOST, 0), Echo, reactor=reactor)
+    assert server.reactor is reactor
+    with serving(server):
+        assert exchange(server.server_address, b"own\n") == b"own\n"
+        stats = server.statistics()
+        assert stats.reactor is not None and stats.reactor.backend == "PollSelector"
+    assert not reactor.is_closed()  # the server closes only what it made
+    assert reactor.listeners == []
+    reactor.close()
