@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
+import select
 import selectors
 import signal
 import socket
@@ -31,7 +33,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from types import FrameType, MappingProxyType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from . import listeners as _listeners
 from .clock import Clock, MonotonicClock
@@ -140,6 +142,28 @@ class _Waker:
         self.wsock.close()
 
 
+_EPOLLIN: Final = getattr(select, "EPOLLIN", 1)
+_NOT_EPOLLOUT: Final = ~select.EPOLLOUT if hasattr(select, "EPOLLOUT") else 0
+_NOT_EPOLLIN: Final = ~select.EPOLLIN if hasattr(select, "EPOLLIN") else 0
+
+
+def _epoll_fast_path(
+    selector: selectors.BaseSelector,
+) -> tuple[Any, dict[int, selectors.SelectorKey] | None]:
+    """The epoll object and fd map of a plain EpollSelector, or (None, None).
+
+    Only the standard library's own class qualifies (a subclass may override
+    ``select``), and only when it has the internals this shortcut reads.
+    """
+    if type(selector) is not getattr(selectors, "EpollSelector", None):
+        return None, None
+    epoll = getattr(selector, "_selector", None)
+    fd_to_key = getattr(selector, "_fd_to_key", None)
+    if not isinstance(fd_to_key, dict) or not hasattr(epoll, "poll"):
+        return None, None
+    return epoll, fd_to_key
+
+
 def _noop_signal_handler(signum: int, frame: FrameType | None) -> None:
     """The Python-level handler: the real work happens through the wake-up fd."""
 
@@ -176,6 +200,7 @@ class Reactor:
         self._old_wakeup_fd: int | None = None
         self._waker = _Waker(self)
         self._selector.register(self._waker.rsock, EVENT_READ, self._waker)
+        self._epoll, self._fd_to_key = _epoll_fast_path(self._selector)
 
     # -- scheduling -------------------------------------------------------------------
 
@@ -242,9 +267,12 @@ class Reactor:
         self._check_closed()
         self._in_iteration = True
         try:
-            events = self._selector.select(self._compute_timeout(timeout))
-            self._now = self._clock()
-            self._dispatch(events)
+            if self._epoll is not None:
+                self._poll_epoll(self._compute_timeout(timeout))
+            else:
+                events = self._selector.select(self._compute_timeout(timeout))
+                self._now = self._clock()
+                self._dispatch(events)
             self._run_ready()
         finally:
             self._in_iteration = False
@@ -282,12 +310,59 @@ class Reactor:
         return wait if limit is None else min(wait, limit)
 
     def _dispatch(self, events: list[tuple[selectors.SelectorKey, int]]) -> None:
-        for key, mask in events:
+        current = self._selector.get_map()
+        for key, reported in events:
             obj = key.data
+            # a callback earlier in this batch may have closed this descriptor or
+            # changed what it waits for: trust the registration as it is now
+            now_key = current.get(key.fileobj)
+            if now_key is None or now_key.data is not obj:
+                continue
+            mask = reported & now_key.events
             try:
                 if mask & EVENT_READ:
                     obj._read_ready()
                 if mask & EVENT_WRITE:
+                    obj._write_ready()
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._dispatch_failed(obj, exc)
+
+    def _poll_epoll(self, timeout: float | None) -> None:
+        """Poll and dispatch for a plain :class:`selectors.EpollSelector`.
+
+        The same work as ``selector.select()`` followed by :meth:`_dispatch`, without
+        building a list of (key, events) pairs: each event goes from the epoll result
+        straight to the registered object, found in the selector's own fd map at
+        dispatch time (so an event for a descriptor closed earlier in the batch is
+        dropped). The events are mapped as ``selectors`` maps them: error and hang-up
+        count as both readable and writable, masked by what the key is registered for.
+        """
+        assert self._epoll is not None and self._fd_to_key is not None
+        if timeout is None:
+            timeout = -1
+        elif timeout > 0:
+            timeout = math.ceil(timeout * 1e3) * 1e-3  # never wake a millisecond early
+        events = self._epoll.poll(timeout, max(len(self._fd_to_key), 1))
+        self._now = self._clock()
+        get_key = self._fd_to_key.get
+        not_out, not_in = _NOT_EPOLLOUT, _NOT_EPOLLIN
+        # keys are indexed, not read by name: SelectorKey is a named tuple and
+        # key[2]/key[3] (events/data) are much cheaper than its attribute getters
+        for fd, event in events:
+            key = get_key(fd)
+            if key is None:
+                continue
+            obj = key[3]
+            try:
+                wanted = key[2]
+                if event == _EPOLLIN and wanted == 1:  # the common case: readable
+                    obj._read_ready()
+                    continue
+                if event & not_out and wanted & 1:  # EVENT_READ
+                    obj._read_ready()
+                if event & not_in and wanted & 2:  # EVENT_WRITE
                     obj._write_ready()
             except (SystemExit, KeyboardInterrupt):
                 raise

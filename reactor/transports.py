@@ -127,6 +127,8 @@ _F_EOF: Final = 4  # write_eof() was called
 _F_READ_PAUSED: Final = 8  # pause_reading() is in effect
 _F_WRITE_PAUSED: Final = 16  # the protocol was told to pause_writing()
 _F_DONE: Final = _F_CLOSING | _F_LOST
+_F_NO_WRITE: Final = _F_EOF | _F_LOST
+_BYTES_LIKE: Final = (bytes, bytearray, memoryview)
 
 
 class _Aux:
@@ -278,8 +280,8 @@ class StreamTransport(Row, asyncio.Transport):
         self._mask = mask
 
     def _read_ready(self) -> None:
-        if not self._mask & 1:  # stale event: paused or closed earlier in this batch
-            return
+        # the reactor calls this only while the registration includes reading (it
+        # checks the selector's current key), so there is no stale-event test here
         try:
             data = self._sock.recv(self._opts.read_size)
         except (BlockingIOError, InterruptedError):
@@ -363,10 +365,10 @@ class StreamTransport(Row, asyncio.Transport):
             TypeError: ``data`` is not bytes-like.
             RuntimeError: :meth:`write_eof` was called.
         """
-        if self._flags & (_F_EOF | _F_LOST):
+        if self._flags and self._flags & _F_NO_WRITE:  # flags are 0 on the hot path
             self._write_refused(data)
             return
-        if not isinstance(data, (bytes, bytearray, memoryview)):
+        if not isinstance(data, _BYTES_LIKE):
             raise TypeError(f"data must be bytes-like, not {type(data).__name__}")
         buffer = self._buffer
         if not buffer:
@@ -811,7 +813,7 @@ class DatagramTransport(Row, asyncio.DatagramTransport):
     def sendto(self, data: bytes | bytearray | memoryview, addr: Any = None) -> None:
         """Send one datagram (queued if the kernel buffer is full; to an unconnected Unix
         peer whose queue is full, dropped and reported to ``error_received``)."""
-        if not isinstance(data, (bytes, bytearray, memoryview)):
+        if not isinstance(data, _BYTES_LIKE):
             raise TypeError(f"data must be bytes-like, not {type(data).__name__}")
         if self._lost or self._sock is None:
             return
