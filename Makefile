@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: test test-faults lint bench bench-quick demo clean
+.PHONY: test test-faults lint bench bench-quick bench-setup demo clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -27,9 +27,22 @@ lint: $(VENV)/.stamp-lint
 demo: $(VENV)/.stamp-test
 	$(PY) -m bench.demo
 
-bench: demo
+LOADGEN := bench/bin/loadgen
 
-bench-quick: demo
+$(LOADGEN): bench/loadgen.c
+	mkdir -p bench/bin
+	$(CC) -O2 -Wall -Wextra -pthread -o $@ bench/loadgen.c
+
+bench-setup:
+	sh bench/setup.sh
+
+# the benchmark: about 13 minutes; writes bench/RESULTS.md and bench/plots/
+bench: $(VENV)/.stamp-bench $(LOADGEN) bench-setup
+	$(PY) -m bench.run
+
+# the targets' workloads once, under 3 minutes; writes bench/out/RESULTS-quick.md
+bench-quick: $(VENV)/.stamp-bench $(LOADGEN) bench-setup
+	$(PY) -m bench.run --quick
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
