@@ -12,13 +12,15 @@
 * The classic blocking request handlers of ``socketserver`` live in
   :mod:`handlers.classic` (they wrap a socket by nature).
 
-Everything here but :mod:`handlers.classic` is socket-free.
+Everything here but :mod:`handlers.classic` is socket-free; the classic handlers are
+re-exported here and by :mod:`reactor.socketserver`.
 """
 
 from __future__ import annotations
 
 from .base import FramingError, StreamHandler
 from .chat import ChatHandler, ChatServer, ChatStatistics, default_server
+from .classic import BaseRequestHandler, DatagramRequestHandler, StreamRequestHandler
 from .echo import EchoHandler
 from .kv import KVProtocol, KVServer, KVStore
 from .lines import DEFAULT_MAX_LINE_LENGTH, LineFramer, LineHandler, LineTooLong
@@ -56,9 +58,11 @@ __all__ = [
     "MAX_FRAGMENT_SIZE",
     "PREFIX_SIZES",
     "TERMINATOR",
+    "BaseRequestHandler",
     "ChatHandler",
     "ChatServer",
     "ChatStatistics",
+    "DatagramRequestHandler",
     "EchoHandler",
     "FramingError",
     "KVProtocol",
@@ -76,6 +80,7 @@ __all__ = [
     "RespParser",
     "RespProtocolError",
     "StreamHandler",
+    "StreamRequestHandler",
     "TerminatorFramer",
     "TerminatorHandler",
     "TerminatorOverflow",

@@ -17,7 +17,9 @@ ROOT = Path(__file__).resolve().parent.parent
 FORBIDDEN = {"socket", "_socket", "selectors", "threading", "_thread", "os", "select"}
 
 # modules that must stay socket-free (the sans-I/O core and the framers)
-SOCKET_FREE_REACTOR = ["errors", "machine", "clock", "timers", "connection", "table"]
+SOCKET_FREE_REACTOR = [
+    "errors", "machine", "clock", "timers", "connection", "table", "request_buffer",
+]
 HANDLER_IO_MODULES = {"classic"}  # the blocking handlers wrap a socket by nature
 REACTOR_MAY_IMPORT_HANDLERS = {"socketserver", "cli", "runmodule"}
 

@@ -12,7 +12,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-PUBLIC_MODULES = ["reactor", "handlers", "reactor.embed", "reactor.testing"]
+PUBLIC_MODULES = [
+    "reactor", "handlers", "reactor.embed", "reactor.testing", "reactor.socketserver",
+    "reactor.serve", "handlers.classic", "handlers.kv", "handlers.resp",
+]
 
 
 @pytest.mark.parametrize("name", PUBLIC_MODULES)
