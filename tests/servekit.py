@@ -130,9 +130,10 @@ class ServerProcess:
 
     def __init__(
         self, *args: str, env: dict[str, str] | None = None, pass_fds: tuple[int, ...] = (),
-        nofile: int | None = None,
+        nofile: int | None = None, command: list[str] | None = None,
     ) -> None:
-        """``nofile``: the child's RLIMIT_NOFILE soft limit (None: inherited)."""
+        """``nofile``: the child's RLIMIT_NOFILE soft limit (None: inherited).
+        ``command``: run this instead of ``python -m reactor serve`` (ARGS follow it)."""
         environ = dict(os.environ)
         environ["PYTHONUNBUFFERED"] = "1"
         environ.update(env or {})
@@ -147,7 +148,7 @@ class ServerProcess:
                 resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
 
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "reactor", "serve", *args],
+            [*(command or [sys.executable, "-m", "reactor", "serve"]), *args],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             text=True, cwd=ROOT, env=environ, pass_fds=pass_fds, preexec_fn=preexec,
         )

@@ -14,6 +14,7 @@ The ``long`` marker: long variants (100 000 connections ...) are skipped unless
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -44,13 +45,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture
 def start_server() -> Iterator[Callable[..., FaultServer]]:
-    """``start_server(*args, app_dir=True, nofile=None, env=None)`` starts
-    ``reactor serve ARGS`` (with ``--app-dir tests/faults`` so ``faultkit:NAME`` works)
-    and waits for its first ``listening on`` line; killed at teardown if still running."""
+    """``start_server(*args, app_dir=True, nofile=None, env=None, facade=None)`` starts
+    ``reactor serve ARGS`` (with ``--app-dir tests/faults`` so ``faultkit:NAME`` works),
+    or with ``facade=KIND`` the facade server of :mod:`facadekit` (``ARGS`` are its
+    options), and waits for its first ``listening on`` line; killed at teardown if still
+    running."""
     servers: list[FaultServer] = []
 
-    def start(*args: str, app_dir: bool = True, wait: int = 1, **kwargs: Any) -> FaultServer:
-        extra = ("--app-dir", str(FAULTS)) if app_dir else ()
+    def start(*args: str, app_dir: bool = True, wait: int = 1, facade: str | None = None,
+              **kwargs: Any) -> FaultServer:
+        extra: tuple[str, ...] = ("--app-dir", str(FAULTS)) if app_dir and not facade else ()
+        if facade is not None:
+            kwargs["command"] = [sys.executable, str(FAULTS / "facadekit.py"), facade]
         server = FaultServer(*args, *extra, **kwargs)
         servers.append(server)
         if wait:

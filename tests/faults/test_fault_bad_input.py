@@ -137,9 +137,9 @@ def test_kv_refuses_bad_resp_with_an_error_and_a_close(
         while data != b"+OK\r\n$1\r\nv\r\n":
             assert time.monotonic() < deadline, data
             data += good.recv(64)
-    assert len(log_lines(srv.log, "; closing")) == 1
     srv.sampler.wait_back_to(baseline)
     assert srv.stop() == 0
+    assert len(log_lines(srv.log, "; closing")) == 1
     srv.assert_clean_log()
 
 

@@ -2,8 +2,9 @@
 that is not a socket.
 
 ``reactor serve`` reports each clearly and exits with status 1; in process, the
-listening functions and :class:`reactor.serve.Server` raise a clear exception and leak
-no descriptor (counted with psutil), even after a hundred attempts.
+listening functions, :class:`reactor.serve.Server` and the socketserver facades
+(CPython's #22435 leaked the socket of a TCPServer whose bind failed) raise a clear
+exception and leak no descriptor (counted with psutil), even after a hundred attempts.
 """
 
 from __future__ import annotations
@@ -109,3 +110,33 @@ def test_in_process_bind_failures_leak_no_descriptor(tmp_path: Path, taken_port:
         assert psutil.Process().num_fds() == before
     assert Path(tmp_path / "precious.txt").read_text() == "keep me"
     assert not [p for p in os.listdir(tmp_path) if p.startswith("x")]
+
+
+@pytest.mark.timeout(60)
+def test_facade_bind_failures_leak_no_descriptor(tmp_path: Path, taken_port: int) -> None:
+    from reactor import socketserver
+
+    handler = socketserver.BaseRequestHandler
+    proc = psutil.Process()
+    before = proc.num_fds()
+    servers: list[Callable[[], object]] = [
+        lambda: socketserver.TCPServer(("127.0.0.1", taken_port), handler),
+        lambda: socketserver.ThreadingTCPServer(("127.0.0.1", taken_port), handler),
+        lambda: socketserver.ForkingTCPServer(("127.0.0.1", taken_port), handler),
+    ]
+    for make in servers:
+        attempts_leak_nothing(make, OSError, "in use")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.bind(("127.0.0.1", 0))
+        port = udp.getsockname()[1]
+        attempts_leak_nothing(lambda: socketserver.UDPServer(("127.0.0.1", port), handler),
+                              OSError, "in use")
+    # the standard library's messages: the facades keep its behaviour for Unix paths
+    attempts_leak_nothing(
+        lambda: socketserver.UnixStreamServer(long_path(tmp_path), handler), OSError,
+        "path too long")
+    attempts_leak_nothing(
+        lambda: socketserver.UnixStreamServer(not_a_socket(tmp_path), handler), OSError,
+        "in use")
+    assert proc.num_fds() == before
+    assert Path(tmp_path / "precious.txt").read_text() == "keep me"

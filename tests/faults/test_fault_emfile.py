@@ -1,6 +1,7 @@
 """Scenario 1: accept() fails with EMFILE.
 
-``reactor serve echo`` in a child whose RLIMIT_NOFILE is 64, and 100 clients: the
+``reactor serve echo`` (and a ``ThreadingTCPServer`` facade) in a child whose
+RLIMIT_NOFILE is 64, and 100 clients: the
 server must not spin while clients wait, must say once per episode which limit it hit,
 keep serving the connections it has, serve the waiting clients as descriptors free up,
 and end with its descriptors back at the baseline.
@@ -19,10 +20,14 @@ NOFILE = 64
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.parametrize("server", ["reactor serve echo", "ThreadingTCPServer"])
 def test_emfile_no_busy_loop_one_line_per_episode_and_recovery(
-    start_server: Callable[..., FaultServer],
+    start_server: Callable[..., FaultServer], server: str,
 ) -> None:
-    srv = start_server("echo", "--bind", "127.0.0.1:0", nofile=NOFILE, app_dir=False)
+    if server == "ThreadingTCPServer":
+        srv = start_server(facade="threading", nofile=NOFILE)
+    else:
+        srv = start_server("echo", "--bind", "127.0.0.1:0", nofile=NOFILE, app_dir=False)
     baseline = srv.usage()
     c = EchoClients(srv.port, CLIENTS)
     try:
@@ -36,7 +41,8 @@ def test_emfile_no_busy_loop_one_line_per_episode_and_recovery(
         assert 30 <= len(served) < NOFILE and len(waiting) >= CLIENTS - NOFILE
 
         cpu = srv.sampler.cpu_fraction(during=lambda left: c.pump(lambda: False, left))
-        figure("emfile: server CPU while clients wait at RLIMIT_NOFILE=64", cpu * 100,
+        figure(f"emfile ({server}): server CPU while clients wait at RLIMIT_NOFILE=64",
+               cpu * 100,
                "% of a core")
         assert cpu < CPU_LIMIT, f"{cpu:.0%} of a core while {len(waiting)} clients waited"
         assert c.served(b"hello") == served, "served a client without a free descriptor"
@@ -54,10 +60,7 @@ def test_emfile_no_busy_loop_one_line_per_episode_and_recovery(
             c.close(i)
         c.pump(lambda: len(c.served(b"hello") & waiting) >= 15, WAIT)
         assert len(c.served(b"hello") & waiting) >= 15
-        episodes = len(log_lines(srv.log, "accepting again"))
-        assert episodes >= 1
-        # each episode (a limit hit after the previous recovery) logs one line, no more
-        assert len(log_lines(srv.log, "RLIMIT_NOFILE")) <= episodes + 1
+        srv.wait_for("accepting again")
 
         # everybody leaves: every waiting client was served, descriptors are back
         for i in sorted(set(range(CLIENTS)) - set(leaving)):
@@ -74,9 +77,12 @@ def test_emfile_no_busy_loop_one_line_per_episode_and_recovery(
     finally:
         c.close_all()
     after = srv.sampler.wait_back_to(baseline)
-    assert after.fds == baseline.fds
+    assert after.fds == baseline.fds and after.threads == baseline.threads
     with srv.connect() as fresh:  # and it still serves
         fresh.sendall(b"after")
         assert fresh.recv(100) == b"after"
     assert srv.stop() == 0
     srv.assert_clean_log()
+    # each episode (a limit hit after the previous recovery) logs one line, no more
+    episodes = len(log_lines(srv.log, "accepting again"))
+    assert 1 <= len(log_lines(srv.log, "RLIMIT_NOFILE")) <= episodes + 1

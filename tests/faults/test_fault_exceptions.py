@@ -39,7 +39,7 @@ def test_each_exception_is_logged_once_and_closes_only_its_connection(
 
     bystander = connect()
     data_fault, lost_fault, eof_fault, timer_fault = (connect() for _ in range(4))
-    assert len(log_lines(srv.log, "protocol factory raised")) >= 1
+    srv.wait_for("protocol factory raised")
 
     data_port = data_fault.getsockname()[1]
     data_fault.sendall(b"raise\n")
@@ -62,7 +62,9 @@ def test_each_exception_is_logged_once_and_closes_only_its_connection(
         sock.close()
     srv.wait_for(r"lost #1", count=len(conns))
     srv.sampler.wait_back_to(baseline)  # the failing connection_lost's socket closed too
-    log = srv.log
+    assert srv.stats()["open"] == 0
+    assert srv.stop() == 0  # the loop survived all of it
+    log = srv.log  # complete now that the server exited
     for needle in ("data_received raised; closing the connection", "connection_lost raised",
                    "eof_received raised; closing the connection"):
         assert len(log_lines(log, needle)) == 1, (needle, log)
@@ -76,5 +78,3 @@ def test_each_exception_is_logged_once_and_closes_only_its_connection(
     line = log_lines(log, "data_received raised")[0]
     assert f"('127.0.0.1', {data_port})" in line, line
     assert "lost #2" not in log
-    assert srv.stats()["open"] == 0
-    assert srv.stop() == 0  # the loop survived all of it

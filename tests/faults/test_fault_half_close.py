@@ -86,6 +86,6 @@ def test_answers_from_timers_after_the_eof_then_close_without_spinning(
         sock.close()
     srv.wait_for(r"lost #1 .*exc=None", count=10)
     srv.sampler.wait_back_to(baseline)
-    assert "lost #2" not in srv.log
     assert srv.stop() == 0
+    assert "lost #2" not in srv.log
     srv.assert_clean_log()

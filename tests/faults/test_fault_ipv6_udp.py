@@ -97,3 +97,52 @@ def test_an_oversized_datagram_is_reported_not_cut(host: str,
     assert all(f"max_datagram_size={limit}" in str(e) for e in proto.errors)
     warnings = [r.getMessage() for r in caplog.records if "larger than" in r.getMessage()]
     assert len(warnings) == 2
+
+
+# -- the socketserver facades -------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", ["udp", "threading-udp"])
+def test_facade_udp_reports_a_datagram_over_max_packet_size(
+    start_server: Callable[..., FaultServer], kind: str,
+) -> None:
+    """The facades keep the standard library's contract -- the handler gets the first
+    ``max_packet_size`` bytes -- but the cut is reported (a warning naming the client
+    and the limit), where the standard library truncates silently."""
+    srv = start_server("--max-packet-size", "1024", facade=kind)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+        client.settimeout(WAIT)
+        client.connect(srv.tcp_address())
+        for size in (1024, 4000, 10):
+            client.send(b"u" * size)
+            assert client.recv(100) == b"len %d" % min(size, 1024)
+        port = client.getsockname()[1]
+    line = srv.wait_for(rf".*datagram from \('127.0.0.1', {port}\) cut to "
+                        r"max_packet_size=1024 bytes").group(0)
+    assert "WARNING" in line
+    assert srv.stop() == 0
+    assert srv.log.count("max_packet_size=1024") == 1  # only the oversized one
+    srv.assert_clean_log()
+
+
+@requires_ipv6
+@requires_dual_stack
+@pytest.mark.timeout(60)
+def test_a_dual_stack_facade_serves_ipv4_clients(
+    start_server: Callable[..., FaultServer],
+) -> None:
+    """A TCPServer with ``address_family = AF_INET6`` that clears IPV6_V6ONLY in
+    ``server_bind`` (as http.server's DualStackServer does) serves both families."""
+    srv = start_server("--dual-stack", facade="threading")
+    (address,) = srv.addresses()
+    assert address.startswith("[::]:")
+    port = int(address.rsplit(":", 1)[1])
+    for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+        with socket.socket(family, socket.SOCK_STREAM) as client:
+            client.settimeout(WAIT)
+            client.connect((host, port))
+            client.sendall(b"both")
+            assert client.recv(16) == b"both"
+    assert srv.stop() == 0
+    srv.assert_clean_log()

@@ -134,10 +134,10 @@ def test_a_dribbling_client_is_closed_at_the_request_deadline(
     steady.close()
 
     srv.sampler.wait_back_to(baseline)
-    log = srv.log
+    assert srv.stop() == 0
+    log = srv.log  # complete now that the server exited
     assert log.count("closing: request deadline") == len(loris)
     assert "closing: idle timeout" in log
-    assert srv.stop() == 0
     srv.assert_clean_log()
 
 
@@ -149,8 +149,8 @@ def test_a_silent_client_is_closed_at_the_first_byte_timeout(
                        "--request-timeout", "30", app_dir=False)
     with srv.connect() as silent:
         assert 0.7 < closed_after(silent) < 1 + SLACK
-    assert "no data received" in srv.log
     assert srv.stop() == 0
+    assert "no data received" in srv.log
 
 
 def test_request_timeout_is_refused_for_services_without_requests() -> None:

@@ -4,7 +4,8 @@ After a warm-up, the echo service (with an idle timeout, so every connection als
 a deadline timer) serves 10 000 connections (100 000 in the long variant), a quarter
 of them closed with an RST: descriptors and threads return exactly to the baseline,
 RSS to within a few MiB (a leak of a few hundred bytes per connection fails), and the
-reactor's table and timer heap are empty.
+reactor's table and timer heap are empty. The same for a ``ThreadingTCPServer`` facade
+(a thread per connection): every thread ends, nothing is left.
 """
 
 from __future__ import annotations
@@ -55,3 +56,38 @@ def test_soak_echo_short(start_server: Callable[..., FaultServer]) -> None:
 @pytest.mark.timeout(900)
 def test_soak_echo_long(start_server: Callable[..., FaultServer]) -> None:
     soak(start_server, LONG, rss_slack=6 * 2**20, timeout=800)
+
+
+def soak_threading(start_server: Callable[..., FaultServer], total: int, rss_slack: int,
+                   timeout: float) -> None:
+    srv = start_server(facade="threading")
+    initial = srv.usage()
+    address = srv.tcp_address()
+    warm = churn(address, 2000, rst_every=4)
+    assert warm.failed == 0, warm.errors
+    baseline = srv.sampler.wait_back_to(initial, rss_slack=64 * 2**20)  # threads ended
+    done = churn(address, total, concurrency=64, rst_every=4, timeout=timeout)
+    assert done.failed == 0, done.errors
+    assert done.completed == total
+    after = srv.sampler.wait_back_to(baseline, rss_slack=rss_slack)
+    assert after.fds == baseline.fds and after.threads == baseline.threads == 1
+    figure(f"soak ({total} ThreadingTCPServer connections): rate", done.rate,
+           "connections/s")
+    figure(f"soak ({total} ThreadingTCPServer connections): fds/threads after - before",
+           (after.fds - baseline.fds) + (after.threads - baseline.threads), "")
+    figure(f"soak ({total} ThreadingTCPServer connections): RSS after - before",
+           (after.rss - baseline.rss) / 2**20, "MiB")
+    assert srv.stop() == 0
+    assert "threads=1 children=0" in srv.log
+    srv.assert_clean_log()
+
+
+@pytest.mark.timeout(180)
+def test_soak_threading_facade_short(start_server: Callable[..., FaultServer]) -> None:
+    soak_threading(start_server, SHORT, rss_slack=3 * 2**20, timeout=150)
+
+
+@pytest.mark.long
+@pytest.mark.timeout(900)
+def test_soak_threading_facade_long(start_server: Callable[..., FaultServer]) -> None:
+    soak_threading(start_server, LONG, rss_slack=6 * 2**20, timeout=800)
