@@ -372,11 +372,12 @@ def load_factory(
             return spec, service.make_factory(module, reactor, **given)
         except AttributeError as exc:
             raise UsageError(f"the {spec} service: {exc}") from exc
-    for name in given:
-        flag = "--" + name.replace("_", "-")
-        raise UsageError(f"{flag} only applies to the ready services that support it "
-                         f"({', '.join(n for n, svc in SERVICES.items() if name in svc.settings)}"
-                         f"); configure your own protocol class instead")
+    if given:  # a user's factory takes no settings from the command line
+        name = next(iter(given))
+        able = ", ".join(n for n, svc in SERVICES.items() if name in svc.settings)
+        raise UsageError(f"--{name.replace('_', '-')} only applies to the ready services "
+                         f"that support it ({able}); configure your own protocol class "
+                         "instead")
     module_name, colon, attribute = spec.partition(":")
     if not colon:
         raise UsageError(
