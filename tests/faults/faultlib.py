@@ -358,3 +358,12 @@ def churn(address: tuple[str, int], total: int, *, concurrency: int = 50,
         selector.close()
     result.seconds = time.monotonic() - started
     return result
+
+
+def assert_idle(srv: FaultServer, what: str, seconds: float = 1.0) -> float:
+    """The server's CPU over ``seconds`` is under :data:`CPU_LIMIT` (no busy loop left
+    behind by a fault); recorded as a figure."""
+    cpu = srv.sampler.cpu_fraction(seconds)
+    figure(f"{what}: server CPU", cpu * 100, "% of a core")
+    assert cpu < CPU_LIMIT, f"{what}: the server used {cpu:.0%} of a core"
+    return cpu

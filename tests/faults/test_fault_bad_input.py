@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 
 import pytest
-from faultlib import WAIT, FaultServer, figure, log_lines
+from faultlib import WAIT, FaultServer, assert_idle, figure, log_lines
 from servekit import read_lines, read_until_closed
 
 from handlers.resp import encode_command
@@ -99,6 +99,7 @@ def test_an_oversized_record_is_refused_from_its_prefix(
             _sent, cut = pour(bad, FLOOD, b"R" * 65536)
             assert cut or read_until_closed(bad) == b""
         check_bounded(srv, baseline.rss, watch.peak, "an oversized record's payload")
+        assert_idle(srv, "after an oversized record")
         good.sendall((1).to_bytes(4, "big") + b"z")
         assert good.recv(16) == (1).to_bytes(4, "big") + b"z"
     srv.wait_for(rf"record too large: {FLOOD} bytes announced \(max_record_size=1024\)")

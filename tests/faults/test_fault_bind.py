@@ -10,10 +10,12 @@ exception and leak no descriptor (counted with psutil), even after a hundred att
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import socket
 import subprocess
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -71,12 +73,20 @@ def test_the_command_reports_each_bind_failure_with_status_1(tmp_path: Path,
 
 def attempts_leak_nothing(attempt: Callable[[], object], error: type[BaseException],
                           message: str) -> None:
+    """``attempt()`` raises every time, and leaves no descriptor open -- neither held
+    (counted with psutil) nor dropped unclosed for the garbage collector to close (a
+    ResourceWarning, which is how CPython's #22435 showed)."""
     proc = psutil.Process()
     before = proc.num_fds()
-    for _ in range(ATTEMPTS):
-        with pytest.raises(error, match=message):
-            attempt()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        for _ in range(ATTEMPTS):
+            with pytest.raises(error, match=message):
+                attempt()
+        gc.collect()
     assert proc.num_fds() == before, f"{proc.num_fds() - before} descriptors leaked"
+    unclosed = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+    assert not unclosed, f"{len(unclosed)} sockets left to the garbage collector: {unclosed[0]}"
 
 
 @pytest.mark.timeout(60)

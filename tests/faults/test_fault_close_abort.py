@@ -11,7 +11,7 @@ import socket
 from collections.abc import Callable
 
 import pytest
-from faultlib import WAIT, FaultServer, log_lines
+from faultlib import WAIT, FaultServer, assert_idle, log_lines
 
 SIZE = 16 * 2**20
 
@@ -50,6 +50,7 @@ def test_close_flushes_everything_then_fin_and_abort_drops_the_queue(
     stats = srv.stats()
     assert stats["open"] == 3  # ...the closing ones wait for their readers
     assert stats["write_buffered"] > 3 * SIZE // 2
+    assert_idle(srv, "while 3 closes wait for their readers")
     for sock in closing:
         assert drain(sock) == (SIZE, "eof")
         sock.close()

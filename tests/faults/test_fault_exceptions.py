@@ -12,7 +12,7 @@ import socket
 from collections.abc import Callable
 
 import pytest
-from faultlib import TRACEBACK, FaultServer, log_lines
+from faultlib import TRACEBACK, FaultServer, assert_idle, log_lines
 from servekit import read_lines, read_until_closed
 
 
@@ -57,6 +57,7 @@ def test_each_exception_is_logged_once_and_closes_only_its_connection(
     assert read_lines(timer_fault, 1) == [b"still here"]
     bystander.sendall(b"and me\n")
     assert read_lines(bystander, 1) == [b"and me"]
+    assert_idle(srv, "after five kinds of exceptions")
 
     for sock in conns:
         sock.close()

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 
 import pytest
-from faultlib import WAIT, FaultServer, figure, log_lines
+from faultlib import WAIT, FaultServer, assert_idle, figure, log_lines
 from servekit import read_lines
 
 from handlers.resp import encode_command
@@ -116,6 +116,7 @@ def test_reset_mid_stream_gives_one_connection_lost(
         for sock in clients:
             reset(sock)
         srv.wait_for(r"lost #1 .*exc=(ConnectionResetError|BrokenPipeError)", count=RESETTERS)
+        assert_idle(srv, "after 10 resets mid-stream")
         observer.sendall(b"ping\n")
         assert read_lines(observer, 1) == [b"pong"]
     srv.wait_for(r"lost #1 .*exc=None")  # the observer

@@ -32,6 +32,7 @@ def roundtrip(sock: object, data: bytes, size: int) -> bytes:
 @pytest.mark.timeout(90)
 def test_kv_under_a_signal_storm(start_server: Callable[..., FaultServer]) -> None:
     srv = start_server("stormkit:kv", "--bind", "127.0.0.1:0", "--idle-timeout", "1.5")
+    baseline = srv.usage()
     proc = srv.sampler.proc
     switches0 = sum(proc.num_ctx_switches())
     t0 = time.monotonic()
@@ -67,6 +68,7 @@ def test_kv_under_a_signal_storm(start_server: Callable[..., FaultServer]) -> No
     rate = switches / (time.monotonic() - t0)
     figure("signal storm: context switches of the server per second (the storm)", rate, "/s")
     assert rate > 100, "the storm did not happen"
+    srv.sampler.wait_back_to(baseline, rss_slack=16 * 2**20)
     assert srv.stop() == 0
     srv.assert_clean_log()
     assert "idle timeout" in srv.log
