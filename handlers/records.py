@@ -11,7 +11,7 @@ Socket-free: must not import socket, selectors, threading or os.
 from __future__ import annotations
 
 import logging
-from typing import ClassVar, Final, Literal
+from typing import ClassVar, Final, Literal, Protocol
 
 from .base import FramingError, StreamHandler
 
@@ -20,6 +20,8 @@ __all__ = [
     "PREFIX_SIZES",
     "RecordFramer",
     "RecordHandler",
+    "RecordSource",
+    "RecordStreamHandler",
     "RecordTooLarge",
 ]
 
@@ -154,20 +156,74 @@ class RecordFramer:
         return size.to_bytes(self.prefix_size, self.byteorder) + bytes(payload)
 
 
-class RecordHandler(StreamHandler):
-    """A stream handler that receives length-prefixed records.
+class RecordSource(Protocol):
+    """What :class:`RecordStreamHandler` needs of a framer."""
 
-    Override :meth:`record_received`; send with :meth:`send_record`. Configure with the
-    class attributes ``prefix_size``, ``byteorder`` and ``max_record_size``. An
-    oversized record goes to :meth:`~handlers.base.StreamHandler.framing_error` (log
-    and close by default).
+    @property
+    def failed(self) -> bool: ...
+
+    @property
+    def buffered(self) -> int: ...
+
+    def feed(self, data: bytes) -> None: ...
+
+    def next_record(self) -> bytes | None: ...
+
+
+class RecordStreamHandler(StreamHandler):
+    """The receive side shared by record-oriented handlers.
+
+    A subclass sets ``self._framer`` (any :class:`RecordSource`) in ``__init__`` and
+    overrides :meth:`record_received`. A framing error goes to
+    :meth:`~handlers.base.StreamHandler.framing_error` (log and close by default).
 
     Callback order::
 
         connection_made [record_received*] [eof_received] connection_lost
     """
 
-    __slots__ = ("_records",)
+    __slots__ = ("_framer",)
+
+    _framer: RecordSource
+
+    def data_received(self, data: bytes) -> None:
+        framer = self._framer
+        if framer.failed:  # already reported; the connection is closing
+            return
+        framer.feed(data)
+        while self.connected:
+            try:
+                record = framer.next_record()
+            except FramingError as exc:
+                self.framing_error(exc)
+                return
+            if record is None:
+                return
+            self.record_received(record)
+
+    def eof_received(self) -> bool | None:
+        if self._framer.buffered:
+            self.logger.debug("%s: the stream ended inside a record (%d bytes dropped)",
+                              self.describe(), self._framer.buffered)
+        return super().eof_received()
+
+    def record_received(self, record: bytes) -> None:
+        """One whole record arrived. Subclasses override this."""
+        raise NotImplementedError(f"{type(self).__name__} must implement record_received()")
+
+
+class RecordHandler(RecordStreamHandler):
+    """A stream handler that receives length-prefixed records.
+
+    Override :meth:`record_received`; send with :meth:`send_record`. Configure with the
+    class attributes ``prefix_size``, ``byteorder`` and ``max_record_size``. An
+    oversized record goes to :meth:`~handlers.base.StreamHandler.framing_error` (log
+    and close by default).
+    """
+
+    __slots__ = ()
+
+    _framer: RecordFramer
 
     prefix_size: ClassVar[int] = 4
     byteorder: ClassVar[ByteOrder] = "big"
@@ -177,37 +233,12 @@ class RecordHandler(StreamHandler):
     def __init__(self) -> None:
         super().__init__()
         cls = type(self)
-        self._records = RecordFramer(cls.prefix_size, cls.byteorder, cls.max_record_size)
+        self._framer = RecordFramer(cls.prefix_size, cls.byteorder, cls.max_record_size)
 
     @property
     def framer(self) -> RecordFramer:
         """The connection's :class:`RecordFramer`."""
-        return self._records
-
-    def data_received(self, data: bytes) -> None:
-        framer = self._records
-        if framer.failed:  # already reported; the connection is closing
-            return
-        framer.feed(data)
-        while self.connected:
-            try:
-                record = framer.next_record()
-            except RecordTooLarge as exc:
-                self.framing_error(exc)
-                return
-            if record is None:
-                return
-            self.record_received(record)
-
-    def eof_received(self) -> bool | None:
-        if self._records.buffered:
-            self.logger.debug("%s: the stream ended inside a record (%d bytes dropped)",
-                              self.describe(), self._records.buffered)
-        return super().eof_received()
-
-    def record_received(self, record: bytes) -> None:
-        """One record's payload arrived. Subclasses override this."""
-        raise NotImplementedError(f"{type(self).__name__} must implement record_received()")
+        return self._framer
 
     def send_record(self, payload: bytes | bytearray | memoryview) -> bool:
         """Send ``payload`` as one record; see :meth:`StreamHandler.send`.
@@ -215,4 +246,4 @@ class RecordHandler(StreamHandler):
         Raises:
             ValueError: the payload is over ``max_record_size``.
         """
-        return self.send(self._records.encode(payload))
+        return self.send(self._framer.encode(payload))

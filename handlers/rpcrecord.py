@@ -19,7 +19,8 @@ from __future__ import annotations
 import logging
 from typing import ClassVar, Final
 
-from .base import FramingError, StreamHandler
+from .base import FramingError
+from .records import RecordStreamHandler
 
 __all__ = [
     "DEFAULT_MAX_RPC_RECORD_SIZE",
@@ -182,7 +183,7 @@ class RecordMarkingFramer:
                 return record
 
 
-class RPCRecordHandler(StreamHandler):
+class RPCRecordHandler(RecordStreamHandler):
     """A stream handler that receives ONC RPC records (RFC 5531 record marking).
 
     Override :meth:`record_received`; reply with :meth:`send_record`. Configure with
@@ -195,7 +196,9 @@ class RPCRecordHandler(StreamHandler):
         connection_made [record_received*] [eof_received] connection_lost
     """
 
-    __slots__ = ("_rpc",)
+    __slots__ = ()
+
+    _framer: RecordMarkingFramer
 
     max_record_size: ClassVar[int] = DEFAULT_MAX_RPC_RECORD_SIZE
     max_fragment_size: ClassVar[int] = MAX_FRAGMENT_SIZE
@@ -203,37 +206,12 @@ class RPCRecordHandler(StreamHandler):
 
     def __init__(self) -> None:
         super().__init__()
-        self._rpc = RecordMarkingFramer(type(self).max_record_size)
+        self._framer = RecordMarkingFramer(type(self).max_record_size)
 
     @property
     def framer(self) -> RecordMarkingFramer:
         """The connection's :class:`RecordMarkingFramer`."""
-        return self._rpc
-
-    def data_received(self, data: bytes) -> None:
-        framer = self._rpc
-        if framer.failed:  # already reported; the connection is closing
-            return
-        framer.feed(data)
-        while self.connected:
-            try:
-                record = framer.next_record()
-            except RPCRecordTooLarge as exc:
-                self.framing_error(exc)
-                return
-            if record is None:
-                return
-            self.record_received(record)
-
-    def eof_received(self) -> bool | None:
-        if self._rpc.buffered:
-            self.logger.debug("%s: the stream ended inside a record (%d bytes dropped)",
-                              self.describe(), self._rpc.buffered)
-        return super().eof_received()
-
-    def record_received(self, record: bytes) -> None:
-        """One whole record arrived. Subclasses override this."""
-        raise NotImplementedError(f"{type(self).__name__} must implement record_received()")
+        return self._framer
 
     def send_record(self, payload: bytes | bytearray | memoryview) -> bool:
         """Send ``payload`` as one record; see :meth:`StreamHandler.send`."""
