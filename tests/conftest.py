@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import selectors
-import socket
 from collections.abc import Iterator
 
 import pytest
@@ -42,17 +41,3 @@ def default_reactor() -> Iterator[Reactor]:
     yield r
     if not r.is_closed():
         r.close()
-
-
-def has_ipv6() -> bool:
-    if not socket.has_ipv6:
-        return False
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
-            s.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-requires_ipv6 = pytest.mark.skipif(not has_ipv6(), reason="IPv6 loopback unavailable")

@@ -40,8 +40,6 @@ def _has_ipv6_loopback() -> bool:
     return True
 
 
-# (conftest.py has the same marker, but "import conftest" is ambiguous once a
-# subdirectory has a conftest.py of its own)
 requires_ipv6 = pytest.mark.skipif(not _has_ipv6_loopback(), reason="IPv6 loopback unavailable")
 
 

@@ -23,7 +23,7 @@ from servekit import ROOT, TESTS, WAIT, ServerProcess, read_lines, read_until_cl
 import reactor
 from reactor.cli import main
 
-requires_ipv6 = pytest.mark.skipif(
+requires_dualstack = pytest.mark.skipif(
     not socket.has_ipv6 or not socket.has_dualstack_ipv6(), reason="IPv6 unavailable")
 
 
@@ -420,7 +420,7 @@ def test_an_inherited_listening_socket() -> None:
         assert srv.wait() == 0
 
 
-@requires_ipv6
+@requires_dualstack
 @pytest.mark.timeout(60)
 def test_an_ipv6_address() -> None:
     with serve("servekit:SlowLines", "--bind", "[::1]:0") as srv:
