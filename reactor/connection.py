@@ -110,6 +110,14 @@ LIFECYCLE: Final[TransitionTable[ConnState, ConnEvent]] = TransitionTable(
 )
 
 
+# LIFECYCLE as nested dicts, derived from it once: Row.advance looks a move up here in
+# one frame (two dict lookups) and asks LIFECYCLE only to raise for an illegal one
+_MOVES: Final[dict[ConnState, dict[ConnEvent, ConnState]]] = {state: {} for state in _S}
+for _state, _event, _target in LIFECYCLE.edges():
+    _MOVES[_state][_event] = _target
+del _state, _event, _target
+
+
 ROW_SLOTS: Final = (
     "bytes_in",
     "bytes_out",
@@ -166,7 +174,11 @@ class Row:
         Raises:
             IllegalTransition: the lifecycle table forbids ``event`` in this state.
         """
-        self.state = state = LIFECYCLE.next(self.state, event)
+        try:
+            self.state = state = _MOVES[self.state][event]
+        except KeyError:
+            LIFECYCLE.next(self.state, event)  # raises IllegalTransition
+            raise
         return state
 
     @property

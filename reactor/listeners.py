@@ -7,7 +7,8 @@ A :class:`Listener` is registered for reading. Each wake-up accepts at most
 ``accept_batch`` connections, so a connect storm cannot starve established connections.
 Each accepted socket is made non-blocking and handed to the listener's accept callback;
 the default one makes a :class:`~reactor.transports.StreamTransport` and attaches a
-protocol from the factory.
+protocol from the factory. A listener given a ``connection_factory`` lets it make the
+accepted socket object instead (and leaves its blocking mode alone).
 
 When ``accept`` fails for lack of resources (EMFILE, ENFILE, ENOBUFS, ENOMEM) the
 listener is *paused*: unregistered from the selector, so a level-triggered selector
@@ -59,6 +60,8 @@ ProtocolFactory = Callable[[], Any]
 # called with the listener, the accepted connection (a non-blocking _socket.socket)
 # and the peer's address
 AcceptCallback = Callable[["Listener", Any, Any], None]
+# makes the accepted connection's socket object from (family, type, proto, fd)
+ConnectionFactory = Callable[[int, int, int, int], Any]
 
 CAPACITY_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 _TRANSIENT_ERRNOS: Final = frozenset(
@@ -104,6 +107,7 @@ class Listener:
         accept_batch: int = DEFAULT_ACCEPT_BATCH,
         accept_retry_delay: float = ACCEPT_RETRY_DELAY,
         unix_path: str | None = None,
+        connection_factory: ConnectionFactory | None = None,
     ) -> None:
         if max_connections is not None and max_connections < 1:
             raise ValueError("max_connections must be at least 1")
@@ -112,6 +116,10 @@ class Listener:
         # read once: socket.socket's family/type properties convert to enums in Python
         self._kind = (int(sock.family), int(sock.type), sock.proto)
         self._on_accept = on_accept
+        # None: the connection is a non-blocking _socket.socket; otherwise this makes it
+        # from (family, type, proto, fd), left as the factory made it (a facade's
+        # blocking handler takes a blocking socket.socket: no setblocking round trip)
+        self._connection_factory = connection_factory
         self.max_connections = max_connections
         self.accept_batch = max(1, accept_batch)
         self.accept_retry_delay = accept_retry_delay
@@ -188,12 +196,20 @@ class Listener:
                 self._capacity_error = None
             self.accepted += 1
             self.active += 1
-            conn = _socket.socket(family, type_, proto, fd)
+            factory = self._connection_factory
+            try:
+                conn = (_socket.socket if factory is None else factory)(
+                    family, type_, proto, fd)
+            except BaseException:
+                os.close(fd)
+                self.active -= 1
+                raise
             if type(addr) is tuple:
                 # one string object per distinct peer host, not one per connection
                 addr = (sys.intern(addr[0]), *addr[1:])
             try:
-                conn.setblocking(False)
+                if factory is None:
+                    conn.setblocking(False)
                 self._on_accept(self, conn, addr)
             except Exception as exc:
                 logger.error("%s: setting up the connection from %r failed", self.describe(),

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from .connection import ConnEvent, ConnState, Row
 from .errors import LocalProtocolError
-from .requests import WAITING
+from .requests import WAITING, peek_count
 from .servers import BaseServer, needs_no_period
 from .timers import TimerHandle
 from .transports import StreamTransport
@@ -182,11 +182,6 @@ class _WorkerPool:
                 thread.join()
 
 
-def _peek(counter: Any) -> int:
-    """The next value of an :func:`itertools.count`, without advancing it."""
-    return int(repr(counter)[6:-1])
-
-
 class ThreadingMixIn(_Base):
     """Handle each request in a thread.
 
@@ -260,7 +255,7 @@ class ThreadingMixIn(_Base):
             return threads + pool.counts()[0], children
         f = self._reactor_facade
         # the repr of a count shows its next value without consuming it
-        live = _peek(f.threads_started) - _peek(f.threads_ended)
+        live = peek_count(f.threads_started) - peek_count(f.threads_ended)
         return threads + live, children
 
     def _reactor_waiting(self) -> int:

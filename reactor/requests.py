@@ -44,11 +44,18 @@ __all__ = [
     "RequestReader",
     "ServerState",
     "ServerStatistics",
+    "peek_count",
 ]
 
 logger = logging.getLogger("reactor.servers")
 
 WAITING: Final = "facade.waiting"  # row meta key: ready, waiting for a worker slot
+
+
+def peek_count(counter: itertools.count[int]) -> int:
+    """The next value of an :func:`itertools.count`, without advancing it (its repr
+    shows it): how many times ``next()`` was called on a count that started at 0."""
+    return int(repr(counter)[6:-1])
 
 
 @dataclass(frozen=True)
@@ -288,6 +295,9 @@ class ServerState:
         self.rows: dict[int, Row] = {}  # id(request) -> row, while in flight
         self.waiting: deque[tuple[Any, Any, Row]] = deque()
         self.staged: tuple[Any, Any] | None = None  # what get_request() returns next
+        # the listening socket last seen by get_request() that is not an SSLSocket
+        # (whose accepted connections it would wrap)
+        self.plain_listening: Any = None
         self.lock = threading.Lock()
         self.counts: Counter[str] = Counter()
         self.is_shut_down = threading.Event()
@@ -306,9 +316,11 @@ class ServerState:
         self.ended: deque[Row] = deque()
         self.release_scheduled = False
         self.sweeping = False  # a sweep timer is armed (workers need not wake the loop)
-        # request threads started and ended (next() on a count is atomic)
+        # request threads started and ended, and requests handed to threads (pool
+        # workers take waiting requests themselves): next() on a count is atomic
         self.threads_started = itertools.count()
         self.threads_ended = itertools.count()
+        self.dispatched_thread = itertools.count()
 
     def count(self, name: str, n: int = 1) -> None:
         """Add to a counter that several threads update."""

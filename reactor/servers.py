@@ -59,6 +59,7 @@ from .requests import (
     RequestReader,
     ServerState,
     ServerStatistics,
+    peek_count,
 )
 from .table import ConnectionTable
 from .transports import StreamTransport
@@ -83,11 +84,37 @@ _TRUNC: Final = getattr(socket, "MSG_TRUNC", 0)
 _INLINE: Final = ConnState.DISPATCHED_INLINE
 _THREAD: Final = ConnState.DISPATCHED_THREAD
 _CHILD: Final = ConnState.DISPATCHED_CHILD
+_CLOSED: Final = ConnState.CLOSED
+_VERIFY: Final = ConnEvent.VERIFY
+_DISPATCH_THREAD: Final = ConnEvent.DISPATCH_THREAD
 _DISPATCH_COUNTER: Final = {
     ConnEvent.DISPATCH_INLINE: "dispatched_inline",
-    ConnEvent.DISPATCH_THREAD: "dispatched_thread",
     ConnEvent.DISPATCH_CHILD: "dispatched_child",
 }
+_get_ident: Final = threading.get_ident
+
+
+def _blocking_socket(family: int, type_: int, proto: int, fd: int) -> socket.socket:
+    """An accepted connection for a blocking handler, where ``accept`` may pass the
+    listening socket's O_NONBLOCK on (the BSDs): blocking unless a default timeout is set,
+    as the standard library's ``socket.accept`` leaves it."""
+    sock = socket.socket(family, type_, proto, fd)
+    if socket.getdefaulttimeout() is None:
+        sock.setblocking(True)
+    return sock
+
+
+def _nonblocking_socket(family: int, type_: int, proto: int, fd: int) -> socket.socket:
+    """An accepted connection for a handler running in the reactor (multiplexing)."""
+    sock = socket.socket(family, type_, proto, fd)
+    sock.setblocking(False)
+    return sock
+
+
+# Linux's accept4() never passes the listening socket's O_NONBLOCK on, so a plain
+# socket.socket over the accepted descriptor is already what a blocking handler needs:
+# no setblocking() system call per connection
+_HANDLER_SOCKET: Final = socket.socket if sys.platform.startswith("linux") else _blocking_socket
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -364,7 +391,7 @@ class BaseServer:
             buffer_timeouts=counts.get("buffer_timeouts", 0),
             buffer_refused=counts.get("buffer_refused", 0),
             dispatched_inline=counts.get("dispatched_inline", 0),
-            dispatched_thread=counts.get("dispatched_thread", 0),
+            dispatched_thread=peek_count(f.dispatched_thread),
             dispatched_child=counts.get("dispatched_child", 0),
             attached=counts.get("attached", 0),
             finished=counts.get("finished", 0),
@@ -431,7 +458,7 @@ class BaseServer:
             self._reactor_shutdown_quietly(request, client_address)
             self._reactor_done()
             return
-        row.advance(ConnEvent.VERIFY)
+        row.advance(_VERIFY)
         buffer = self.request_buffer
         if buffer is not None and isinstance(row, StreamTransport) and (
             not self._reactor_nonblocking
@@ -445,7 +472,19 @@ class BaseServer:
                 f.warned_buffer = True
                 logger.warning("%s: get_request() returned a different socket; "
                                "request_buffer is ignored", type(self).__name__)
-        self._reactor_dispatch(request, client_address, row)
+        # _reactor_dispatch(request, client_address, row), inlined: this is the path of
+        # every request, and a Python call less per request is measurable
+        try:
+            self.process_request(request, client_address)
+        except BaseException:
+            self._reactor_dispatch_failed(request, client_address)
+        finally:
+            state = row.state
+            if state is not _CLOSED and state is not _THREAD and state is not _CHILD:
+                self._reactor_after_dispatch(request, row)
+            f.handled += 1
+            if f.stop_after_handled and f.reactor is not None:
+                f.reactor.stop()
 
     def _reactor_dispatch(
         self, request: Any, client_address: Any, row: Row,
@@ -455,29 +494,37 @@ class BaseServer:
         slot) with the standard library's error handling."""
         try:
             (run or self.process_request)(request, client_address)
-        except Exception:
+        except BaseException:
+            self._reactor_dispatch_failed(request, client_address)
+        finally:
+            self._reactor_after_dispatch(request, row)
+            if run is None:
+                self._reactor_done()
+
+    def _reactor_dispatch_failed(self, request: Any, client_address: Any) -> None:
+        """process_request raised (called from the ``except`` block): an Exception goes
+        to handle_error; SystemExit and KeyboardInterrupt propagate, as in the standard
+        library; any other BaseException is raised from serve_forever/handle_request.
+        The request is shut down in every case."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, Exception):
             self.handle_error(request, client_address)
             self._reactor_shutdown_quietly(request, client_address)
-        except (SystemExit, KeyboardInterrupt):
-            self._reactor_shutdown_quietly(request, client_address)
-            raise
-        except BaseException as exc:
-            self._reactor_shutdown_quietly(request, client_address)
-            self._reactor_defer(exc)
-        finally:
-            state = row.state
-            if state is ConnState.DISPATCHED_INLINE or state is ConnState.FINISHED or (
-                state is ConnState.VERIFIED and not (row.meta and row.meta.get(WAITING))
-            ):
-                # process_request returned without ending the request itself (an
-                # override that did not call the base class): keep the table honest
-                self._reactor_facade.rows.pop(id(request), None)
-                self._reactor_end_row(row)
-            if run is None:  # _reactor_done(), inlined: this runs once per request
-                f = self._reactor_facade
-                f.handled += 1
-                if f.stop_after_handled and f.reactor is not None:
-                    f.reactor.stop()
+            return
+        self._reactor_shutdown_quietly(request, client_address)
+        if isinstance(exc, (SystemExit, KeyboardInterrupt)) or exc is None:
+            raise  # noqa: PLE0704 -- re-raises the exception being handled by the caller
+        self._reactor_defer(exc)
+
+    def _reactor_after_dispatch(self, request: Any, row: Row) -> None:
+        state = row.state
+        if state is ConnState.DISPATCHED_INLINE or state is ConnState.FINISHED or (
+            state is ConnState.VERIFIED and not (row.meta and row.meta.get(WAITING))
+        ):
+            # process_request returned without ending the request itself (an override
+            # that did not call the base class): keep the table honest
+            self._reactor_facade.rows.pop(id(request), None)
+            self._reactor_end_row(row)
 
     def _reactor_done(self) -> None:
         f = self._reactor_facade
@@ -552,8 +599,8 @@ class BaseServer:
             return row  # already dispatched (an override called two dispatchers)
         if row.meta:
             row.meta.pop(WAITING, None)
-        if event is ConnEvent.DISPATCH_THREAD:
-            f.count("dispatched_thread")  # pool workers take waiting requests themselves
+        if event is _DISPATCH_THREAD:
+            next(f.dispatched_thread)  # atomic: pool workers take waiting requests
         else:
             f.counts[_DISPATCH_COUNTER[event]] += 1
         return row
@@ -565,6 +612,9 @@ class BaseServer:
         if row is None:
             return
         state = row.state
+        if state is _INLINE and f.loop_thread == _get_ident():
+            self._reactor_release_row(row)  # _reactor_end_row's case for inline requests
+            return
         if state is ConnState.BUFFERING:  # the transport ends it (connection_lost)
             f.rows[id(request)] = row
             return
@@ -819,52 +869,65 @@ class TCPServer(BaseServer):
     def _reactor_register(self, reactor: Reactor) -> None:
         f = self._reactor_facade
         f.socket_timeout = self.socket.gettimeout()
+        if self._reactor_nonblocking:
+            factory: Callable[[int, int, int, int], Any] = _nonblocking_socket
+        elif self.request_buffer is not None:
+            factory = BufferedRequestSocket
+        else:
+            factory = _HANDLER_SOCKET
         f.listener = Listener(reactor, self.socket, self._reactor_accept,
                               max_connections=self.max_connections,
-                              accept_batch=self._reactor_accept_batch)
+                              accept_batch=self._reactor_accept_batch,
+                              connection_factory=factory)
 
     def _reactor_accept(self, listener: Listener, raw: Any, addr: Any) -> None:
         """The listener accepted a connection: make its row and run the hooks."""
         f = self._reactor_facade
         if f.ended:  # rows workers ended since the last sweep
             self._reactor_release_ended()
-        buffered = self.request_buffer is not None and not self._reactor_nonblocking
-        cls = BufferedRequestSocket if buffered else socket.socket
-        sock = cls(raw.family, raw.type, raw.proto, fileno=raw.detach())
+        # The listener made ``sock`` as the server wants it (see _reactor_register): a
+        # blocking socket.socket for a blocking handler (the row is never registered
+        # with the selector: this is all StreamTransport.detach_socket would do), a
+        # non-blocking one for a multiplexed handler, a BufferedRequestSocket when
+        # requests are buffered first.
+        sock = raw
+        if self.request_buffer is not None and type(sock) is not BufferedRequestSocket and (
+            not self._reactor_nonblocking
+        ):  # request_buffer was set after the listener began
+            sock = BufferedRequestSocket(raw.family, raw.type, raw.proto, fileno=raw.detach())
         row = StreamTransport(listener.reactor, sock, addr, listener=listener)
+        f.staged = (sock, addr)
         try:
-            # a handler's socket is blocking (the row was never registered: this is
-            # all StreamTransport.detach_socket would do); a multiplexed one is not
-            sock.setblocking(self._reactor_nonblocking is False)
-            f.staged = (sock, addr)
-            try:
-                request, client_address = self.get_request()
-            finally:
-                f.staged = None
+            request, client_address = self.get_request()
         except Exception as exc:
+            f.staged = None
             level = logging.DEBUG if isinstance(exc, OSError) else logging.ERROR
             logger.log(level, "%s: get_request() failed for %r: %s", type(self).__name__,
                        addr, exc, exc_info=level == logging.ERROR)
             row.release()
             self._reactor_done()
             return
+        f.staged = None  # an override of get_request may not have taken it
         self._reactor_start_request(request, client_address, row)
 
     def get_request(self) -> tuple[Any, Any]:
         """The connection the listener accepted: ``(socket, client_address)``."""
-        staged = self._reactor_facade.staged
+        f = self._reactor_facade
+        staged = f.staged
         if staged is None:
             return self.socket.accept()
-        self._reactor_facade.staged = None
-        ssl = sys.modules.get("ssl")
-        if ssl is not None and isinstance(self.socket, ssl.SSLSocket):
-            listening = self.socket
-            sock = listening.context.wrap_socket(
-                staged[0], server_side=True,
-                do_handshake_on_connect=listening.do_handshake_on_connect,
-                suppress_ragged_eofs=listening.suppress_ragged_eofs,
-            )
-            return sock, staged[1]
+        f.staged = None
+        listening = self.socket
+        if listening is not f.plain_listening:
+            ssl = sys.modules.get("ssl")
+            if ssl is not None and isinstance(listening, ssl.SSLSocket):
+                sock = listening.context.wrap_socket(
+                    staged[0], server_side=True,
+                    do_handshake_on_connect=listening.do_handshake_on_connect,
+                    suppress_ragged_eofs=listening.suppress_ragged_eofs,
+                )
+                return sock, staged[1]
+            f.plain_listening = listening
         return staged
 
     def shutdown_request(self, request: Any) -> None:

@@ -658,9 +658,11 @@ class StreamTransport(Row, asyncio.Transport):
         if self.state is _CLOSED:
             return
         self._flags |= _F_DONE
-        self._set_mask(0)
+        if self._mask:  # a facade's blocking request was never registered
+            self._set_mask(0)
         self.advance(ConnEvent.LOST)
-        self._cancel_deadline()
+        if self._aux is not None:
+            self._cancel_deadline()
         sock, self._sock = self._sock, None
         if sock is not None and close_socket:
             sock.close()
