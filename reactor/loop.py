@@ -271,13 +271,22 @@ class Reactor:
             self._check_closed()  # raises
         self._in_iteration = True
         try:
-            if self._epoll is not None:
-                self._poll_epoll(self._compute_timeout(timeout))
+            # _compute_timeout's common cases inline (a call less per iteration)
+            wait: float | None
+            if self._ready or self._stopping:
+                wait = 0.0
+            elif not self._timers._entries:
+                wait = timeout
             else:
-                events = self._selector.select(self._compute_timeout(timeout))
+                wait = self._compute_timeout(timeout)
+            if self._epoll is not None:
+                self._poll_epoll(wait)
+            else:
+                events = self._selector.select(wait)
                 self._now = self._clock()
                 self._dispatch(events)
-            self._run_ready()
+            if self._ready or self._timers._entries:  # else there is nothing to run
+                self._run_ready()
         finally:
             self._in_iteration = False
             self._iterations += 1
@@ -345,15 +354,15 @@ class Reactor:
         dropped). The events are mapped as ``selectors`` maps them: error and hang-up
         count as both readable and writable, masked by what the key is registered for.
         """
-        assert self._epoll is not None and self._fd_to_key is not None
+        epoll, fd_to_key = self._epoll, self._fd_to_key
+        assert epoll is not None and fd_to_key is not None
         if timeout is None:
             timeout = -1
         elif timeout > 0:
             timeout = math.ceil(timeout * 1e3) * 1e-3  # never wake a millisecond early
-        events = self._epoll.poll(timeout, max(len(self._fd_to_key), 1))
+        events = epoll.poll(timeout, len(fd_to_key) or 1)
         self._now = self._clock()
-        get_key = self._fd_to_key.get
-        not_out, not_in = _NOT_EPOLLOUT, _NOT_EPOLLIN
+        get_key = fd_to_key.get
         # keys are indexed, not read by name: SelectorKey is a named tuple and
         # key[2]/key[3] (events/data) are much cheaper than its attribute getters
         for fd, event in events:
@@ -366,9 +375,9 @@ class Reactor:
                 if event == _EPOLLIN and wanted == 1:  # the common case: readable
                     obj._read_ready()
                     continue
-                if event & not_out and wanted & 1:  # EVENT_READ
+                if event & _NOT_EPOLLOUT and wanted & 1:  # EVENT_READ
                     obj._read_ready()
-                if event & not_in and wanted & 2:  # EVENT_WRITE
+                if event & _NOT_EPOLLIN and wanted & 2:  # EVENT_WRITE
                     obj._write_ready()
             except (SystemExit, KeyboardInterrupt):
                 raise

@@ -52,6 +52,8 @@ __all__ = ["ForkingMixIn", "MultiplexingMixIn", "ThreadingMixIn"]
 logger = logging.getLogger(__name__)
 
 _WORK_DONE: Final = None  # the queue item that tells an idle pool worker to exit
+_VERIFIED: Final = ConnState.VERIFIED
+_DISPATCH_THREAD: Final = ConnEvent.DISPATCH_THREAD
 
 
 # -- threads ------------------------------------------------------------------------------
@@ -220,13 +222,18 @@ class ThreadingMixIn(_Base):
             return
         if self.block_on_close:
             vars(self).setdefault("_threads", _ThreadList())
-        self._reactor_mark(request, ConnEvent.DISPATCH_THREAD)
-        thread = threading.Thread(target=self._reactor_thread_main,
-                                  args=(request, client_address))
-        thread.daemon = self.daemon_threads
         f = self._reactor_facade
+        row = f.rows.get(id(request))
+        if row is not None and row.state is _VERIFIED and row.meta is None:
+            row.advance(_DISPATCH_THREAD)  # _reactor_mark's usual case, without a call
+            next(f.dispatched_thread)
+        else:
+            self._reactor_mark(request, _DISPATCH_THREAD)
+        thread = threading.Thread(target=self._reactor_thread_main,
+                                  args=(request, client_address), daemon=self.daemon_threads)
         next(f.threads_started)
-        self._reactor_sweep_soon()
+        if not f.sweeping:
+            self._reactor_sweep_soon()
         try:
             thread.start()
         except BaseException:
