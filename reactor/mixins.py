@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final
 from .connection import ConnEvent, ConnState, Row
 from .errors import LocalProtocolError
 from .requests import WAITING, peek_count
-from .servers import BaseServer, needs_no_period
+from .servers import THREAD_FROM_VERIFIED, BaseServer, needs_no_period
 from .timers import TimerHandle
 from .transports import StreamTransport
 
@@ -225,7 +225,7 @@ class ThreadingMixIn(_Base):
         f = self._reactor_facade
         row = f.rows.get(id(request))
         if row is not None and row.state is _VERIFIED and row.meta is None:
-            row.advance(_DISPATCH_THREAD)  # _reactor_mark's usual case, without a call
+            row.state = THREAD_FROM_VERIFIED  # _reactor_mark's usual case, without calls
             next(f.dispatched_thread)
         else:
             self._reactor_mark(request, _DISPATCH_THREAD)
