@@ -378,7 +378,7 @@ class BaseServer:
         """An immutable snapshot: requests by state, totals, workers, the reactor's."""
         f = self._reactor_facade
         with f.lock:
-            counts = dict(f.counts)
+            errors = f.errors
         rows = self._reactor_rows()
         threads, children = self._reactor_workers()
         reactor = f.reactor
@@ -393,17 +393,17 @@ class BaseServer:
             children=children,
             reactor=reactor.statistics() if reactor is not None and not reactor.is_closed()
             else None,
-            accepted=counts.get("accepted", 0),
-            rejected=counts.get("rejected", 0),
-            buffered=counts.get("buffered", 0),
-            buffer_timeouts=counts.get("buffer_timeouts", 0),
-            buffer_refused=counts.get("buffer_refused", 0),
-            dispatched_inline=counts.get("dispatched_inline", 0),
+            accepted=f.accepted,
+            rejected=f.rejected,
+            buffered=f.buffered,
+            buffer_timeouts=f.buffer_timeouts,
+            buffer_refused=f.buffer_refused,
+            dispatched_inline=f.dispatched_inline,
             dispatched_thread=peek_count(f.dispatched_thread),
-            dispatched_child=counts.get("dispatched_child", 0),
-            attached=counts.get("attached", 0),
-            finished=counts.get("finished", 0),
-            errors=counts.get("errors", 0),
+            dispatched_child=f.dispatched_child,
+            attached=f.attached,
+            finished=f.finished,
+            errors=errors,
         )
 
     def _reactor_rows(self) -> list[Row]:
@@ -455,7 +455,7 @@ class BaseServer:
         """Verify the request, then buffer it or dispatch it."""
         f = self._reactor_facade
         f.rows[id(request)] = row
-        f.counts["accepted"] += 1
+        f.accepted += 1
         try:
             allowed = self.verify_request(request, client_address)
         except Exception:
@@ -613,22 +613,25 @@ class BaseServer:
         if event is _DISPATCH_THREAD:
             next(f.dispatched_thread)  # atomic: pool workers take waiting requests
         else:
-            f.counts[_DISPATCH_COUNTER[event]] += 1
+            f.bump(_DISPATCH_COUNTER[event])
         return row
 
     def _reactor_end_request(self, request: Any) -> None:
         """The request was closed: finish its row (a forked one waits for its child)."""
+        row = self._reactor_facade.rows.pop(id(request), None)
+        if row is not None:
+            self._reactor_end_popped(request, row)
+
+    def _reactor_end_popped(self, request: Any, row: Row) -> None:
+        """_reactor_end_request once the row is out of ``rows``."""
         f = self._reactor_facade
-        row = f.rows.pop(id(request), None)
-        if row is None:
-            return
         state = row.state
         if state is _INLINE and f.loop_thread == _get_ident():
             # _reactor_end_row -> _reactor_release_row for a request handled inline,
             # without their calls
             if isinstance(row, StreamTransport):
                 row.release(close_socket=False)
-                f.counts["finished"] += 1
+                f.finished += 1
             else:
                 self._reactor_release_row(row)
             return
@@ -701,7 +704,7 @@ class BaseServer:
         if state is ConnState.FINISHED or state is _INLINE or state is _THREAD or (
             state is _CHILD
         ):
-            self._reactor_facade.counts["finished"] += 1
+            self._reactor_facade.finished += 1
 
     # -- hooks ------------------------------------------------------------------------
 
@@ -726,7 +729,7 @@ class BaseServer:
         row = f.rows.get(id(request))
         if row is not None and row.state is _VERIFIED and row.meta is None:
             row.state = INLINE_FROM_VERIFIED  # _reactor_mark's usual case, without calls
-            f.counts["dispatched_inline"] += 1
+            f.dispatched_inline += 1
         else:
             self._reactor_mark(request, ConnEvent.DISPATCH_INLINE)
         self.finish_request(request, client_address)
@@ -964,7 +967,18 @@ class TCPServer(BaseServer):
     def close_request(self, request: Any) -> None:
         """Close the connection's socket."""
         request.close()
-        self._reactor_end_request(request)
+        # _reactor_end_request, inlined with its case for a request handled inline
+        f = self._reactor_facade
+        row = f.rows.pop(id(request), None)
+        if row is None:
+            return
+        if row.state is _INLINE and f.loop_thread == _get_ident() and (
+            isinstance(row, StreamTransport)
+        ):
+            row.release(close_socket=False)
+            f.finished += 1
+        else:
+            self._reactor_end_popped(request, row)
 
 
 class UDPServer(TCPServer):
