@@ -119,7 +119,11 @@ def main() -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     server = build(args)
     host, port = server.server_address[:2]
-    logger.info("listening on %s", f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+
+    # announced from the loop's first iteration, so that a test's baseline of the
+    # process's descriptors and threads is the serving one
+    server.reactor.call_soon(
+        logger.info, "listening on %s", f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
     stopped = threading.Event()
     signalled = threading.Event()
 

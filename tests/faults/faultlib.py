@@ -180,11 +180,17 @@ class FaultServer(ServerProcess):
     """``python -m reactor serve`` (see :class:`servekit.ServerProcess`) with a sampler."""
 
     def __init__(self, *args: str, **kwargs: Any) -> None:
+        self.cli = kwargs.get("command") is None  # reactor serve (not a facadekit child)
         super().__init__(*args, **kwargs)
         self.sampler = Sampler(self.proc.pid)
 
     def ready(self, count: int = 1) -> FaultServer:
+        """Wait for the ``listening on`` lines and, for ``reactor serve``, for the
+        ``serving`` line that follows the installation of its signal handlers (a
+        SIGUSR1 or SIGTERM before it would kill the process)."""
         self.addresses(count)
+        if self.cli:
+            self.wait_for(r"serving .* \(graceful timeout")
         return self
 
     @property

@@ -114,3 +114,9 @@ def test_connect_storm_threading_facade_short(start_server: Callable[..., FaultS
     # kernel drops completed handshakes from the full accept queue, and some clients
     # wait a minute or more in TCP retransmission; the reactor's echo takes 1 000 at once
     storm(start_server, 5_000, 256, timeout=150, facade=True)
+
+
+@pytest.mark.long
+@pytest.mark.timeout(900)
+def test_connect_storm_threading_facade_long(start_server: Callable[..., FaultServer]) -> None:
+    storm(start_server, 100_000, 256, timeout=800, facade=True)
