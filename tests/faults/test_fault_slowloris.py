@@ -268,19 +268,27 @@ def test_request_timeout_must_be_positive() -> None:
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("kind", ["asyncio", "reactor"])
-def test_request_deadline_on_both_loops(kind: str) -> None:
-    with serve_tcp(kind, lambda: Echo(request_timeout=0.5)) as server:
+@pytest.mark.parametrize("service", ["lines", "kv"])
+def test_request_deadline_on_both_loops(kind: str, service: str) -> None:
+    factory: Callable[[], Any]
+    if service == "lines":
+        factory, partial, rest, answer = (lambda: Echo(request_timeout=0.5)), b"hel", \
+            b"lo\n", "hello"
+    else:
+        factory, partial, rest, answer = KVServer(request_timeout=0.5), b"PI", b"NG\r\n", \
+            "+PONG\r"
+    with serve_tcp(kind, factory) as server:
         with LineClient(server.port) as steady, LineClient(server.port) as loris:
-            loris.send(b"never ending")
-            steady.send(b"hel")
-            steady.send(b"lo\n")
-            assert steady.read_line() == "hello"
             started = time.monotonic()
+            loris.send(partial)  # and never the rest
+            steady.send(partial)
+            steady.send(rest)
+            assert steady.read_line() == answer
             with pytest.raises((EOFError, ConnectionResetError)):
                 loris.read_line()
-            assert 0.3 < time.monotonic() - started < 0.5 + SLACK
-            steady.send(b"still here\n")
-            assert steady.read_line() == "still here"
+            assert 0.4 < time.monotonic() - started < 0.5 + SLACK
+            steady.send(partial + rest)
+            assert steady.read_line() == answer
         if kind == "asyncio":  # no timer left behind by the closed connections
             assert server.loop is not None
             server.call(lambda: None)
