@@ -306,8 +306,8 @@ def _stream_acceptor(
     def on_accept(listener: Listener, conn: socket.socket, addr: Any) -> None:
         if nodelay and conn.family in (socket.AF_INET, socket.AF_INET6):
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        transport = StreamTransport(
-            listener.reactor, conn, addr, listener=listener, options=options
+        transport = StreamTransport(  # by position: no keyword dict per connection
+            listener.reactor, conn, addr, ConnState.ACCEPTED, listener, options
         )
         try:
             protocol = protocol_factory()

@@ -932,11 +932,12 @@ class TCPServer(BaseServer):
         # non-blocking one for a multiplexed handler, a BufferedRequestSocket when
         # requests are buffered first.
         sock = raw
-        if self.request_buffer is not None and type(sock) is not BufferedRequestSocket and (
+        buffer = self.request_buffer  # a class attribute: one lookup, not two
+        if buffer is not None and type(sock) is not BufferedRequestSocket and (
             not self._reactor_nonblocking
         ):  # request_buffer was set after the listener began
             sock = BufferedRequestSocket(raw.family, raw.type, raw.proto, fileno=raw.detach())
-        row = StreamTransport(listener.reactor, sock, addr, listener=listener)
+        row = StreamTransport(listener.reactor, sock, addr, _ACCEPTED, listener)
         f.staged = (sock, addr)
         try:
             request, client_address = self.get_request()
@@ -965,8 +966,7 @@ class TCPServer(BaseServer):
             row.state = VERIFIED_FROM_ACCEPTED
         else:
             row.advance(_VERIFY)
-        if self.request_buffer is not None and self._reactor_buffer_first(
-                request, client_address, row):
+        if buffer is not None and self._reactor_buffer_first(request, client_address, row):
             return
         try:
             self.process_request(request, client_address)
