@@ -71,6 +71,7 @@ DEFAULT_BACKLOG: Final = 1024
 DEFAULT_ACCEPT_BATCH: Final = 128
 ACCEPT_RETRY_DELAY: Final = 0.5
 UNIX_PATH_MAX: Final = 107
+_ACCEPTED: Final = ConnState.ACCEPTED  # Enum class attributes are slow to read (3.11)
 
 
 def _limit_name(err: int) -> str:
@@ -307,7 +308,7 @@ def _stream_acceptor(
         if nodelay and conn.family in (socket.AF_INET, socket.AF_INET6):
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         transport = StreamTransport(  # by position: no keyword dict per connection
-            listener.reactor, conn, addr, ConnState.ACCEPTED, listener, options
+            listener.reactor, conn, addr, _ACCEPTED, listener, options
         )
         try:
             protocol = protocol_factory()

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from .connection import ConnEvent, ConnState, Row
 from .errors import LocalProtocolError
-from .requests import WAITING, peek_count
+from .requests import WAITING, peek_count, request_key
 from .servers import THREAD_FROM_VERIFIED, BaseServer, needs_no_period
 from .timers import TimerHandle
 from .transports import StreamTransport
@@ -53,7 +53,11 @@ logger = logging.getLogger(__name__)
 
 _WORK_DONE: Final = None  # the queue item that tells an idle pool worker to exit
 _VERIFIED: Final = ConnState.VERIFIED
+_DISPATCHED_CHILD: Final = ConnState.DISPATCHED_CHILD
 _DISPATCH_THREAD: Final = ConnEvent.DISPATCH_THREAD
+_DISPATCH_CHILD: Final = ConnEvent.DISPATCH_CHILD
+_FINISH: Final = ConnEvent.FINISH
+_SOCKET: Final = socket.socket  # request_key()'s test, inlined on the hot path
 
 
 # -- threads ------------------------------------------------------------------------------
@@ -114,14 +118,14 @@ class _WorkerPool:
         with self.lock:
             if self.idle:
                 self.idle -= 1
-                server._reactor_mark(request, ConnEvent.DISPATCH_THREAD)
+                server._reactor_mark(request, _DISPATCH_THREAD)
                 self.queue.put((request, client_address))
                 return
             if len(self.threads) < self.size:
-                server._reactor_mark(request, ConnEvent.DISPATCH_THREAD)
+                server._reactor_mark(request, _DISPATCH_THREAD)
                 self._spawn((request, client_address))
                 return
-            row = server._reactor_facade.rows.get(id(request))
+            row = server._reactor_facade.rows.get(request_key(request))
             if row is not None:
                 row.set_meta(WAITING, True)
             self.waiting.append((request, client_address))
@@ -140,7 +144,7 @@ class _WorkerPool:
         with self.lock:
             if self.waiting:
                 item = self.waiting.popleft()
-                self.server._reactor_mark(item[0], ConnEvent.DISPATCH_THREAD)
+                self.server._reactor_mark(item[0], _DISPATCH_THREAD)
                 return item
             if self.closing:
                 return None
@@ -161,7 +165,7 @@ class _WorkerPool:
                 with self.lock:
                     nxt = self.waiting.popleft() if self.waiting else None
                     if nxt is not None:
-                        self.server._reactor_mark(nxt[0], ConnEvent.DISPATCH_THREAD)
+                        self.server._reactor_mark(nxt[0], _DISPATCH_THREAD)
                         self._spawn(nxt)
 
     def counts(self) -> tuple[int, int]:
@@ -223,7 +227,7 @@ class ThreadingMixIn(_Base):
         if self.block_on_close:
             vars(self).setdefault("_threads", _ThreadList())
         f = self._reactor_facade
-        row = f.rows.get(id(request))
+        row = f.rows.get(request if type(request) is _SOCKET else id(request))
         if row is not None and row.state is _VERIFIED and row.meta is None:
             row.state = THREAD_FROM_VERIFIED  # _reactor_mark's usual case, without calls
             next(f.dispatched_thread)
@@ -382,7 +386,7 @@ class ForkingMixIn(_Base):
         if self._reactor_full():
             self.collect_children()
         if self._reactor_full():
-            row = self._reactor_facade.rows.get(id(request))
+            row = self._reactor_facade.rows.get(request_key(request))
             if row is not None:
                 row.set_meta(WAITING, True)
                 self._reactor_facade.waiting.append((request, client_address, row))
@@ -392,18 +396,18 @@ class ForkingMixIn(_Base):
     def _reactor_fork(self, request: Any, client_address: Any) -> None:
         children = self._reactor_children()
         mode = self._reactor_watch_mode()
-        row = self._reactor_mark(request, ConnEvent.DISPATCH_CHILD)
+        row = self._reactor_mark(request, _DISPATCH_CHILD)
         try:
             pid = os.fork()
         except BaseException:
-            if row is not None and row.state is ConnState.DISPATCHED_CHILD:
-                row.advance(ConnEvent.FINISH)
+            if row is not None and row.state is _DISPATCHED_CHILD:
+                row.advance(_FINISH)
             raise
         if pid:
             if self.active_children is None:
                 self.active_children = set()
             self.active_children.add(pid)
-            if row is not None and row.state is ConnState.DISPATCHED_CHILD:
+            if row is not None and row.state is _DISPATCHED_CHILD:
                 children.rows[pid] = row
             self._reactor_watch(pid, mode)
             self.close_request(request)
@@ -635,7 +639,7 @@ class MultiplexingMixIn(_Base):
     def finish_request(self, request: Any, client_address: Any) -> None:
         """Make the handler and attach it to the request's row."""
         f = self._reactor_facade
-        row = f.rows.pop(id(request), None)
+        row = f.rows.pop(request_key(request), None)
         if not isinstance(row, StreamTransport):
             raise TypeError("a multiplexed request must be a connection accepted by the server")
         protocol = self.RequestHandlerClass()

@@ -45,11 +45,25 @@ __all__ = [
     "ServerState",
     "ServerStatistics",
     "peek_count",
+    "request_key",
 ]
 
 logger = logging.getLogger("reactor.servers")
 
+_ACCEPTED: Final = ConnState.ACCEPTED  # Enum class attributes are slow to read (3.11)
 WAITING: Final = "facade.waiting"  # row meta key: ready, waiting for a worker slot
+
+
+_SOCKET: Final = socket.socket
+
+
+def request_key(request: Any) -> Any:
+    """A request's key in :attr:`ServerState.rows`: a plain ``socket.socket`` is its own
+    key (hashed by identity, and much cheaper than ``id()``, which makes an int and
+    raises an audit event); anything else -- a datagram's ``(data, socket)`` tuple
+    hashes by value, a user's request type may too -- is keyed by ``id()``. The hot
+    paths inline this expression: keep them the same."""
+    return request if type(request) is _SOCKET else id(request)
 
 
 def peek_count(counter: itertools.count[int]) -> int:
@@ -113,7 +127,7 @@ class DatagramRequest(Connection):
     __slots__ = ("_kind", "owner")
 
     def __init__(self, kind: str, peername: Any, size: int, now: float, owner: object) -> None:
-        super().__init__(ConnState.ACCEPTED, peername, now)
+        super().__init__(_ACCEPTED, peername, now)
         self.bytes_in = size
         self._kind = kind
         self.owner = owner
@@ -307,7 +321,7 @@ class ServerState:
         self.activated = False
         self.closed = False
         self.close_pending = False
-        self.rows: dict[int, Row] = {}  # id(request) -> row, while in flight
+        self.rows: dict[Any, Row] = {}  # request_key(request) -> row, while in flight
         self.waiting: deque[tuple[Any, Any, Row]] = deque()
         self.staged: tuple[Any, Any] | None = None  # what get_request() returns next
         # the listening socket last seen by get_request() that is not an SSLSocket

@@ -60,6 +60,7 @@ from .requests import (
     ServerState,
     ServerStatistics,
     peek_count,
+    request_key,
 )
 from .table import ConnectionTable
 from .transports import StreamTransport
@@ -86,6 +87,10 @@ _THREAD: Final = ConnState.DISPATCHED_THREAD
 _CHILD: Final = ConnState.DISPATCHED_CHILD
 _CLOSED: Final = ConnState.CLOSED
 _VERIFIED: Final = ConnState.VERIFIED
+_FINISHED: Final = ConnState.FINISHED
+_BUFFERING: Final = ConnState.BUFFERING
+_FINISH: Final = ConnEvent.FINISH
+_LOST: Final = ConnEvent.LOST
 _VERIFY: Final = ConnEvent.VERIFY
 _DISPATCH_THREAD: Final = ConnEvent.DISPATCH_THREAD
 # The moves every request makes, looked up in LIFECYCLE once: a row known to be in the
@@ -100,6 +105,7 @@ _DISPATCH_COUNTER: Final = {
     ConnEvent.DISPATCH_CHILD: "dispatched_child",
 }
 _get_ident: Final = threading.get_ident
+_SOCKET: Final = socket.socket  # request_key()'s test, inlined on the hot paths
 
 
 def _blocking_socket(family: int, type_: int, proto: int, fd: int) -> socket.socket:
@@ -458,7 +464,7 @@ class BaseServer:
         (a Python call less per request): change both together.
         """
         f = self._reactor_facade
-        f.rows[id(request)] = row
+        f.rows[request if type(request) is _SOCKET else id(request)] = row
         f.accepted += 1
         try:
             allowed = self.verify_request(request, client_address)
@@ -481,8 +487,7 @@ class BaseServer:
         except BaseException:
             self._reactor_dispatch_failed(request, client_address)
         finally:
-            state = row.state
-            if state is not _CLOSED and state is not _THREAD and state is not _CHILD:
+            if row.state is not _CLOSED:  # an inline request is closed by now
                 self._reactor_after_dispatch(request, row)
             f.handled += 1
             if f.stop_after_handled and f.reactor is not None:
@@ -544,12 +549,12 @@ class BaseServer:
 
     def _reactor_after_dispatch(self, request: Any, row: Row) -> None:
         state = row.state
-        if state is ConnState.DISPATCHED_INLINE or state is ConnState.FINISHED or (
-            state is ConnState.VERIFIED and not (row.meta and row.meta.get(WAITING))
+        if state is _INLINE or state is _FINISHED or (
+            state is _VERIFIED and not (row.meta and row.meta.get(WAITING))
         ):
             # process_request returned without ending the request itself (an override
             # that did not call the base class): keep the table honest
-            self._reactor_facade.rows.pop(id(request), None)
+            self._reactor_facade.rows.pop(request_key(request), None)
             self._reactor_end_row(row)
 
     def _reactor_done(self) -> None:
@@ -607,7 +612,7 @@ class BaseServer:
         reader.stop()
         if exc is not None:
             logger.debug("%s: lost while buffering: %s", reader.row.describe(), exc)
-        self._reactor_facade.rows.pop(id(reader.request), None)
+        self._reactor_facade.rows.pop(request_key(reader.request), None)
         self._reactor_shutdown_quietly(reader.request, reader.client_address)
         self._reactor_done()
 
@@ -616,7 +621,7 @@ class BaseServer:
     def _reactor_mark(self, request: Any, event: ConnEvent) -> Row | None:
         """Move the request's row to a DISPATCHED state (when it is still undecided)."""
         f = self._reactor_facade
-        row = f.rows.get(id(request))
+        row = f.rows.get(request_key(request))
         if row is None:
             return None
         try:
@@ -633,7 +638,7 @@ class BaseServer:
 
     def _reactor_end_request(self, request: Any) -> None:
         """The request was closed: finish its row (a forked one waits for its child)."""
-        row = self._reactor_facade.rows.pop(id(request), None)
+        row = self._reactor_facade.rows.pop(request_key(request), None)
         if row is not None:
             self._reactor_end_popped(request, row)
 
@@ -645,13 +650,13 @@ class BaseServer:
             # _reactor_end_row -> _reactor_release_row for a request handled inline,
             # without their calls
             if isinstance(row, StreamTransport):
-                row.release(close_socket=False)
+                row.release(False)  # close_socket=False, by position (cheaper)
                 f.finished += 1
             else:
                 self._reactor_release_row(row)
             return
-        if state is ConnState.BUFFERING:  # the transport ends it (connection_lost)
-            f.rows[id(request)] = row
+        if state is _BUFFERING:  # the transport ends it (connection_lost)
+            f.rows[request_key(request)] = row
             return
         if state is _CHILD or f.in_child:
             return  # the parent ends it when the child is reaped
@@ -669,7 +674,7 @@ class BaseServer:
             if reactor is not None and not reactor.is_closed():
                 state = row.state
                 if state is _THREAD or state is _CHILD or state is _INLINE:
-                    row.advance(ConnEvent.FINISH)
+                    row.advance(_FINISH)
                 f.ended.append(row)
                 listener = f.listener
                 if f.sweeping and (listener is None or listener.max_connections is None):
@@ -708,15 +713,15 @@ class BaseServer:
 
     def _reactor_release_row(self, row: Row) -> None:
         state = row.state
-        if state is ConnState.CLOSED:
+        if state is _CLOSED:
             return
         if isinstance(row, StreamTransport):
-            row.release(close_socket=False)
+            row.release(False)  # close_socket=False, by position (cheaper)
         else:
-            row.advance(ConnEvent.LOST)
+            row.advance(_LOST)
             if self._reactor_facade.reactor is not None:
                 self._reactor_facade.reactor.connections.remove(row)
-        if state is ConnState.FINISHED or state is _INLINE or state is _THREAD or (
+        if state is _FINISHED or state is _INLINE or state is _THREAD or (
             state is _CHILD
         ):
             self._reactor_facade.finished += 1
@@ -741,7 +746,7 @@ class BaseServer:
     def process_request(self, request: Any, client_address: Any) -> None:
         """Run the request here, on the reactor thread, then end it."""
         f = self._reactor_facade
-        row = f.rows.get(id(request))
+        row = f.rows.get(request if type(request) is _SOCKET else id(request))
         if row is not None and row.state is _VERIFIED and row.meta is None:
             row.state = INLINE_FROM_VERIFIED  # _reactor_mark's usual case, without calls
             f.dispatched_inline += 1
@@ -770,7 +775,7 @@ class BaseServer:
         here, they propagate.
         """
         self._reactor_facade.count("errors")
-        row = self._reactor_facade.rows.get(id(request))
+        row = self._reactor_facade.rows.get(request_key(request))
         where = f" [{row.state.name}]" if row is not None else ""
         logger.error("%s: exception while handling the request from %s%s",
                      type(self).__name__, client_address, where, exc_info=True)
@@ -798,9 +803,9 @@ class BaseServer:
         self._reactor_drain()
         self._reactor_release_ended()
         for row in list(f.rows.values()):
-            if row.state is ConnState.BUFFERING and isinstance(row, StreamTransport):
+            if row.state is _BUFFERING and isinstance(row, StreamTransport):
                 row.abort()
-            elif row.state is not ConnState.CLOSED:
+            elif row.state is not _CLOSED:
                 self._reactor_release_row(row)  # its worker still owns the socket
         f.rows.clear()
         if f.owns_reactor:
@@ -811,7 +816,7 @@ class BaseServer:
         else:
             for row in self._reactor_rows():  # multiplexed connections on a shared reactor
                 abort = getattr(row, "abort", None)
-                if abort is not None and row.state is not ConnState.CLOSED:
+                if abort is not None and row.state is not _CLOSED:
                     abort()
 
     def _reactor_stop_taking(self, reactor: Reactor) -> None:
@@ -952,7 +957,7 @@ class TCPServer(BaseServer):
         f.staged = None  # an override of get_request may not have taken it
         # _reactor_start_request(request, client_address, row), inlined: the path of
         # every connection (change both together)
-        f.rows[id(request)] = row
+        f.rows[request if type(request) is _SOCKET else id(request)] = row
         f.accepted += 1
         try:
             allowed = self.verify_request(request, client_address)
@@ -973,8 +978,7 @@ class TCPServer(BaseServer):
         except BaseException:
             self._reactor_dispatch_failed(request, client_address)
         finally:
-            state = row.state
-            if state is not _CLOSED and state is not _THREAD and state is not _CHILD:
+            if row.state is not _CLOSED:  # an inline request is closed by now
                 self._reactor_after_dispatch(request, row)
             f.handled += 1
             if f.stop_after_handled and f.reactor is not None:
@@ -1013,13 +1017,13 @@ class TCPServer(BaseServer):
         request.close()
         # _reactor_end_request, inlined with its case for a request handled inline
         f = self._reactor_facade
-        row = f.rows.pop(id(request), None)
+        row = f.rows.pop(request if type(request) is _SOCKET else id(request), None)
         if row is None:
             return
         if row.state is _INLINE and f.loop_thread == _get_ident() and (
             isinstance(row, StreamTransport)
         ):
-            row.release(close_socket=False)
+            row.release(False)  # close_socket=False, by position (cheaper)
             f.finished += 1
         else:
             self._reactor_end_popped(request, row)

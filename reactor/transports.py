@@ -65,6 +65,14 @@ DEFAULT_READ_SIZE: Final = 256 * 1024
 WRITES_AFTER_LOSS_WARNING: Final = 5
 _CLOSED = ConnState.CLOSED
 _CLOSING = ConnState.CLOSING
+# an Enum class's attributes go through EnumType.__getattr__'s slow lookup (3.11):
+# module constants for the members read on every connection
+_READ_CLOSED = ConnState.READ_CLOSED
+_ATTACH = ConnEvent.ATTACH
+_EOF = ConnEvent.EOF
+_WRITE_EOF = ConnEvent.WRITE_EOF
+_CLOSE = ConnEvent.CLOSE
+_LOST = ConnEvent.LOST
 _EXIT_EXC = (SystemExit, KeyboardInterrupt)
 
 
@@ -238,7 +246,7 @@ class StreamTransport(Row, asyncio.Transport):
     def attach(self, protocol: asyncio.BaseProtocol) -> None:
         """Attach ``protocol``: call its ``connection_made`` and start reading."""
         self._protocol = protocol
-        self.advance(ConnEvent.ATTACH)
+        self.advance(_ATTACH)
         if self._opts.has_deadlines:
             self._arm_deadline()
         try:
@@ -311,7 +319,7 @@ class StreamTransport(Row, asyncio.Transport):
         self._set_mask(self._mask & ~EVENT_READ)
         if self._flags & _F_DONE:
             return
-        both_done = self.advance(ConnEvent.EOF) is _CLOSING
+        both_done = self.advance(_EOF) is _CLOSING
         try:
             keep_open = self._protocol.eof_received()
         except _EXIT_EXC:
@@ -426,7 +434,7 @@ class StreamTransport(Row, asyncio.Transport):
         if self._flags & (_F_DONE | _F_EOF):
             return
         self._flags |= _F_EOF
-        if self.advance(ConnEvent.WRITE_EOF) is _CLOSING:
+        if self.advance(_WRITE_EOF) is _CLOSING:
             self._flags |= _F_CLOSING
         if not self._buffer:
             self._flushed()
@@ -487,7 +495,7 @@ class StreamTransport(Row, asyncio.Transport):
         if flags & _F_DONE or not flags & _F_READ_PAUSED:
             return
         self._flags = flags & ~_F_READ_PAUSED
-        if self.state is not ConnState.READ_CLOSED and self._protocol is not None:
+        if self.state is not _READ_CLOSED and self._protocol is not None:
             self._set_mask(self._mask | EVENT_READ)
 
     def is_reading(self) -> bool:
@@ -504,7 +512,7 @@ class StreamTransport(Row, asyncio.Transport):
             return
         self._flags |= _F_CLOSING
         if self.state is not _CLOSING:
-            self.advance(ConnEvent.CLOSE)
+            self.advance(_CLOSE)
         if self._buffer:
             self._set_mask(EVENT_WRITE)
         else:
@@ -544,7 +552,7 @@ class StreamTransport(Row, asyncio.Transport):
             return
         self._flags |= _F_DONE
         self._set_mask(0)
-        self.advance(ConnEvent.LOST)
+        self.advance(_LOST)
         self._cancel_deadline()
         protocol, self._protocol = self._protocol, None
         try:
@@ -754,7 +762,7 @@ class DatagramTransport(Row, asyncio.DatagramTransport):
 
     def attach(self, protocol: asyncio.BaseProtocol) -> None:
         self._protocol = protocol
-        self.advance(ConnEvent.ATTACH)
+        self.advance(_ATTACH)
         try:
             protocol.connection_made(self)
         except _EXIT_EXC:
@@ -897,7 +905,7 @@ class DatagramTransport(Row, asyncio.DatagramTransport):
             return
         self._closing = True
         if self.state is not _CLOSING:
-            self.advance(ConnEvent.CLOSE)
+            self.advance(_CLOSE)
         if self._buffer:
             self._set_mask(EVENT_WRITE)
         else:
@@ -918,7 +926,7 @@ class DatagramTransport(Row, asyncio.DatagramTransport):
     def _finish(self, exc: BaseException | None) -> None:
         if self.state is _CLOSED:
             return
-        self.advance(ConnEvent.LOST)
+        self.advance(_LOST)
         protocol, self._protocol = self._protocol, None
         try:
             if protocol is not None:
