@@ -164,7 +164,8 @@ class Listener:
         self._registered = wanted
 
     def _release(self) -> None:
-        """One of this listener's connections closed."""
+        """One of this listener's connections closed (StreamTransport.release inlines
+        this: change both together)."""
         self.active -= 1
         if not self._registered and not self._closed:
             self._update_registration()

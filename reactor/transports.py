@@ -683,8 +683,12 @@ class StreamTransport(Row, asyncio.Transport):
         if sock is not None and close_socket:
             sock.close()
         self._reactor.connections.remove(self)
-        if self._listener is not None:
-            self._listener._release()
+        listener = self._listener
+        if listener is not None:
+            # Listener._release, inlined (a call less per connection)
+            listener.active -= 1
+            if not listener._registered and not listener._closed:
+                listener._update_registration()
 
 
 class DatagramTransport(Row, asyncio.DatagramTransport):
