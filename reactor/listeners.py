@@ -71,6 +71,7 @@ DEFAULT_BACKLOG: Final = 1024
 DEFAULT_ACCEPT_BATCH: Final = 128
 ACCEPT_RETRY_DELAY: Final = 0.5
 UNIX_PATH_MAX: Final = 107
+INTERN_FROM: Final = 16  # open connections past which peer host strings are interned
 _ACCEPTED: Final = ConnState.ACCEPTED  # Enum class attributes are slow to read (3.11)
 
 
@@ -206,8 +207,10 @@ class Listener:
                 os.close(fd)
                 self.active -= 1
                 raise
-            if type(addr) is tuple:
-                # one string object per distinct peer host, not one per connection
+            if self.active > INTERN_FROM and type(addr) is tuple:
+                # one string object per distinct peer host, not one per connection --
+                # once there are enough connections for it to matter (it costs a new
+                # tuple per accept: a listener with a few connections at a time skips it)
                 addr = (sys.intern(addr[0]), *addr[1:])
             try:
                 if factory is None:

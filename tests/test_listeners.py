@@ -24,7 +24,7 @@ import pytest
 from netkit import WAIT, EchoClients, Net, Recorder, events_of, requires_ipv6
 
 from reactor import ConnState, FakeClock, Reactor
-from reactor.listeners import ACCEPT_RETRY_DELAY, UNIX_PATH_MAX
+from reactor.listeners import ACCEPT_RETRY_DELAY, UNIX_PATH_MAX, Listener
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -631,6 +631,63 @@ def test_on_accept_gets_the_raw_socket(reactor: Reactor, net: Net) -> None:
     conn, addr = got[0]
     assert addr == peer.sock.getsockname()
     assert conn.gettimeout() == 0.0  # handed over non-blocking
+
+
+def test_a_connection_factory_makes_the_accepted_socket(reactor: Reactor, net: Net) -> None:
+    made: list[tuple[int, int, int, int]] = []
+    got: list[Any] = []
+
+    def factory(family: int, type_: int, proto: int, fd: int) -> socket.socket:
+        made.append((family, type_, proto, fd))
+        return socket.socket(family, type_, proto, fd)
+
+    def on_accept(listener: Any, conn: Any, addr: Any) -> None:
+        got.append((conn, conn.gettimeout(), conn.fileno()))
+        conn.sendall(b"made")
+        conn.close()
+        listener._release()
+
+    sock = socket.create_server(("127.0.0.1", 0))
+    listener = Listener(reactor, sock, on_accept, connection_factory=factory)
+    net.listeners.append(listener)
+    peer = net.connect(listener.address)
+    net.wait(lambda: peer.eof)
+    assert peer.received == b"made"
+    (conn, timeout, fd), = got
+    assert type(conn) is socket.socket
+    assert timeout is None  # left as the factory made it: no setblocking(False)
+    assert made == [(socket.AF_INET, socket.SOCK_STREAM, sock.proto, fd)]
+    assert listener.active == 0 and listener.accepted == 1
+
+
+def test_a_failing_connection_factory_closes_that_connection_only(
+        reactor: Reactor, net: Net, caplog: pytest.LogCaptureFixture) -> None:
+    calls: list[int] = []
+    served: list[Any] = []
+
+    def factory(family: int, type_: int, proto: int, fd: int) -> socket.socket:
+        calls.append(fd)
+        if len(calls) == 1:
+            raise OSError(errno.EINVAL, "refused by the factory")
+        return socket.socket(family, type_, proto, fd)
+
+    def on_accept(listener: Any, conn: Any, addr: Any) -> None:
+        served.append(addr)
+        conn.sendall(b"second")
+        conn.close()
+        listener._release()
+
+    sock = socket.create_server(("127.0.0.1", 0))
+    listener = Listener(reactor, sock, on_accept, connection_factory=factory)
+    net.listeners.append(listener)
+    with caplog.at_level(logging.ERROR):
+        first = net.connect(listener.address)
+        net.wait(lambda: first.eof)  # its descriptor was closed, not leaked
+        second = net.connect(listener.address)
+        net.wait(lambda: second.eof)
+    assert first.received == b"" and second.received == b"second"
+    assert len(served) == 1 and listener.active == 0
+    assert "refused by the factory" in caplog.text
 
 
 # -- datagram endpoints ----------------------------------------------------------------------

@@ -173,6 +173,34 @@ def test_shutdown_request_is_called_when_verify_refuses() -> None:
         assert len(server.connections) == 0
 
 
+@pytest.mark.parametrize("default_timeout", [None, 7.0])
+@pytest.mark.parametrize("server", ["TCPServer", "ThreadingTCPServer"])
+@pytest.mark.parametrize("module", [std, socketserver], ids=["stdlib", "reactor"])
+def test_a_handler_gets_the_socket_accept_would_give(
+        module: Any, server: str, default_timeout: float | None) -> None:
+    """A plain socket.socket, blocking -- or with the default timeout, when
+    socket.setdefaulttimeout() set one, as the standard library's accept() leaves it."""
+    seen: list[tuple[type, float | None]] = []
+
+    class Handler(module.BaseRequestHandler):  # type: ignore[misc]
+        def handle(self) -> None:
+            seen.append((type(self.request), self.request.gettimeout()))
+
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(default_timeout)
+    try:
+        with getattr(module, server)((HOST, 0), Handler) as srv:
+            worker = threading.Thread(target=srv.handle_request)
+            worker.start()
+            socket.create_connection(srv.server_address, timeout=10).close()
+            worker.join(20)
+            assert not worker.is_alive()
+            wait_for(lambda: len(seen) == 1)
+    finally:
+        socket.setdefaulttimeout(old)
+    assert seen == [(socket.socket, default_timeout)]
+
+
 # -- the connection table -----------------------------------------------------------------
 
 
