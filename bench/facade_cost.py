@@ -27,6 +27,8 @@ N1, then N2 connect-request-close cycles from a sequential client; the instructi
 executed per request are (I(N2) - I(N1)) / (N2 - N1), start-up cancelled out::
 
     .venv/bin/python -m bench.facade_cost --instructions-only
+    .venv/bin/python -m bench.facade_cost --instructions-only --instruction-repeat 3 \
+        --instruction-requests 2000 --only sync-churn      # steadier: a median of 3
 """
 
 from __future__ import annotations
@@ -229,6 +231,7 @@ def _count_instructions(impl: str, kind: str, requests: int, workdir: Path) -> i
 
     port_file = workdir / f"port-{impl}-{kind}-{requests}"
     out = workdir / f"cg-{impl}-{kind}-{requests}"
+    port_file.unlink(missing_ok=True)  # a repeated measurement must not read the last port
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     server = subprocess.Popen(
@@ -264,10 +267,18 @@ def instructions(args: argparse.Namespace) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory() as tmp:
         for kind in ("sync", "threading"):
             line: dict[str, Any] = {"workload": f"{kind}-churn"}
+            if args.only and line["workload"] not in args.only:
+                continue
             for impl in ("stdlib", "reactor"):
-                a = _count_instructions(impl, kind, small, Path(tmp))
-                b = _count_instructions(impl, kind, large, Path(tmp))
-                line[impl] = (b - a) / (large - small)
+                # the median of --instruction-repeat measurements: a run's figure moves
+                # by a few hundred instructions (scheduling, when the GC runs)
+                found = []
+                for _ in range(max(1, args.instruction_repeat)):
+                    a = _count_instructions(impl, kind, small, Path(tmp))
+                    b = _count_instructions(impl, kind, large, Path(tmp))
+                    found.append((b - a) / (large - small))
+                line[impl] = statistics.median(found)
+                line[f"{impl}_runs"] = found
             line["ratio"] = line["reactor"] / line["stdlib"]
             print(f"{line['workload']:<16} instructions per request: stdlib "
                   f"{line['stdlib']:>9.0f}  reactor {line['reactor']:>9.0f}  "
@@ -404,7 +415,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=1024, help="message bytes")
     parser.add_argument("--server-cpu", type=int, default=0, help="-1: do not pin")
     parser.add_argument("--client-cpu", type=int, default=1, help="-1: do not pin")
-    parser.add_argument("--only", action="append", help="workload names to run")
+    parser.add_argument("--only", action="append",
+                        help="workload names to run (also limits the callgrind counts to "
+                             "sync-churn / threading-churn)")
     parser.add_argument("--json", type=Path, help="write every run and the summary here")
     parser.add_argument("--instructions", action="store_true",
                         help="also count instructions per request under callgrind")
@@ -412,6 +425,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="only count instructions per request under callgrind")
     parser.add_argument("--instruction-requests", type=int, default=1000,
                         help="extra requests of the second callgrind run (default 1000)")
+    parser.add_argument("--instruction-repeat", type=int, default=1, metavar="N",
+                        help="measure instructions per request N times per server and "
+                             "report the median (default 1)")
     parser.add_argument("--slow-clients", type=int, default=0, metavar="N",
                         help="only measure N one-byte-a-second HTTP clients against the "
                              "stdlib ThreadingHTTPServer and the facade's (with "
