@@ -20,6 +20,10 @@ $(VENV)/.stamp-%: setup.cfg pyproject.toml | $(PY)
 test: $(VENV)/.stamp-test
 	$(PY) -m pytest
 
+# the fault suite with its long variants (100 000-connection soak and storms)
+test-faults: $(VENV)/.stamp-test
+	REACTOR_LONG_FAULTS=1 $(PY) -m pytest tests/faults
+
 lint: $(VENV)/.stamp-lint
 	$(PY) -m ruff check reactor handlers tests bench examples
 	$(PY) -m mypy

@@ -18,7 +18,7 @@ re-exported here and by :mod:`reactor.socketserver`.
 
 from __future__ import annotations
 
-from .base import FramingError, StreamHandler
+from .base import FramingError, StreamHandler, start_request_deadline, stop_request_deadline
 from .chat import ChatHandler, ChatServer, ChatStatistics, default_server
 from .classic import BaseRequestHandler, DatagramRequestHandler, StreamRequestHandler
 from .echo import EchoHandler
@@ -86,4 +86,6 @@ __all__ = [
     "TerminatorOverflow",
     "default_server",
     "encode_record",
+    "start_request_deadline",
+    "stop_request_deadline",
 ]
