@@ -382,8 +382,9 @@ class StreamTransport(Row, asyncio.Transport):
         if self._flags and self._flags & _F_NO_WRITE:  # flags are 0 on the hot path
             self._write_refused(data)
             return
-        if not isinstance(data, _BYTES_LIKE):
-            raise TypeError(f"data must be bytes-like, not {type(data).__name__}")
+        # No isinstance() here: send() refuses what is not bytes-like, and so does the
+        # memoryview() every queued write goes through (bytearray.extend alone would
+        # take a list of ints).
         buffer = self._buffer
         if not buffer:
             if not data:
@@ -400,7 +401,9 @@ class StreamTransport(Row, asyncio.Transport):
                 self.last_activity = self._reactor._now
                 if sent == len(data):
                     return
-                data = memoryview(data)[sent:]
+            data = memoryview(data).cast("B")[sent:]  # also sizes any buffer in bytes
+            if not data:
+                return
             if buffer is None:
                 buffer = self._buffer = bytearray()
             buffer.extend(data)
@@ -412,7 +415,7 @@ class StreamTransport(Row, asyncio.Transport):
                     self._arm_deadline()
             self._set_mask(self._mask | EVENT_WRITE)
         else:
-            buffer.extend(data)
+            buffer.extend(memoryview(data))
         if not self._flags & _F_WRITE_PAUSED and len(buffer) > self._get_aux().high:
             self._pause_protocol()
 

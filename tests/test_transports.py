@@ -7,6 +7,7 @@ nothing waits on a sleep. Most tests run on every selector backend.
 
 from __future__ import annotations
 
+import array
 import asyncio
 import logging
 import selectors
@@ -215,6 +216,22 @@ def test_writelines(reactor: Reactor, net: Net) -> None:
     net.wait(lambda: peer.received == b"one two three!?")
     with pytest.raises(TypeError):
         tr.write("text")  # type: ignore[arg-type]
+
+
+@pytest.mark.timeout(30)
+def test_write_refuses_non_bytes_also_while_queued_and_sizes_any_buffer_in_bytes(
+        reactor: Reactor, net: Net) -> None:
+    _peer, tr, _ = net.pair()
+    tr.write(b"x" * 32_000_000)  # more than the kernel takes: the rest is queued
+    queued = tr.get_write_buffer_size()
+    assert queued > 0
+    for bad in ("text", [1, 2, 3], 12):
+        with pytest.raises(TypeError):
+            tr.write(bad)  # type: ignore[arg-type]
+    assert tr.get_write_buffer_size() == queued
+    tr.write(array.array("i", [1, 2]))  # any bytes-like object, counted in bytes
+    assert tr.get_write_buffer_size() == queued + 8
+    tr.abort()
 
 
 @pytest.mark.timeout(30)
