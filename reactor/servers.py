@@ -458,11 +458,7 @@ class BaseServer:
         raise NotImplementedError("a BaseServer subclass must provide get_request()")
 
     def _reactor_start_request(self, request: Any, client_address: Any, row: Row) -> None:
-        """Verify the request, then buffer it or dispatch it.
-
-        A stream connection takes the same steps inlined in TCPServer._reactor_accept
-        (a Python call less per request): change both together.
-        """
+        """Verify the request, then buffer it or dispatch it."""
         f = self._reactor_facade
         f.rows[request if type(request) is _SOCKET else id(request)] = row
         f.accepted += 1
@@ -955,34 +951,7 @@ class TCPServer(BaseServer):
             self._reactor_done()
             return
         f.staged = None  # an override of get_request may not have taken it
-        # _reactor_start_request(request, client_address, row), inlined: the path of
-        # every connection (change both together)
-        f.rows[request if type(request) is _SOCKET else id(request)] = row
-        f.accepted += 1
-        try:
-            allowed = self.verify_request(request, client_address)
-        except Exception:
-            self.handle_error(request, client_address)
-            allowed = False
-        if not allowed:
-            self._reactor_reject(request, client_address)
-            return
-        if row.state is _ACCEPTED:
-            row.state = VERIFIED_FROM_ACCEPTED
-        else:
-            row.advance(_VERIFY)
-        if buffer is not None and self._reactor_buffer_first(request, client_address, row):
-            return
-        try:
-            self.process_request(request, client_address)
-        except BaseException:
-            self._reactor_dispatch_failed(request, client_address)
-        finally:
-            if row.state is not _CLOSED:  # an inline request is closed by now
-                self._reactor_after_dispatch(request, row)
-            f.handled += 1
-            if f.stop_after_handled and f.reactor is not None:
-                f.reactor.stop()
+        self._reactor_start_request(request, client_address, row)
 
     def get_request(self) -> tuple[Any, Any]:
         """The connection the listener accepted: ``(socket, client_address)``."""
