@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import selectors
+import tempfile
 from collections.abc import Iterator
 
 import pytest
+from netkit import Net
 
 from reactor import Reactor
 
@@ -32,6 +34,22 @@ def reactor(backend: type[selectors.BaseSelector]) -> Iterator[Reactor]:
         r.stop()
     if not r.is_closed():
         r.close()
+
+
+@pytest.fixture
+def net(reactor: Reactor) -> Iterator[Net]:
+    """Loopback helpers (tests/netkit.py) on the ``reactor`` fixture's reactor."""
+    n = Net(reactor)
+    yield n
+    n.close()
+
+
+@pytest.fixture
+def sockdir() -> Iterator[str]:
+    """A short temporary directory for Unix socket paths (sun_path holds 107 bytes,
+    and pytest's tmp_path can be long)."""
+    with tempfile.TemporaryDirectory(prefix="sr-") as d:
+        yield d
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+from handlers.base import FramingError
 from reactor import Reactor
 
 LOOPS = ["reactor", "asyncio"]
@@ -30,6 +31,22 @@ HOST = "127.0.0.1"
 DEADLINE = 20.0  # generous: other helpers load the machine too
 
 T = TypeVar("T")
+
+
+def run_framer(framer: Any, chunks: list[bytes]) -> tuple[list[bytes], bool]:
+    """Feed ``chunks`` to a record framer; return its records and whether it failed."""
+    got: list[bytes] = []
+    for chunk in chunks:
+        framer.feed(chunk)
+        while True:
+            try:
+                record = framer.next_record()
+            except FramingError:
+                return got, True
+            if record is None:
+                break
+            got.append(record)
+    return got, False
 
 
 def split_at(data: bytes, cuts: list[int]) -> list[bytes]:

@@ -13,7 +13,6 @@ import selectors
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,17 +28,6 @@ from reactor.listeners import ACCEPT_RETRY_DELAY, UNIX_PATH_MAX, Listener
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture
-def net(reactor: Reactor) -> Iterator[Net]:
-    n = Net(reactor)
-    yield n
-    n.close()
-
-
-@pytest.fixture
-def sockdir() -> Iterator[str]:
-    with tempfile.TemporaryDirectory(prefix="sr-") as d:
-        yield d
 
 
 def num_fds() -> int:

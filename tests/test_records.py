@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 import pytest
+from handlerkit import run_framer as run
 from handlerkit import three_ways
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,22 +20,6 @@ from handlers.records import (
     RecordTooLarge,
 )
 from reactor.testing import FakeTransport, ProtocolPair
-
-
-def run(framer: RecordFramer, chunks: list[bytes]) -> tuple[list[bytes], bool]:
-    got: list[bytes] = []
-    for chunk in chunks:
-        framer.feed(chunk)
-        while True:
-            try:
-                record = framer.next_record()
-            except RecordTooLarge:
-                return got, True
-            if record is None:
-                break
-            got.append(record)
-    return got, False
-
 
 # -- the state machine ------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ import logging
 import struct
 
 import pytest
+from handlerkit import run_framer as run
 from handlerkit import three_ways
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -28,19 +29,6 @@ def fragment(payload: bytes, last: bool) -> bytes:
     return struct.pack(">I", len(payload) | (0x80000000 if last else 0)) + payload
 
 
-def run(framer: RecordMarkingFramer, chunks: list[bytes]) -> tuple[list[bytes], bool]:
-    got: list[bytes] = []
-    for chunk in chunks:
-        framer.feed(chunk)
-        while True:
-            try:
-                record = framer.next_record()
-            except RPCRecordTooLarge:
-                return got, True
-            if record is None:
-                break
-            got.append(record)
-    return got, False
 
 
 # -- encoding ----------------------------------------------------------------------------

@@ -12,8 +12,6 @@ import asyncio
 import logging
 import selectors
 import socket
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,18 +25,6 @@ W = selectors.EVENT_WRITE
 BIG = 8 * 1024 * 1024  # more than any loopback or socketpair kernel buffer holds
 
 
-@pytest.fixture
-def net(reactor: Reactor) -> Iterator[Net]:
-    n = Net(reactor)
-    yield n
-    n.close()
-
-
-@pytest.fixture
-def sockdir() -> Iterator[str]:
-    # short paths: sun_path holds 107 bytes, and pytest's tmp_path can be long
-    with tempfile.TemporaryDirectory(prefix="sr-") as d:
-        yield d
 
 
 def pattern(n: int) -> bytes:
