@@ -544,10 +544,13 @@ class BaseServer:
         self._reactor_defer(exc)
 
     def _reactor_after_dispatch(self, request: Any, row: Row) -> None:
+        # WAITING is read before the state: a pool worker that takes a waiting request
+        # moves its row on from VERIFIED first and drops WAITING after, so the other
+        # order could see VERIFIED and no WAITING and end a row being handled
+        meta = row.meta
+        waiting = meta is not None and meta.get(WAITING)
         state = row.state
-        if state is _INLINE or state is _FINISHED or (
-            state is _VERIFIED and not (row.meta and row.meta.get(WAITING))
-        ):
+        if state is _INLINE or state is _FINISHED or (state is _VERIFIED and not waiting):
             # process_request returned without ending the request itself (an override
             # that did not call the base class): keep the table honest
             self._reactor_facade.rows.pop(request_key(request), None)

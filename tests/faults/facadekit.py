@@ -135,8 +135,12 @@ def main() -> int:
         stopped.set()
 
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=stop).start())
-    signal.signal(signal.SIGUSR1, lambda *_: logger.info("statistics: %s",
-                                                         server.statistics()))
+    def report(*_: Any) -> None:
+        rows = list(server.connections)
+        logger.info("statistics: %s; rows: %s", server.statistics(),
+                    "; ".join(row.describe() for row in rows[:20]) or "none")
+
+    signal.signal(signal.SIGUSR1, report)
     server.serve_forever()
     logger.info("serve_forever() returned")
     if signalled.is_set():

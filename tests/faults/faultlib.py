@@ -84,6 +84,17 @@ class Sampler:
                 continue
         return Usage(fds, threads, max(0, len(tree) - 1), rss)
 
+    def descriptors(self) -> dict[int, list[str]]:
+        """What each process of the tree has open, by pid (for failure messages)."""
+        held: dict[int, list[str]] = {}
+        for proc in self._tree():
+            fds = Path(f"/proc/{proc.pid}/fd")
+            try:
+                held[proc.pid] = sorted(f"{fd.name}->{os.readlink(fd)}" for fd in fds.iterdir())
+            except OSError:  # gone, or no /proc
+                continue
+        return held
+
     def rss(self) -> int:
         return self.usage().rss
 
@@ -141,7 +152,7 @@ class Sampler:
                 raise AssertionError(
                     f"not back to the baseline within {timeout} s:\n  baseline {baseline}\n"
                     f"  now      {now}\n  (rss slack {rss_slack / 2**20:.1f} MiB, "
-                    f"fd slack {fd_slack})")
+                    f"fd slack {fd_slack})\n  descriptors held: {self.descriptors()}")
             time.sleep(0.05)  # polling a condition with a deadline
 
 
@@ -223,6 +234,22 @@ class FaultServer(ServerProcess):
             assert time.monotonic() < deadline, f"still open: {stats}"
             time.sleep(0.05)  # polling a condition, with a deadline
         return stats
+
+    def wait_back_to(self, baseline: Usage, **kwargs: Any) -> Usage:
+        """:meth:`Sampler.wait_back_to`; on failure the message also carries what the
+        server says it holds (its SIGUSR1 statistics) and the end of its log."""
+        try:
+            return self.sampler.wait_back_to(baseline, **kwargs)
+        except AssertionError as exc:
+            if self.proc.poll() is None:
+                count = self.log.count("statistics: ")
+                self.signal(signal.SIGUSR1)
+                try:
+                    self.wait_for(r"statistics: ", count=count + 1, timeout=5)
+                except AssertionError:
+                    pass  # the server does not answer: say so through the log below
+            tail = "\n    ".join(self.log.splitlines()[-40:])
+            raise AssertionError(f"{exc}\n  the server's log ends:\n    {tail}") from None
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = WAIT) -> int:
         """Signal it and wait; returns the exit status."""

@@ -59,7 +59,7 @@ def test_an_over_long_line_is_refused_and_closed(
         assert read_lines(other, 1) == [b"fine"]
     reason = srv.wait_for(r".*closing: line too long: .*max_line_length=1024\)").group(0)
     assert "Lines ('127.0.0.1', " in reason  # who, and why
-    srv.sampler.wait_back_to(baseline)
+    srv.wait_back_to(baseline)
     assert srv.stop() == 0
     srv.assert_clean_log()
 
@@ -80,7 +80,7 @@ def test_chat_skips_an_endless_line_with_bounded_memory_and_goes_on(
         assert lines[0].startswith(b"! line too long")
         assert lines[1].startswith(b"* in lobby: ")
         check_bounded(srv, baseline.rss, watch.peak, "one chat line")
-    srv.sampler.wait_back_to(baseline)
+    srv.wait_back_to(baseline)
     assert srv.stop() == 0
     srv.assert_clean_log()
 
@@ -103,7 +103,7 @@ def test_an_oversized_record_is_refused_from_its_prefix(
         good.sendall((1).to_bytes(4, "big") + b"z")
         assert good.recv(16) == (1).to_bytes(4, "big") + b"z"
     srv.wait_for(rf"record too large: {FLOOD} bytes announced \(max_record_size=1024\)")
-    srv.sampler.wait_back_to(baseline)
+    srv.wait_back_to(baseline)
     assert srv.stop() == 0
     srv.assert_clean_log()
 
@@ -138,7 +138,7 @@ def test_kv_refuses_bad_resp_with_an_error_and_a_close(
         while data != b"+OK\r\n$1\r\nv\r\n":
             assert time.monotonic() < deadline, data
             data += good.recv(64)
-    srv.sampler.wait_back_to(baseline)
+    srv.wait_back_to(baseline)
     assert srv.stop() == 0
     assert len(log_lines(srv.log, "; closing")) == 1
     srv.assert_clean_log()

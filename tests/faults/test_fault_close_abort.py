@@ -59,7 +59,7 @@ def test_close_flushes_everything_then_fin_and_abort_drops_the_queue(
         assert received < SIZE // 2, "abort sent the queued output"
         sock.close()
     srv.wait_for(r"lost #1", count=6)
-    srv.sampler.wait_back_to(baseline, rss_slack=64 * 2**20)
+    srv.wait_back_to(baseline, rss_slack=64 * 2**20)
     assert srv.stats()["write_buffered"] == 0
     assert srv.stop() == 0
     log = srv.log  # complete now that the server exited

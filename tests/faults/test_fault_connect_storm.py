@@ -98,7 +98,7 @@ def storm(start_server: Callable[..., FaultServer], total: int, wave: int,
         srv.wait_idle()
     # a pool keeps its idle workers for the next requests (until server_close)
     idle_workers = max_threads or 0
-    srv.sampler.wait_back_to(dataclasses.replace(initial, threads=initial.threads + idle_workers),
+    srv.wait_back_to(dataclasses.replace(initial, threads=initial.threads + idle_workers),
                              rss_slack=8 * 2**20)
     assert srv.stop() == 0
     srv.assert_clean_log()

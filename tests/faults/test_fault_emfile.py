@@ -76,7 +76,7 @@ def test_emfile_no_busy_loop_one_line_per_episode_and_recovery(
             remaining -= done
     finally:
         c.close_all()
-    after = srv.sampler.wait_back_to(baseline)
+    after = srv.wait_back_to(baseline)
     assert after.fds == baseline.fds and after.threads == baseline.threads
     with srv.connect() as fresh:  # and it still serves
         fresh.sendall(b"after")

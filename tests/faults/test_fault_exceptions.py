@@ -62,7 +62,7 @@ def test_each_exception_is_logged_once_and_closes_only_its_connection(
     for sock in conns:
         sock.close()
     srv.wait_for(r"lost #1", count=len(conns))
-    srv.sampler.wait_back_to(baseline)  # the failing connection_lost's socket closed too
+    srv.wait_back_to(baseline)  # the failing connection_lost's socket closed too
     assert srv.stats()["open"] == 0
     assert srv.stop() == 0  # the loop survived all of it
     log = srv.log  # complete now that the server exited

@@ -72,7 +72,7 @@ def test_forking_server_caps_children_reaps_them_and_keeps_accepting(
     figure("fork: longest-lived zombie", watch.longest_zombie * 1000, "ms")
     assert 1 <= watch.most <= MAX_CHILDREN
     assert watch.longest_zombie < 1.0, "a zombie waited a second to be reaped"
-    after = srv.sampler.wait_back_to(baseline)
+    after = srv.wait_back_to(baseline)
     assert after.children == 0
     # the parent's selector is intact: it still accepts and forks, and idles quietly
     with srv.connect() as client:
@@ -81,7 +81,7 @@ def test_forking_server_caps_children_reaps_them_and_keeps_accepting(
         assert int(pid) != srv.proc.pid
     cpu = srv.sampler.cpu_fraction(1.0)
     assert cpu < CPU_LIMIT
-    srv.sampler.wait_back_to(baseline)
+    srv.wait_back_to(baseline)
     assert srv.stop() == 0
     assert "children=0" in srv.wait_for(r"server_close\(\) returned.*").group(0)
     srv.assert_clean_log()

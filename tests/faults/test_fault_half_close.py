@@ -44,7 +44,7 @@ def test_pipelined_kv_requests_then_eof_get_every_reply(
     sock.close()
     reply = b"$100000\r\n" + value + b"\r\n"
     assert got == reply * count + b"+PONG\r\n"
-    srv.sampler.wait_back_to(baseline, rss_slack=32 * 2**20)
+    srv.wait_back_to(baseline, rss_slack=32 * 2**20)
     assert srv.stop() == 0
     srv.assert_clean_log()
 
@@ -63,7 +63,7 @@ def test_echo_and_chat_answer_after_the_peer_half_closed(
     got = read_until_closed(sock)
     sock.close()
     assert got.endswith(expected)
-    srv.sampler.wait_back_to(baseline, rss_slack=16 * 2**20)
+    srv.wait_back_to(baseline, rss_slack=16 * 2**20)
     assert srv.stop() == 0
     srv.assert_clean_log()
 
@@ -85,7 +85,7 @@ def test_answers_from_timers_after_the_eof_then_close_without_spinning(
         assert read_until_closed(sock) == b"one done\ntwo done\nthree done\n"
         sock.close()
     srv.wait_for(r"lost #1 .*exc=None", count=10)
-    srv.sampler.wait_back_to(baseline)
+    srv.wait_back_to(baseline)
     assert srv.stop() == 0
     assert "lost #2" not in srv.log
     srv.assert_clean_log()

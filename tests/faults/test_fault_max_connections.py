@@ -58,7 +58,7 @@ def test_clients_over_the_cap_wait_in_the_backlog_and_are_served_later(
                    WAIT)
     finally:
         c.close_all()
-    srv.sampler.wait_back_to(baseline)
+    srv.wait_back_to(baseline)
     stats = srv.stats()
     assert stats["open"] == 0 and stats["closed_total"] == CLIENTS
     assert srv.stop() == 0

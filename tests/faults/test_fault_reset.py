@@ -85,12 +85,12 @@ def test_reset_in_the_middle_of_large_kv_replies_frees_them(
         before = srv.usage()
         peak = reset_round(srv)
         assert peak > before.rss + RESETTERS * VALUE // 2  # they really were queued
-        baseline = srv.sampler.wait_back_to(before, rss_slack=peak - before.rss)
+        baseline = srv.wait_back_to(before, rss_slack=peak - before.rss)
         figure("reset: RSS with ten 8 MiB kv replies queued", (peak - before.rss) / 2**20,
                "MiB over the idle server")
         for _ in range(2):
             reset_round(srv)
-            after = srv.sampler.wait_back_to(baseline, rss_slack=16 * 2**20)
+            after = srv.wait_back_to(baseline, rss_slack=16 * 2**20)
             observer.sendall(b"PING\r\n")
             assert read_exactly(observer, 7) == b"+PONG\r\n"
         figure("reset: RSS growth after two more rounds of ten resets",
@@ -120,7 +120,7 @@ def test_reset_mid_stream_gives_one_connection_lost(
         observer.sendall(b"ping\n")
         assert read_lines(observer, 1) == [b"pong"]
     srv.wait_for(r"lost #1 .*exc=None")  # the observer
-    srv.sampler.wait_back_to(baseline)
+    srv.wait_back_to(baseline)
     assert srv.stop() == 0
     log = srv.log  # complete now that the server exited
     assert "lost #2" not in log
@@ -141,7 +141,7 @@ def test_writes_after_the_peer_has_gone_become_one_close_and_one_warning(
     srv.wait_for("later done")
     lost = srv.wait_for(r"lost #1 .*exc=(\w+)")
     assert lost.group(1) in ("BrokenPipeError", "ConnectionResetError"), lost.group(0)
-    srv.sampler.wait_back_to(baseline)
+    srv.wait_back_to(baseline)
     assert srv.stats()["open"] == 0
     assert srv.stop() == 0
     log = srv.log  # complete now that the server exited

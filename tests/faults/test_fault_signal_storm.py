@@ -68,7 +68,7 @@ def test_kv_under_a_signal_storm(start_server: Callable[..., FaultServer]) -> No
     rate = switches / (time.monotonic() - t0)
     figure("signal storm: context switches of the server per second (the storm)", rate, "/s")
     assert rate > 100, "the storm did not happen"
-    srv.sampler.wait_back_to(baseline, rss_slack=16 * 2**20)
+    srv.wait_back_to(baseline, rss_slack=16 * 2**20)
     assert srv.stop() == 0
     srv.assert_clean_log()
     assert "idle timeout" in srv.log

@@ -70,7 +70,7 @@ def test_never_reading_clients_pause_the_producer_and_memory_stays_bounded(
     for sock in socks:
         sock.close()
     srv.wait_for("lost #1", count=CLIENTS)
-    srv.sampler.wait_back_to(baseline)
+    srv.wait_back_to(baseline)
     assert srv.stop() == 0
     assert "stream done" not in srv.log  # no producer ran past the write limits
     srv.assert_clean_log()
@@ -98,7 +98,7 @@ def test_write_timeout_closes_stalled_connections_and_spares_readers(
     srv.wait_for(r"lost #1 .*exc=DeadlineExceeded", count=5)
     for sock in socks:
         sock.close()
-    srv.sampler.wait_back_to(baseline)
+    srv.wait_back_to(baseline)
     assert srv.stop() == 0
     assert len(log_lines(srv.log, "write stalled")) == 5
     srv.assert_clean_log()
@@ -144,7 +144,7 @@ def test_a_gibibyte_to_a_slow_reader_with_flat_memory(
     assert growth < 2 * HIGH_WATER + ALLOWANCE, f"RSS grew {growth / 2**20:.1f} MiB"
     pauses = int(srv.wait_for(rf"stream done {GIB} pauses=(\d+)").group(1))
     assert pauses > 0  # the producer really was paused
-    srv.sampler.wait_back_to(baseline)
+    srv.wait_back_to(baseline)
     assert srv.stop() == 0
     srv.assert_clean_log()
 
@@ -182,6 +182,6 @@ def test_services_stop_reading_a_client_that_sends_without_reading(
     growth = watch.peak - baseline.rss
     figure(f"{service}: RSS growth, a client sending without reading", growth / 2**20, "MiB")
     assert growth < 4 * HIGH_WATER + 2 * 256 * 1024 + ALLOWANCE, f"{growth / 2**20:.1f} MiB"
-    srv.sampler.wait_back_to(baseline)
+    srv.wait_back_to(baseline)
     assert srv.stop() == 0
     srv.assert_clean_log()

@@ -133,7 +133,7 @@ def test_a_dribbling_client_is_closed_at_the_request_deadline(
     assert cpu < CPU_LIMIT
     steady.close()
 
-    srv.sampler.wait_back_to(baseline)
+    srv.wait_back_to(baseline)
     assert srv.stop() == 0
     log = srv.log  # complete now that the server exited
     assert log.count("closing: request deadline") == len(loris)

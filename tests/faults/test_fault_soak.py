@@ -32,7 +32,7 @@ def soak(start_server: Callable[..., FaultServer], total: int, rss_slack: int,
     assert done.failed == 0, done.errors
     assert done.completed == total
     stats = srv.wait_idle()
-    after = srv.sampler.wait_back_to(baseline, rss_slack=rss_slack)
+    after = srv.wait_back_to(baseline, rss_slack=rss_slack)
     assert after.fds == baseline.fds and after.threads == baseline.threads
     assert stats["closed_total"] == stats["opened_total"] == total + 2000
     assert stats["pending_timers"] == 0, "deadline timers left behind"
@@ -65,11 +65,11 @@ def soak_threading(start_server: Callable[..., FaultServer], total: int, rss_sla
     address = srv.tcp_address()
     warm = churn(address, 2000, rst_every=4)
     assert warm.failed == 0, warm.errors
-    baseline = srv.sampler.wait_back_to(initial, rss_slack=64 * 2**20)  # threads ended
+    baseline = srv.wait_back_to(initial, rss_slack=64 * 2**20)  # threads ended
     done = churn(address, total, concurrency=64, rst_every=4, timeout=timeout)
     assert done.failed == 0, done.errors
     assert done.completed == total
-    after = srv.sampler.wait_back_to(baseline, rss_slack=rss_slack)
+    after = srv.wait_back_to(baseline, rss_slack=rss_slack)
     assert after.fds == baseline.fds and after.threads == baseline.threads == 1
     figure(f"soak ({total} ThreadingTCPServer connections): rate", done.rate,
            "connections/s")
