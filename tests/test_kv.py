@@ -970,7 +970,8 @@ def _replies(address: Any, family: int) -> list[bytes]:
 def test_replies_match_a_real_redis_server(served: Served, tmp_path: Path) -> None:
     binary = shutil.which("redis-server")
     if binary is None:
-        pytest.skip("redis-server is not installed (Debian package redis-server)")
+        pytest.skip("redis-server is not installed (Debian package redis-server; `make bench` "
+                    "installs it through bench/setup.sh)")
     path = str(tmp_path / "redis.sock")
     process = subprocess.Popen(
         [binary, "--port", "0", "--unixsocket", path, "--save", "", "--appendonly", "no",
