@@ -143,6 +143,28 @@ def test_statistics_ratios_and_targets() -> None:
     assert "reactor-protocol" in text and "FAIL" in text
 
 
+def test_user_space_ratio_and_kernel_share() -> None:
+    # the kernel took 80 % of the reactor's CPU: 1.1x per CPU-second, 1.5x in user space
+    records = [
+        _rec("echo-1KiB-c100", "reactor-protocol", 110.0, 1.0, req_per_user_cpu_s=1100.0,
+             kernel_share=0.8),
+        _rec("echo-1KiB-c100", "asyncio", 100.0, 1.0, req_per_user_cpu_s=733.3,
+             kernel_share=0.7),
+    ]
+    lines = [v.text for v in run.targets(run.Results(records)) if "user-space" in v.text]
+    assert len(lines) == 1
+    assert "(the kernel took 80% of the reactor's CPU): 1.50x" in lines[0]
+    assert run.targets(run.Results(records[:1]))  # no asyncio figure: no crash
+
+
+def test_a_measurement_records_user_cpu_and_kernel_share() -> None:
+    record: dict[str, Any] = {"requests": 1000, "cpu_s": 2.0, "user_cpu_s": 0.5,
+                              "duration_s": 2.0}
+    run._finish_record(record)
+    assert record["req_per_user_cpu_s"] == 2000.0
+    assert record["kernel_share"] == pytest.approx(0.75)
+
+
 @pytest.mark.timeout(120)
 @pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler")
 def test_loadgen_against_a_reactor_echo_server(tmp_path: Path) -> None:
