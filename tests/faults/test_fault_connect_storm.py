@@ -146,7 +146,7 @@ def test_connect_storm_threading_facade_short(start_server: Callable[..., FaultS
     # 1 000 at once the kernel drops completed handshakes from the full accept queue;
     # those clients wait in TCP retransmission for up to a minute and a few are reset.
     # With the CPU shared with one or two busy processes, waves of 256 saw the same (21
-    # to 24 of the 5 000 clients reset, in 4 runs of 10); waves of 128 passed 10 of 10.
+    # to 24 of the 5 000 clients reset, in 4 runs of 12); waves of 128 passed 10 of 10.
     # A bounded pool (max_threads) accepts fast enough: see the next tests.
     storm(start_server, 5_000, 128, timeout=150, facade=True)
 
