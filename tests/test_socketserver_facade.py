@@ -234,8 +234,10 @@ def test_threaded_requests_are_rows_dispatched_to_threads() -> None:
     with serving(server):
         clients = [socket.create_connection(server.server_address, timeout=10)
                    for _ in range(3)]
-        wait_for(lambda: server.statistics().by_state.get("DISPATCHED_THREAD") == 3)
-        assert server.statistics().threads == 3
+        # a row is marked before its thread starts and the thread counted as it starts:
+        # from this thread the two can be seen a moment apart, so wait for both
+        wait_for(lambda: (stats := server.statistics()).by_state.get(
+            "DISPATCHED_THREAD") == 3 and stats.threads == 3)
         text = server.connections.format()
         assert text.count("DISPATCHED_THREAD") == 3
         release.set()
@@ -253,12 +255,13 @@ def test_threaded_requests_are_rows_dispatched_to_threads() -> None:
 def test_forked_requests_stay_rows_until_their_child_is_reaped(tmp_path: Path) -> None:
     server = socketserver.ForkingTCPServer((HOST, 0), Echo)
     with serving(server):
-        client = socket.create_connection(server.server_address, timeout=10)
-        wait_for(lambda: server.statistics().by_state.get("DISPATCHED_CHILD") == 1)
-        assert server.statistics().children == 1
-        client.sendall(b"hello\n")
-        assert client.makefile("rb").readline() == b"hello\n"
-        client.close()
+        with socket.create_connection(server.server_address, timeout=10) as client:
+            # the row is marked before the fork and the child counted after it: from
+            # this thread the two can be seen a moment apart, so wait for both
+            wait_for(lambda: (stats := server.statistics()).by_state.get(
+                "DISPATCHED_CHILD") == 1 and stats.children == 1)
+            client.sendall(b"hello\n")
+            assert client.makefile("rb").readline() == b"hello\n"
         wait_for(lambda: server.statistics().children == 0)
         wait_for(lambda: len(server.connections) == 0)
         stats = server.statistics()
