@@ -247,6 +247,17 @@ def estimate_seconds(plan: Plan, args: argparse.Namespace) -> float:
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
+def _stat_fields(pid: int) -> list[str]:
+    """The fields of /proc/PID/stat after the command name (field 3 onwards).
+
+    Raises:
+        OSError: no such process, or no /proc.
+    """
+    with open(f"/proc/{pid}/stat") as f:
+        data = f.read()
+    return data[data.rfind(")") + 2:].split()
+
+
 def _own_and_reaped_cpu(proc: psutil.Process) -> float:
     """user+sys of ``proc`` and of its reaped children, zombies included.
 
@@ -255,9 +266,7 @@ def _own_and_reaped_cpu(proc: psutil.Process) -> float:
     counters, so it would vanish from the tree for a moment. /proc/PID/stat still has it.
     """
     try:
-        with open(f"/proc/{proc.pid}/stat") as f:
-            data = f.read()
-        fields = data[data.rfind(")") + 2:].split()
+        fields = _stat_fields(proc.pid)
         return sum(int(x) for x in fields[11:15]) / _CLK_TCK  # utime stime cutime cstime
     except (OSError, ValueError, IndexError):
         pass
@@ -322,9 +331,7 @@ def server_user_cpu(srv: ServerProcess) -> float | None:
     try:
         if srv.proc.children():
             return None
-        with open(f"/proc/{srv.proc.pid}/stat") as f:
-            data = f.read()
-        return int(data[data.rfind(")") + 2:].split()[11]) / _CLK_TCK  # utime
+        return int(_stat_fields(srv.proc.pid)[11]) / _CLK_TCK  # utime
     except (OSError, ValueError, IndexError, psutil.Error):
         return None
 

@@ -134,12 +134,12 @@ class Sampler:
         return RssWatch(self, interval)
 
     def wait_back_to(self, baseline: Usage, *, rss_slack: int = 8 * 2**20,
-                     fd_slack: int = 0, timeout: float = WAIT,
+                     timeout: float = WAIT,
                      allowance: Callable[[], tuple[int, int]] | None = None) -> Usage:
-        """Poll until descriptors, threads and children are at most the baseline's
-        (plus ``fd_slack``) and RSS at most ``rss_slack`` above it. ``allowance()``, if
-        given, says how many more descriptors and threads are excused at that moment
-        (see :func:`ghost_connections`).
+        """Poll until descriptors, threads and children are at most the baseline's and
+        RSS at most ``rss_slack`` above it. ``allowance()``, if given, says how many more
+        descriptors and threads are excused at that moment (see
+        :func:`ghost_connections`).
 
         Raises:
             AssertionError: not back within ``timeout``; says what is still held.
@@ -148,7 +148,7 @@ class Sampler:
         while True:
             now = self.usage()
             fds, threads = allowance() if allowance is not None else (0, 0)
-            if (now.fds <= baseline.fds + fd_slack + fds
+            if (now.fds <= baseline.fds + fds
                     and now.threads <= baseline.threads + threads
                     and now.children <= baseline.children
                     and now.rss <= baseline.rss + rss_slack):
@@ -157,7 +157,8 @@ class Sampler:
                 raise AssertionError(
                     f"not back to the baseline within {timeout} s:\n  baseline {baseline}\n"
                     f"  now      {now}\n  (rss slack {rss_slack / 2**20:.1f} MiB, "
-                    f"fd slack {fd_slack})\n  descriptors held: {self.descriptors()}")
+                    f"excused {fds} descriptors and {threads} threads)\n"
+                    f"  descriptors held: {self.descriptors()}")
             time.sleep(0.05)  # polling a condition with a deadline
 
 
@@ -256,10 +257,12 @@ class FaultServer(ServerProcess):
                 (item.split("=") for item in match.group(1).split() if "=" in item)
                 if v.isdigit()}
 
-    def wait_idle(self, open_: int = 0, timeout: float = WAIT) -> dict[str, int]:
-        """Poll the statistics until ``open_`` connections are left; return them."""
+    def wait_idle(self, open_: int = 0, timeout: float = WAIT,
+                  excused: Callable[[], int] | None = None) -> dict[str, int]:
+        """Poll the statistics until ``open_`` connections are left (plus ``excused()``,
+        connections the caller allows at that moment); return them."""
         deadline = time.monotonic() + timeout
-        while (stats := self.stats())["open"] != open_:
+        while (stats := self.stats())["open"] != open_ + (excused() if excused else 0):
             assert time.monotonic() < deadline, f"still open: {stats}"
             time.sleep(0.05)  # polling a condition, with a deadline
         return stats

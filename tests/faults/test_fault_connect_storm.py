@@ -105,10 +105,7 @@ def storm(start_server: Callable[..., FaultServer], total: int, wave: int,
     assert pinger.slowest < 2.0, f"an established client waited {pinger.slowest:.2f} s"
     pid = srv.proc.pid
     if not facade:
-        deadline = time.monotonic() + WAIT
-        while (stats := srv.stats())["open"] > len(ghost_connections(pid)):
-            assert time.monotonic() < deadline, f"still open: {stats}"
-            time.sleep(0.05)  # polling a condition, with a deadline
+        srv.wait_idle(excused=lambda: len(ghost_connections(pid)))
 
     def ghosts() -> tuple[int, int]:
         """Descriptors and threads excused: one of each per ghost connection (a
