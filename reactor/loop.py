@@ -40,19 +40,25 @@ from . import listeners as _listeners
 from .clock import Clock
 from .errors import ClosedError, LocalProtocolError
 from .table import ConnectionTable, _empty_counts
-from .timers import Handle, TimerHandle, TimerHeap
+from .timers import Handle, OwnedTimerHandle, TimerHandle, TimerHeap, describe_owner
 
 if TYPE_CHECKING:
     from .listeners import Listener
     from .transports import DatagramTransport, StreamTransport
 
-__all__ = ["Reactor", "ReactorStatistics"]
+__all__ = ["MAX_WAIT", "Reactor", "ReactorStatistics"]
 
 logger = logging.getLogger("reactor")
 
 _T = TypeVar("_T")
 EVENT_READ = selectors.EVENT_READ
 EVENT_WRITE = selectors.EVENT_WRITE
+
+#: The longest single wait handed to the selector, in seconds. epoll and poll take at
+#: most INT_MAX milliseconds (24.8 days) and raise OverflowError beyond it, so a timer
+#: further away than this (a 30-day key expiry, a month-long idle timeout, ``math.inf``)
+#: costs one spurious wake-up a day instead of a crash; the timer still fires when due.
+MAX_WAIT: Final = 86400.0
 
 
 @dataclass(frozen=True)
@@ -165,6 +171,21 @@ def _epoll_fast_path(
     return epoll, fd_to_key
 
 
+def _clamp_wait(wait: float) -> float:
+    """A wait the selector accepts: 0 to :data:`MAX_WAIT` seconds.
+
+    Negative (a timer already due, a caller's negative timeout) is 0: epoll would read
+    a negative timeout as "for ever". NaN, from a caller only, is refused.
+    """
+    if wait > MAX_WAIT:
+        return MAX_WAIT
+    if wait > 0.0:
+        return wait
+    if wait != wait:  # noqa: PLR0124 -- NaN
+        raise ValueError("a timeout cannot be NaN")
+    return 0.0
+
+
 def _noop_signal_handler(signum: int, frame: FrameType | None) -> None:
     """The Python-level handler: the real work happens through the wake-up fd."""
 
@@ -228,13 +249,48 @@ class Reactor:
         self._waker.wake()
         return handle
 
-    def call_later(self, delay: float, callback: Callable[..., object], *args: Any) -> TimerHandle:
-        """Run ``callback(*args)`` after ``delay`` seconds; returns a cancellable handle."""
-        return self.call_at(self._clock() + delay, callback, *args)
+    def call_later(
+        self, delay: float, callback: Callable[..., object], *args: Any, owner: object = None
+    ) -> TimerHandle:
+        """Run ``callback(*args)`` after ``delay`` seconds; returns a cancellable handle.
 
-    def call_at(self, when: float, callback: Callable[..., object], *args: Any) -> TimerHandle:
-        """Run ``callback(*args)`` when the reactor clock reads ``when``."""
-        handle = self._timers.push(TimerHandle(when, callback, args))
+        A zero or negative ``delay`` runs the callback as soon as possible (the next
+        iteration, after callbacks already due); ``math.inf`` never runs it (the handle
+        stays pending until cancelled); a finite delay of any size is honoured, however
+        long (waits are cut into :data:`MAX_WAIT` slices).
+
+        Args:
+            delay: seconds from now.
+            callback: what to call.
+            *args: its positional arguments.
+            owner: what the timer belongs to (a connection row, a listener): if the
+                callback raises, the log names it through its ``describe()``. A bound
+                method of an object with ``describe()`` is its own owner.
+
+        Raises:
+            ValueError: ``delay`` is NaN.
+        """
+        return self.call_at(self._clock() + delay, callback, *args, owner=owner)
+
+    def call_at(
+        self, when: float, callback: Callable[..., object], *args: Any, owner: object = None
+    ) -> TimerHandle:
+        """Run ``callback(*args)`` when the reactor clock reads ``when``.
+
+        ``when`` in the past runs it as soon as possible; ``math.inf`` never. See
+        :meth:`call_later` for ``owner``.
+
+        Raises:
+            ValueError: ``when`` is NaN (it would corrupt the timer heap's order).
+        """
+        # NaN: neither due nor not due, and unordered in the heap (a compare is cheaper
+        # than math.isnan on this path)
+        if when != when:  # noqa: PLR0124
+            raise ValueError("a timer cannot be due at NaN")
+        handle = self._timers.push(
+            TimerHandle(when, callback, args) if owner is None
+            else OwnedTimerHandle(when, callback, args, owner)
+        )
         if not self._in_iteration:
             self._waker.wake()
         return handle
@@ -276,7 +332,7 @@ class Reactor:
             if self._ready or self._stopping:
                 wait = 0.0
             elif not self._timers._entries:
-                wait = timeout
+                wait = timeout if timeout is None else _clamp_wait(timeout)
             else:
                 wait = self._compute_timeout(timeout)
             if self._epoll is not None:
@@ -317,12 +373,14 @@ class Reactor:
         if self._ready or self._stopping:
             return 0
         if not self._timers._entries:  # no timer at all: skip the heap's method call
-            return limit
+            return limit if limit is None else _clamp_wait(limit)
         deadline = self._timers.next_deadline()
         if deadline is None:
-            return limit
-        wait = max(0.0, deadline - self._clock())
-        return wait if limit is None else min(wait, limit)
+            return limit if limit is None else _clamp_wait(limit)
+        wait = deadline - self._clock()
+        if limit is not None and limit < wait:
+            wait = limit
+        return _clamp_wait(wait)
 
     def _dispatch(self, events: list[tuple[selectors.SelectorKey, int]]) -> None:
         current = self._selector.get_map()
@@ -358,7 +416,7 @@ class Reactor:
         assert epoll is not None and fd_to_key is not None
         if timeout is None:
             timeout = -1
-        elif timeout > 0:
+        elif timeout > 0:  # clamped by the caller: at most MAX_WAIT
             timeout = math.ceil(timeout * 1e3) * 1e-3  # never wake a millisecond early
         events = epoll.poll(timeout, len(fd_to_key) or 1)
         self._now = self._clock()
@@ -409,7 +467,15 @@ class Reactor:
             except (SystemExit, KeyboardInterrupt):
                 raise
             except BaseException as exc:
-                logger.error("callback %r raised", handle, exc_info=exc)
+                self._callback_failed(handle, exc)
+
+    def _callback_failed(self, handle: Handle, exc: BaseException) -> None:
+        # the exception path only: the owner is looked up here, never when scheduling
+        where = describe_owner(handle)
+        if where is None:
+            logger.error("callback %r raised", handle, exc_info=exc)
+        else:
+            logger.error("%s: callback %r raised", where, handle, exc_info=exc)
 
     # -- listening and connecting -----------------------------------------------------
 

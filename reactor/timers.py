@@ -19,7 +19,9 @@ import heapq
 from collections.abc import Callable
 from typing import Any, Final
 
-__all__ = ["COMPACT_MIN", "Handle", "TimerHandle", "TimerHeap"]
+__all__ = [
+    "COMPACT_MIN", "Handle", "OwnedTimerHandle", "TimerHandle", "TimerHeap", "describe_owner",
+]
 
 COMPACT_MIN: Final = 100
 
@@ -85,6 +87,43 @@ class TimerHandle(Handle):
             heap = self._heap
             if heap is not None:
                 heap._note_cancelled()
+
+
+class OwnedTimerHandle(TimerHandle):
+    """A :class:`TimerHandle` that knows what it belongs to (a connection, a listener).
+
+    A separate class so that the common timer, which has no owner, carries no extra
+    field.
+    """
+
+    __slots__ = ("owner",)
+
+    def __init__(
+        self, when: float, callback: Callable[..., object], args: tuple[Any, ...],
+        owner: object,
+    ) -> None:
+        super().__init__(when, callback, args)
+        self.owner = owner
+
+    def cancel(self) -> None:
+        super().cancel()
+        self.owner = None
+
+
+def describe_owner(handle: Handle) -> str | None:
+    """What ``handle`` belongs to, for a log line: its owner's ``describe()``, else that
+    of the object its callback is bound to; None when neither describes itself."""
+    owner = getattr(handle, "owner", None)
+    if owner is None:
+        owner = getattr(handle._callback, "__self__", None)
+    describe = getattr(owner, "describe", None)
+    if not callable(describe):
+        return None
+    try:
+        text = describe()
+    except Exception:  # a broken describe() must not hide the original error
+        return None
+    return text if isinstance(text, str) else None
 
 
 class TimerHeap:
