@@ -133,6 +133,7 @@ class Listener:
         self._closed = False
         self._unix_path = unix_path
         self._unix_ino: int | None = None
+        self._unix_pid = os.getpid()  # only the binding process removes the path
         if unix_path is not None and not unix_path.startswith("\0"):
             self._unix_ino = os.stat(unix_path).st_ino
         sock.setblocking(False)
@@ -282,7 +283,7 @@ class Listener:
             self.reactor._selector.unregister(self.sock)
         self._registered = False
         self.sock.close()
-        _remove_unix_path(self._unix_path, self._unix_ino)
+        _remove_unix_path(self._unix_path, self._unix_ino, self._unix_pid)
         try:
             self.reactor.listeners.remove(self)
         except ValueError:
@@ -292,8 +293,10 @@ class Listener:
         return f"<Listener {self.describe()} active={self.active}>"
 
 
-def _remove_unix_path(path: str | None, ino: int | None) -> None:
-    if path is None or ino is None:
+def _remove_unix_path(path: str | None, ino: int | None, pid: int) -> None:
+    # a forked child closing its copy must not remove the parent's path: same inode,
+    # but not the process that bound it
+    if path is None or ino is None or pid != os.getpid():
         return
     try:
         st = os.stat(path)
@@ -586,7 +589,8 @@ def listen_unix_datagram(
                 raise
     transport = _datagram_endpoint(reactor, sock, protocol_factory, opts, remote is not None)
     if ino is not None:
-        transport._cleanup = lambda: _remove_unix_path(path, ino)
+        pid = os.getpid()
+        transport._cleanup = lambda: _remove_unix_path(path, ino, pid)
     return transport
 
 

@@ -24,12 +24,14 @@ from __future__ import annotations
 import collections
 import logging
 import math
+import os
 import select
 import selectors
 import signal
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -186,6 +188,26 @@ def _clamp_wait(wait: float) -> float:
     return 0.0
 
 
+# Every reactor that is not closed, for the at-fork hook. Weak: the set keeps no reactor
+# alive, and a program that never forks pays one set insertion per reactor.
+_live_reactors: weakref.WeakSet[Reactor] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """``os.register_at_fork(after_in_child=...)``: detach each live reactor from the
+    kernel state it shares with the parent (see :meth:`Reactor._detach_from_parent`)."""
+    for reactor in list(_live_reactors):
+        try:
+            reactor._detach_from_parent()
+        except Exception:  # a hook must not fail the fork; the child gets a closed reactor
+            logger.exception("could not detach %r from its parent after fork", reactor)
+            reactor._closed = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _noop_signal_handler(signum: int, frame: FrameType | None) -> None:
     """The Python-level handler: the real work happens through the wake-up fd."""
 
@@ -225,6 +247,7 @@ class Reactor:
         self._waker = _Waker(self)
         self._selector.register(self._waker.rsock, EVENT_READ, self._waker)
         self._epoll, self._fd_to_key = _epoll_fast_path(self._selector)
+        _live_reactors.add(self)
 
     # -- scheduling -------------------------------------------------------------------
 
@@ -670,20 +693,28 @@ class Reactor:
         for sig in list(self._signal_handlers):
             self.remove_signal_handler(sig)
         self._closed = True
+        _live_reactors.discard(self)
         self._timers.clear()
         self._ready.clear()
         self._selector.close()
         self._waker.close()
 
     def close_after_fork(self) -> None:
-        """In a forked child: drop this reactor without touching the parent's state.
+        """In a forked child: drop this reactor without running anything.
 
-        The selector's descriptor and the wake-up channel are closed without
-        unregistering anything (an epoll interest list is shared with the parent), and
-        no callback runs. The child's copies of connection sockets are left to the
-        caller.
+        No callback runs and no protocol hears of it; the selector and the wake-up
+        channel are closed and signal handlers restored. The parent is safe whichever
+        way the child ends its copy: :func:`os.fork` already gave the child a selector
+        and a wake-up channel of its own (see :meth:`_detach_from_parent`), so
+        :meth:`close`, running the reactor, or this method all leave the parent's
+        polling alone. Here, nothing is unregistered even so (a child's copy made by
+        other means than :func:`os.fork` may still share its epoll object with the
+        parent), and the child's copies of connection sockets are left to the caller.
         """
+        if self._closed:
+            return
         self._closed = True
+        _live_reactors.discard(self)
         for sig in list(self._signal_handlers):
             try:
                 self.remove_signal_handler(sig)
@@ -691,11 +722,56 @@ class Reactor:
                 pass
         self._timers.clear()
         self._ready.clear()
+        self._drop_inherited_selector()
+        self._waker.close()
+
+    def _drop_inherited_selector(self) -> None:
+        """Close the selector's own descriptor, if it has one, unregistering nothing."""
         inner = getattr(self._selector, "_selector", None)
         close = getattr(inner, "close", None)
         if close is not None:  # epoll, kqueue, devpoll objects
             close()
-        self._waker.close()
+
+    def _detach_from_parent(self) -> None:
+        """In a child just forked: stop sharing kernel state with the parent.
+
+        An epoll (or kqueue, devpoll) descriptor is one interest list shared by parent
+        and child: an ``unregister`` or ``modify`` in the child would change what the
+        parent polls. So the child's selector is replaced by a fresh one of the same
+        class holding the same registrations, and the inherited descriptor is closed
+        without unregistering anything. The wake-up socketpair is shared too (the child
+        would drain bytes meant for the parent): the child gets a new one, and the
+        signal wake-up descriptor, when this reactor handles signals, points at it.
+        A selector with no descriptor of its own (select, poll, a test's fake) has no
+        shared state and is kept. The loop thread, if it was another thread, does not
+        exist in the child: the reactor is no longer running there.
+        """
+        if self._thread_id is not None and self._thread_id != threading.get_ident():
+            self._thread_id = None
+        old_selector = self._selector
+        old_waker = self._waker
+        if getattr(old_selector, "_selector", None) is not None and hasattr(
+            old_selector, "fileno"
+        ):
+            keys = [
+                key for key in old_selector.get_map().values() if key.data is not old_waker
+            ]
+            fresh = type(old_selector)()
+            self._drop_inherited_selector()
+            self._selector = fresh
+            for key in keys:
+                fresh.register(key.fileobj, key.events, key.data)
+        else:
+            old_selector.unregister(old_waker.rsock)  # no kernel state: a plain dict
+        self._waker = _Waker(self)
+        self._selector.register(self._waker.rsock, EVENT_READ, self._waker)
+        old_waker.close()
+        self._epoll, self._fd_to_key = _epoll_fast_path(self._selector)
+        if self._signal_handlers:
+            try:
+                signal.set_wakeup_fd(self._waker.wsock.fileno(), warn_on_full_buffer=False)
+            except (ValueError, OSError) as exc:  # pragma: no cover - not the main thread
+                logger.warning("signals will not wake the forked reactor: %s", exc)
 
     def __enter__(self) -> Reactor:
         return self
