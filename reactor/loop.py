@@ -22,6 +22,7 @@ number to it, so signals are dispatched by the reactor thread, never inside a ha
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import math
 import os
@@ -29,6 +30,7 @@ import select
 import selectors
 import signal
 import socket
+import sys
 import threading
 import time
 import weakref
@@ -40,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from . import listeners as _listeners
 from .clock import Clock
+from .connection import Row
 from .errors import ClosedError, LocalProtocolError
 from .table import ConnectionTable, _empty_counts
 from .timers import Handle, OwnedTimerHandle, TimerHandle, TimerHeap, describe_owner
@@ -48,7 +51,10 @@ if TYPE_CHECKING:
     from .listeners import Listener
     from .transports import DatagramTransport, StreamTransport
 
-__all__ = ["MAX_WAIT", "Reactor", "ReactorStatistics"]
+__all__ = [
+    "LOOP_ONLY_METHODS", "MAX_WAIT", "TRANSPORT_LOOP_ONLY_METHODS", "Reactor",
+    "ReactorStatistics",
+]
 
 logger = logging.getLogger("reactor")
 
@@ -208,6 +214,98 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+# -- debug mode: loop-thread-only methods check the calling thread ----------------------
+#
+# Installed only when a reactor is made with debug=True (or under -X dev): the checks are
+# instance attributes shadowing the reactor's methods, and transports in its table are
+# switched to a subclass whose methods check. A reactor without debug mode runs the
+# undecorated methods: no branch is added to any path.
+
+#: Reactor methods that only the reactor's thread may call while it runs.
+LOOP_ONLY_METHODS: Final = (
+    "call_soon", "call_later", "call_at", "run_once", "run_until", "run_until_complete",
+    "listen_tcp", "listen_unix", "listen_udp", "listen_unix_datagram",
+    "connect_tcp", "connect_unix", "add_signal_handler", "remove_signal_handler",
+)
+#: Transport methods that only the reactor's thread may call while it runs.
+TRANSPORT_LOOP_ONLY_METHODS: Final = (
+    "write", "writelines", "write_eof", "sendto", "close", "abort", "pause_reading",
+    "resume_reading", "set_write_buffer_limits", "set_protocol", "set_deadline",
+)
+
+
+def _wrong_thread(reactor: Reactor, name: str) -> None:
+    """Raise if the reactor runs in a thread other than the caller's."""
+    loop_thread = reactor._thread_id
+    if loop_thread is not None and loop_thread != threading.get_ident():
+        raise RuntimeError(
+            f"{name}() called from thread {threading.get_ident()} while the reactor runs "
+            f"in thread {loop_thread}: it may only be called from the reactor's thread; "
+            f"from another thread, use reactor.call_soon_threadsafe(...) to run it there"
+        )
+
+
+def _checked_reactor_method(reactor: Reactor, name: str) -> Callable[..., Any]:
+    method = getattr(reactor, name)
+    label = f"Reactor.{name}"
+
+    @functools.wraps(method)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        _wrong_thread(reactor, label)
+        return method(*args, **kwargs)
+
+    return checked
+
+
+def _checked_transport_method(cls: type, name: str) -> Callable[..., Any]:
+    function = getattr(cls, name)
+    label = f"{cls.__name__}.{name}"
+
+    @functools.wraps(function)
+    def checked(self: Any, *args: Any, **kwargs: Any) -> Any:
+        _wrong_thread(self._reactor, label)
+        return function(self, *args, **kwargs)
+
+    return checked
+
+
+_checked_classes: dict[type, type] = {}
+
+
+def _checked_class(cls: type) -> type:
+    """``cls`` with thread checks on its loop-only methods (same layout: no new slot, so
+    a row can be switched to it), or ``cls`` itself when it has none of them."""
+    checked = _checked_classes.get(cls)
+    if checked is None:
+        names = [n for n in TRANSPORT_LOOP_ONLY_METHODS if callable(getattr(cls, n, None))]
+        if not names or "_reactor" not in dir(cls):
+            checked = cls
+        else:
+            namespace: dict[str, Any] = {
+                name: _checked_transport_method(cls, name) for name in names
+            }
+            namespace["__slots__"] = ()
+            namespace["__module__"] = cls.__module__
+            namespace["__qualname__"] = cls.__qualname__
+            checked = type(cls.__name__, (cls,), namespace)
+        _checked_classes[cls] = checked
+    return checked
+
+
+class _DebugConnectionTable(ConnectionTable):
+    """A connection table that switches each transport added to it to its checked
+    class (debug mode only)."""
+
+    __slots__ = ()
+
+    def add(self, row: Row) -> None:
+        cls = type(row)
+        checked = _checked_class(cls)
+        if checked is not cls:
+            row.__class__ = checked
+        super().add(row)
+
+
 def _noop_signal_handler(signum: int, frame: FrameType | None) -> None:
     """The Python-level handler: the real work happens through the wake-up fd."""
 
@@ -219,13 +317,20 @@ class Reactor:
         selector: a :class:`selectors.BaseSelector`; :class:`selectors.DefaultSelector`
             when None.
         clock: a callable returning monotonic seconds; :func:`time.monotonic` when None.
+        debug: check the calling thread (see below); None: on when Python runs in
+            development mode (``-X dev``, ``PYTHONDEVMODE=1``).
 
     Thread safety: only :meth:`call_soon_threadsafe` and :meth:`stop` may be called from
-    other threads; everything else belongs to the thread running the reactor.
+    other threads; everything else belongs to the thread running the reactor. In debug
+    mode, calling one of :data:`LOOP_ONLY_METHODS` (or a transport's
+    :data:`TRANSPORT_LOOP_ONLY_METHODS`) from another thread while :meth:`run` is
+    active raises :exc:`RuntimeError` naming the method; without debug mode nothing
+    checks, and such a call is a race.
     """
 
     def __init__(
-        self, selector: selectors.BaseSelector | None = None, clock: Clock | None = None
+        self, selector: selectors.BaseSelector | None = None, clock: Clock | None = None,
+        *, debug: bool | None = None,
     ) -> None:
         self._selector = selector if selector is not None else selectors.DefaultSelector()
         # the real clock is time.monotonic itself, not MonotonicClock(): one Python
@@ -248,6 +353,16 @@ class Reactor:
         self._selector.register(self._waker.rsock, EVENT_READ, self._waker)
         self._epoll, self._fd_to_key = _epoll_fast_path(self._selector)
         _live_reactors.add(self)
+        self._debug = bool(sys.flags.dev_mode) if debug is None else bool(debug)
+        if self._debug:
+            self.connections = _DebugConnectionTable()
+            for name in LOOP_ONLY_METHODS:
+                setattr(self, name, _checked_reactor_method(self, name))
+
+    @property
+    def debug(self) -> bool:
+        """Whether loop-thread-only calls check the calling thread (fixed at creation)."""
+        return self._debug
 
     # -- scheduling -------------------------------------------------------------------
 
