@@ -86,6 +86,9 @@ class ReactorStatistics:
         write_buffered: bytes queued for writing now.
         listeners: listening sockets now.
         pending_timers: scheduled, uncancelled timers.
+        timer_heap: entries in the timer heap, cancelled ones not dropped yet included
+            (the heap compacts, so this stays within about twice ``pending_timers``
+            plus :data:`~reactor.timers.COMPACT_MIN`).
         ready_callbacks: callbacks waiting for the next iteration.
     """
 
@@ -102,6 +105,7 @@ class ReactorStatistics:
     listeners: int = 0
     pending_timers: int = 0
     ready_callbacks: int = 0
+    timer_heap: int = 0
 
 
 class _Waker:
@@ -691,6 +695,7 @@ class Reactor:
             listeners=len(self.listeners),
             pending_timers=len(self._timers),
             ready_callbacks=len(self._ready),
+            timer_heap=self._timers.size,
         )
 
     # -- embedding --------------------------------------------------------------------

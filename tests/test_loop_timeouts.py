@@ -225,6 +225,13 @@ def test_kv_survives_far_expiries_set_by_redis_cli() -> None:
         assert redis_cli(cli, port, "PING") == "PONG"
         assert redis_cli(cli, port, "GET", "k2") == "v"
         assert 0 < int(redis_cli(cli, port, "TTL", "k")) <= 2592000
+        # the extremes a client can send: accepted or refused, the server stays up
+        for command in (["SET", "k3", "v", "EX", "9223372036854775807"],
+                        ["SET", "k4", "v", "PX", "9223372036854775807"],
+                        ["EXPIRE", "k", "9223372036854775807"],
+                        ["SET", "k5", "v", "EX", "0"], ["SET", "k6", "v", "PX", "-1"]):
+            redis_cli(cli, port, *command)
+            assert redis_cli(cli, port, "PING") == "PONG", (command, srv.log)
         assert srv.proc.poll() is None, srv.log
         assert "Traceback" not in srv.log, srv.log
 
