@@ -34,7 +34,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from types import FrameType, MappingProxyType
@@ -216,6 +216,44 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class _AfterForkSelector(selectors.BaseSelector):
+    """A forked child's selector until first use: any call builds the real one (see
+    :meth:`Reactor._detach_from_parent`), which then replaces this object."""
+
+    def __init__(self, reactor: Reactor, inherited: selectors.BaseSelector) -> None:
+        self._reactor = reactor
+        self._inherited = inherited
+        self._real: selectors.BaseSelector | None = None
+
+    def _build(self) -> selectors.BaseSelector:
+        if self._real is None:
+            self._real = self._reactor._selector_after_fork(self._inherited)
+        return self._real
+
+    def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        return self._build().register(fileobj, events, data)
+
+    def unregister(self, fileobj: Any) -> selectors.SelectorKey:
+        return self._build().unregister(fileobj)
+
+    def modify(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        return self._build().modify(fileobj, events, data)
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        return self._build().select(timeout)
+
+    def get_map(self) -> Mapping[Any, selectors.SelectorKey]:
+        return self._build().get_map()
+
+    def fileno(self) -> int:
+        fileno: int = self._build().fileno()  # type: ignore[attr-defined]
+        return fileno
+
+    def close(self) -> None:
+        if self._real is not None:
+            self._real.close()
 
 
 # -- debug mode: loop-thread-only methods check the calling thread ----------------------
@@ -682,7 +720,8 @@ class Reactor:
         """An immutable snapshot: connections by state, totals, timers, iterations."""
         table = self.connections.statistics()
         return ReactorStatistics(
-            backend=type(self._selector).__name__,
+            # a forked child's selector before first use reports the class it will be
+            backend=type(getattr(self._selector, "_inherited", self._selector)).__name__,
             iterations=self._iterations,
             open=table.open,
             by_state=table.by_state,
@@ -857,41 +896,49 @@ class Reactor:
 
         An epoll (or kqueue, devpoll) descriptor is one interest list shared by parent
         and child: an ``unregister`` or ``modify`` in the child would change what the
-        parent polls. So the child's selector is replaced by a fresh one of the same
-        class holding the same registrations, and the inherited descriptor is closed
-        without unregistering anything. The wake-up socketpair is shared too (the child
-        would drain bytes meant for the parent): the child gets a new one, and the
-        signal wake-up descriptor, when this reactor handles signals, points at it.
-        A selector with no descriptor of its own (select, poll, a test's fake) has no
-        shared state and is kept. The loop thread, if it was another thread, does not
-        exist in the child: the reactor is no longer running there.
+        parent polls. So the inherited descriptor is closed here, unregistering
+        nothing, and the selector is replaced by an :class:`_AfterForkSelector`, which
+        builds a fresh one of the same class with the same registrations when the
+        child first uses it (a child that only calls :meth:`close_after_fork`, as the
+        forking facades' children do, never pays for that). The wake-up socketpair is
+        shared too (the child would drain bytes meant for the parent): the child gets a
+        new one, and the signal wake-up descriptor, when this reactor handles signals,
+        points at it. A selector with no descriptor of its own (select, poll, a test's
+        fake) has no shared state and is kept. The loop thread, if it was another
+        thread, does not exist in the child: the reactor is no longer running there.
         """
         if self._thread_id is not None and self._thread_id != threading.get_ident():
             self._thread_id = None
-        old_selector = self._selector
+        selector = self._selector
         old_waker = self._waker
-        if getattr(old_selector, "_selector", None) is not None and hasattr(
-            old_selector, "fileno"
-        ):
-            keys = [
-                key for key in old_selector.get_map().values() if key.data is not old_waker
-            ]
-            fresh = type(old_selector)()
-            self._drop_inherited_selector()
-            self._selector = fresh
-            for key in keys:
-                fresh.register(key.fileobj, key.events, key.data)
-        else:
-            old_selector.unregister(old_waker.rsock)  # no kernel state: a plain dict
         self._waker = _Waker(self)
-        self._selector.register(self._waker.rsock, EVENT_READ, self._waker)
+        if isinstance(selector, _AfterForkSelector):
+            pass  # forked again before first use: still nothing shared
+        elif getattr(selector, "_selector", None) is not None and hasattr(selector, "fileno"):
+            self._drop_inherited_selector()
+            self._selector = _AfterForkSelector(self, selector)
+            self._epoll = self._fd_to_key = None
+        else:
+            selector.unregister(old_waker.rsock)  # no kernel state: a plain dict
+            selector.register(self._waker.rsock, EVENT_READ, self._waker)
         old_waker.close()
-        self._epoll, self._fd_to_key = _epoll_fast_path(self._selector)
         if self._signal_handlers:
             try:
                 signal.set_wakeup_fd(self._waker.wsock.fileno(), warn_on_full_buffer=False)
             except (ValueError, OSError) as exc:  # pragma: no cover - not the main thread
                 logger.warning("signals will not wake the forked reactor: %s", exc)
+
+    def _selector_after_fork(self, inherited: selectors.BaseSelector) -> selectors.BaseSelector:
+        """Make the forked child's own selector: ``inherited``'s registrations (its
+        Python-side map survives the closing of its descriptor) and the new waker."""
+        fresh = type(inherited)()
+        for key in list(inherited.get_map().values()):
+            if not isinstance(key.data, _Waker):
+                fresh.register(key.fileobj, key.events, key.data)
+        fresh.register(self._waker.rsock, EVENT_READ, self._waker)
+        self._selector = fresh
+        self._epoll, self._fd_to_key = _epoll_fast_path(fresh)
+        return fresh
 
     def __enter__(self) -> Reactor:
         return self

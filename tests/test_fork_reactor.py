@@ -125,8 +125,17 @@ def child_closes_after_fork(r: Reactor) -> None:
     r.close_after_fork()
 
 
-@pytest.mark.parametrize("child", [child_closes, child_runs, child_closes_after_fork],
-                         ids=["closes", "runs", "close_after_fork"])
+def child_forks_again(r: Reactor) -> None:
+    """A grandchild closes its copy first; then the child runs and closes its own."""
+    grandchild = in_child(r.close)
+    if wait_child(grandchild) != 0:
+        raise AssertionError("the grandchild failed")
+    child_runs(r)
+
+
+@pytest.mark.parametrize(
+    "child", [child_closes, child_runs, child_closes_after_fork, child_forks_again],
+    ids=["closes", "runs", "close_after_fork", "forks_again"])
 def test_a_child_with_the_inherited_reactor_leaves_the_parent_serving(
     reactor: Reactor, sockdir: str, child: Callable[[Reactor], None]
 ) -> None:
@@ -165,28 +174,28 @@ def test_the_child_gets_a_selector_and_a_waker_of_its_own(sockdir: str) -> None:
     r = Reactor(selector=selectors.EpollSelector())
     try:
         r.listen_unix(os.path.join(sockdir, "s.sock"), Echo)
-        parent_fds = (r.selector.fileno(), r._waker.rsock.fileno())  # type: ignore[attr-defined]
+        parent_selector, parent_waker = r.selector, r._waker
         registered = len(r.selector.get_map())
         read_end, write_end = os.pipe()
 
         def body() -> None:
             os.close(read_end)
-            fds = (r.selector.fileno(), r._waker.rsock.fileno())  # type: ignore[attr-defined]
-            same = sum(a == b for a, b in zip(fds, parent_fds, strict=True))
-            count = len(r.selector.get_map())
-            fast = r._epoll is not None and r._epoll.fileno() == fds[0]
-            os.write(write_end, f"{same} {count} {fast}".encode())
+            fd = r.selector.fileno()  # type: ignore[attr-defined]  # builds it
+            answers = [
+                r.selector is not parent_selector,  # objects keep their identity in a child
+                type(r.selector) is selectors.EpollSelector,
+                r._waker is not parent_waker and parent_waker.rsock.fileno() == -1,
+                len(r.selector.get_map()) == registered,  # the listener and the new waker
+                r._epoll is not None and r._epoll.fileno() == fd,  # the fast path follows
+            ]
+            os.write(write_end, " ".join(map(str, answers)).encode())
             r.close()
 
         pid = in_child(body)
         os.close(write_end)
         assert wait_child(pid) == 0
         with os.fdopen(read_end, "rb") as pipe:
-            same, count, fast = pipe.read().decode().split()
-        # new descriptor numbers are taken while the old ones are still open
-        assert same == "0"
-        assert int(count) == registered  # the listener and the new waker
-        assert fast == "True"  # the epoll fast path follows the new selector
+            assert pipe.read().decode().split() == ["True"] * 5
     finally:
         r.close()
 
@@ -201,3 +210,28 @@ def test_the_fork_hook_keeps_no_reactor_alive() -> None:
     del unclosed
     gc.collect()
     assert len(_live_reactors) == count - 1
+
+
+def test_a_child_that_only_drops_the_reactor_builds_no_selector() -> None:
+    r = Reactor(selector=selectors.EpollSelector())
+    try:
+        r.listen_tcp("127.0.0.1", 0, Echo)
+        read_end, write_end = os.pipe()
+
+        def body() -> None:
+            os.close(read_end)
+            before = type(r._selector).__name__
+            backend = r.statistics().backend
+            r.close_after_fork()
+            after = type(r._selector).__name__
+            os.write(write_end, f"{before} {backend} {after}".encode())
+
+        pid = in_child(body)
+        os.close(write_end)
+        assert wait_child(pid) == 0
+        with os.fdopen(read_end, "rb") as pipe:
+            assert pipe.read().decode().split() == [
+                "_AfterForkSelector", "EpollSelector", "_AfterForkSelector"]
+        assert type(r._selector) is selectors.EpollSelector  # the parent's is untouched
+    finally:
+        r.close()
