@@ -450,7 +450,17 @@ class Reactor:
         Raises:
             ValueError: ``delay`` is NaN.
         """
-        return self.call_at(self._clock() + delay, callback, *args, owner=owner)
+        # call_at's body, inline: forwarding *args and a keyword costs more than the rest
+        when = self._clock() + delay
+        if when != when:  # noqa: PLR0124 -- NaN
+            raise ValueError("a timer cannot be due at NaN")
+        handle = self._timers.push(
+            TimerHandle(when, callback, args) if owner is None
+            else OwnedTimerHandle(when, callback, args, owner)
+        )
+        if not self._in_iteration:
+            self._waker.wake()
+        return handle
 
     def call_at(
         self, when: float, callback: Callable[..., object], *args: Any, owner: object = None
