@@ -235,3 +235,36 @@ def test_a_child_that_only_drops_the_reactor_builds_no_selector() -> None:
         assert type(r._selector) is selectors.EpollSelector  # the parent's is untouched
     finally:
         r.close()
+
+
+def test_signals_wake_the_childs_reactor_through_its_own_waker() -> None:
+    r = Reactor()
+    try:
+        parent_got: list[int] = []
+        r.add_signal_handler(signal.SIGUSR1, parent_got.append, 1)
+        parent_wsock = r._waker.wsock.fileno()
+        read_end, write_end = os.pipe()
+
+        def body() -> None:
+            os.close(read_end)
+            current = signal.set_wakeup_fd(-1)
+            signal.set_wakeup_fd(current, warn_on_full_buffer=False)
+            os.kill(os.getpid(), signal.SIGUSR1)
+            r.run_until(lambda: bool(parent_got), WAIT)  # the child's copy of the list
+            own = current == r._waker.wsock.fileno() != parent_wsock
+            os.write(write_end, f"{own} {parent_got}".encode())
+            r.close()
+
+        pid = in_child(body)
+        os.close(write_end)
+        assert wait_child(pid) == 0
+        with os.fdopen(read_end, "rb") as pipe:
+            assert pipe.read().decode() == "True [1]"
+        # the parent's wake-up descriptor and handler are its own still
+        current = signal.set_wakeup_fd(-1)
+        signal.set_wakeup_fd(current, warn_on_full_buffer=False)
+        assert current == parent_wsock
+        os.kill(os.getpid(), signal.SIGUSR1)
+        r.run_until(lambda: bool(parent_got), WAIT)
+    finally:
+        r.close()
