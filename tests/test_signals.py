@@ -6,6 +6,7 @@ import os
 import signal
 import threading
 
+import blockwatch
 import pytest
 
 from reactor import LocalProtocolError, Reactor
@@ -23,15 +24,25 @@ def test_signal_handler_runs_on_the_reactor(reactor: Reactor) -> None:
     assert got == [(7, threading.get_ident())]
 
 
+@pytest.mark.skipif(not blockwatch.available(),
+                    reason="reads /proc/self/task/TID/syscall (Linux)")
 @pytest.mark.timeout(10)
 def test_signal_wakes_a_blocked_reactor(reactor: Reactor) -> None:
     got: list[int] = []
     reactor.add_signal_handler(signal.SIGUSR2, got.append, 1)
-    timer = threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGUSR2))
-    timer.start()
+    loop_thread = threading.get_native_id()
+    blocked: list[blockwatch.Blocked] = []
+
+    def signal_the_blocked_loop() -> None:
+        blocked.append(blockwatch.wait_until_blocked(loop_thread))
+        os.kill(os.getpid(), signal.SIGUSR2)
+
+    sender = threading.Thread(target=signal_the_blocked_loop)
+    sender.start()
     reactor.run_once()  # blocks with no timeout until the signal arrives
     reactor.run_until(lambda: bool(got), timeout=5)
-    timer.join()
+    sender.join(5)
+    assert blocked and blocked[0].forever, blocked  # it really waited, with no timeout
     assert got == [1]
 
 
