@@ -114,6 +114,7 @@ def test_signal_storm_does_not_disturb_timers(reactor: Reactor) -> None:
         reactor.run_until(lambda: bool(fired), timeout=10)
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0, 0)
-    assert fired[0] - start >= 0.3
-    assert fired[0] - start < 5
-    assert len(hits) > 5
+    took = fired[0] - start
+    assert 0.3 <= took < 0.3 + 0.2  # measured 0.300 s
+    # the storm was one: each SIGALRM reached its handler (measured 280-300 in 0.3 s)
+    assert len(hits) / took >= 500, f"{len(hits)} SIGALRM handled in {took:.3f} s"
