@@ -291,15 +291,17 @@ def test_no_idle_wakeups_with_100_idle_connections(reactor: Reactor) -> None:
         reactor.run_once(timeout=0)
         t = threading.Thread(target=reactor.run)
         t.start()
-        assert t.native_id is not None
-        blocked = blockwatch.wait_until_blocked(t.native_id)
+        try:
+            assert t.native_id is not None
+            blocked = blockwatch.wait_until_blocked(t.native_id)
+            before = reactor.statistics().iterations
+            time.sleep(0.5)  # a measurement window: nothing may happen in it
+            during = reactor.statistics().iterations
+            still = blockwatch.blocked_in(t.native_id)
+        finally:
+            reactor.stop()
+            t.join(5)
         assert blocked.forever, f"idle, yet {blocked.syscall} was given a timeout"
-        before = reactor.statistics().iterations
-        time.sleep(0.5)  # a measurement window: nothing may happen in it
-        during = reactor.statistics().iterations
-        still = blockwatch.blocked_in(t.native_id)
-        reactor.stop()
-        t.join(5)
         assert during == before, f"{during - before} iterations while idle"
         assert still is not None and still.forever, "the idle loop woke up"
     finally:
