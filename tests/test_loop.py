@@ -11,10 +11,14 @@ import socket
 import threading
 import time
 
+import blockwatch
 import pytest
 
 from reactor import ClosedError, FakeClock, LocalProtocolError, Reactor
 from reactor.testing import FakeSelector
+
+needs_blockwatch = pytest.mark.skipif(not blockwatch.available(),
+                                      reason="reads /proc/self/task/TID/syscall (Linux)")
 
 
 @pytest.fixture
@@ -221,13 +225,17 @@ def test_closed_reactor_refuses_work() -> None:
 
 
 @pytest.mark.timeout(10)
+@needs_blockwatch
 def test_call_soon_threadsafe_wakes_a_blocked_loop(reactor: Reactor) -> None:
     done = threading.Event()
     woke_at: list[float] = []
     sent_at: list[float] = []
+    blocked: list[blockwatch.Blocked] = []
+    loop_thread = threading.get_native_id()
 
     def from_thread() -> None:
-        time.sleep(0.05)  # let the loop block first
+        # only once the loop (this test's main thread) is blocked in its selector
+        blocked.append(blockwatch.wait_until_blocked(loop_thread))
         sent_at.append(time.monotonic())
         reactor.call_soon_threadsafe(lambda: (woke_at.append(time.monotonic()), done.set()))
 
@@ -235,7 +243,8 @@ def test_call_soon_threadsafe_wakes_a_blocked_loop(reactor: Reactor) -> None:
     t.start()
     reactor.run_until(done.is_set, timeout=5)
     t.join()
-    assert woke_at[0] - sent_at[0] < 0.5
+    assert blocked, "the loop never blocked"
+    assert woke_at[0] - sent_at[0] < 0.5  # not run_until's 5 s
 
 
 @pytest.mark.timeout(10)
@@ -270,6 +279,7 @@ def test_run_twice_is_refused(reactor: Reactor) -> None:
 
 
 @pytest.mark.timeout(20)
+@needs_blockwatch
 def test_no_idle_wakeups_with_100_idle_connections(reactor: Reactor) -> None:
     import asyncio
 
@@ -280,13 +290,20 @@ def test_no_idle_wakeups_with_100_idle_connections(reactor: Reactor) -> None:
         # let the loop settle: nothing is due, nothing is ready
         reactor.run_once(timeout=0)
         t = threading.Thread(target=reactor.run)
-        before = reactor.statistics().iterations
         t.start()
-        time.sleep(1.0)  # observe an idle second; nothing may happen in it
-        during = reactor.statistics().iterations
-        reactor.stop()
-        t.join(5)
+        try:
+            assert t.native_id is not None
+            blocked = blockwatch.wait_until_blocked(t.native_id)
+            before = reactor.statistics().iterations
+            time.sleep(0.5)  # a measurement window: nothing may happen in it
+            during = reactor.statistics().iterations
+            still = blockwatch.blocked_in(t.native_id)
+        finally:
+            reactor.stop()
+            t.join(5)
+        assert blocked.forever, f"idle, yet {blocked.syscall} was given a timeout"
         assert during == before, f"{during - before} iterations while idle"
+        assert still is not None and still.forever, "the idle loop woke up"
     finally:
         for c in clients:
             c.close()

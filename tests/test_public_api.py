@@ -34,8 +34,7 @@ def test_wheel_ships_both_packages_and_py_typed(tmp_path: Path) -> None:
          "--quiet", "-w", str(tmp_path), str(ROOT)],
         capture_output=True, text=True, timeout=170,
     )
-    if result.returncode != 0 and "No module named" in result.stderr:
-        pytest.skip(f"cannot build a wheel offline here: {result.stderr.strip()[-200:]}")
+    # setuptools and wheel come with the test extra (the build needs no network)
     assert result.returncode == 0, result.stderr
     wheel = next(tmp_path.glob("socketreactor-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())

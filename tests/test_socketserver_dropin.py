@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
@@ -10,13 +11,14 @@ import signal
 import subprocess
 import sys
 import textwrap
+import types
 import urllib.request
 import xmlrpc.client
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sskit import PYTHON, ROOT, subprocess_env, wait_for
+from sskit import PYTHON, ROOT, subprocess_env
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -100,11 +102,18 @@ def test_install_serves_xmlrpc() -> None:
     assert result == {"results": [5, "pong", "ab"], "fault": 1, "inline": 4, "ours": True}
 
 
-def test_install_and_uninstall_in_process(caplog: pytest.LogCaptureFixture) -> None:
+def test_install_and_uninstall_in_process(caplog: pytest.LogCaptureFixture,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
     from reactor import socketserver as ours
 
-    before = sys.modules.get("socketserver")
+    assert not ours.installed()
+    std = importlib.import_module("socketserver")  # the standard library's module
+    assert std is not ours
     home = ours.TCPServer.__module__
+    holder = types.ModuleType("holder_of_the_standard_socketserver")
+    holder.socketserver = std  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, holder.__name__, holder)
+    monkeypatch.setitem(sys.modules, "socketserver", std)
     try:
         with caplog.at_level(logging.INFO, logger="reactor.socketserver"):
             assert ours.install() is ours
@@ -115,13 +124,27 @@ def test_install_and_uninstall_in_process(caplog: pytest.LogCaptureFixture) -> N
         assert socketserver is ours
         assert ours.TCPServer.__module__ == "socketserver"
         assert ours.StreamRequestHandler.__module__ == "socketserver"
-        if before is not None:  # the stdlib module was imported by this test session
-            assert "keep it" in caplog.text or "keep" not in caplog.text
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1, warnings  # once, not again for the second install()
+        assert "keep it" in warnings[0] and holder.__name__ in warnings[0], warnings
     finally:
         ours.uninstall()
-    assert sys.modules.get("socketserver") is before
+    assert sys.modules["socketserver"] is std
     assert ours.TCPServer.__module__ == home
     assert not ours.installed()
+
+    # nothing imported the standard module: no warning, and uninstall() removes the name
+    monkeypatch.delitem(sys.modules, "socketserver")
+    monkeypatch.delitem(sys.modules, holder.__name__)
+    caplog.clear()
+    try:
+        with caplog.at_level(logging.INFO, logger="reactor.socketserver"):
+            ours.install()
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert "socketserver is now reactor.socketserver" in caplog.text
+    finally:
+        ours.uninstall()
+    assert "socketserver" not in sys.modules
 
 
 def test_install_names_the_modules_that_kept_the_standard_module() -> None:
@@ -265,4 +288,3 @@ def test_run_module_runs_a_module_to_its_end(tmp_path: Path,
     finally:
         ours.uninstall()
     assert result == [("reactor.socketserver", ["a", "b"])]
-    wait_for(lambda: True)

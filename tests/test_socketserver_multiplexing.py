@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from sskit import serving, wait_for
 
+from handlers.echo import EchoHandler
 from reactor import socketserver
 
 HOST = "127.0.0.1"
@@ -121,8 +122,7 @@ def test_unix_stream(tmp_path: Path) -> None:
 
 
 def test_the_handlers_package_stream_handler() -> None:
-    echo = pytest.importorskip("handlers.echo")
-    server = socketserver.MultiplexingTCPServer((HOST, 0), echo.EchoHandler)
+    server = socketserver.MultiplexingTCPServer((HOST, 0), EchoHandler)
     with serving(server), socket.create_connection(server.server_address, timeout=10) as c:
         c.sendall(b"handler\n")
         assert c.recv(100) == b"handler\n"

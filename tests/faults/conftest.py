@@ -4,7 +4,7 @@
 Every scenario runs the server as users run it -- ``python -m reactor serve ...`` in a
 child process (or a facade server in a child) -- and measures it from outside with
 psutil: the expected close or error reply, no traceback in its log, the other
-connections still served, CPU under 10 % of a core while the fault lasts, and
+connections still served, CPU under 5 % of a core while the fault lasts, and
 descriptors, threads, children and memory back to the baseline afterwards.
 
 The ``long`` marker: long variants (100 000 connections ...) are skipped unless

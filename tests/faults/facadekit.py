@@ -131,7 +131,7 @@ def main() -> int:
         signalled.set()
         started = time.monotonic()
         server.shutdown()
-        logger.info("shutdown() returned in %.3f s", time.monotonic() - started)
+        logger.info("shutdown() returned in %.6f s", time.monotonic() - started)
         stopped.set()
 
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=stop).start())
@@ -147,7 +147,7 @@ def main() -> int:
         stopped.wait(10)  # for the shutdown() timing line
     started = time.monotonic()
     server.server_close()
-    logger.info("server_close() returned in %.3f s; threads=%d children=%d",
+    logger.info("server_close() returned in %.6f s; threads=%d children=%d",
                 time.monotonic() - started, threading.active_count(),
                 len(server.active_children or ()) if hasattr(server, "active_children")
                 else 0)

@@ -37,7 +37,7 @@ if str(FAULTS.parent) not in sys.path:
 
 from servekit import WAIT, ServerProcess  # noqa: E402
 
-CPU_LIMIT = 0.10  # of one core, while a fault lasts
+CPU_LIMIT = 0.05  # of one core, while a fault lasts (psutil counts 10 ms ticks)
 CPU_WINDOW = 2.0  # seconds sampled
 TRACEBACK = "Traceback (most recent call last)"
 

@@ -5,7 +5,7 @@ chooses, gives byte-for-byte the same output from every framer-based handler (li
 asynchat-style terminators switching between delimiters and counts, length-prefixed
 records, ONC RPC record marking), the chat service and the kv service. Over real
 sockets, a client sending one byte per segment gets the same replies as one sending
-everything at once.
+everything at once (each byte is sent once the server has read the one before).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from faultkit import Lines, Records
-from faultlib import WAIT, FaultServer
+from faultlib import WAIT, FaultServer, figure
 from handlerkit import three_ways
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -173,14 +173,21 @@ def test_kv(commands: list[tuple[bytes, ...]], inline: list[bool], points: list[
 # -- over real sockets: one byte per segment ---------------------------------------------------
 
 
-def exchange(address: tuple[str, int], data: bytes, reply_size: int, bytewise: bool) -> bytes:
-    with socket.create_connection(address, timeout=WAIT) as sock:
+def exchange(srv: FaultServer, data: bytes, reply_size: int, bytewise: bool) -> bytes:
+    """Send ``data`` whole, or one byte at a time -- each byte only once the server has
+    read the one before (its ``bytes_in``), so that every read it does is one byte --
+    and return the reply."""
+    with socket.create_connection(srv.tcp_address(), timeout=WAIT) as sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if bytewise:
+            read = srv.stats()["bytes_in"]
             for i in range(len(data)):
                 sock.sendall(data[i:i + 1])
-                if i % 64 == 0:
-                    time.sleep(0.0005)  # give the server a chance to read single bytes
+                deadline = time.monotonic() + WAIT
+                while (now := srv.stats()["bytes_in"]) < read + 1:
+                    assert time.monotonic() < deadline, f"byte {i} never read"
+                assert now == read + 1, f"the server read {now - read} bytes at once"
+                read = now
         else:
             sock.sendall(data)
         got = b""
@@ -207,8 +214,9 @@ def test_one_byte_segments_over_loopback(start_server: Callable[..., FaultServer
         payloads = [b"", b"a", b"record two", b"r" * 1000]
         data = b"".join(len(p).to_bytes(4, "big") + p for p in payloads)
         reply = b"".join(len(p).to_bytes(4, "big") + p[::-1] for p in payloads)
-    address = srv.tcp_address()
-    assert exchange(address, data, len(reply), bytewise=True) == reply
-    assert exchange(address, data, len(reply), bytewise=False) == reply
+    assert exchange(srv, data, len(reply), bytewise=True) == reply
+    figure(f"chunking ({service}): one-byte segments, each read alone by the server",
+           len(data), "bytes")
+    assert exchange(srv, data, len(reply), bytewise=False) == reply
     assert srv.stop() == 0
     srv.assert_clean_log()

@@ -30,6 +30,7 @@ from faultlib import WAIT, FaultServer, churn, figure, ghost_connections
 
 BACKLOG = 64
 ESTABLISHED = 10
+RTT_BOUND = 0.3  # seconds, the slowest established round trip (measured 5-55 ms loaded)
 
 
 class Pinger(threading.Thread):
@@ -102,7 +103,8 @@ def storm(start_server: Callable[..., FaultServer], total: int, wave: int,
            "slowest established round trip", pinger.slowest * 1000, "ms")
     figure(f"connect storm ({name}, {total} clients): slowest storm client served after",
            done.slowest, "s")
-    assert pinger.slowest < 2.0, f"an established client waited {pinger.slowest:.2f} s"
+    assert pinger.slowest < RTT_BOUND, \
+        f"an established client waited {pinger.slowest:.3f} s for its echo"
     pid = srv.proc.pid
     if not facade:
         srv.wait_idle(excused=lambda: len(ghost_connections(pid)))

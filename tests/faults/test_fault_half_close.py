@@ -39,7 +39,12 @@ def test_pipelined_kv_requests_then_eof_get_every_reply(
     baseline = srv.usage()
     count = 200  # 20 MB of replies: the server pauses for writing, commands wait
     sock = half_close(srv, encode_command([b"GET", b"k"]) * count + b"PING\r\n", 8192)
-    time.sleep(0.5)  # let the server fill its buffers against a reader that waits
+    # the reader waits until the server, with the EOF behind the requests, has queued
+    # more than a reply it could not send: it is paused, the requests wait
+    deadline = time.monotonic() + WAIT
+    while (queued := srv.stats()["write_buffered"]) < len(value):
+        assert time.monotonic() < deadline, f"the server queued only {queued} bytes"
+        time.sleep(0.02)  # polling a condition, with a deadline
     got = read_until_closed(sock)
     sock.close()
     reply = b"$100000\r\n" + value + b"\r\n"

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from faultlib import WAIT, FaultServer
+from faultlib import WAIT, FaultServer, figure
 from netkit import requires_ipv6
 from servekit import read_until_closed
 
@@ -46,8 +46,10 @@ def test_a_dual_stack_listener_serves_ipv4_and_ipv6_clients(
     port = int(any_address.rsplit(":", 1)[1])
     port6 = int(loopback6.rsplit(":", 1)[1])
     seen4 = whoami(socket.AF_INET, ("127.0.0.1", port))
-    assert seen4.startswith("('::ffff:127.0.0.1', "), seen4  # IPv4-mapped
     seen6 = whoami(socket.AF_INET6, ("::1", port))
+    served = seen4.startswith("('::ffff:127.0.0.1', ") + seen6.startswith("('::1', ")
+    figure("dual stack ([::]): IPv4 (mapped) and IPv6 clients served", served, "of 2")
+    assert seen4.startswith("('::ffff:127.0.0.1', "), seen4  # IPv4-mapped
     assert seen6.startswith("('::1', "), seen6
     assert whoami(socket.AF_INET6, ("::1", port6)).startswith("('::1', ")
     with pytest.raises(OSError):  # [::1] is not dual-stack
@@ -91,6 +93,8 @@ def test_an_oversized_datagram_is_reported_not_cut(host: str,
                 client.send(b"d" * size)
             reactor.run_until(lambda: len(proto.received) + len(proto.errors) == 4, WAIT)
             replies = [client.recv(100) for _ in range(2)]
+    figure(f"UDP ({host}): datagrams over max_datagram_size reported to error_received",
+           len(proto.errors), "of 2")
     assert [len(d) for d in proto.received] == [limit, 10]  # whole, or not at all
     assert replies == [b"got %d" % limit, b"got 10"]
     assert [e.errno for e in proto.errors] == [errno.EMSGSIZE, errno.EMSGSIZE]

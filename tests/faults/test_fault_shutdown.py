@@ -17,6 +17,9 @@ import pytest
 from faultlib import WAIT, FaultServer, figure
 from servekit import read_lines, read_until_closed
 
+SHUTDOWN_BOUND = 0.005  # seconds, for the best of TRIES servers (measured 0.2-0.7 ms)
+TRIES = 3
+
 
 def seconds(srv: FaultServer, what: str) -> float:
     return float(srv.wait_for(rf"{what} returned in ([\d.]+) s").group(1))
@@ -27,17 +30,20 @@ def seconds(srv: FaultServer, what: str) -> float:
 def test_shutdown_from_another_thread_returns_at_once(
     start_server: Callable[..., FaultServer], kind: str,
 ) -> None:
-    srv = start_server(facade=kind)
-    with srv.connect() as client:  # served once, so the loop is really running
-        client.sendall(b"hello")
-        assert client.recv(16) == b"hello"
-    srv.signal(signal.SIGTERM)  # facadekit calls shutdown() from a new thread
-    assert srv.wait() == 0
-    took = seconds(srv, r"shutdown\(\)")
-    figure(f"facade {kind}: shutdown() from another thread returned in", took * 1000, "ms")
-    assert took < 0.1
-    assert "threads=1 children=0" in srv.log
-    srv.assert_clean_log()
+    took: list[float] = []
+    while len(took) < TRIES and min(took, default=SHUTDOWN_BOUND) >= SHUTDOWN_BOUND:
+        srv = start_server(facade=kind)
+        with srv.connect() as client:  # served once, so the loop is really running
+            client.sendall(b"hello")
+            assert client.recv(16) == b"hello"
+        srv.signal(signal.SIGTERM)  # facadekit calls shutdown() from a new thread
+        assert srv.wait() == 0
+        took.append(seconds(srv, r"shutdown\(\)"))
+        assert "threads=1 children=0" in srv.log
+        srv.assert_clean_log()
+    figure(f"facade {kind}: shutdown() from another thread returned in", min(took) * 1000,
+           "ms")
+    assert min(took) < SHUTDOWN_BOUND, f"shutdown() took {took} s (best of {TRIES})"
 
 
 @pytest.mark.timeout(60)
@@ -78,6 +84,6 @@ def test_shutdown_while_handlers_run_waits_for_them_and_leaves_nothing(
     assert seconds(srv, r"shutdown\(\)") < 0.1  # shutdown() itself does not wait
     closing = seconds(srv, r"server_close\(\)")  # server_close() does (block_on_close)
     figure(f"facade {kind}: server_close() waited for 5 running handlers", closing, "s")
-    assert 0.5 < closing < 10 and elapsed < 15
+    assert 0.5 < closing < 1.5 + 0.5 and elapsed < 1.5 + 1.0  # the handlers' 1.5 s sleep
     assert "threads=1 children=0" in srv.log
     srv.assert_clean_log()

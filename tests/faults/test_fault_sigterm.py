@@ -21,6 +21,8 @@ from servekit import TESTS, read_lines, read_until_closed
 from handlers.resp import encode_command
 
 CLIENTS = 30
+DRAIN_BOUND = 2.0  # seconds from SIGTERM to exit (graceful timeout 30 s); measured 0.4 s
+EXIT_BOUND = 0.5  # seconds from the second SIGINT to exit (grace period 120 s); 0.03 s
 PAIRS = 200
 
 
@@ -74,7 +76,7 @@ def test_sigterm_answers_every_request_in_flight_then_exits_0(
     elapsed = time.monotonic() - started
     figure("SIGTERM: 31 connections with requests in flight drained and exited in",
            elapsed, "s")
-    assert elapsed < 30
+    assert elapsed < DRAIN_BOUND, f"drained and exited in {elapsed:.2f} s"
     assert "aborting" not in srv.log
     srv.assert_clean_log()
 
@@ -92,7 +94,9 @@ def test_a_second_sigint_exits_at_once(start_server: Callable[..., FaultServer])
         started = time.monotonic()
         srv.signal(signal.SIGINT)
         assert srv.wait() == 130
-        assert time.monotonic() - started < 10  # not the 120 s grace period
+        took = time.monotonic() - started
+        figure("SIGINT twice: exited after the second in", took, "s")
+        assert took < EXIT_BOUND, f"{took:.2f} s, with a 120 s grace period"
         assert read_until_closed(client) == b""
     assert not srv.sampler.children()
     srv.assert_clean_log()

@@ -23,7 +23,7 @@ from handlers.resp import encode_command
 GIB = 2**30
 HIGH_WATER = 64 * 1024
 CLIENTS = 20
-ALLOWANCE = 6 * 2**20  # interpreter noise: allocator arenas, log records, ...
+ALLOWANCE = 3 * 2**20  # interpreter noise: allocator arenas, log records, ...
 
 
 def non_reader(srv: FaultServer, line: bytes) -> socket.socket:
@@ -93,8 +93,10 @@ def test_write_timeout_closes_stalled_connections_and_spares_readers(
             time.sleep(0.002)  # pacing the reader
     srv.wait_for(r"closing: write stalled", count=5)
     started = log_time(srv.wait_for(rf".*stream started {GIB}").group(0))
-    for line in log_lines(srv.log, "write stalled"):
-        assert 1.3 < log_time(line) - started < 1.5 + 10, line
+    # stalled from (a few ms after) the start: closed 1.5 s later (log times: +-1 ms)
+    after = [log_time(line) - started for line in log_lines(srv.log, "write stalled")]
+    figure("write timeout (1.5 s): 5 stalled connections closed after", max(after), "s")
+    assert min(after) >= 1.5 - 0.002 and max(after) < 1.5 + 0.5, after
     srv.wait_for(r"lost #1 .*exc=DeadlineExceeded", count=5)
     for sock in socks:
         sock.close()

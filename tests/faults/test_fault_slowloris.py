@@ -36,6 +36,9 @@ REQUEST_TIMEOUT = 2.0
 IDLE_TIMEOUT = 1.5  # longer than the dribble interval, shorter than the deadline
 DRIBBLE = 0.3
 SLACK = 4.0  # scheduling on a loaded machine (no TCP retransmits on loopback)
+LATE = 0.25  # seconds past the request deadline the last dribbler may be closed ...
+TRIES = 3  # ... in the best of this many rounds
+LORIS = 20
 
 REQUESTS = {  # service -> (one request, the bytes a dribbler sends forever)
     "chat": (b"/who\n", b"x"),
@@ -98,25 +101,30 @@ def test_a_dribbling_client_is_closed_at_the_request_deadline(
                        "--idle-timeout", str(IDLE_TIMEOUT), "--first-byte-timeout", "1",
                        app_dir=False)
     baseline = srv.usage()
-    loris = [srv.connect() for _ in range(20)]
     idle = srv.connect()
     idle.sendall(request)
-    cpu0 = srv.sampler.cpu_seconds()
-    times = dribble_until_closed(loris, byte, REQUEST_TIMEOUT + SLACK)
-    assert None not in times, "a slowloris client outlived the request deadline"
-    for elapsed in times:
-        assert elapsed is not None
-        assert REQUEST_TIMEOUT - 0.3 <= elapsed <= REQUEST_TIMEOUT + SLACK
-    cpu = (srv.sampler.cpu_seconds() - cpu0) / max(times)  # type: ignore[type-var]
+    rounds: list[tuple[float, float]] = []  # (latest close, server CPU) of each round
+    while len(rounds) < TRIES and min(rounds, default=(LATE + 1, 0))[0] > LATE:
+        loris = [srv.connect() for _ in range(LORIS)]
+        cpu0 = srv.sampler.cpu_seconds()
+        times = dribble_until_closed(loris, byte, REQUEST_TIMEOUT + SLACK)
+        assert None not in times, "a slowloris client outlived the request deadline"
+        closes = [elapsed for elapsed in times if elapsed is not None]
+        # the deadline runs from the first byte's arrival, after the clock was read
+        assert min(closes) >= REQUEST_TIMEOUT - 0.01, f"closed early: {closes}"
+        rounds.append((max(closes) - REQUEST_TIMEOUT,
+                       (srv.sampler.cpu_seconds() - cpu0) / max(closes)))
+        for sock in loris:
+            sock.close()
+    late, cpu = min(rounds)
     figure(f"slowloris ({service}): 20 dribblers closed after (request timeout 2 s)",
-           max(times), "s (latest)")  # type: ignore[type-var]
+           REQUEST_TIMEOUT + late, "s (latest)")
     figure(f"slowloris ({service}): server CPU while 20 clients dribble", cpu * 100,
            "% of a core")
+    assert late <= LATE, f"closed up to {late:.3f} s late in each of {TRIES} rounds"
     assert cpu < CPU_LIMIT, f"{cpu:.0%} of a core while 20 clients dribbled"
     assert closed_after(idle) < REQUEST_TIMEOUT  # the idle timer closed it before
     idle.close()
-    for sock in loris:
-        sock.close()
 
     # a client finishing every request in time stays as long as it likes: each request
     # arrives in two pieces 0.3 s apart, for longer than the request deadline
@@ -136,7 +144,7 @@ def test_a_dribbling_client_is_closed_at_the_request_deadline(
     srv.wait_back_to(baseline)
     assert srv.stop() == 0
     log = srv.log  # complete now that the server exited
-    assert log.count("closing: request deadline") == len(loris)
+    assert log.count("closing: request deadline") == LORIS * len(rounds)
     assert "closing: idle timeout" in log
     srv.assert_clean_log()
 
