@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import selectors
+import signal
 import tempfile
 from collections.abc import Iterator
 
@@ -10,6 +11,14 @@ import pytest
 from netkit import Net
 
 from reactor import Reactor
+
+# A shell without job control starts background commands with SIGINT ignored, and an
+# ignored signal stays ignored across exec: the servers these tests start and stop with
+# SIGINT (http.server, the README's examples) would then never see KeyboardInterrupt.
+# A Python-level handler here is reset to the default in every child at exec, and Python
+# turns a default SIGINT into KeyboardInterrupt.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 BACKENDS = [
     name
