@@ -18,7 +18,14 @@ is logged at error level naming the limit; retries in the same episode are silen
 first successful accept ends the episode and says so.
 
 With ``max_connections`` the listener stops polling when that many of its connections
-are open and resumes when one closes.
+are open and resumes when one closes. A connection the selector refuses to register
+(epoll's ENOSPC or ENOMEM) is closed and frees its slot at once (see
+:meth:`~reactor.transports.StreamTransport.attach`); an outgoing connect whose socket
+is refused fails its future with the error.
+
+Unix sockets can be bound with a requested ``mode``: the permissions are set through
+the process's umask around ``bind``, so the socket never exists with wider ones (a
+``chmod`` after ``bind`` would leave a window in which anyone may connect).
 """
 
 from __future__ import annotations
@@ -63,6 +70,7 @@ AcceptCallback = Callable[["Listener", Any, Any], None]
 # makes the accepted connection's socket object from (family, type, proto, fd)
 ConnectionFactory = Callable[[int, int, int, int], Any]
 
+EVENT_READ: Final = 1
 CAPACITY_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 _TRANSIENT_ERRNOS: Final = frozenset(
     {errno.ECONNABORTED, errno.EPROTO, errno.EINTR, errno.EAGAIN, errno.EPERM}
@@ -583,8 +591,14 @@ def listen_unix_datagram(
                 sock.connect(remote)
             except OSError:
                 sock.close()
+                _remove_unix_path(path, ino)
                 raise
-    transport = _datagram_endpoint(reactor, sock, protocol_factory, opts, remote is not None)
+    try:
+        transport = _datagram_endpoint(reactor, sock, protocol_factory, opts,
+                                       remote is not None)
+    except BaseException:
+        _remove_unix_path(path, ino)
+        raise
     if ino is not None:
         transport._cleanup = lambda: _remove_unix_path(path, ino)
     return transport
@@ -636,6 +650,16 @@ class _Connector:
                 self.errors.append(exc)
                 continue
             if err in (0, errno.EINPROGRESS):
+                try:
+                    self.reactor._selector.register(sock, 2, self)
+                except OSError as exc:  # epoll's ENOSPC or ENOMEM: fail, never hang
+                    sock.close()
+                    logger.error("connect to %r: the selector refused the socket: %s", address,
+                                 exc)
+                    self.errors.append(OSError(
+                        exc.errno, f"connect to {address!r}: cannot register the socket "
+                                   f"with the selector: {exc.strerror}"))
+                    continue
                 self.sock = sock
                 self.transport = StreamTransport(self.reactor, sock, address,
                                                  state=ConnState.CONNECTING,
@@ -643,7 +667,6 @@ class _Connector:
                 # until a protocol is attached the connector stands in for it, so an
                 # abort of the row (the reactor closing, say) ends the connect
                 self.transport._protocol = self
-                self.reactor._selector.register(sock, 2, self)
                 return
             sock.close()
             self.errors.append(OSError(err, f"connect to {address!r}: {os.strerror(err)}"))
@@ -666,9 +689,10 @@ class _Connector:
     def _write_ready(self) -> None:
         sock, transport = self.sock, self.transport
         assert sock is not None and transport is not None
-        self.reactor._selector.unregister(sock)
+        selector = self.reactor._selector
         err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
+            selector.unregister(sock)
             self.errors.append(OSError(err, f"connect to {transport.peername!r}: "
                                             f"{os.strerror(err)}"))
             transport.release()
@@ -677,14 +701,30 @@ class _Connector:
             return
         if self.timer is not None:
             self.timer.cancel()
+        self.sock = self.transport = None
         if self.options.nodelay and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             protocol = self.protocol_factory()
         except BaseException as exc:
+            selector.unregister(sock)
             transport.release()
             self.future.set_exception(exc)
             return
+        # hand the registration to the transport, for reading: one epoll_ctl(MOD)
+        # rather than a DEL and an ADD; attach() then finds it registered
+        try:
+            selector.modify(sock, EVENT_READ, transport)
+        except OSError as exc:
+            # a failed modify leaves the socket unregistered (selectors forget the key)
+            logger.error("%s: the selector refused the connection: %s; closed",
+                         transport.describe(), exc)
+            transport.release()
+            self._fail(OSError(exc.errno, f"connect to {transport.peername!r}: cannot "
+                                          f"register the socket with the selector: "
+                                          f"{exc.strerror}"))
+            return
+        transport._mask = EVENT_READ
         transport.attach(protocol)
         if not self.future.done():
             self.future.set_result((transport, protocol))
