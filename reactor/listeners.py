@@ -347,6 +347,30 @@ def _bind_or_close(sock: socket.socket, address: Any) -> None:
         raise OSError(exc.errno, f"cannot bind {address!r}: {exc.strerror}") from exc
 
 
+def _check_unix_mode(path: str | None, mode: int | None) -> None:
+    if mode is None:
+        return
+    if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o777:
+        raise ValueError(f"mode must be permission bits from 0 to 0o777, not {mode!r}")
+    if path is None or path.startswith("\0"):
+        raise ValueError("mode applies to a Unix socket bound to a path in the file "
+                         "system (not to an unbound or abstract-namespace socket)")
+
+
+def _bind_unix(sock: socket.socket, path: str, mode: int | None) -> None:
+    """Bind ``sock`` to ``path``; with ``mode``, the socket file is created with exactly
+    those permissions (the umask is set to their complement around ``bind`` and restored
+    after it, also when it fails). Closes ``sock`` when the bind fails."""
+    if mode is None:
+        _bind_or_close(sock, path)
+        return
+    old = os.umask(0o777 & ~mode)
+    try:
+        _bind_or_close(sock, path)
+    finally:
+        os.umask(old)
+
+
 def listen_tcp(
     reactor: Reactor,
     host: str | None,
@@ -474,6 +498,7 @@ def listen_unix(
     accept_batch: int = DEFAULT_ACCEPT_BATCH,
     on_accept: AcceptCallback | None = None,
     options: TransportOptions | None = None,
+    mode: int | None = None,
     **option_overrides: Any,
 ) -> Listener:
     """Listen on a Unix stream socket at ``path``.
@@ -481,17 +506,31 @@ def listen_unix(
     A stale socket at ``path`` (nobody listening) is removed; any other file there is
     an error. The path is removed when the listener closes.
 
+    Args:
+        mode: the socket file's permission bits, e.g. ``0o600`` (only the owner may
+            connect) or ``0o660``; None leaves them to the umask. They are set through
+            the umask around ``bind`` -- never by a ``chmod`` after it, which would
+            leave a moment in which the socket has wider permissions -- and the umask
+            is restored afterwards, also when ``bind`` fails. The umask is
+            process-wide: a file another thread creates during that ``bind`` gets the
+            same umask. That window is one system call long, and a process binds its
+            sockets at start-up, so this is accepted as the price of having no window
+            at all on the socket. Ignored with ``sock``.
+        (the other arguments as for :func:`listen_tcp`)
+
     Raises:
-        ValueError: the path is longer than the platform allows.
+        ValueError: the path is longer than the platform allows, or ``mode`` is not
+            permission bits (or is given for an abstract-namespace path).
         FileExistsError: something that is not a socket exists at ``path``.
         OSError: a running server listens at ``path``, or bind fails.
     """
     opts = _options(options, option_overrides)
     owned_path: str | None = None
     if sock is None:
+        _check_unix_mode(path, mode)
         _prepare_unix_path(path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        _bind_or_close(sock, path)
+        _bind_unix(sock, path, mode)
         try:
             sock.listen(backlog)
         except OSError:
@@ -570,12 +609,23 @@ def listen_unix_datagram(
     remote: str | None = None,
     sock: socket.socket | None = None,
     options: TransportOptions | None = None,
+    mode: int | None = None,
     **option_overrides: Any,
 ) -> DatagramTransport:
-    """Open a Unix datagram endpoint at ``path`` (None: unbound, e.g. a client)."""
+    """Open a Unix datagram endpoint at ``path`` (None: unbound, e.g. a client).
+
+    ``mode`` sets the socket file's permissions through the umask at ``bind``, as for
+    :func:`listen_unix` (whose notes on the process-wide umask apply).
+
+    Raises:
+        ValueError: as for :func:`listen_unix`.
+        OSError: bind or connect fails, or the selector refuses the socket (the path
+            is removed again then).
+    """
     opts = _options(options, option_overrides)
     ino: int | None = None
     if sock is None:
+        _check_unix_mode(path, mode)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         if path is not None:
             try:
@@ -583,7 +633,7 @@ def listen_unix_datagram(
             except BaseException:
                 sock.close()
                 raise
-            _bind_or_close(sock, path)
+            _bind_unix(sock, path, mode)
             if not path.startswith("\0"):
                 ino = os.stat(path).st_ino
         if remote is not None:

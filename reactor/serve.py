@@ -284,6 +284,8 @@ class Server:
         handle_signals: install SIGTERM, SIGINT and SIGUSR1 handlers while serving
             (only possible on the main thread; elsewhere a warning is logged).
         name: what is served, for log messages.
+        unix_mode: permission bits for the ``unix:PATH`` sockets this server binds,
+            set through the umask at bind (see :func:`reactor.listeners.listen_unix`).
 
     Raises:
         ValueError: a bind address does not parse, or a number is out of range.
@@ -305,6 +307,7 @@ class Server:
         linger_timeout: float = DEFAULT_LINGER_TIMEOUT,
         handle_signals: bool = True,
         name: str | None = None,
+        unix_mode: int | None = None,
     ) -> None:
         self.binds = [b if isinstance(b, BindAddress) else parse_bind(b) for b in binds]
         if not self.binds:
@@ -328,6 +331,7 @@ class Server:
         self.quiet_interval = quiet_interval
         self.linger_timeout = linger_timeout
         self.handle_signals = handle_signals
+        self.unix_mode = unix_mode
         self.listeners: list[Listener] = []
         self.exit_status = EXIT_OK
         self._stopping = False
@@ -384,7 +388,7 @@ class Server:
         factory = self.protocol_factory
         if bind.kind == "unix":
             assert bind.path is not None
-            return self.reactor.listen_unix(bind.path, factory, **common)
+            return self.reactor.listen_unix(bind.path, factory, mode=self.unix_mode, **common)
         if bind.kind == "fd":
             assert bind.fd is not None
             sock = _inherited_socket(bind.fd)
