@@ -197,7 +197,13 @@ def format_listener(listener: Listener) -> str:
         name = addr.decode(errors="replace") if isinstance(addr, bytes) else str(addr)
         return "unix:" + ("@" + name[1:] if name.startswith("\0") else name or "(unnamed)")
     if sock.family == socket.AF_INET6:
-        return f"[{addr[0]}]:{addr[1]}"
+        host = addr[0]
+        if addr[3] and "%" not in host:  # a link-local address: keep its scope
+            try:
+                host = f"{host}%{socket.if_indextoname(addr[3])}"
+            except OSError:
+                host = f"{host}%{addr[3]}"
+        return f"[{host}]:{addr[1]}"
     return f"{addr[0]}:{addr[1]}"
 
 
