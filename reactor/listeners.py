@@ -145,7 +145,16 @@ class Listener:
             self._unix_ino = os.stat(unix_path).st_ino
         sock.setblocking(False)
         reactor.listeners.append(self)
-        self._update_registration()
+        try:
+            self._update_registration(refusal_is_fatal=True)
+        except OSError as exc:
+            reactor.listeners.remove(self)
+            self._closed = True
+            where = self.describe()
+            sock.close()
+            _remove_unix_path(self._unix_path, self._unix_ino)
+            raise OSError(exc.errno, f"cannot register the {where} with the selector: "
+                                     f"{exc.strerror}") from exc
 
     # -- registration -----------------------------------------------------------------
 
@@ -164,10 +173,24 @@ class Listener:
             return False
         return self.max_connections is None or self.active < self.max_connections
 
-    def _update_registration(self) -> None:
+    def _update_registration(self, refusal_is_fatal: bool = False) -> None:
         wanted = self._wants_accept()
         if wanted and not self._registered:
-            self.reactor._selector.register(self.sock, 1, self)
+            try:
+                self.reactor._selector.register(self.sock, 1, self)
+            except OSError as exc:
+                if refusal_is_fatal:
+                    raise
+                # epoll's ENOSPC or ENOMEM when polling resumes: retry later, as after
+                # an accept() that ran out of resources (once-per-episode log)
+                if self._capacity_error is None:
+                    logger.error("%s: the selector refused the listening socket: %s; "
+                                 "retrying every %.1f s", self.describe(), exc,
+                                 self.accept_retry_delay)
+                self._capacity_error = exc.errno or 0
+                self._retry = self.reactor.call_later(self.accept_retry_delay, self._resume)
+                self._registered = False
+                return
         elif not wanted and self._registered:
             self.reactor._selector.unregister(self.sock)
         self._registered = wanted
@@ -404,7 +427,8 @@ def listen_tcp(
         options / option_overrides: :class:`TransportOptions` (timeouts, read size ...).
 
     Raises:
-        OSError: the address cannot be bound (in use, not available); no socket leaks.
+        OSError: the address cannot be bound (in use, not available), or the selector
+            refuses the socket (epoll's ENOSPC or ENOMEM); no socket leaks.
     """
     opts = _options(options, option_overrides)
     if sock is None:

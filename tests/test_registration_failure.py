@@ -26,7 +26,7 @@ import pytest
 
 from reactor import Reactor
 from reactor.connection import ConnState
-from reactor.listeners import _Connector
+from reactor.listeners import Listener, _Connector
 from reactor.testing import FakeSelector
 from reactor.transports import DatagramTransport, StreamTransport
 
@@ -266,3 +266,48 @@ def test_a_refused_datagram_endpoint_raises_and_leaks_nothing(
         reactor.run_once(0)
     assert events == []
     assert any(os.strerror(err) in r.getMessage() for r in caplog.records)
+
+
+# -- the listening socket itself --------------------------------------------------------
+
+
+@pytest.mark.parametrize("family", ["tcp", "unix"])
+def test_a_refused_listener_raises_and_leaks_nothing(
+    reactor: Reactor, selector: RefusingSelector, tmp_path: Path, family: str,
+) -> None:
+    proc = psutil.Process()
+    before = proc.num_fds()
+    selector.kinds = (Listener,)
+    selector.refusals = [errno.ENOSPC]
+    with pytest.raises(OSError, match="cannot register the listener") as raised:
+        listen(reactor, family, tmp_path)
+    assert raised.value.errno == errno.ENOSPC
+    assert reactor.listeners == []
+    assert proc.num_fds() == before
+    assert not (tmp_path / "s.sock").exists()
+
+
+def test_a_listener_refused_when_it_resumes_retries_until_accepted(
+    reactor: Reactor, selector: RefusingSelector, recorded: list[tuple[str, Any]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    listener = reactor.listen_tcp("127.0.0.1", 0, Recorder, max_connections=1)
+    listener.accept_retry_delay = 0.01
+    first = client_for(listener)
+    selector.set_ready(listener.sock, 1)
+    spin(reactor, lambda: len(recorded) == 1)
+    assert not listener.accepting  # at the cap
+    selector.kinds = (Listener,)
+    selector.refusals = [errno.ENOMEM, errno.ENOMEM]  # twice: one log line for both
+    with caplog.at_level(logging.ERROR, logger="reactor"):
+        recorded[0][1].abort()  # frees the slot: the listener re-registers, refused
+        reactor.run_until(lambda: selector.refused == 2 and listener.accepting,
+                          timeout=TIMEOUT)
+    refusals = [r for r in caplog.records if "refused the listening socket" in r.getMessage()]
+    assert len(refusals) == 1, [r.getMessage() for r in caplog.records]
+    second = client_for(listener)
+    selector.set_ready(listener.sock, 1)
+    spin(reactor, lambda: len(recorded) == 3)
+    assert [e for e, _ in recorded] == ["made", "lost", "made"]
+    first.close()
+    second.close()
