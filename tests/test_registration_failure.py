@@ -311,3 +311,39 @@ def test_a_listener_refused_when_it_resumes_retries_until_accepted(
     assert [e for e, _ in recorded] == ["made", "lost", "made"]
     first.close()
     second.close()
+
+
+def test_a_datagram_endpoint_refused_write_interest_is_lost_once(
+    reactor: Reactor, selector: RefusingSelector, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A send that must wait (the peer's queue is full) needs write interest; refused,
+    the endpoint closes with the error, and its queued datagram is counted as
+    discarded."""
+    events: list[Any] = []
+
+    class Datagrams(asyncio.DatagramProtocol):
+        def connection_lost(self, exc: Exception | None) -> None:
+            events.append(exc)
+
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    ours.setblocking(False)
+    with theirs:
+        while True:  # fill the peer's receive queue: sends now wait
+            try:
+                ours.send(b"f" * 1024)
+            except BlockingIOError:
+                break
+        endpoint = reactor.listen_unix_datagram(None, Datagrams, sock=ours)
+        selector.refusals = [errno.ENOSPC]
+        with caplog.at_level(logging.ERROR, logger="reactor"):
+            endpoint.sendto(b"queued")
+        assert selector.refused == 1 and endpoint.is_closing()
+        spin(reactor, lambda: bool(events))
+        for _ in range(3):
+            reactor.run_once(0)
+    assert len(events) == 1 and isinstance(events[0], OSError)
+    assert events[0].errno == errno.ENOSPC
+    assert endpoint.discarded == len(b"queued")
+    assert reactor.statistics().discarded == len(b"queued")
+    assert len(reactor.connections) == 0 and ours.fileno() == -1
+    assert any("refused the endpoint" in r.getMessage() for r in caplog.records)
