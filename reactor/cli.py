@@ -158,6 +158,17 @@ def _bind(text: str) -> str:
     return text
 
 
+def _unix_mode(text: str) -> int:
+    try:
+        value = int(text, 8)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an octal mode, e.g. 600 or 660") from None
+    if not 0 <= value <= 0o777:
+        raise argparse.ArgumentTypeError(f"{text!r}: the mode must be from 000 to 777")
+    return value
+
+
 def _log_level(text: str) -> str:
     level = text.upper()
     if level not in LOG_LEVELS:
@@ -206,6 +217,12 @@ def build_parser() -> argparse.ArgumentParser:
              "unix:PATH (unix:@NAME: abstract namespace) or fd://N (an inherited "
              "listening socket). Repeatable. Port 0 picks a free port; the real one is "
              f"logged. Default: {DEFAULT_BIND} (kv: {SERVICES['kv'].default_bind})",
+    )
+    serve.add_argument(
+        "--unix-mode", type=_unix_mode, metavar="MODE",
+        help="permissions of the unix:PATH sockets, in octal (e.g. 600: only this user "
+             "may connect; 660: this user and group), set through the umask as the "
+             "socket is bound, never by a chmod after it (default: from the umask)",
     )
     serve.add_argument(
         "--max-connections", type=_positive_int, metavar="N",
@@ -422,6 +439,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         return _usage_error("reactor serve", str(exc))
     service = SERVICES.get(args.service)
     default = service.default_bind if service is not None else DEFAULT_BIND
+    binds = args.bind or [default]
+    if args.unix_mode is not None and not any(b.startswith("unix:") for b in binds):
+        reactor.close()
+        return _usage_error("reactor serve", "--unix-mode applies to unix:PATH addresses, "
+                                             "and no --bind gives one")
     options = TransportOptions(
         idle_timeout=args.idle_timeout,
         first_byte_timeout=args.first_byte_timeout,
@@ -429,10 +451,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     )
     try:
         server = Server(
-            factory, args.bind or [default], reactor=reactor, backlog=args.backlog,
+            factory, binds, reactor=reactor, backlog=args.backlog,
             max_connections=args.max_connections, reuse_port=args.reuse_port,
             options=options, graceful_timeout=args.graceful_timeout,
-            stats_interval=args.stats_interval, name=name,
+            stats_interval=args.stats_interval, name=name, unix_mode=args.unix_mode,
         )
         server.start()
     except (OSError, ValueError) as exc:

@@ -192,6 +192,11 @@ class Row:
         return 0
 
     @property
+    def discarded(self) -> int:
+        """Bytes dropped unsent from the write queue by an abort or a forced close."""
+        return 0
+
+    @property
     def kind(self) -> str:
         """A short name for the transport kind ("tcp", "unix", "udp", ...)."""
         return "connection"

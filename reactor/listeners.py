@@ -18,7 +18,14 @@ is logged at error level naming the limit; retries in the same episode are silen
 first successful accept ends the episode and says so.
 
 With ``max_connections`` the listener stops polling when that many of its connections
-are open and resumes when one closes.
+are open and resumes when one closes. A connection the selector refuses to register
+(epoll's ENOSPC or ENOMEM) is closed and frees its slot at once (see
+:meth:`~reactor.transports.StreamTransport.attach`); an outgoing connect whose socket
+is refused fails its future with the error.
+
+Unix sockets can be bound with a requested ``mode``: the permissions are set through
+the process's umask around ``bind``, so the socket never exists with wider ones (a
+``chmod`` after ``bind`` would leave a window in which anyone may connect).
 """
 
 from __future__ import annotations
@@ -63,6 +70,7 @@ AcceptCallback = Callable[["Listener", Any, Any], None]
 # makes the accepted connection's socket object from (family, type, proto, fd)
 ConnectionFactory = Callable[[int, int, int, int], Any]
 
+EVENT_READ: Final = 1
 CAPACITY_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 _TRANSIENT_ERRNOS: Final = frozenset(
     {errno.ECONNABORTED, errno.EPROTO, errno.EINTR, errno.EAGAIN, errno.EPERM}
@@ -138,7 +146,16 @@ class Listener:
             self._unix_ino = os.stat(unix_path).st_ino
         sock.setblocking(False)
         reactor.listeners.append(self)
-        self._update_registration()
+        try:
+            self._update_registration(refusal_is_fatal=True)
+        except OSError as exc:
+            reactor.listeners.remove(self)
+            self._closed = True
+            where = self.describe()
+            sock.close()
+            _remove_unix_path(self._unix_path, self._unix_ino)
+            raise OSError(exc.errno, f"cannot register the {where} with the selector: "
+                                     f"{exc.strerror}") from exc
 
     # -- registration -----------------------------------------------------------------
 
@@ -157,10 +174,24 @@ class Listener:
             return False
         return self.max_connections is None or self.active < self.max_connections
 
-    def _update_registration(self) -> None:
+    def _update_registration(self, refusal_is_fatal: bool = False) -> None:
         wanted = self._wants_accept()
         if wanted and not self._registered:
-            self.reactor._selector.register(self.sock, 1, self)
+            try:
+                self.reactor._selector.register(self.sock, 1, self)
+            except OSError as exc:
+                if refusal_is_fatal:
+                    raise
+                # epoll's ENOSPC or ENOMEM when polling resumes: retry later, as after
+                # an accept() that ran out of resources (once-per-episode log)
+                if self._capacity_error is None:
+                    logger.error("%s: the selector refused the listening socket: %s; "
+                                 "retrying every %.1f s", self.describe(), exc,
+                                 self.accept_retry_delay)
+                self._capacity_error = exc.errno or 0
+                self._retry = self.reactor.call_later(self.accept_retry_delay, self._resume)
+                self._registered = False
+                return
         elif not wanted and self._registered:
             self.reactor._selector.unregister(self.sock)
         self._registered = wanted
@@ -342,6 +373,30 @@ def _bind_or_close(sock: socket.socket, address: Any) -> None:
         raise OSError(exc.errno, f"cannot bind {address!r}: {exc.strerror}") from exc
 
 
+def _check_unix_mode(path: str | None, mode: int | None) -> None:
+    if mode is None:
+        return
+    if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o777:
+        raise ValueError(f"mode must be permission bits from 0 to 0o777, not {mode!r}")
+    if path is None or path.startswith("\0"):
+        raise ValueError("mode applies to a Unix socket bound to a path in the file "
+                         "system (not to an unbound or abstract-namespace socket)")
+
+
+def _bind_unix(sock: socket.socket, path: str, mode: int | None) -> None:
+    """Bind ``sock`` to ``path``; with ``mode``, the socket file is created with exactly
+    those permissions (the umask is set to their complement around ``bind`` and restored
+    after it, also when it fails). Closes ``sock`` when the bind fails."""
+    if mode is None:
+        _bind_or_close(sock, path)
+        return
+    old = os.umask(0o777 & ~mode)
+    try:
+        _bind_or_close(sock, path)
+    finally:
+        os.umask(old)
+
+
 def listen_tcp(
     reactor: Reactor,
     host: str | None,
@@ -375,7 +430,8 @@ def listen_tcp(
         options / option_overrides: :class:`TransportOptions` (timeouts, read size ...).
 
     Raises:
-        OSError: the address cannot be bound (in use, not available); no socket leaks.
+        OSError: the address cannot be bound (in use, not available), or the selector
+            refuses the socket (epoll's ENOSPC or ENOMEM); no socket leaks.
     """
     opts = _options(options, option_overrides)
     if sock is None:
@@ -469,6 +525,7 @@ def listen_unix(
     accept_batch: int = DEFAULT_ACCEPT_BATCH,
     on_accept: AcceptCallback | None = None,
     options: TransportOptions | None = None,
+    mode: int | None = None,
     **option_overrides: Any,
 ) -> Listener:
     """Listen on a Unix stream socket at ``path``.
@@ -476,17 +533,31 @@ def listen_unix(
     A stale socket at ``path`` (nobody listening) is removed; any other file there is
     an error. The path is removed when the listener closes.
 
+    Args:
+        mode: the socket file's permission bits, e.g. ``0o600`` (only the owner may
+            connect) or ``0o660``; None leaves them to the umask. They are set through
+            the umask around ``bind`` -- never by a ``chmod`` after it, which would
+            leave a moment in which the socket has wider permissions -- and the umask
+            is restored afterwards, also when ``bind`` fails. The umask is
+            process-wide: a file another thread creates during that ``bind`` gets the
+            same umask. That window is one system call long, and a process binds its
+            sockets at start-up, so this is accepted as the price of having no window
+            at all on the socket. Ignored with ``sock``.
+        (the other arguments as for :func:`listen_tcp`)
+
     Raises:
-        ValueError: the path is longer than the platform allows.
+        ValueError: the path is longer than the platform allows, or ``mode`` is not
+            permission bits (or is given for an abstract-namespace path).
         FileExistsError: something that is not a socket exists at ``path``.
         OSError: a running server listens at ``path``, or bind fails.
     """
     opts = _options(options, option_overrides)
     owned_path: str | None = None
     if sock is None:
+        _check_unix_mode(path, mode)
         _prepare_unix_path(path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        _bind_or_close(sock, path)
+        _bind_unix(sock, path, mode)
         try:
             sock.listen(backlog)
         except OSError:
@@ -565,12 +636,23 @@ def listen_unix_datagram(
     remote: str | None = None,
     sock: socket.socket | None = None,
     options: TransportOptions | None = None,
+    mode: int | None = None,
     **option_overrides: Any,
 ) -> DatagramTransport:
-    """Open a Unix datagram endpoint at ``path`` (None: unbound, e.g. a client)."""
+    """Open a Unix datagram endpoint at ``path`` (None: unbound, e.g. a client).
+
+    ``mode`` sets the socket file's permissions through the umask at ``bind``, as for
+    :func:`listen_unix` (whose notes on the process-wide umask apply).
+
+    Raises:
+        ValueError: as for :func:`listen_unix`.
+        OSError: bind or connect fails, or the selector refuses the socket (the path
+            is removed again then).
+    """
     opts = _options(options, option_overrides)
     ino: int | None = None
     if sock is None:
+        _check_unix_mode(path, mode)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         if path is not None:
             try:
@@ -578,7 +660,7 @@ def listen_unix_datagram(
             except BaseException:
                 sock.close()
                 raise
-            _bind_or_close(sock, path)
+            _bind_unix(sock, path, mode)
             if not path.startswith("\0"):
                 ino = os.stat(path).st_ino
         if remote is not None:
@@ -586,8 +668,14 @@ def listen_unix_datagram(
                 sock.connect(remote)
             except OSError:
                 sock.close()
+                _remove_unix_path(path, ino)
                 raise
-    transport = _datagram_endpoint(reactor, sock, protocol_factory, opts, remote is not None)
+    try:
+        transport = _datagram_endpoint(reactor, sock, protocol_factory, opts,
+                                       remote is not None)
+    except BaseException:
+        _remove_unix_path(path, ino)
+        raise
     if ino is not None:
         pid = os.getpid()
         transport._cleanup = lambda: _remove_unix_path(path, ino, pid)
@@ -640,6 +728,16 @@ class _Connector:
                 self.errors.append(exc)
                 continue
             if err in (0, errno.EINPROGRESS):
+                try:
+                    self.reactor._selector.register(sock, 2, self)
+                except OSError as exc:  # epoll's ENOSPC or ENOMEM: fail, never hang
+                    sock.close()
+                    logger.error("connect to %r: the selector refused the socket: %s", address,
+                                 exc)
+                    self.errors.append(OSError(
+                        exc.errno, f"connect to {address!r}: cannot register the socket "
+                                   f"with the selector: {exc.strerror}"))
+                    continue
                 self.sock = sock
                 self.transport = StreamTransport(self.reactor, sock, address,
                                                  state=ConnState.CONNECTING,
@@ -647,7 +745,6 @@ class _Connector:
                 # until a protocol is attached the connector stands in for it, so an
                 # abort of the row (the reactor closing, say) ends the connect
                 self.transport._protocol = self
-                self.reactor._selector.register(sock, 2, self)
                 return
             sock.close()
             self.errors.append(OSError(err, f"connect to {address!r}: {os.strerror(err)}"))
@@ -670,9 +767,10 @@ class _Connector:
     def _write_ready(self) -> None:
         sock, transport = self.sock, self.transport
         assert sock is not None and transport is not None
-        self.reactor._selector.unregister(sock)
+        selector = self.reactor._selector
         err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
+            selector.unregister(sock)
             self.errors.append(OSError(err, f"connect to {transport.peername!r}: "
                                             f"{os.strerror(err)}"))
             transport.release()
@@ -681,14 +779,30 @@ class _Connector:
             return
         if self.timer is not None:
             self.timer.cancel()
+        self.sock = self.transport = None
         if self.options.nodelay and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             protocol = self.protocol_factory()
         except BaseException as exc:
+            selector.unregister(sock)
             transport.release()
             self.future.set_exception(exc)
             return
+        # hand the registration to the transport, for reading: one epoll_ctl(MOD)
+        # rather than a DEL and an ADD; attach() then finds it registered
+        try:
+            selector.modify(sock, EVENT_READ, transport)
+        except OSError as exc:
+            # a failed modify leaves the socket unregistered (selectors forget the key)
+            logger.error("%s: the selector refused the connection: %s; closed",
+                         transport.describe(), exc)
+            transport.release()
+            self._fail(OSError(exc.errno, f"connect to {transport.peername!r}: cannot "
+                                          f"register the socket with the selector: "
+                                          f"{exc.strerror}"))
+            return
+        transport._mask = EVENT_READ
         transport.attach(protocol)
         if not self.future.done():
             self.future.set_result((transport, protocol))

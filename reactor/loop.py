@@ -84,6 +84,7 @@ class ReactorStatistics:
         bytes_in: bytes received over the reactor's life.
         bytes_out: bytes sent over the reactor's life.
         write_buffered: bytes queued for writing now.
+        discarded: bytes aborted connections dropped unsent from their write queues.
         listeners: listening sockets now.
         pending_timers: scheduled, uncancelled timers.
         timer_heap: entries in the timer heap, cancelled ones not dropped yet included
@@ -102,6 +103,7 @@ class ReactorStatistics:
     bytes_in: int = 0
     bytes_out: int = 0
     write_buffered: int = 0
+    discarded: int = 0
     listeners: int = 0
     pending_timers: int = 0
     ready_callbacks: int = 0
@@ -741,6 +743,7 @@ class Reactor:
             bytes_in=table.bytes_in,
             bytes_out=table.bytes_out,
             write_buffered=table.write_buffered,
+            discarded=table.discarded,
             listeners=len(self.listeners),
             pending_timers=len(self._timers),
             ready_callbacks=len(self._ready),

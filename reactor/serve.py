@@ -197,7 +197,13 @@ def format_listener(listener: Listener) -> str:
         name = addr.decode(errors="replace") if isinstance(addr, bytes) else str(addr)
         return "unix:" + ("@" + name[1:] if name.startswith("\0") else name or "(unnamed)")
     if sock.family == socket.AF_INET6:
-        return f"[{addr[0]}]:{addr[1]}"
+        host = addr[0]
+        if addr[3] and "%" not in host:  # a link-local address: keep its scope
+            try:
+                host = f"{host}%{socket.if_indextoname(addr[3])}"
+            except OSError:
+                host = f"{host}%{addr[3]}"
+        return f"[{host}]:{addr[1]}"
     return f"{addr[0]}:{addr[1]}"
 
 
@@ -284,6 +290,8 @@ class Server:
         handle_signals: install SIGTERM, SIGINT and SIGUSR1 handlers while serving
             (only possible on the main thread; elsewhere a warning is logged).
         name: what is served, for log messages.
+        unix_mode: permission bits for the ``unix:PATH`` sockets this server binds,
+            set through the umask at bind (see :func:`reactor.listeners.listen_unix`).
 
     Raises:
         ValueError: a bind address does not parse, or a number is out of range.
@@ -305,6 +313,7 @@ class Server:
         linger_timeout: float = DEFAULT_LINGER_TIMEOUT,
         handle_signals: bool = True,
         name: str | None = None,
+        unix_mode: int | None = None,
     ) -> None:
         self.binds = [b if isinstance(b, BindAddress) else parse_bind(b) for b in binds]
         if not self.binds:
@@ -328,6 +337,7 @@ class Server:
         self.quiet_interval = quiet_interval
         self.linger_timeout = linger_timeout
         self.handle_signals = handle_signals
+        self.unix_mode = unix_mode
         self.listeners: list[Listener] = []
         self.exit_status = EXIT_OK
         self._stopping = False
@@ -384,7 +394,7 @@ class Server:
         factory = self.protocol_factory
         if bind.kind == "unix":
             assert bind.path is not None
-            return self.reactor.listen_unix(bind.path, factory, **common)
+            return self.reactor.listen_unix(bind.path, factory, mode=self.unix_mode, **common)
         if bind.kind == "fd":
             assert bind.fd is not None
             sock = _inherited_socket(bind.fd)

@@ -4,7 +4,9 @@ The table is an insertion-ordered dict whose keys are the rows themselves (the
 transports), so adding and removing a row is one dict operation and a row costs one
 dict entry. Totals survive the rows: when a row leaves, its byte counters are added to
 the table's running totals, so :meth:`ConnectionTable.statistics` reports the life of
-the reactor, not just the connections open right now.
+the reactor, not just the connections open right now. So do the bytes that aborted
+connections dropped from their write queues (``discarded``): the transports report them
+as they drop them, which costs the rows nothing while they live.
 
 Socket-free: no sockets, selectors, threads or ``os``.
 """
@@ -38,6 +40,8 @@ class TableStatistics:
         bytes_in: bytes received over the table's life (open and closed rows).
         bytes_out: bytes sent over the table's life.
         write_buffered: bytes queued for writing in open rows now.
+        discarded: bytes dropped unsent from write queues over the table's life, by
+            aborts and by closes forced by an error, a reset or a deadline.
     """
 
     open: int = 0
@@ -48,12 +52,13 @@ class TableStatistics:
     bytes_in: int = 0
     bytes_out: int = 0
     write_buffered: int = 0
+    discarded: int = 0
 
 
 class ConnectionTable:
     """The reactor's table of connections (iterate it, ``len()`` it, snapshot it)."""
 
-    __slots__ = ("_bytes_in", "_bytes_out", "_closed", "_opened", "_rows")
+    __slots__ = ("_bytes_in", "_bytes_out", "_closed", "_discarded", "_opened", "_rows")
 
     def __init__(self) -> None:
         self._rows: dict[Row, None] = {}
@@ -61,6 +66,7 @@ class ConnectionTable:
         self._closed = 0
         self._bytes_in = 0
         self._bytes_out = 0
+        self._discarded = 0
 
     def add(self, row: Row) -> None:
         """Insert a new row."""
@@ -73,6 +79,15 @@ class ConnectionTable:
             self._closed += 1
             self._bytes_in += row.bytes_in
             self._bytes_out += row.bytes_out
+
+    def note_discarded(self, size: int) -> None:
+        """Count ``size`` bytes a row dropped unsent from its write queue."""
+        self._discarded += size
+
+    @property
+    def discarded(self) -> int:
+        """Bytes dropped unsent from write queues over the table's life."""
+        return self._discarded
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -106,6 +121,7 @@ class ConnectionTable:
             bytes_in=self._bytes_in + live_in,
             bytes_out=self._bytes_out + live_out,
             write_buffered=sum(r.write_buffer_size for r in rows),
+            discarded=self._discarded,
         )
 
     def format(self, limit: int = 50) -> str:

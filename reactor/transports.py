@@ -22,7 +22,21 @@ marks, calling the protocol's ``pause_writing``/``resume_writing``.
 lifecycle state, so ``connection_lost`` runs exactly once, also when callbacks raise or
 close the transport from inside a callback. ``close`` flushes the queue, then closes;
 ``abort`` drops the queue. ``connection_lost`` is never called from inside another
-protocol callback: a close that starts in a callback finishes in a later one.
+protocol callback: a close that starts in a callback finishes in a later one. Bytes an
+abort (or a close forced by an error, a reset or a deadline) drops from the queue are
+never dropped silently: they are logged at debug level with the peer's address, kept
+in the dying transport (:attr:`StreamTransport.discarded`, in its on-demand auxiliary
+state, so an idle connection pays nothing for it) and totalled in the table's
+``statistics().discarded``.
+
+*Registration.* The selector may refuse a socket (epoll's ENOSPC when
+``fs.epoll.max_user_watches`` is reached, or ENOMEM). :meth:`StreamTransport.attach`
+registers the socket *before* calling ``connection_made``: when that fails, the
+connection is closed and leaves the table at once, with an error logged, and the
+protocol is never called (asyncio's rule: no ``connection_lost`` without
+``connection_made``). A registration that fails later (write interest for a queue,
+``resume_reading``) closes the connection with the error, and ``connection_lost(exc)``
+follows once, as for any other fatal socket error.
 
 *Deadlines.* One timer per connection (only when the listener configures a timeout)
 checks, when it fires, the idle, first-byte, request and stalled-write deadlines against
@@ -134,6 +148,11 @@ _F_LOST: Final = 2  # teardown scheduled: no more I/O, writes are dropped
 _F_EOF: Final = 4  # write_eof() was called
 _F_READ_PAUSED: Final = 8  # pause_reading() is in effect
 _F_WRITE_PAUSED: Final = 16  # the protocol was told to pause_writing()
+# bits 5-7: writes refused after the loss, counted up to 7 (for the one warning); kept
+# in the flags rather than in _Aux, whose slot holds the bytes an abort discarded
+_F_LOSS_WRITE_SHIFT: Final = 5
+_F_LOSS_WRITE_ONE: Final = 1 << _F_LOSS_WRITE_SHIFT
+_F_LOSS_WRITE_MAX: Final = 7
 _F_DONE: Final = _F_CLOSING | _F_LOST
 _F_NO_WRITE: Final = _F_EOF | _F_LOST
 _BYTES_LIKE: Final = (bytes, bytearray, memoryview)
@@ -142,14 +161,22 @@ _BYTES_LIKE: Final = (bytes, bytearray, memoryview)
 class _Aux:
     """Per-connection state most connections never need, allocated on first use."""
 
-    __slots__ = ("deadline", "high", "low", "timer", "write_progress", "writes_after_loss")
+    __slots__ = ("deadline", "discarded", "high", "low", "timer", "write_progress")
 
     def __init__(self, opts: TransportOptions) -> None:
         self.high, self.low = _water_marks(opts.high_water, opts.low_water)
         self.timer: TimerHandle | None = None
         self.deadline: float | None = None
         self.write_progress = 0.0
-        self.writes_after_loss = 0
+        self.discarded = 0  # queued bytes dropped by an abort or a forced close
+
+
+def _registration_hint(exc: OSError) -> str:
+    if exc.errno == errno.ENOSPC:
+        return " (the epoll watch limit: see /proc/sys/fs/epoll/max_user_watches)"
+    if exc.errno == errno.ENOMEM:
+        return " (out of kernel memory)"
+    return ""
 
 
 class StreamTransport(Row, asyncio.Transport):
@@ -229,6 +256,11 @@ class StreamTransport(Row, asyncio.Transport):
         return len(self._buffer) if self._buffer else 0
 
     @property
+    def discarded(self) -> int:
+        """Queued bytes dropped, never sent, by an abort or a forced close."""
+        return self._aux.discarded if self._aux is not None else 0
+
+    @property
     def protocol(self) -> Any:
         return self._protocol
 
@@ -244,7 +276,25 @@ class StreamTransport(Row, asyncio.Transport):
     # -- attaching a protocol ---------------------------------------------------------
 
     def attach(self, protocol: asyncio.BaseProtocol) -> None:
-        """Attach ``protocol``: call its ``connection_made`` and start reading."""
+        """Attach ``protocol``: register the socket for reading, call ``connection_made``.
+
+        The socket is registered first. If the selector refuses it (epoll's ENOSPC or
+        ENOMEM), the reason is logged, the socket closed and the row removed from the
+        table at once (its listener's slot freed), and the protocol is never called:
+        no ``connection_made``, hence no ``connection_lost``, as in asyncio. The row's
+        ``state`` is then :attr:`ConnState.CLOSED`.
+        """
+        if not self._mask and not self._flags & (_F_DONE | _F_READ_PAUSED):
+            sock = self._sock
+            if sock is not None:
+                try:
+                    self._reactor._selector.register(sock, EVENT_READ, self)
+                except OSError as exc:
+                    logger.error("%s: the selector refused the connection: %s%s; closed",
+                                 self.describe(), exc, _registration_hint(exc))
+                    self.release()
+                    return
+                self._mask = EVENT_READ
         self._protocol = protocol
         self.advance(_ATTACH)
         if self._opts.has_deadlines:
@@ -256,7 +306,7 @@ class StreamTransport(Row, asyncio.Transport):
         except BaseException as exc:
             self._callback_failed(exc, "connection_made")
             return
-        if not self._flags & (_F_DONE | _F_READ_PAUSED):
+        if not self._mask & EVENT_READ and not self._flags & (_F_DONE | _F_READ_PAUSED):
             self._set_mask(self._mask | EVENT_READ)
 
     def start_reading(self, protocol: asyncio.BaseProtocol) -> None:
@@ -285,13 +335,26 @@ class StreamTransport(Row, asyncio.Transport):
         if mask == old or self._sock is None:
             return
         selector = self._reactor._selector
-        if old == 0:
-            selector.register(self._sock, mask, self)
-        elif mask == 0:
+        if mask == 0:
             selector.unregister(self._sock)
         else:
-            selector.modify(self._sock, mask, self)
+            try:
+                if old == 0:
+                    selector.register(self._sock, mask, self)
+                else:
+                    selector.modify(self._sock, mask, self)
+            except OSError as exc:
+                # a failed modify leaves the socket unregistered as well (selectors
+                # forget the key): nothing is registered now either way
+                self._mask = 0
+                self._registration_failed(exc)
+                return
         self._mask = mask
+
+    def _registration_failed(self, exc: OSError) -> None:
+        logger.error("%s: the selector refused the connection: %s%s; closing it",
+                     self.describe(), exc, _registration_hint(exc))
+        self._force_close(exc)
 
     def _read_ready(self) -> None:
         # the reactor calls this only while the registration includes reading (it
@@ -420,11 +483,13 @@ class StreamTransport(Row, asyncio.Transport):
             self._pause_protocol()
 
     def _write_refused(self, data: object) -> None:
-        if self._flags & _F_EOF and not self._flags & _F_LOST:
+        flags = self._flags
+        if flags & _F_EOF and not flags & _F_LOST:
             raise RuntimeError("cannot write() after write_eof()")
-        aux = self._get_aux()
-        aux.writes_after_loss += 1
-        if aux.writes_after_loss == WRITES_AFTER_LOSS_WARNING:
+        count = (flags >> _F_LOSS_WRITE_SHIFT) & _F_LOSS_WRITE_MAX
+        if count < _F_LOSS_WRITE_MAX:
+            self._flags = flags + _F_LOSS_WRITE_ONE
+        if count + 1 == WRITES_AFTER_LOSS_WARNING:
             logger.warning("%s: writes after the connection was lost are dropped",
                            self.describe())
 
@@ -531,10 +596,19 @@ class StreamTransport(Row, asyncio.Transport):
         if self._flags & _F_LOST:
             return
         self._flags |= _F_DONE
-        if self._buffer:
-            self._buffer.clear()
+        buffer = self._buffer
+        if buffer:
+            self._discard(len(buffer), exc)
+            buffer.clear()
         self._set_mask(0)
         self._reactor.call_soon(self._finish, exc)
+
+    def _discard(self, size: int, exc: BaseException | None) -> None:
+        """Account for ``size`` queued bytes dropped unsent: the row, the table, a log."""
+        self._get_aux().discarded += size
+        self._reactor.connections.note_discarded(size)
+        logger.debug("%s: %d queued bytes discarded, never sent (%s)", self.describe(), size,
+                     "aborted" if exc is None else f"{type(exc).__name__}: {exc}")
 
     def _connection_error(self, exc: OSError) -> None:
         """The peer reset, the pipe broke, or another socket error: drop the connection."""
@@ -698,7 +772,15 @@ class DatagramTransport(Row, asyncio.DatagramTransport):
     """A UDP or Unix datagram endpoint, speaking :class:`asyncio.DatagramTransport`.
 
     A datagram larger than ``max_datagram_size`` is not delivered cut short: it is
-    dropped, logged, and reported to ``error_received`` as an ``EMSGSIZE`` error.
+    dropped, logged, and reported to ``error_received`` as an ``EMSGSIZE`` error. A
+    send the kernel refuses (``EMSGSIZE`` for a datagram over 65 507 bytes on IPv4, an
+    ICMP error on a connected socket ...) goes to ``error_received`` too; the endpoint
+    stays open. Nothing is delivered after :meth:`close` or :meth:`abort`, not even the
+    rest of the batch being read when the protocol closed it.
+
+    Attributes:
+        dropped: datagrams dropped (too large to receive, or a full Unix receiver).
+        discarded: bytes of queued datagrams dropped unsent by an abort or forced close.
     """
 
     __slots__ = (
@@ -713,6 +795,7 @@ class DatagramTransport(Row, asyncio.DatagramTransport):
         "_opts",
         "_protocol",
         "_reactor",
+        "_discarded",
         "_sock",
         "dropped",
     )
@@ -745,6 +828,7 @@ class DatagramTransport(Row, asyncio.DatagramTransport):
         self._connected = connected
         self._cleanup: Callable[[], None] | None = None
         self.dropped = 0
+        self._discarded = 0
         reactor.connections.add(self)
 
     @property
@@ -767,7 +851,36 @@ class DatagramTransport(Row, asyncio.DatagramTransport):
     def write_buffer_size(self) -> int:
         return self._buffer_size
 
+    @property
+    def discarded(self) -> int:
+        """Bytes of queued datagrams dropped unsent by an abort or a forced close."""
+        return self._discarded
+
     def attach(self, protocol: asyncio.BaseProtocol) -> None:
+        """Register the socket for reading, then call the protocol's ``connection_made``.
+
+        Raises:
+            OSError: the selector refused the socket (epoll's ENOSPC or ENOMEM). The
+                socket is then closed and the row removed from the table, and the
+                protocol was never called (no ``connection_made``, so no
+                ``connection_lost``).
+        """
+        sock = self._sock
+        if sock is not None and not self._mask and not self._closing:
+            try:
+                self._reactor._selector.register(sock, EVENT_READ, self)
+            except OSError as exc:
+                where = self.sockname
+                logger.error("%s %r: the selector refused the endpoint: %s%s; closed",
+                             self.kind, where, exc, _registration_hint(exc))
+                self._lost = self._closing = True
+                self._sock = None
+                sock.close()
+                self.state = _CLOSED  # LIFECYCLE leads LOST from ACCEPTED to CLOSED
+                self._reactor.connections.remove(self)
+                raise OSError(exc.errno, f"cannot register the {self.kind} endpoint {where!r} "
+                                         f"with the selector: {exc.strerror}") from exc
+            self._mask = EVENT_READ
         self._protocol = protocol
         self.advance(_ATTACH)
         try:
@@ -777,26 +890,31 @@ class DatagramTransport(Row, asyncio.DatagramTransport):
         except BaseException as exc:
             logger.error("%s: connection_made raised", self.describe(), exc_info=exc)
             self._force_close(exc)
-            return
-        if not self._closing:
-            self._set_mask(EVENT_READ)
 
     def _set_mask(self, mask: int) -> None:
         old = self._mask
         if mask == old or self._sock is None:
             return
         selector = self._reactor._selector
-        if old == 0:
-            selector.register(self._sock, mask, self)
-        elif mask == 0:
+        if mask == 0:
             selector.unregister(self._sock)
         else:
-            selector.modify(self._sock, mask, self)
+            try:
+                if old == 0:
+                    selector.register(self._sock, mask, self)
+                else:
+                    selector.modify(self._sock, mask, self)
+            except OSError as exc:
+                self._mask = 0  # unregistered either way (see StreamTransport._set_mask)
+                logger.error("%s: the selector refused the endpoint: %s%s; closing it",
+                             self.describe(), exc, _registration_hint(exc))
+                self._force_close(exc)
+                return
         self._mask = mask
 
     def _read_ready(self) -> None:
         sock = self._sock
-        if sock is None:
+        if sock is None or self._closing:
             return
         limit = self._opts.max_datagram_size
         for _ in range(64):  # a bounded batch per wake-up
@@ -806,6 +924,8 @@ class DatagramTransport(Row, asyncio.DatagramTransport):
                 return
             except OSError as exc:
                 self._report_error(exc)
+                if self._closing:  # closed from error_received: deliver nothing more
+                    return
                 continue
             self.last_activity = self._reactor._now
             if flags & socket.MSG_TRUNC:
@@ -816,6 +936,8 @@ class DatagramTransport(Row, asyncio.DatagramTransport):
                     errno.EMSGSIZE,
                     f"datagram from {addr!r} larger than max_datagram_size={limit}; dropped",
                 ))
+                if self._closing:
+                    return
                 continue
             self.bytes_in += len(data)
             try:
@@ -925,8 +1047,15 @@ class DatagramTransport(Row, asyncio.DatagramTransport):
         if self._lost:
             return
         self._lost = self._closing = True
-        self._buffer.clear()
-        self._buffer_size = 0
+        if self._buffer:
+            size = self._buffer_size
+            self._discarded += size
+            self._reactor.connections.note_discarded(size)
+            logger.debug("%s: %d queued datagrams (%d bytes) discarded, never sent (%s)",
+                         self.describe(), len(self._buffer), size,
+                         "aborted" if exc is None else f"{type(exc).__name__}: {exc}")
+            self._buffer.clear()
+            self._buffer_size = 0
         self._set_mask(0)
         self._reactor.call_soon(self._finish, exc)
 
