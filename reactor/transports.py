@@ -128,7 +128,7 @@ class TransportOptions:
     def __post_init__(self) -> None:
         for name in ("idle_timeout", "first_byte_timeout", "write_timeout"):
             value = getattr(self, name)
-            if value is not None and value <= 0:
+            if value is not None and not value > 0:  # NaN fails this test too
                 raise ValueError(f"{name} must be positive or None, not {value!r}")
         if self.read_size <= 0:
             raise ValueError("read_size must be positive")

@@ -279,6 +279,8 @@ def test_deadline_options_are_validated(default_reactor: Reactor) -> None:
             default_reactor.listen_tcp("127.0.0.1", 0, Recorder, **{name: 0})
         with pytest.raises(ValueError, match=name):
             default_reactor.listen_tcp("127.0.0.1", 0, Recorder, **{name: -1.0})
+        with pytest.raises(ValueError, match=name):  # NaN is neither positive nor not
+            default_reactor.listen_tcp("127.0.0.1", 0, Recorder, **{name: float("nan")})
     assert default_reactor.listeners == []
 
 
