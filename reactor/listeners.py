@@ -153,7 +153,7 @@ class Listener:
             self._closed = True
             where = self.describe()
             sock.close()
-            _remove_unix_path(self._unix_path, self._unix_ino)
+            _remove_unix_path(self._unix_path, self._unix_ino, self._unix_pid)
             raise OSError(exc.errno, f"cannot register the {where} with the selector: "
                                      f"{exc.strerror}") from exc
 
@@ -668,13 +668,13 @@ def listen_unix_datagram(
                 sock.connect(remote)
             except OSError:
                 sock.close()
-                _remove_unix_path(path, ino)
+                _remove_unix_path(path, ino, os.getpid())
                 raise
     try:
         transport = _datagram_endpoint(reactor, sock, protocol_factory, opts,
                                        remote is not None)
     except BaseException:
-        _remove_unix_path(path, ino)
+        _remove_unix_path(path, ino, os.getpid())
         raise
     if ino is not None:
         pid = os.getpid()
