@@ -505,7 +505,7 @@ def test_replies_do_not_depend_on_how_input_is_split(cuts: list[int]) -> None:
 
 def test_protocol_error_replies_and_closes(client: FakeClient) -> None:
     reply = client.send(b"PING\r\n*1\r\n$x\r\nPING\r\n")
-    assert reply == b"+PONG\r\n-ERR Protocol error: invalid bulk length b'x'\r\n"
+    assert reply == b"+PONG\r\n-ERR Protocol error: invalid bulk length\r\n"
     assert client.transport.lost
     assert client.protocol._server.statistics().protocol_errors == 1
 
@@ -738,7 +738,7 @@ def test_malformed_resp_gets_an_error_and_a_close(served: Served) -> None:
     with connect(served.port) as sock:
         sock.sendall(b"*1\r\n$4\r\nPING\r\n*1\r\n$x\r\n")
         assert read_until_closed(sock) == (
-            b"+PONG\r\n-ERR Protocol error: invalid bulk length b'x'\r\n"
+            b"+PONG\r\n-ERR Protocol error: invalid bulk length\r\n"
         )
     with connect(served.port) as sock:
         sock.sendall(b"*1\r\n$4\r\nPING\r\n*2\r\n$4\r\nECHO\r\n:1\r\n")
@@ -754,14 +754,11 @@ def test_oversize_bulk_and_array_refused_without_payload() -> None:
         with connect(served.port) as sock:
             # only the header: the server must answer without waiting for 1 MB
             sock.sendall(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1000000\r\n")
-            assert read_until_closed(sock) == (
-                b"-ERR Protocol error: invalid bulk length 1000000 "
-                b"(over the limit of 1024)\r\n"
-            )
+            assert read_until_closed(sock) == b"-ERR Protocol error: invalid bulk length\r\n"
         with connect(served.port) as sock:
             sock.sendall(b"*9\r\n")
             assert read_until_closed(sock) == (
-                b"-ERR Protocol error: invalid multibulk length 9 (over the limit of 8)\r\n"
+                b"-ERR Protocol error: invalid multibulk length\r\n"
             )
         with connect(served.port) as sock:  # at the limits: fine
             sock.sendall(encode_command([b"SET", b"k", b"v" * 1024]) + b"QUIT\r\n")
