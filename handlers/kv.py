@@ -94,6 +94,8 @@ FLUSH_SIZE: Final = 64 * 1024  # replies are written once this much is pending
 SERVER_VERSION: Final = "7.0.0"  # what INFO and HELLO report, for clients that check
 INT64_MIN: Final = -(2**63)
 INT64_MAX: Final = 2**63 - 1
+INT32_MIN: Final = -(2**31)
+INT32_MAX: Final = 2**31 - 1
 MAX_EXPIRE_BATCH: Final = 1000  # keys one active-expiry callback deletes at most
 
 Value = bytes | deque[bytes]
@@ -113,7 +115,7 @@ class CommandError(Exception):
         message: the error text starting with its code, e.g. ``"ERR syntax error"``.
     """
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str | bytes) -> None:
         super().__init__(message)
         self.reply = encode_error(message)
 
@@ -122,10 +124,21 @@ def _arity_error(name: str) -> bytes:
     return encode_error(f"ERR wrong number of arguments for '{name}' command")
 
 
+def _c_string(raw: bytes) -> bytes:
+    """``raw`` up to its first NUL: what Redis's ``%s`` prints of an argument."""
+    return raw.split(b"\0", 1)[0]
+
+
 def _unknown_command(args: list[bytes]) -> bytes:
-    name = args[0][:128].decode("utf-8", "replace")
-    rest = "".join(f"'{arg[:128].decode('utf-8', 'replace')}' " for arg in args[1:])
-    return encode_error(f"ERR unknown command '{name}', with args beginning with: {rest}")
+    # Redis's wording and limits: the name cut at 128 bytes, then the arguments while
+    # the list is under 128 bytes, each cut to what is left; bytes as they came
+    rest = b""
+    for arg in args[1:]:
+        if len(rest) >= 128:
+            break
+        rest += b"'" + _c_string(arg)[: 128 - len(rest)] + b"' "
+    return encode_error(b"ERR unknown command '" + _c_string(args[0])[:128]
+                        + b"', with args beginning with: " + rest)
 
 
 def _unknown_subcommand(args: list[bytes]) -> CommandError:
@@ -914,7 +927,11 @@ def _quit(c: KVProtocol, a: list[bytes]) -> bytes:
 
 @_command("select", 2, "fast", "connection", "Changes the selected database.")
 def _select(c: KVProtocol, a: list[bytes]) -> bytes:
-    if _parse_int(a[1]) != 0:
+    index = _parse_int(a[1])
+    if not INT32_MIN <= index <= INT32_MAX:  # Redis parses the index as a C int first
+        raise CommandError(
+            f"ERR value is out of range, value must between {INT32_MIN} and {INT32_MAX}")
+    if index != 0:
         raise CommandError("ERR DB index is out of range")
     return OK
 
@@ -1354,7 +1371,10 @@ def _pop(c: KVProtocol, a: list[bytes], left: bool) -> bytes:
         return _arity_error("lpop" if left else "rpop")
     count = None
     if len(a) == 3:
-        count = _parse_int(a[2])
+        try:
+            count = _parse_int(a[2])
+        except CommandError:
+            count = -1  # Redis words a non-integer count the same way
         if count < 0:
             raise CommandError("ERR value is out of range, must be positive")
     items = _list(c, a[1])
