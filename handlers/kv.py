@@ -764,6 +764,10 @@ class KVProtocol(asyncio.Protocol):
         self._server.commands_processed += 1
         arity = command.arity
         if (len(args) != arity) if arity > 0 else (len(args) < -arity):
+            if command.handler is _exec:  # a refused EXEC aborts, in MULTI or not (Redis 7)
+                self._multi = None
+                return encode_error("EXECABORT Transaction discarded because of: wrong "
+                                    "number of arguments for 'exec' command")
             if self._multi is not None:
                 self._multi_dirty = True
             return _arity_error(command.name)

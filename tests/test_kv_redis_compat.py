@@ -56,3 +56,17 @@ def test_unknown_command_quotes_the_bytes_as_redis_does(client: Client) -> None:
     # a NUL ends an argument; the list stops once it passes 128 bytes
     assert client.cmd(b"no\x00pe", b"a\x00b", b"x" * 200, b"y") == (
         b"-ERR unknown command 'no', with args beginning with: 'a' '" + b"x" * 124 + b"' \r\n")
+
+
+# -- EXEC refused -----------------------------------------------------------------------
+
+
+def test_exec_with_arguments_aborts_in_multi_or_not(client: Client) -> None:
+    abort = (b"-EXECABORT Transaction discarded because of: wrong number of arguments "
+             b"for 'exec' command\r\n")
+    assert client.cmd("EXEC", "x") == abort
+    assert client.cmd("MULTI") == b"+OK\r\n"
+    assert client.cmd("INCR", "n") == b"+QUEUED\r\n"
+    assert client.cmd("EXEC", "x") == abort
+    assert client.cmd("EXEC") == b"-ERR EXEC without MULTI\r\n"  # the transaction is gone
+    assert client.cmd("GET", "n") == b"$-1\r\n"
