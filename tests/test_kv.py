@@ -150,7 +150,7 @@ def test_set_options(fake: tuple[Reactor, FakeClock, KVServer], client: FakeClie
     assert client.cmd("EXISTS", "k") == b":0\r\n"
     syntax = b"-ERR syntax error\r\n"
     for options in (["NX", "XX"], ["EX", "1", "PX", "1"], ["EX"], ["KEEPTTL", "EX", "1"],
-                    ["FOO"], ["GET", "GET"]):
+                    ["FOO"], ["XX", "NX"]):
         assert client.cmd("SET", "k", "v", *options) == syntax, options
     for bad in ("0", "-1"):
         assert client.cmd("SET", "k", "v", "EX", bad) == (

@@ -4,6 +4,7 @@ before its fix. Socket-free: the protocol on reactor.testing's FakeTransport."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -58,6 +59,12 @@ def test_unknown_command_quotes_the_bytes_as_redis_does(client: Client) -> None:
         b"-ERR unknown command 'no', with args beginning with: 'a' '" + b"x" * 124 + b"' \r\n")
 
 
+def test_expire_names_the_first_unsupported_option(client: Client) -> None:
+    client.cmd("SET", "a", "1")
+    assert client.cmd("EXPIRE", "a", "10", "FOO", "BAR") == b"-ERR Unsupported option FOO\r\n"
+    assert client.cmd("EXPIRE", "a", "10", b"\xff\x00z") == b"-ERR Unsupported option \xff\r\n"
+
+
 # -- EXEC refused -----------------------------------------------------------------------
 
 
@@ -70,3 +77,53 @@ def test_exec_with_arguments_aborts_in_multi_or_not(client: Client) -> None:
     assert client.cmd("EXEC", "x") == abort
     assert client.cmd("EXEC") == b"-ERR EXEC without MULTI\r\n"  # the transaction is gone
     assert client.cmd("GET", "n") == b"$-1\r\n"
+
+
+# -- expiry times -----------------------------------------------------------------------
+
+INVALID_SET = b"-ERR invalid expire time in 'set' command\r\n"
+
+
+def test_set_parses_every_option_before_checking_values(client: Client) -> None:
+    assert client.cmd("SET", "k", "1", "PX", "9223371036854775807", "EX", "-1", "PX", "-1") == (
+        b"-ERR syntax error\r\n")
+    assert client.cmd("SET", "k", "1", "EX", "x", "BOGUS") == b"-ERR syntax error\r\n"
+    assert client.cmd("SET", "k", "1", "EX", "x") == (
+        b"-ERR value is not an integer or out of range\r\n")
+    # an option may repeat, the last one wins; NX twice is NX
+    assert client.cmd("SET", "k", "1", "NX", "NX", "GET", "GET") == b"$-1\r\n"
+    assert client.cmd("SET", "k", "2", "KEEPTTL", "KEEPTTL") == b"+OK\r\n"
+    assert client.cmd("SET", "k", "3", "EX", "5", "EX", "100") == b"+OK\r\n"
+    assert client.cmd("TTL", "k") == b":100\r\n"
+    assert client.cmd("SET", "k", "1", "NX", "XX") == b"-ERR syntax error\r\n"
+    assert client.cmd("SET", "k", "1", "EX", "5", "KEEPTTL") == b"-ERR syntax error\r\n"
+
+
+def test_set_expiry_limits_follow_redis(client: Client) -> None:
+    # milliseconds: valid while now (Unix ms) plus the delay fits in 64 bits
+    assert client.cmd("SET", "k", "1", "PX", "9223372036854775807") == INVALID_SET
+    assert client.cmd("SET", "k", "1", "PX", "9223371036854775807") == INVALID_SET
+    # seconds: at most INT64_MAX // 1000, and the same overflow rule in milliseconds
+    assert client.cmd("SET", "k", "1", "EX", "9223372036854776") == INVALID_SET
+    assert client.cmd("SET", "k", "1", "EX", "9223372036854775") == INVALID_SET
+    assert client.cmd("SET", "k", "1", "EX", "0") == INVALID_SET
+    # absolute times are not added to now: far ones are accepted
+    assert client.cmd("SET", "k", "1", "PXAT", "9223372036854775807") == b"+OK\r\n"
+    ttl = int(client.cmd("TTL", "k")[1:-2])
+    assert abs(ttl - (9223372036854775807 // 1000 - int(time.time()))) <= 2
+
+
+def test_expire_limits_follow_redis(client: Client) -> None:
+    invalid = b"-ERR invalid expire time in 'pexpire' command\r\n"
+    client.cmd("SET", "a", "1")
+    assert client.cmd("PEXPIRE", "a", "9223371036854775807") == invalid
+    assert client.cmd("EXPIRE", "a", "9223372036854775") == (
+        b"-ERR invalid expire time in 'expire' command\r\n")
+    # a negative time of any size in milliseconds deletes the key
+    assert client.cmd("PEXPIRE", "a", "-9223372036854775808") == b":1\r\n"
+    assert client.cmd("EXISTS", "a") == b":0\r\n"
+    # the options are checked before the time
+    client.cmd("SET", "a", "1")
+    assert client.cmd("EXPIRE", "a", "x", "FOO") == b"-ERR Unsupported option FOO\r\n"
+    assert client.cmd("EXPIRE", "a", "x", "NX", "XX") == (
+        b"-ERR NX and XX, GT or LT options at the same time are not compatible\r\n")
