@@ -310,18 +310,18 @@ class RespParser:
         Raises:
             RespProtocolError: a malformed header.
         """
+        nl = buf.find(b"\n", pos, pos + HEADER_LIMIT)
+        if nl < 0 and end - pos < HEADER_LIMIT:
+            return None  # as Redis, judge the line once it is whole: any split agrees
         if kind == _DOLLAR and buf[pos] != _DOLLAR:
             got = chr(buf[pos]) if 32 < buf[pos] < 127 else f"\\x{buf[pos]:02x}"
             raise RespProtocolError(f"expected '$', got '{got}'",
                                     reply_text=b"expected '$', got '%c'" % buf[pos])
         what = "bulk" if kind == _DOLLAR else "multibulk"
-        nl = buf.find(b"\n", pos, pos + HEADER_LIMIT)
         if nl < 0:
-            if end - pos >= HEADER_LIMIT:
-                # redis-server waits for up to 64 KiB of header line, and then refuses
-                # a number that long as invalid: say so at once
-                raise _length_error(what, f"(a header line over {HEADER_LIMIT - 1} bytes)")
-            return None
+            # redis-server waits for up to 64 KiB of header line, and then refuses a
+            # number that long as invalid: say so at once
+            raise _length_error(what, f"(a header line over {HEADER_LIMIT - 1} bytes)")
         if buf[nl - 1] != _CR:
             raise _length_error(what, "(the line ends in LF without CR)")
         return _header_value(buf, pos + 1, nl - 1, what), nl + 1
