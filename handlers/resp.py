@@ -350,7 +350,7 @@ class RespParser:
                 nl = find(b"\n", pos, pos + HEADER_LIMIT)
                 if (
                     nl > pos and buf[nl - 1] == _CR and (text := buf[pos + 1 : nl - 1]).isdigit()
-                    and (text[0] != 48 or nl - pos == 3)  # no leading zero, as in Redis
+                    and text[0] != 48  # no leading zero as in Redis ("0": the slow path)
                 ):
                     count = int(text)
                     pos = nl + 1
@@ -385,7 +385,7 @@ class RespParser:
                     if (
                         nl > pos and buf[pos] == _DOLLAR and buf[nl - 1] == _CR
                         and (text := buf[pos + 1 : nl - 1]).isdigit()
-                        and (text[0] != 48 or nl - pos == 3)  # no leading zero
+                        and text[0] != 48  # no leading zero ("0": the slow path)
                     ):
                         bulk = int(text)
                         pos = nl + 1
