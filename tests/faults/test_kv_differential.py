@@ -59,6 +59,7 @@ SETTINGS = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
+SETUP_TIMEOUT = 300  # seconds for a test that may be the first: installs redis-server
 IO_TIMEOUT = 5.0  # seconds for one sequence's answer (both servers answer in milliseconds)
 TTL_SLACK_S = 2
 PTTL_SLACK_MS = 3000
@@ -523,7 +524,7 @@ def compare(requests: list[Request], data: bytes, expected: bytes, actual: bytes
 # -- the tests ------------------------------------------------------------------------
 
 
-@pytest.mark.timeout(600 if LONG else 300)  # the first run may install redis-server
+@pytest.mark.timeout(2 * SETUP_TIMEOUT if LONG else SETUP_TIMEOUT)
 @SETTINGS
 @given(sequences)
 @example((False, [Request([b"SET", b"n", b"9223372036854775807"]), Request([b"INCR", b"n"]),
@@ -546,12 +547,13 @@ def test_kv_answers_as_redis_server_does(
     run_sequence(servers, resp3, body, tail)
 
 
+@pytest.mark.timeout(SETUP_TIMEOUT)
 def test_the_oracle_is_the_redis_server_the_readme_names(servers: Servers) -> None:
     # the documented differences were checked against this version
     assert "v=7.0." in servers.redis.version, servers.redis.version
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(SETUP_TIMEOUT)
 @pytest.mark.xfail(not FAR_TIMERS, reason=FAR_TIMER_BUG, strict=True)
 def test_far_expiry_times_keep_the_server_serving(servers: Servers) -> None:
     # 30 days, about 3 years in milliseconds, and the farthest Redis accepts
@@ -598,7 +600,7 @@ DIFFERENCES = [
 ]
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(SETUP_TIMEOUT)
 @pytest.mark.parametrize(("request_", "theirs", "ours"), DIFFERENCES)
 def test_documented_differences(servers: Servers, request_: bytes, theirs: bytes,
                                 ours: bytes) -> None:
@@ -607,7 +609,7 @@ def test_documented_differences(servers: Servers, request_: bytes, theirs: bytes
     assert exchange(servers.ours.path, data) == b"+OK\r\n" + ours
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(SETUP_TIMEOUT)
 def test_documented_difference_nul_in_a_header(servers: Servers) -> None:
     # redis-server scans a header with strchr, which stops at a NUL: it waits for more
     data = b"*2\r\n$3\r\nGET\r\n\x00oops\r\n"
