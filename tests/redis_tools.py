@@ -3,8 +3,9 @@
 ``redis-cli`` and ``redis-benchmark`` come from the Debian package ``redis-tools``,
 ``redis-server`` from ``redis-server``. :func:`redis_tool` returns a program's path;
 when the program is missing and the tests run as root on a system with ``apt-get``, it
-installs the package once per test session (with a timeout); otherwise it makes the
-calling test skip with the precise reason.
+installs the package once per test session (with a timeout; after an ``apt-get
+update`` if the first try fails, as on a fresh container without package lists);
+otherwise it makes the calling test skip with the precise reason.
 
 Installing ``redis-server`` may start the packaged service on port 6379 (where an init
 system runs and no ``policy-rc.d`` forbids it): it is stopped again at once, and no test
@@ -16,6 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 
 import pytest
 
@@ -64,11 +66,17 @@ def _install(package: str) -> str:
     if apt_get is None:
         return f"{package} is not installed and apt-get is not available"
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    command = [apt_get, "-o", "DPkg::Lock::Timeout=120", "install", "-y",
-               "--no-install-recommends", package]
+    lock = ["-o", "DPkg::Lock::Timeout=120"]
+    install = [apt_get, *lock, "install", "-y", "--no-install-recommends", package]
+    deadline = time.monotonic() + INSTALL_TIMEOUT
     try:
-        done = subprocess.run(command, env=env, capture_output=True, text=True,
+        done = subprocess.run(install, env=env, capture_output=True, text=True,
                               timeout=INSTALL_TIMEOUT, check=False)
+        if done.returncode != 0:  # a fresh container has no package lists yet
+            subprocess.run([apt_get, *lock, "update", "-qq"], env=env, capture_output=True,
+                           timeout=max(1.0, deadline - time.monotonic()), check=False)
+            done = subprocess.run(install, env=env, capture_output=True, text=True,
+                                  timeout=max(1.0, deadline - time.monotonic()), check=False)
         if package == "redis-server":
             _stop_packaged_service()
     except (OSError, subprocess.TimeoutExpired) as exc:
