@@ -94,6 +94,8 @@ FLUSH_SIZE: Final = 64 * 1024  # replies are written once this much is pending
 SERVER_VERSION: Final = "7.0.0"  # what INFO and HELLO report, for clients that check
 INT64_MIN: Final = -(2**63)
 INT64_MAX: Final = 2**63 - 1
+INT32_MIN: Final = -(2**31)
+INT32_MAX: Final = 2**31 - 1
 MAX_EXPIRE_BATCH: Final = 1000  # keys one active-expiry callback deletes at most
 
 Value = bytes | deque[bytes]
@@ -113,7 +115,7 @@ class CommandError(Exception):
         message: the error text starting with its code, e.g. ``"ERR syntax error"``.
     """
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str | bytes) -> None:
         super().__init__(message)
         self.reply = encode_error(message)
 
@@ -122,10 +124,21 @@ def _arity_error(name: str) -> bytes:
     return encode_error(f"ERR wrong number of arguments for '{name}' command")
 
 
+def _c_string(raw: bytes) -> bytes:
+    """``raw`` up to its first NUL: what Redis's ``%s`` prints of an argument."""
+    return raw.split(b"\0", 1)[0]
+
+
 def _unknown_command(args: list[bytes]) -> bytes:
-    name = args[0][:128].decode("utf-8", "replace")
-    rest = "".join(f"'{arg[:128].decode('utf-8', 'replace')}' " for arg in args[1:])
-    return encode_error(f"ERR unknown command '{name}', with args beginning with: {rest}")
+    # Redis's wording and limits: the name cut at 128 bytes, then the arguments while
+    # the list is under 128 bytes, each cut to what is left; bytes as they came
+    rest = b""
+    for arg in args[1:]:
+        if len(rest) >= 128:
+            break
+        rest += b"'" + _c_string(arg)[: 128 - len(rest)] + b"' "
+    return encode_error(b"ERR unknown command '" + _c_string(args[0])[:128]
+                        + b"', with args beginning with: " + rest)
 
 
 def _unknown_subcommand(args: list[bytes]) -> CommandError:
@@ -751,6 +764,10 @@ class KVProtocol(asyncio.Protocol):
         self._server.commands_processed += 1
         arity = command.arity
         if (len(args) != arity) if arity > 0 else (len(args) < -arity):
+            if command.handler is _exec:  # a refused EXEC aborts, in MULTI or not (Redis 7)
+                self._multi = None
+                return encode_error("EXECABORT Transaction discarded because of: wrong "
+                                    "number of arguments for 'exec' command")
             if self._multi is not None:
                 self._multi_dirty = True
             return _arity_error(command.name)
@@ -914,7 +931,11 @@ def _quit(c: KVProtocol, a: list[bytes]) -> bytes:
 
 @_command("select", 2, "fast", "connection", "Changes the selected database.")
 def _select(c: KVProtocol, a: list[bytes]) -> bytes:
-    if _parse_int(a[1]) != 0:
+    index = _parse_int(a[1])
+    if not INT32_MIN <= index <= INT32_MAX:  # Redis parses the index as a C int first
+        raise CommandError(
+            f"ERR value is out of range, value must between {INT32_MIN} and {INT32_MAX}")
+    if index != 0:
         raise CommandError("ERR DB index is out of range")
     return OK
 
@@ -1068,11 +1089,31 @@ def _get(c: KVProtocol, a: list[bytes]) -> bytes:
     return b"$%d\r\n%b\r\n" % (len(value), value)
 
 
-def _expire_seconds(raw: bytes, scale: float, command: str) -> float:
+def _unix_ms() -> int:
+    """The Unix time in milliseconds: Redis's base for relative expiry times."""
+    return time.time_ns() // 1_000_000
+
+
+def _expire_seconds(raw: bytes, option: bytes, command: str) -> float:
+    """The delay (seconds from now) SET's ``EX``/``PX``/``EXAT``/``PXAT`` ``raw`` asks for.
+
+    Valid as in Redis: positive; in seconds at most INT64_MAX // 1000; and a relative
+    time must not overflow a 64-bit count of Unix milliseconds once now is added.
+
+    Raises:
+        CommandError: not an integer, or an invalid time.
+    """
     value = _parse_int(raw)
-    if value <= 0 or value > INT64_MAX // 1000:
+    seconds = option[0] == 69  # EX, EXAT
+    if value <= 0 or (seconds and value > INT64_MAX // 1000):
         raise CommandError(f"ERR invalid expire time in '{command}' command")
-    return value * scale
+    ms = value * 1000 if seconds else value
+    now_ms = _unix_ms()
+    if option.endswith(b"AT"):
+        return (ms - now_ms) / 1000
+    if ms + now_ms > INT64_MAX:
+        raise CommandError(f"ERR invalid expire time in '{command}' command")
+    return ms / 1000
 
 
 @_command("set", -3, "write", "string", "Sets the string value of a key.", keys=_ONE_KEY)
@@ -1081,31 +1122,29 @@ def _set(c: KVProtocol, a: list[bytes]) -> bytes:
     if len(a) == 3:
         store.set(a[1], a[2])
         return OK
+    # Redis's rules: all options are parsed before any value is checked; an option may
+    # repeat (the last time wins) but not meet a conflicting one (NX/XX, KEEPTTL/EX...)
     condition = expiry = b""
     get = keep_ttl = False
-    deadline: float | None = None
+    expire_arg = b""
     i = 3
     while i < len(a):
         option = a[i].upper()
-        if option in (b"NX", b"XX") and not condition:
+        if option in (b"NX", b"XX") and condition in (b"", option):
             condition = option
-        elif option == b"GET" and not get:
+        elif option == b"GET":
             get = True
-        elif option == b"KEEPTTL" and deadline is None and not keep_ttl:
+        elif option == b"KEEPTTL" and not expiry:
             keep_ttl = True
         elif option in (b"EX", b"PX", b"EXAT", b"PXAT") and expiry in (b"", option) \
-                and not keep_ttl:
-            if i + 1 >= len(a):
-                raise CommandError(E_SYNTAX)
-            expiry = option  # the same option twice: the last one wins, as in Redis
+                and not keep_ttl and i + 1 < len(a):
+            expiry = option
             i += 1
-            amount = _expire_seconds(a[i], 0.001 if option[0] == 80 else 1.0, "set")
-            if option.endswith(b"AT"):
-                amount -= time.time()  # an absolute Unix time: to a delay
-            deadline = store.time() + amount
+            expire_arg = a[i]
         else:
             raise CommandError(E_SYNTAX)
         i += 1
+    deadline = store.time() + _expire_seconds(expire_arg, expiry, "set") if expiry else None
     key = a[1]
     if get:
         old = _string(c, key)
@@ -1248,23 +1287,31 @@ def _keys(c: KVProtocol, a: list[bytes]) -> bytes:
 
 
 def _expire_generic(c: KVProtocol, a: list[bytes], scale: float, name: str) -> bytes:
-    amount = _parse_int(a[2])
-    if not -(INT64_MAX // 1000) <= amount <= INT64_MAX // 1000:
-        raise CommandError(f"ERR invalid expire time in '{name}' command")
-    flags = {option.upper() for option in a[3:]}
-    for option in flags:
+    # as Redis does: the options first (the first unsupported one named), then the time
+    flags = set()
+    for raw in a[3:]:
+        option = raw.upper()
         if option not in (b"NX", b"XX", b"GT", b"LT"):
-            raise CommandError(f"ERR Unsupported option {option.decode('utf-8', 'replace')}")
+            raise CommandError(b"ERR Unsupported option " + _c_string(raw))
+        flags.add(option)
     if b"NX" in flags and flags & {b"XX", b"GT", b"LT"}:
         raise CommandError("ERR NX and XX, GT or LT options at the same time are not compatible")
     if b"GT" in flags and b"LT" in flags:
         raise CommandError("ERR GT and LT options at the same time are not compatible")
+    amount = _parse_int(a[2])
+    ms = amount
+    if scale == 1.0:
+        if not -(INT64_MAX // 1000) <= amount <= INT64_MAX // 1000:
+            raise CommandError(f"ERR invalid expire time in '{name}' command")
+        ms = amount * 1000
+    if ms > INT64_MAX - _unix_ms():  # now plus the delay in Unix ms would overflow
+        raise CommandError(f"ERR invalid expire time in '{name}' command")
     store = c.store
     key = a[1]
     if store.get(key) is None:
         return b":0\r\n"
     current = store.deadline(key)
-    when = store.time() + amount * scale
+    when = store.time() + ms / 1000
     if (
         (b"NX" in flags and current is not None)
         or (b"XX" in flags and current is None)
@@ -1354,7 +1401,10 @@ def _pop(c: KVProtocol, a: list[bytes], left: bool) -> bytes:
         return _arity_error("lpop" if left else "rpop")
     count = None
     if len(a) == 3:
-        count = _parse_int(a[2])
+        try:
+            count = _parse_int(a[2])
+        except CommandError:
+            count = -1  # Redis words a non-integer count the same way
         if count < 0:
             raise CommandError("ERR value is out of range, must be positive")
     items = _list(c, a[1])

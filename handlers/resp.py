@@ -105,29 +105,46 @@ class RespProtocolError(RemoteProtocolError):
     """The client broke RESP.
 
     Attributes:
-        message: what was wrong, without the ``ERR Protocol error:`` prefix.
+        message: what was wrong, for the log, without the ``ERR Protocol error:``
+            prefix; it may say more than the reply (the bytes seen, the limit passed).
         fatal: True when the stream cannot be resynchronised (reply, then close).
+        reply_text: the text of the reply after ``ERR Protocol error:``, worded as
+            redis-server words it (by default ``message``).
     """
 
-    def __init__(self, message: str, *, fatal: bool = True) -> None:
+    def __init__(self, message: str, *, fatal: bool = True,
+                 reply_text: str | bytes | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.fatal = fatal
+        self.reply_text = message if reply_text is None else reply_text
 
     @property
     def reply(self) -> bytes:
         """The error reply to send, ``-ERR Protocol error: ...``."""
-        return encode_error(f"ERR Protocol error: {self.message}")
+        text = self.reply_text
+        return encode_error(b"ERR Protocol error: "
+                            + (text.encode() if isinstance(text, str) else text))
+
+
+def _length_error(what: str, detail: object) -> RespProtocolError:
+    """A refused ``*N`` (``what`` = "multibulk") or ``$N`` ("bulk") header: the reply
+    is redis-server's, the log message says why."""
+    return RespProtocolError(f"invalid {what} length {detail}",
+                             reply_text=f"invalid {what} length")
 
 
 def _header_value(buf: bytes, start: int, stop: int, what: str) -> int:
-    """Parse the digits of a ``*N`` / ``$N`` header line (``buf[start:stop]``)."""
+    """Parse the digits of a ``*N`` / ``$N`` header line (``buf[start:stop]``), written
+    as redis-server accepts a number: an optional ``-``, then digits without a leading
+    zero (``0`` itself excepted; ``-0`` is refused)."""
     text = buf[start:stop]
-    if text.isdigit():
-        return int(text)
-    if text[:1] == b"-" and text[1:].isdigit():
-        return -int(text[1:])
-    raise RespProtocolError(f"invalid {what} length {text[:32]!r}")
+    digits = text[1:] if text[:1] == b"-" else text
+    if digits.isdigit() and (digits[0] != 48 or digits == text == b"0"):
+        value = int(text)
+        if -(2**63) <= value < 2**63:  # a C long long, as Redis parses it
+            return value
+    raise _length_error(what, repr(text[:32]))
 
 
 class RespParser:
@@ -293,18 +310,20 @@ class RespParser:
         Raises:
             RespProtocolError: a malformed header.
         """
+        nl = buf.find(b"\n", pos, pos + HEADER_LIMIT)
+        if nl < 0 and end - pos < HEADER_LIMIT:
+            return None  # as Redis, judge the line once it is whole: any split agrees
         if kind == _DOLLAR and buf[pos] != _DOLLAR:
             got = chr(buf[pos]) if 32 < buf[pos] < 127 else f"\\x{buf[pos]:02x}"
-            raise RespProtocolError(f"expected '$', got '{got}'")
+            raise RespProtocolError(f"expected '$', got '{got}'",
+                                    reply_text=b"expected '$', got '%c'" % buf[pos])
         what = "bulk" if kind == _DOLLAR else "multibulk"
-        nl = buf.find(b"\n", pos, pos + HEADER_LIMIT)
         if nl < 0:
-            if end - pos >= HEADER_LIMIT:
-                raise RespProtocolError(f"too big {'bulk' if kind == _DOLLAR else 'mbulk'} "
-                                        "count string")
-            return None
+            # redis-server waits for up to 64 KiB of header line, and then refuses a
+            # number that long as invalid: say so at once
+            raise _length_error(what, f"(a header line over {HEADER_LIMIT - 1} bytes)")
         if buf[nl - 1] != _CR:
-            raise RespProtocolError(f"expected CRLF after the {what} length")
+            raise _length_error(what, "(the line ends in LF without CR)")
         return _header_value(buf, pos + 1, nl - 1, what), nl + 1
 
     def _parse(self) -> list[bytes] | None:
@@ -329,7 +348,10 @@ class RespParser:
                     pos = self._pos
                     continue  # an empty line: Redis ignores it
                 nl = find(b"\n", pos, pos + HEADER_LIMIT)
-                if nl > pos and buf[nl - 1] == _CR and (text := buf[pos + 1 : nl - 1]).isdigit():
+                if (
+                    nl > pos and buf[nl - 1] == _CR and (text := buf[pos + 1 : nl - 1]).isdigit()
+                    and text[0] != 48  # no leading zero as in Redis ("0": the slow path)
+                ):
                     count = int(text)
                     pos = nl + 1
                 else:
@@ -339,13 +361,10 @@ class RespParser:
                         return None
                     count, pos = header
                 if count <= 0:
-                    if count < -1:
-                        raise RespProtocolError(f"invalid multibulk length {count}")
-                    continue  # *0 and *-1 carry no command: ignored, as Redis does
+                    continue  # *0, *-1, *-5 carry no command: ignored, as Redis does
                 if count > self.max_array_length:
-                    raise RespProtocolError(
-                        f"invalid multibulk length {count} "
-                        f"(over the limit of {self.max_array_length})"
+                    raise _length_error(
+                        "multibulk", f"{count} (over the limit of {self.max_array_length})"
                     )
                 args = self._args = []
                 remaining = count
@@ -366,6 +385,7 @@ class RespParser:
                     if (
                         nl > pos and buf[pos] == _DOLLAR and buf[nl - 1] == _CR
                         and (text := buf[pos + 1 : nl - 1]).isdigit()
+                        and text[0] != 48  # no leading zero ("0": the slow path)
                     ):
                         bulk = int(text)
                         pos = nl + 1
@@ -377,11 +397,9 @@ class RespParser:
                             return None
                         bulk, pos = header
                         if bulk < 0:
-                            raise RespProtocolError(f"invalid bulk length {bulk}")
+                            raise _length_error("bulk", bulk)
                     if bulk > max_bulk:
-                        raise RespProtocolError(
-                            f"invalid bulk length {bulk} (over the limit of {max_bulk})"
-                        )
+                        raise _length_error("bulk", f"{bulk} (over the limit of {max_bulk})")
                     size += bulk
                     if size > self.max_command_size:
                         raise RespProtocolError(
@@ -408,7 +426,8 @@ class RespParser:
         nl = buf.find(b"\n", pos, pos + limit + 1)
         if nl < 0:
             if end - pos > limit:
-                raise RespProtocolError(f"too big inline request (over {limit} bytes)")
+                raise RespProtocolError(f"too big inline request (over {limit} bytes)",
+                                        reply_text="too big inline request")
             self._wait_for(_WAIT_LINE, limit, pos)
             return None
         line = buf[pos:nl]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import shutil
 import socket
 import subprocess
 import threading
@@ -151,7 +150,7 @@ def test_set_options(fake: tuple[Reactor, FakeClock, KVServer], client: FakeClie
     assert client.cmd("EXISTS", "k") == b":0\r\n"
     syntax = b"-ERR syntax error\r\n"
     for options in (["NX", "XX"], ["EX", "1", "PX", "1"], ["EX"], ["KEEPTTL", "EX", "1"],
-                    ["FOO"], ["GET", "GET"]):
+                    ["FOO"], ["XX", "NX"]):
         assert client.cmd("SET", "k", "v", *options) == syntax, options
     for bad in ("0", "-1"):
         assert client.cmd("SET", "k", "v", "EX", bad) == (
@@ -506,7 +505,7 @@ def test_replies_do_not_depend_on_how_input_is_split(cuts: list[int]) -> None:
 
 def test_protocol_error_replies_and_closes(client: FakeClient) -> None:
     reply = client.send(b"PING\r\n*1\r\n$x\r\nPING\r\n")
-    assert reply == b"+PONG\r\n-ERR Protocol error: invalid bulk length b'x'\r\n"
+    assert reply == b"+PONG\r\n-ERR Protocol error: invalid bulk length\r\n"
     assert client.transport.lost
     assert client.protocol._server.statistics().protocol_errors == 1
 
@@ -739,7 +738,7 @@ def test_malformed_resp_gets_an_error_and_a_close(served: Served) -> None:
     with connect(served.port) as sock:
         sock.sendall(b"*1\r\n$4\r\nPING\r\n*1\r\n$x\r\n")
         assert read_until_closed(sock) == (
-            b"+PONG\r\n-ERR Protocol error: invalid bulk length b'x'\r\n"
+            b"+PONG\r\n-ERR Protocol error: invalid bulk length\r\n"
         )
     with connect(served.port) as sock:
         sock.sendall(b"*1\r\n$4\r\nPING\r\n*2\r\n$4\r\nECHO\r\n:1\r\n")
@@ -755,14 +754,11 @@ def test_oversize_bulk_and_array_refused_without_payload() -> None:
         with connect(served.port) as sock:
             # only the header: the server must answer without waiting for 1 MB
             sock.sendall(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1000000\r\n")
-            assert read_until_closed(sock) == (
-                b"-ERR Protocol error: invalid bulk length 1000000 "
-                b"(over the limit of 1024)\r\n"
-            )
+            assert read_until_closed(sock) == b"-ERR Protocol error: invalid bulk length\r\n"
         with connect(served.port) as sock:
             sock.sendall(b"*9\r\n")
             assert read_until_closed(sock) == (
-                b"-ERR Protocol error: invalid multibulk length 9 (over the limit of 8)\r\n"
+                b"-ERR Protocol error: invalid multibulk length\r\n"
             )
         with connect(served.port) as sock:  # at the limits: fine
             sock.sendall(encode_command([b"SET", b"k", b"v" * 1024]) + b"QUIT\r\n")
@@ -966,12 +962,9 @@ def _replies(address: Any, family: int) -> list[bytes]:
         return out
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(TOOL_TIMEOUT)
 def test_replies_match_a_real_redis_server(served: Served, tmp_path: Path) -> None:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed (Debian package redis-server; `make bench` "
-                    "installs it through bench/setup.sh)")
+    binary = redis_tool("redis-server")  # installed when missing, where possible
     path = str(tmp_path / "redis.sock")
     process = subprocess.Popen(
         [binary, "--port", "0", "--unixsocket", path, "--save", "", "--appendonly", "no",
@@ -1011,9 +1004,11 @@ def test_redis_tools_helper_skips_with_the_reason(monkeypatch: pytest.MonkeyPatc
 
     monkeypatch.setattr(redis_tools, "find_redis_tool", lambda name: None)
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    monkeypatch.setattr(redis_tools, "_install_outcome", None)
-    with pytest.raises(pytest.skip.Exception, match="do not run as root"):
+    monkeypatch.setattr(redis_tools, "_install_outcome", {})
+    with pytest.raises(pytest.skip.Exception, match=r"redis-tools is not .* do not run as root"):
         redis_tools.redis_tool("redis-cli")
-    assert redis_tools._install_outcome  # tried once; the reason is remembered
-    with pytest.raises(ValueError, match="unknown tool"):
+    assert redis_tools._install_outcome["redis-tools"]  # tried once; the reason is kept
+    with pytest.raises(pytest.skip.Exception, match=r"redis-server is not .* do not run as root"):
         redis_tools.redis_tool("redis-server")
+    with pytest.raises(ValueError, match="unknown tool"):
+        redis_tools.redis_tool("redis-sentinel")

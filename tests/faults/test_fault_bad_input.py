@@ -111,14 +111,13 @@ def test_an_oversized_record_is_refused_from_its_prefix(
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize(("name", "request_", "reply"), [
     ("an oversized bulk string", b"*2\r\n$3\r\nGET\r\n$4294967296\r\n",
-     b"-ERR Protocol error: invalid bulk length 4294967296 (over the limit of 67108864)\r\n"),
+     b"-ERR Protocol error: invalid bulk length\r\n"),  # the log names the limit
     ("an oversized array", b"*99999999\r\n",
-     b"-ERR Protocol error: invalid multibulk length 99999999 "
-     b"(over the limit of 1048576)\r\n"),
+     b"-ERR Protocol error: invalid multibulk length\r\n"),
     ("malformed RESP", b"*2\r\n$3\r\nGET\r\n!oops\r\n",
      b"-ERR Protocol error: expected '$', got '!'\r\n"),
     ("an endless inline command", b"GET " + b"i" * 65536,
-     b"-ERR Protocol error: too big inline request (over 65536 bytes)\r\n"),
+     b"-ERR Protocol error: too big inline request\r\n"),
 ])
 def test_kv_refuses_bad_resp_with_an_error_and_a_close(
     start_server: Callable[..., FaultServer], name: str, request_: bytes, reply: bytes,
