@@ -66,30 +66,6 @@ PTTL_SLACK_MS = 3000
 TTL_STEP_S = 3  # what each positive expiry time in a sequence adds to the last
 
 
-def _far_timers_survive() -> bool:
-    """Whether the reactor survives a timer due in 30 days (issue 10, section 1: epoll
-    and poll take at most INT_MAX milliseconds; the loop clamps the wait once fixed)."""
-    reactor = Reactor()
-    try:
-        reactor.call_later(30 * 86400, lambda: None)
-        waker = threading.Timer(0.05, reactor.call_soon_threadsafe, args=(lambda: None,))
-        waker.start()
-        try:
-            reactor.run_once()
-        except OverflowError:
-            return False
-        finally:
-            waker.join()
-        return True
-    finally:
-        reactor.close()
-
-
-FAR_TIMERS = _far_timers_survive()
-FAR_TIMER_BUG = ("the reactor crashes on a timer over 24.8 days (OverflowError from the "
-                 "selector; issue 10 section 1, fixed in the loop on another branch)")
-
-
 # -- the two servers ------------------------------------------------------------------
 
 
@@ -341,9 +317,7 @@ def _ttl(millis: bool) -> st.SearchStrategy[Arg]:
     invalid = [Ttl(n, millis, distinct=False)
                for n in (INVALID_MILLIS if millis else INVALID_SECONDS)]
     far = [Ttl(n, millis, distinct=False) for n in (FAR_MILLIS if millis else FAR_SECONDS)]
-    choices = st.sampled_from(safe) | st.sampled_from(invalid)
-    if FAR_TIMERS:
-        choices |= st.sampled_from(far)
+    choices = st.sampled_from(safe) | st.sampled_from(invalid) | st.sampled_from(far)
     return choices | integer.filter(lambda raw: not raw.lstrip(b"-").isdigit()
                                     or int(raw) <= 0)
 
@@ -554,7 +528,6 @@ def test_the_oracle_is_the_redis_server_the_readme_names(servers: Servers) -> No
 
 
 @pytest.mark.timeout(SETUP_TIMEOUT)
-@pytest.mark.xfail(not FAR_TIMERS, reason=FAR_TIMER_BUG, strict=True)
 def test_far_expiry_times_keep_the_server_serving(servers: Servers) -> None:
     # 30 days, about 3 years in milliseconds, and the farthest Redis accepts
     far = [[b"SET", b"k", b"v", b"EX", b"2592000"], [b"SET", b"k", b"v", b"PX", b"99999999999"],
