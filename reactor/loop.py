@@ -452,17 +452,7 @@ class Reactor:
         Raises:
             ValueError: ``delay`` is NaN.
         """
-        # call_at's body, inline: forwarding *args and a keyword costs more than the rest
-        when = self._clock() + delay
-        if when != when:  # noqa: PLR0124 -- NaN
-            raise ValueError("a timer cannot be due at NaN")
-        handle = self._timers.push(
-            TimerHandle(when, callback, args) if owner is None
-            else OwnedTimerHandle(when, callback, args, owner)
-        )
-        if not self._in_iteration:
-            self._waker.wake()
-        return handle
+        return self._schedule(self._clock() + delay, callback, args, owner)
 
     def call_at(
         self, when: float, callback: Callable[..., object], *args: Any, owner: object = None
@@ -475,6 +465,13 @@ class Reactor:
         Raises:
             ValueError: ``when`` is NaN (it would corrupt the timer heap's order).
         """
+        return self._schedule(when, callback, args, owner)
+
+    def _schedule(
+        self, when: float, callback: Callable[..., object], args: tuple[Any, ...], owner: object
+    ) -> TimerHandle:
+        """The body of :meth:`call_later` and :meth:`call_at` (the arguments passed as a
+        tuple, not forwarded as ``*args``)."""
         # NaN: neither due nor not due, and unordered in the heap (a compare is cheaper
         # than math.isnan on this path)
         if when != when:  # noqa: PLR0124
