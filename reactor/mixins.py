@@ -56,12 +56,15 @@ logger = logging.getLogger(__name__)
 
 _WORK_DONE: Final = None  # the queue item that tells an idle pool worker to exit
 _VERIFIED: Final = ConnState.VERIFIED
+_CLOSED: Final = ConnState.CLOSED
+_NO_MORE_INPUT: Final = frozenset({ConnState.READ_CLOSED, ConnState.CLOSING})
 _DISPATCHED_CHILD: Final = ConnState.DISPATCHED_CHILD
 _DISPATCH_THREAD: Final = ConnEvent.DISPATCH_THREAD
 _DISPATCH_CHILD: Final = ConnEvent.DISPATCH_CHILD
 _FINISH: Final = ConnEvent.FINISH
 _SOCKET: Final = socket.socket  # request_key()'s test, inlined on the hot path
 _CHILD_CHECK: Final = 0.01  # seconds between checks for an exited child, without pidfds
+_WIND_DOWN_CHECK: Final = 0.02  # seconds between checks of connections server_close awaits
 
 
 def _close_deadline(timeout: float | None) -> float | None:
@@ -76,6 +79,23 @@ def _close_deadline(timeout: float | None) -> float | None:
     if math.isinf(seconds):
         return None
     return time.monotonic() + seconds
+
+
+def _has_unread_input(row: StreamTransport) -> bool:
+    """Whether the kernel holds bytes (or an EOF) for ``row`` that the reactor has not
+    read yet: a request received that its handler has not seen."""
+    if row.state in _NO_MORE_INPUT:
+        return False
+    sock = row.get_extra_info("socket")
+    if sock is None:
+        return False
+    try:
+        sock.recv(1, socket.MSG_PEEK)
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        return False  # reset: nothing left to answer; close() ends it
+    return True
 
 
 def _remaining(deadline: float | None) -> float | None:
@@ -751,10 +771,65 @@ class MultiplexingMixIn(_Base):
     non-blocking socket, or ``(data, socket)`` per datagram) can refuse a client,
     ``serve_forever``/``shutdown``/``handle_request`` run the reactor, and
     ``server_close`` (or the end of a ``with`` block) closes every connection.
+
+    ``server_close`` lets the connections finish (``block_on_close``, True): an idle
+    one -- nothing queued for writing, nothing unread in the kernel -- is closed at
+    once; one with a reply still queued is closed once it is sent; one with input the
+    handler has not read yet is closed once the handler has answered it. After
+    ``block_on_close_timeout`` seconds (5 by default; None waits for ever) the
+    connections left are aborted and a warning says how many. The default is finite,
+    unlike the threads' and children's: what keeps a multiplexed connection open at
+    that point is its peer (a client that does not read its reply), not the program's
+    code. This applies when the server made its reactor; on a reactor shared with
+    other code (``reactor=``), ``server_close`` aborts the server's connections.
     """
 
+    block_on_close: bool = True
+    block_on_close_timeout: float | None = 5.0
     _reactor_accept_batch: ClassVar[int] = 64
     _reactor_nonblocking: ClassVar[bool] = True
+
+    def _reactor_wind_down(self, reactor: Any) -> None:
+        """Close idle connections at once, let active ones finish, abort the rest at
+        the deadline (see the class docstring)."""
+        super()._reactor_wind_down(reactor)
+        if not self.block_on_close or reactor.is_closed():
+            return
+        deadline = _close_deadline(self.block_on_close_timeout)
+        live = self._reactor_open_connections()
+        if not live:
+            return
+
+        def check() -> None:
+            rows = self._reactor_open_connections()
+            if not rows:
+                reactor.stop()
+                return
+            for row in rows:
+                if not row.is_closing() and not _has_unread_input(row):
+                    row.close()  # sends what is queued, then closes
+            reactor.call_later(_WIND_DOWN_CHECK, check)
+
+        check()
+        stopper = None
+        if deadline is not None:
+            stopper = reactor.call_later(max(0.0, deadline - time.monotonic()), reactor.stop)
+        try:
+            reactor.run()
+        finally:
+            if stopper is not None:
+                stopper.cancel()
+        left = self._reactor_open_connections()
+        if left:
+            logger.warning("%s: server_close() stopped waiting after block_on_close_timeout="
+                           "%s s: aborting %d connection(s) still open",
+                           type(self).__name__, self.block_on_close_timeout, len(left))
+            for row in left:
+                row.abort()
+
+    def _reactor_open_connections(self) -> list[StreamTransport]:
+        return [row for row in self._reactor_rows()
+                if isinstance(row, StreamTransport) and row.state is not _CLOSED]
 
     def process_request(self, request: Any, client_address: Any) -> None:
         """Attach a new handler to the connection; it runs in the reactor from now on."""

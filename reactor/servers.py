@@ -811,12 +811,17 @@ class BaseServer:
             if reactor.is_running():
                 f.close_pending = True  # closed when serve_forever returns
             else:
+                self._reactor_wind_down(reactor)
                 reactor.close()
         else:
             for row in self._reactor_rows():  # multiplexed connections on a shared reactor
                 abort = getattr(row, "abort", None)
                 if abort is not None and row.state is not _CLOSED:
                     abort()
+
+    def _reactor_wind_down(self, reactor: Reactor) -> None:
+        """server_close, before it closes the reactor the server made (not running):
+        let connections served inside the reactor finish (the multiplexing mix-in)."""
 
     def _reactor_stop_taking(self, reactor: Reactor) -> None:
         f = self._reactor_facade

@@ -8,6 +8,7 @@ left then end on their own: each test releases its handler and checks that.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import os
@@ -287,3 +288,101 @@ def test_forking_server_close_without_deadline_waits_for_the_child() -> None:
         assert not server.active_children
         assert _gone(pid)  # reaped by server_close itself
         assert client.recv(10) == b"done"
+
+
+# -- the multiplexing server's connections ------------------------------------------------
+
+BIG = 32 * 1024 * 1024  # more than loopback's socket buffers hold: the reply stays queued
+
+
+class Replies(asyncio.Protocol):
+    """``hi`` gets ``hi``, ``big`` gets BIG bytes; connection_lost calls are counted."""
+
+    lost: list[BaseException | None] = []
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        if data.startswith(b"big"):
+            self.transport.write(b"b" * BIG)
+        else:
+            self.transport.write(data)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        Replies.lost.append(exc)
+
+
+def multiplexing(timeout: float | None) -> tuple[Any, threading.Thread]:
+    class Server(socketserver.MultiplexingTCPServer):
+        block_on_close_timeout = timeout
+
+    Replies.lost = []
+    server = Server((HOST, 0), Replies)
+    return server, in_thread(server.serve_forever)
+
+
+def read_all(sock: socket.socket) -> int:
+    total = 0
+    while chunk := sock.recv(1 << 20):
+        total += len(chunk)
+    return total
+
+
+def test_multiplexing_server_close_closes_idle_connections_and_lets_active_ones_finish(
+) -> None:
+    server, serving = multiplexing(30.0)
+    idle = socket.create_connection(server.server_address, timeout=IO_TIMEOUT)
+    busy = socket.create_connection(server.server_address, timeout=IO_TIMEOUT)
+    late = socket.create_connection(server.server_address, timeout=IO_TIMEOUT)
+    try:
+        idle.sendall(b"hi")
+        assert idle.recv(10) == b"hi"
+        late.sendall(b"hi")
+        assert late.recv(10) == b"hi"
+        busy.sendall(b"big")
+        wait_for(lambda: any(row.write_buffer_size for row in server.connections),
+                 what="the big reply queued")
+        server.shutdown()
+        serving.join(IO_TIMEOUT)
+        late.sendall(b"received while the server was not serving")  # unread at close
+        closer, _took = closing(server)
+        assert idle.recv(10) == b""  # an idle connection closes at once...
+        assert closer.is_alive()  # ...while server_close waits for the busy one
+        assert late.recv(100) == b"received while the server was not serving"
+        assert late.recv(10) == b""  # answered, then closed
+        assert read_all(busy) == BIG  # the whole reply, then EOF
+        closer.join(IO_TIMEOUT)
+        assert not closer.is_alive()
+        assert Replies.lost == [None, None, None]  # once each, all clean
+    finally:
+        for sock in (idle, busy, late):
+            sock.close()
+
+
+def test_multiplexing_server_close_aborts_what_is_left_at_its_deadline(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server, serving = multiplexing(DEADLINE)
+    assert socketserver.MultiplexingTCPServer.block_on_close_timeout == 5.0
+    idle = socket.create_connection(server.server_address, timeout=IO_TIMEOUT)
+    stuck = socket.create_connection(server.server_address, timeout=IO_TIMEOUT)
+    try:
+        stuck.sendall(b"big")  # and never reads
+        wait_for(lambda: any(row.write_buffer_size for row in server.connections),
+                 what="the big reply queued")
+        server.shutdown()
+        serving.join(IO_TIMEOUT)
+        with caplog.at_level(logging.WARNING):
+            closer, took = closing(server)
+            assert idle.recv(10) == b""
+            closer.join(DEADLINE + MARGIN + 5)
+        assert not closer.is_alive()
+        assert DEADLINE <= took[0] < DEADLINE + MARGIN, took
+        assert left_warnings(caplog) == [
+            f"Server: server_close() stopped waiting after block_on_close_timeout={DEADLINE}"
+            " s: aborting 1 connection(s) still open"]
+        assert len(Replies.lost) == 2
+    finally:
+        idle.close()
+        stuck.close()
