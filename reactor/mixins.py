@@ -267,6 +267,7 @@ class ThreadingMixIn(_Base):
     block_on_close_timeout: float | None = None
     max_threads: int | None = None
     _threads: Any = _NoThreadList()
+    _reactor_thread_pool: _WorkerPool | None = None
     _reactor_accept_batch: ClassVar[int] = 32
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
@@ -283,8 +284,8 @@ class ThreadingMixIn(_Base):
         if self.max_threads is not None:
             self._reactor_pool().submit(request, client_address)
             return
-        if self.block_on_close:
-            vars(self).setdefault("_threads", _ThreadList())
+        if self.block_on_close and type(self._threads) is _NoThreadList:
+            self._threads = _ThreadList()  # not vars(self): see _reactor_pool
         f = self._reactor_facade
         row = f.rows.get(request if type(request) is _SOCKET else id(request))
         if row is not None and row.state is _VERIFIED and row.meta is None:
@@ -311,16 +312,19 @@ class ThreadingMixIn(_Base):
             next(self._reactor_facade.threads_ended)
 
     def _reactor_pool(self) -> _WorkerPool:
-        pool: _WorkerPool | None = vars(self).get("_reactor_thread_pool")
+        # per-instance state as plain attributes over class defaults, never through
+        # vars(self): that makes the instance's __dict__ real, and every attribute
+        # access on the server is slower from then on (CPython 3.11+)
+        pool = self._reactor_thread_pool
         if pool is None:
             assert self.max_threads is not None
-            pool = _WorkerPool(self, self.max_threads, self.daemon_threads)
-            vars(self)["_reactor_thread_pool"] = pool
+            pool = self._reactor_thread_pool = _WorkerPool(self, self.max_threads,
+                                                           self.daemon_threads)
         return pool
 
     def _reactor_workers(self) -> tuple[int, int]:
         threads, children = super()._reactor_workers()
-        pool: _WorkerPool | None = vars(self).get("_reactor_thread_pool")
+        pool = self._reactor_thread_pool
         if pool is not None:
             return threads + pool.counts()[0], children
         f = self._reactor_facade
@@ -329,7 +333,7 @@ class ThreadingMixIn(_Base):
         return threads + live, children
 
     def _reactor_waiting(self) -> int:
-        pool: _WorkerPool | None = vars(self).get("_reactor_thread_pool")
+        pool = self._reactor_thread_pool
         return super()._reactor_waiting() + (pool.counts()[1] if pool is not None else 0)
 
     def server_close(self) -> None:
@@ -339,7 +343,7 @@ class ThreadingMixIn(_Base):
             else None
         super().server_close()
         left = len(self._threads.join(deadline))
-        pool: _WorkerPool | None = vars(self).get("_reactor_thread_pool")
+        pool = self._reactor_thread_pool
         if pool is not None:
             left += pool.close(wait=self.block_on_close, deadline=deadline)
         if left and self.block_on_close:
@@ -458,12 +462,13 @@ class ForkingMixIn(_Base):
     block_on_close: bool = True
     block_on_close_timeout: float | None = None
     child_watcher: str = "auto"
+    _reactor_child_state: _Children | None = None
     _reactor_accept_batch: ClassVar[int] = 8
 
     def _reactor_children(self) -> _Children:
-        state: _Children | None = vars(self).get("_reactor_child_state")
+        state = self._reactor_child_state  # not vars(self): see ThreadingMixIn._reactor_pool
         if state is None:
-            state = vars(self)["_reactor_child_state"] = _Children()
+            state = self._reactor_child_state = _Children()
         return state
 
     def _reactor_full(self) -> bool:
