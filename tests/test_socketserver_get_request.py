@@ -278,6 +278,9 @@ def test_logging_cookbook_receiver_with_get_request_override(flavour: str) -> No
             sender.info("record %d", i)
         handler.close()
         sender.removeHandler(handler)
+        # each connection has its own handler thread: wait for the first's records
+        # before the second sends, so that the order below is the order sent
+        wait_for(lambda: len(records) == 3, what="three records received")
         second = logging.handlers.SocketHandler(HOST, receiver.server_address[1])
         sender.addHandler(second)
         sender.warning("over a second connection")
