@@ -27,11 +27,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import queue
+import select
 import signal
 import socket
 import threading
+import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
@@ -53,11 +56,50 @@ logger = logging.getLogger(__name__)
 
 _WORK_DONE: Final = None  # the queue item that tells an idle pool worker to exit
 _VERIFIED: Final = ConnState.VERIFIED
+_CLOSED: Final = ConnState.CLOSED
+_NO_MORE_INPUT: Final = frozenset({ConnState.READ_CLOSED, ConnState.CLOSING})
 _DISPATCHED_CHILD: Final = ConnState.DISPATCHED_CHILD
 _DISPATCH_THREAD: Final = ConnEvent.DISPATCH_THREAD
 _DISPATCH_CHILD: Final = ConnEvent.DISPATCH_CHILD
 _FINISH: Final = ConnEvent.FINISH
 _SOCKET: Final = socket.socket  # request_key()'s test, inlined on the hot path
+_CHILD_CHECK: Final = 0.01  # seconds between checks for an exited child, without pidfds
+_WIND_DOWN_CHECK: Final = 0.02  # seconds between checks of connections server_close awaits
+
+
+def _close_deadline(timeout: float | None) -> float | None:
+    """The :func:`time.monotonic` time at which ``server_close`` stops waiting, from
+    ``block_on_close_timeout`` (None or infinite: never)."""
+    if timeout is None:
+        return None
+    seconds = float(timeout)
+    if math.isnan(seconds) or seconds < 0:
+        raise ValueError(f"block_on_close_timeout must be None or a number of seconds "
+                         f">= 0, not {timeout!r}")
+    if math.isinf(seconds):
+        return None
+    return time.monotonic() + seconds
+
+
+def _has_unread_input(row: StreamTransport) -> bool:
+    """Whether the kernel holds bytes (or an EOF) for ``row`` that the reactor has not
+    read yet: a request received that its handler has not seen."""
+    if row.state in _NO_MORE_INPUT:
+        return False
+    sock = row.get_extra_info("socket")
+    if sock is None:
+        return False
+    try:
+        sock.recv(1, socket.MSG_PEEK)
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        return False  # reset: nothing left to answer; close() ends it
+    return True
+
+
+def _remaining(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
 # -- threads ------------------------------------------------------------------------------
@@ -72,10 +114,15 @@ class _ThreadList(list[threading.Thread]):
         if not thread.daemon:
             super().append(thread)
 
-    def join(self) -> None:
+    def join(self, deadline: float | None = None) -> list[threading.Thread]:
+        """Join the threads (until ``deadline``, a :func:`time.monotonic` time, if one
+        is given); return those still running, which stay in the list."""
         threads, self[:] = self[:], []
         for thread in threads:
-            thread.join()
+            thread.join(_remaining(deadline))
+        left = [thread for thread in threads if thread.is_alive()]
+        self.extend(left)
+        return left
 
 
 class _NoThreadList:
@@ -84,8 +131,8 @@ class _NoThreadList:
     def append(self, thread: threading.Thread) -> None:
         pass
 
-    def join(self) -> None:
-        pass
+    def join(self, deadline: float | None = None) -> list[threading.Thread]:
+        return []
 
     def __len__(self) -> int:
         return 0
@@ -172,8 +219,10 @@ class _WorkerPool:
         with self.lock:
             return len(self.threads), len(self.waiting)
 
-    def close(self, wait: bool) -> None:
-        """Let the workers finish what is started or waiting, then exit."""
+    def close(self, wait: bool, deadline: float | None = None) -> int:
+        """Let the workers finish what is started or waiting, then exit; with ``wait``,
+        wait for them (until ``deadline``, a :func:`time.monotonic` time, if one is
+        given). Return how many workers are still running."""
         with self.lock:
             self.closing = True
             idle, self.idle = self.idle, 0
@@ -185,7 +234,11 @@ class _WorkerPool:
             if not threads:
                 break
             for thread in threads:
-                thread.join()
+                thread.join(_remaining(deadline))
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+        with self.lock:
+            return len(self.threads)
 
 
 class ThreadingMixIn(_Base):
@@ -195,6 +248,11 @@ class ThreadingMixIn(_Base):
 
     - ``daemon_threads`` -- make request threads daemonic (False)
     - ``block_on_close`` -- ``server_close`` waits for the request threads (True)
+    - ``block_on_close_timeout`` -- how long ``server_close`` waits for them, in
+      seconds; None (the default) waits for ever, as the standard library. When it
+      passes, ``server_close`` returns and logs a warning with the number of threads
+      still running; they run on to their end (a thread cannot be stopped from
+      outside), and non-daemon ones still hold the interpreter's exit
     - ``max_threads`` -- None (the default): a new thread per request, exactly as the
       standard library; a number: a pool of at most that many reusable workers, the
       requests beyond them waiting in the reactor (rows in state VERIFIED, counted by
@@ -206,8 +264,10 @@ class ThreadingMixIn(_Base):
 
     daemon_threads: bool = False
     block_on_close: bool = True
+    block_on_close_timeout: float | None = None
     max_threads: int | None = None
     _threads: Any = _NoThreadList()
+    _reactor_thread_pool: _WorkerPool | None = None
     _reactor_accept_batch: ClassVar[int] = 32
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
@@ -224,8 +284,8 @@ class ThreadingMixIn(_Base):
         if self.max_threads is not None:
             self._reactor_pool().submit(request, client_address)
             return
-        if self.block_on_close:
-            vars(self).setdefault("_threads", _ThreadList())
+        if self.block_on_close and type(self._threads) is _NoThreadList:
+            self._threads = _ThreadList()  # not vars(self): see _reactor_pool
         f = self._reactor_facade
         row = f.rows.get(request if type(request) is _SOCKET else id(request))
         if row is not None and row.state is _VERIFIED and row.meta is None:
@@ -252,16 +312,19 @@ class ThreadingMixIn(_Base):
             next(self._reactor_facade.threads_ended)
 
     def _reactor_pool(self) -> _WorkerPool:
-        pool: _WorkerPool | None = vars(self).get("_reactor_thread_pool")
+        # per-instance state as plain attributes over class defaults, never through
+        # vars(self): that makes the instance's __dict__ real, and every attribute
+        # access on the server is slower from then on (CPython 3.11+)
+        pool = self._reactor_thread_pool
         if pool is None:
             assert self.max_threads is not None
-            pool = _WorkerPool(self, self.max_threads, self.daemon_threads)
-            vars(self)["_reactor_thread_pool"] = pool
+            pool = self._reactor_thread_pool = _WorkerPool(self, self.max_threads,
+                                                           self.daemon_threads)
         return pool
 
     def _reactor_workers(self) -> tuple[int, int]:
         threads, children = super()._reactor_workers()
-        pool: _WorkerPool | None = vars(self).get("_reactor_thread_pool")
+        pool = self._reactor_thread_pool
         if pool is not None:
             return threads + pool.counts()[0], children
         f = self._reactor_facade
@@ -270,16 +333,24 @@ class ThreadingMixIn(_Base):
         return threads + live, children
 
     def _reactor_waiting(self) -> int:
-        pool: _WorkerPool | None = vars(self).get("_reactor_thread_pool")
+        pool = self._reactor_thread_pool
         return super()._reactor_waiting() + (pool.counts()[1] if pool is not None else 0)
 
     def server_close(self) -> None:
-        """Close the server, then wait for the request threads (``block_on_close``)."""
+        """Close the server, then wait for the request threads (``block_on_close``),
+        for at most ``block_on_close_timeout`` seconds when that is set."""
+        deadline = _close_deadline(self.block_on_close_timeout) if self.block_on_close \
+            else None
         super().server_close()
-        self._threads.join()
-        pool: _WorkerPool | None = vars(self).get("_reactor_thread_pool")
+        left = len(self._threads.join(deadline))
+        pool = self._reactor_thread_pool
         if pool is not None:
-            pool.close(wait=self.block_on_close)
+            left += pool.close(wait=self.block_on_close, deadline=deadline)
+        if left and self.block_on_close:
+            logger.warning(
+                "%s: server_close() stopped waiting after block_on_close_timeout=%s s: "
+                "%d request thread(s) still running; they run on to their end",
+                type(self).__name__, self.block_on_close_timeout, left)
 
 
 # -- child processes ----------------------------------------------------------------------
@@ -316,6 +387,31 @@ class _ChildWatch:
         return f"child {self.pid}"
 
 
+def _wait_for_an_exit(pids: list[int], timeout: float) -> None:
+    """Return when one of ``pids`` (children not reaped yet) has exited, or after
+    ``timeout`` seconds: poll their pidfds where the kernel has them, otherwise check
+    again after a short while."""
+    opener = getattr(os, "pidfd_open", None)
+    fds: list[int] = []
+    try:
+        if opener is not None:
+            try:
+                for pid in pids:
+                    fds.append(opener(pid))
+            except OSError:  # reaped meanwhile (ESRCH), no pidfds here, out of fds
+                pass
+            else:
+                poller = select.poll()
+                for fd in fds:
+                    poller.register(fd, select.POLLIN)
+                poller.poll(math.ceil(timeout * 1000))
+                return
+        time.sleep(min(timeout, _CHILD_CHECK))
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
 class _Children:
     """A forking server's bookkeeping of its children."""
 
@@ -324,6 +420,9 @@ class _Children:
         self.rows: dict[int, Row] = {}
         self.watches: dict[int, _ChildWatch] = {}
         self.poll_timer: TimerHandle | None = None
+        # server_close's deadline (time.monotonic()), for _reactor_drain
+        self.close_deadline: float | None = None
+        self.closed_waiting = 0  # requests still waiting for a slot at the deadline
 
 
 class ForkingMixIn(_Base):
@@ -336,6 +435,14 @@ class ForkingMixIn(_Base):
       server keeps accepting and answering ``shutdown()``
     - ``block_on_close`` -- ``server_close`` waits for the children (True); otherwise a
       background thread reaps them, so none is left a zombie
+    - ``block_on_close_timeout`` -- how long ``server_close`` waits for the children
+      (and for slots for the requests still waiting for one), in seconds; None (the
+      default) waits for ever, as the standard library. When it passes,
+      ``server_close`` closes the requests still waiting for a slot, returns, and logs
+      a warning naming the children still running. They are not killed: a child may
+      be half-way through a reply or a transaction that a signal would cut short, and
+      the program can signal them itself (``active_children``); a background thread
+      reaps them as they exit, so none is left a zombie
     - ``timeout`` -- 300: ``handle_request`` reaps after that long without a request
     - ``child_watcher`` -- how exits are noticed: ``"auto"`` (a pidfd per child when
       the kernel has them, else SIGCHLD through the reactor's wake-up channel when
@@ -353,13 +460,15 @@ class ForkingMixIn(_Base):
     active_children: set[int] | None = None
     max_children: int = 40
     block_on_close: bool = True
+    block_on_close_timeout: float | None = None
     child_watcher: str = "auto"
+    _reactor_child_state: _Children | None = None
     _reactor_accept_batch: ClassVar[int] = 8
 
     def _reactor_children(self) -> _Children:
-        state: _Children | None = vars(self).get("_reactor_child_state")
+        state = self._reactor_child_state  # not vars(self): see ThreadingMixIn._reactor_pool
         if state is None:
-            state = vars(self)["_reactor_child_state"] = _Children()
+            state = self._reactor_child_state = _Children()
         return state
 
     def _reactor_full(self) -> bool:
@@ -540,13 +649,38 @@ class ForkingMixIn(_Base):
         if not self.block_on_close:
             super()._reactor_drain()
             return
+        children = self._reactor_children()
+        deadline = children.close_deadline
         waiting = self._reactor_facade.waiting
         while waiting:
             if self._reactor_full() and self.active_children:
-                self._reactor_reap(next(iter(self.active_children)), blocking=True)
+                if deadline is None:
+                    self._reactor_reap(next(iter(self.active_children)), blocking=True)
+                    continue
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                _wait_for_an_exit(list(self.active_children), remaining)
+                self.collect_children()
                 continue
             request, client_address, row = waiting.popleft()
             self._reactor_dispatch(request, client_address, row, run=self._reactor_fork)
+        children.closed_waiting = len(waiting)
+        super()._reactor_drain()  # the deadline passed: close those still waiting
+
+    def _reactor_wait_children(self, deadline: float | None) -> None:
+        """Reap the children as they exit, until none is left or ``deadline`` (a
+        :func:`time.monotonic` time; None: wait for all of them)."""
+        if deadline is None:
+            self.collect_children(blocking=True)
+            return
+        while True:
+            self.collect_children()
+            pids = list(self.active_children or ())
+            remaining = deadline - time.monotonic()
+            if not pids or remaining <= 0:
+                return
+            _wait_for_an_exit(pids, remaining)
 
     def _reactor_workers(self) -> tuple[int, int]:
         threads, children = super()._reactor_workers()
@@ -554,10 +688,25 @@ class ForkingMixIn(_Base):
 
     def server_close(self) -> None:
         """Close the server, then reap the children (waiting for them with
-        ``block_on_close``; otherwise a background thread reaps the rest)."""
+        ``block_on_close``, for at most ``block_on_close_timeout`` seconds when that is
+        set; a background thread reaps the rest)."""
+        children = self._reactor_children()
+        deadline = None
+        if self.block_on_close:
+            deadline = children.close_deadline = _close_deadline(self.block_on_close_timeout)
         super().server_close()
-        self.collect_children(blocking=self.block_on_close)
+        if self.block_on_close:
+            self._reactor_wait_children(deadline)
+        else:
+            self.collect_children()
         left = set(self.active_children or ())
+        if self.block_on_close and (left or children.closed_waiting):
+            logger.warning(
+                "%s: server_close() stopped waiting after block_on_close_timeout=%s s: "
+                "%d child process(es) still running (pids %s), not killed, reaped when "
+                "they exit; %d request(s) waiting for a child slot closed",
+                type(self).__name__, self.block_on_close_timeout, len(left),
+                " ".join(map(str, sorted(left))) or "-", children.closed_waiting)
         for pid in left:
             watch = self._reactor_children().watches.pop(pid, None)
             if watch is not None:
@@ -627,10 +776,65 @@ class MultiplexingMixIn(_Base):
     non-blocking socket, or ``(data, socket)`` per datagram) can refuse a client,
     ``serve_forever``/``shutdown``/``handle_request`` run the reactor, and
     ``server_close`` (or the end of a ``with`` block) closes every connection.
+
+    ``server_close`` lets the connections finish (``block_on_close``, True): an idle
+    one -- nothing queued for writing, nothing unread in the kernel -- is closed at
+    once; one with a reply still queued is closed once it is sent; one with input the
+    handler has not read yet is closed once the handler has answered it. After
+    ``block_on_close_timeout`` seconds (5 by default; None waits for ever) the
+    connections left are aborted and a warning says how many. The default is finite,
+    unlike the threads' and children's: what keeps a multiplexed connection open at
+    that point is its peer (a client that does not read its reply), not the program's
+    code. This applies when the server made its reactor; on a reactor shared with
+    other code (``reactor=``), ``server_close`` aborts the server's connections.
     """
 
+    block_on_close: bool = True
+    block_on_close_timeout: float | None = 5.0
     _reactor_accept_batch: ClassVar[int] = 64
     _reactor_nonblocking: ClassVar[bool] = True
+
+    def _reactor_wind_down(self, reactor: Any) -> None:
+        """Close idle connections at once, let active ones finish, abort the rest at
+        the deadline (see the class docstring)."""
+        super()._reactor_wind_down(reactor)
+        if not self.block_on_close or reactor.is_closed():
+            return
+        deadline = _close_deadline(self.block_on_close_timeout)
+        live = self._reactor_open_connections()
+        if not live:
+            return
+
+        def check() -> None:
+            rows = self._reactor_open_connections()
+            if not rows:
+                reactor.stop()
+                return
+            for row in rows:
+                if not row.is_closing() and not _has_unread_input(row):
+                    row.close()  # sends what is queued, then closes
+            reactor.call_later(_WIND_DOWN_CHECK, check)
+
+        check()
+        stopper = None
+        if deadline is not None:
+            stopper = reactor.call_later(max(0.0, deadline - time.monotonic()), reactor.stop)
+        try:
+            reactor.run()
+        finally:
+            if stopper is not None:
+                stopper.cancel()
+        left = self._reactor_open_connections()
+        if left:
+            logger.warning("%s: server_close() stopped waiting after block_on_close_timeout="
+                           "%s s: aborting %d connection(s) still open",
+                           type(self).__name__, self.block_on_close_timeout, len(left))
+            for row in left:
+                row.abort()
+
+    def _reactor_open_connections(self) -> list[StreamTransport]:
+        return [row for row in self._reactor_rows()
+                if isinstance(row, StreamTransport) and row.state is not _CLOSED]
 
     def process_request(self, request: Any, client_address: Any) -> None:
         """Attach a new handler to the connection; it runs in the reactor from now on."""

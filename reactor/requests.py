@@ -91,6 +91,8 @@ class ServerStatistics:
         attached: connections given to a non-blocking handler (multiplexing).
         finished: dispatched requests whose handler returned and whose row closed.
         errors: calls of ``handle_error``.
+        get_request_errors: calls of ``get_request`` that raised an :class:`OSError`
+            (silent, as in the standard library; logged at debug level where safe).
         waiting: requests ready and waiting for a worker thread or child slot.
         in_flight: this server's requests in the table now.
         by_state: this server's rows per lifecycle state name.
@@ -113,6 +115,7 @@ class ServerStatistics:
     attached: int = 0
     finished: int = 0
     errors: int = 0
+    get_request_errors: int = 0
     waiting: int = 0
     in_flight: int = 0
     by_state: Mapping[str, int] = field(default_factory=_empty_counts)
@@ -305,11 +308,12 @@ class ServerState:
         "accepted", "activated", "attached", "buffer_refused", "buffer_timeouts",
         "buffered", "close_pending", "closed", "deferred", "dispatched_child",
         "dispatched_inline", "dispatched_thread", "ended", "endpoint", "errors",
-        "finished", "handled", "in_child", "is_shut_down", "listener", "lock",
-        "loop_thread", "owns_reactor", "plain_listening", "poll_interval", "reactor",
-        "reader", "rejected", "release_scheduled", "rows", "serving_thread",
-        "shutdown_request", "socket_timeout", "staged", "stop_after_handled", "sweeping",
-        "threads_ended", "threads_started", "tick", "waiting", "warned_buffer",
+        "finished", "get_request_errors", "handled", "in_child", "is_shut_down",
+        "listener", "lock", "loop_thread", "own_accept", "owns_reactor", "plain_listening",
+        "poll_interval", "reactor", "reader", "rejected", "release_scheduled", "rows",
+        "serving_thread", "shutdown_request", "socket_timeout", "staged",
+        "stop_after_handled", "sweeping", "threads_ended", "threads_started", "tick",
+        "waiting", "warned_buffer",
     )
 
     def __init__(self, reactor: Reactor | None) -> None:
@@ -324,6 +328,9 @@ class ServerState:
         self.rows: dict[Any, Row] = {}  # request_key(request) -> row, while in flight
         self.waiting: deque[tuple[Any, Any, Row]] = deque()
         self.staged: tuple[Any, Any] | None = None  # what get_request() returns next
+        # get_request is overridden: it accepts for itself, the listener only says that
+        # the listening socket is readable (and keeps its mode as the program set it)
+        self.own_accept = False
         # the listening socket last seen by get_request() that is not an SSLSocket
         # (whose accepted connections it would wrap)
         self.plain_listening: Any = None
@@ -341,6 +348,7 @@ class ServerState:
         self.attached = 0
         self.finished = 0
         self.errors = 0
+        self.get_request_errors = 0
         self.is_shut_down = threading.Event()
         self.shutdown_request = False
         self.serving_thread: int | None = None

@@ -27,6 +27,12 @@ order -- but its loop is a :class:`~reactor.loop.Reactor`:
 * with a ``request_buffer`` the reactor first reads the request without blocking (state
   BUFFERING) and dispatches it only once complete; the handler's socket replays those
   bytes before it reads the network again.
+* a server whose ``get_request`` is overridden accepts for itself, as in the standard
+  library: its listener (:class:`_OwnAcceptListener`) only reports that the listening
+  socket is readable, leaves that socket's blocking mode or timeout as the program set
+  it, and ``get_request`` -- the override, or ours through ``super()``, which then
+  finds nothing staged -- calls ``accept()``. A ``get_request`` that raises OSError is
+  silent; any other exception propagates from ``serve_forever``/``handle_request``.
 
 The wake-up channel makes ``shutdown()`` immediate and lets an idle server sleep in the
 selector with no timeout: there is no polling interval unless ``service_actions`` is
@@ -129,6 +135,31 @@ def _nonblocking_socket(family: int, type_: int, proto: int, fd: int) -> socket.
 # socket.socket over the accepted descriptor is already what a blocking handler needs:
 # no setblocking() system call per connection
 _HANDLER_SOCKET: Final = socket.socket if sys.platform.startswith("linux") else _blocking_socket
+
+
+# logging.handlers classes whose emit() talks to a server, which may be one this very
+# thread serves: a record sent from the serving thread would wait for itself (an
+# HTTPHandler's POST), or make a new request that fails and logs again (a SocketHandler)
+_NETWORK_LOG_HANDLERS: Final = ("SocketHandler", "HTTPHandler", "SysLogHandler",
+                                "SMTPHandler")
+
+
+def _logging_cannot_block(log: logging.Logger) -> bool:
+    """Whether a record of ``log`` reaches no handler that sends it over the network
+    (SocketHandler and its DatagramHandler, HTTPHandler, SysLogHandler, SMTPHandler):
+    only then may the serving thread log about a request it could not take."""
+    module = sys.modules.get("logging.handlers")
+    if module is None:  # never imported: no such handler exists
+        return True
+    kinds = tuple(getattr(module, name) for name in _NETWORK_LOG_HANDLERS)
+    current: logging.Logger | None = log
+    while current is not None:
+        if any(isinstance(handler, kinds) for handler in current.handlers):
+            return False
+        if not current.propagate:
+            break
+        current = current.parent
+    return True
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -367,7 +398,7 @@ class BaseServer:
         sock_timeout: float | None = None
         if sock is not None:
             current = sock.gettimeout()
-            if f.listener is None:
+            if f.listener is None or f.own_accept:  # the socket's mode is the program's
                 sock_timeout = current
             else:
                 if current != 0.0:  # the caller set a timeout since the listener began
@@ -410,6 +441,7 @@ class BaseServer:
             attached=f.attached,
             finished=f.finished,
             errors=errors,
+            get_request_errors=f.get_request_errors,
         )
 
     def _reactor_rows(self) -> list[Row]:
@@ -440,8 +472,11 @@ class BaseServer:
         except BlockingIOError:
             return False
         except OSError as exc:
-            logger.debug("%s: get_request() failed: %s", type(self).__name__, exc)
+            self._reactor_get_request_failed(exc, None)
             self._reactor_done()
+            return False
+        except Exception as exc:  # raised from serve_forever / handle_request, as before
+            self._reactor_defer(exc)
             return False
         size = len(request[0]) if isinstance(request, tuple) and request else 0
         row = DatagramRequest(self._reactor_kind(), client_address, size, self.reactor.time(),
@@ -452,6 +487,17 @@ class BaseServer:
 
     def _reactor_kind(self) -> str:
         return "request"
+
+    def _reactor_get_request_failed(self, exc: OSError, client_address: Any) -> None:
+        """get_request raised an OSError: silent, as in the standard library (the request
+        is dropped and the loop goes on). Counted; logged at debug level only when no
+        handler on the way of the record sends it over the network (see
+        :func:`_logging_cannot_block`)."""
+        f = self._reactor_facade
+        f.get_request_errors += 1
+        if logger.isEnabledFor(logging.DEBUG) and _logging_cannot_block(logger):
+            where = "" if client_address is None else f" for {client_address!r}"
+            logger.debug("%s: get_request() failed%s: %s", type(self).__name__, where, exc)
 
     def get_request(self) -> tuple[Any, Any]:
         """Return the next ``(request, client_address)``; a BaseServer subclass provides it."""
@@ -509,8 +555,9 @@ class BaseServer:
         f = self._reactor_facade
         if not f.warned_buffer:
             f.warned_buffer = True
-            logger.warning("%s: get_request() returned a different socket; "
-                           "request_buffer is ignored", type(self).__name__)
+            why = ("get_request() is overridden (it accepts for itself)" if f.own_accept
+                   else "get_request() returned a different socket")
+            logger.warning("%s: %s; request_buffer is ignored", type(self).__name__, why)
         return False
 
     def _reactor_dispatch(
@@ -811,12 +858,17 @@ class BaseServer:
             if reactor.is_running():
                 f.close_pending = True  # closed when serve_forever returns
             else:
+                self._reactor_wind_down(reactor)
                 reactor.close()
         else:
             for row in self._reactor_rows():  # multiplexed connections on a shared reactor
                 abort = getattr(row, "abort", None)
                 if abort is not None and row.state is not _CLOSED:
                     abort()
+
+    def _reactor_wind_down(self, reactor: Reactor) -> None:
+        """server_close, before it closes the reactor the server made (not running):
+        let connections served inside the reactor finish (the multiplexing mix-in)."""
 
     def _reactor_stop_taking(self, reactor: Reactor) -> None:
         f = self._reactor_facade
@@ -846,6 +898,35 @@ class BaseServer:
         self.server_close()
 
 
+def _no_accept(listener: Listener, raw: Any, addr: Any) -> None:  # pragma: no cover
+    raise AssertionError("an _OwnAcceptListener never accepts")
+
+
+class _OwnAcceptListener(Listener):
+    """The listener of a server whose ``get_request`` is overridden.
+
+    It only says that the listening socket is readable: the server's ``get_request``
+    (the program's override, or ours through ``super()``) then accepts, one connection
+    per wake-up, as the standard library's loop does. The listening socket keeps the
+    blocking mode or timeout the program gave it, so the override's ``accept()``
+    behaves as it does on the standard library. The rest is a listener's: the rows
+    count against ``max_connections`` (the socket is unregistered at the cap) and
+    ``close``.
+    """
+
+    def __init__(self, server: TCPServer, reactor: Reactor, sock: socket.socket,
+                 max_connections: int | None) -> None:
+        self.server = server
+        timeout = sock.gettimeout()
+        super().__init__(reactor, sock, _no_accept, max_connections=max_connections,
+                         accept_batch=1)
+        sock.settimeout(timeout)  # Listener made it non-blocking: as the program set it
+
+    def _read_ready(self) -> None:
+        if self._registered:
+            self.server._reactor_take_own(self)
+
+
 class TCPServer(BaseServer):
     """A stream server (TCP by default): a listening socket served by a reactor listener.
 
@@ -859,7 +940,10 @@ class TCPServer(BaseServer):
     - ``server_bind()`` -- apply ``allow_reuse_address``/``allow_reuse_port``, bind,
       and record the bound ``server_address``
     - ``server_activate()`` -- ``listen(request_queue_size)``
-    - ``get_request()`` -- the accepted ``(socket, address)``
+    - ``get_request()`` -- the accepted ``(socket, address)``; an override does the
+      accepting itself, on the listening socket as the program set it up (its blocking
+      mode or timeout), one connection each time the socket is readable, as in the
+      standard library (``super().get_request()`` then calls ``accept()``)
 
     Class attributes: ``address_family``, ``socket_type``, ``request_queue_size`` (the
     listen backlog, 5), ``allow_reuse_address``, ``allow_reuse_port``, and those of
@@ -914,6 +998,14 @@ class TCPServer(BaseServer):
     def _reactor_register(self, reactor: Reactor) -> None:
         f = self._reactor_facade
         f.socket_timeout = self.socket.gettimeout()
+        # overridden in a subclass or on the instance (not through vars(self): making
+        # the instance's __dict__ real would slow every attribute access after it)
+        if getattr(self.get_request, "__func__", None) is not TCPServer.get_request:
+            # the override accepts (also through super().get_request(), which then finds
+            # nothing staged and calls accept itself)
+            f.own_accept = True
+            f.listener = _OwnAcceptListener(self, reactor, self.socket, self.max_connections)
+            return
         if self._reactor_nonblocking:
             factory: Callable[[int, int, int, int], Any] = _nonblocking_socket
         elif self.request_buffer is not None:
@@ -947,17 +1039,50 @@ class TCPServer(BaseServer):
             request, client_address = self.get_request()
         except Exception as exc:
             f.staged = None
-            level = logging.DEBUG if isinstance(exc, OSError) else logging.ERROR
-            logger.log(level, "%s: get_request() failed for %r: %s", type(self).__name__,
-                       addr, exc, exc_info=level == logging.ERROR)
             row.release()
-            self._reactor_done()
+            if isinstance(exc, OSError):  # a TLS handshake that failed, say: silent
+                self._reactor_get_request_failed(exc, addr)
+                self._reactor_done()
+            else:  # raised from serve_forever / handle_request, as in the standard library
+                self._reactor_defer(exc)
             return
         f.staged = None  # an override of get_request may not have taken it
         self._reactor_start_request(request, client_address, row)
 
+    def _reactor_take_own(self, listener: _OwnAcceptListener) -> None:
+        """The listening socket is readable and ``get_request`` is overridden: let it
+        accept, then make the request's row and run the hooks."""
+        f = self._reactor_facade
+        if f.ended:  # rows workers ended since the last sweep
+            self._reactor_release_ended()
+        try:
+            request, client_address = self.get_request()
+        except OSError as exc:  # silent, as in the standard library
+            self._reactor_get_request_failed(exc, None)
+            self._reactor_done()
+            return
+        except Exception as exc:  # raised from serve_forever / handle_request
+            self._reactor_defer(exc)
+            return
+        listener.accepted += 1
+        listener.active += 1
+        sock = request if isinstance(request, socket.socket) else None
+        if sock is not None and self._reactor_nonblocking:
+            sock.setblocking(False)
+        row = StreamTransport(listener.reactor, sock, client_address, _ACCEPTED, listener)
+        cap = listener.max_connections
+        if cap is not None and listener.active >= cap:
+            listener._update_registration()
+        self._reactor_start_request(request, client_address, row)
+
     def get_request(self) -> tuple[Any, Any]:
-        """The connection the listener accepted: ``(socket, client_address)``."""
+        """The next connection: ``(socket, client_address)``.
+
+        On the reactor's path, the connection its listener accepted. Called with nothing
+        staged -- through ``super()`` from an override (an overriding server's listener
+        leaves the accepting to ``get_request``), or from outside the loop -- it
+        accepts from the listening socket itself, as the standard library does.
+        """
         f = self._reactor_facade
         staged = f.staged
         if staged is None:
