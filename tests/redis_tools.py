@@ -27,6 +27,7 @@ __all__ = [
     "PACKAGES",
     "TOOLS",
     "find_redis_tool",
+    "install_package",
     "redis_tool",
 ]
 
@@ -58,8 +59,9 @@ def _stop_packaged_service() -> None:
                        timeout=60, check=False)
 
 
-def _install(package: str) -> str:
-    """Install ``package`` with apt-get; return "" on success, else the reason."""
+def install_package(package: str) -> str:
+    """Install the Debian ``package`` with apt-get (any test's tool, not only Redis's);
+    return "" on success, else the reason."""
     if os.geteuid() != 0:
         return f"{package} is not installed and the tests do not run as root"
     apt_get = shutil.which("apt-get")
@@ -104,7 +106,7 @@ def redis_tool(name: str) -> str:
     if path is not None:
         return path
     if package not in _install_outcome:
-        _install_outcome[package] = _install(package)
+        _install_outcome[package] = install_package(package)
     path = find_redis_tool(name)
     if path is not None:
         return path

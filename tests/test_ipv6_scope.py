@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from redis_tools import install_package
 from servekit import ROOT, WAIT, ServerProcess
 
 from reactor.serve import BindAddress, parse_bind
@@ -35,7 +36,6 @@ from reactor.serve import BindAddress, parse_bind
 LINK_LOCAL = "fe80::1"
 IFACE = "lo"
 SCOPED = f"{LINK_LOCAL}%{IFACE}"
-INSTALL_TIMEOUT = 240.0
 
 
 def _find_ip() -> str | None:
@@ -45,21 +45,11 @@ def _find_ip() -> str | None:
 def _ip_command() -> str:
     """The path of iproute2's ``ip``, installed with apt-get if missing; else skip."""
     path = _find_ip()
-    if path is not None:
-        return path
-    if os.geteuid() != 0:
-        pytest.skip("iproute2 (ip) is not installed and the tests do not run as root")
-    apt_get = shutil.which("apt-get")
-    if apt_get is None:
-        pytest.skip("iproute2 (ip) is not installed and apt-get is not available")
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    done = subprocess.run([apt_get, "-o", "DPkg::Lock::Timeout=120", "install", "-y",
-                           "--no-install-recommends", "iproute2"], env=env,
-                          capture_output=True, text=True, timeout=INSTALL_TIMEOUT, check=False)
-    path = _find_ip()
     if path is None:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-2:]
-        pytest.skip(f"apt-get install iproute2 exited {done.returncode}: {' / '.join(tail)}")
+        reason = install_package("iproute2")
+        path = _find_ip()
+        if path is None:
+            pytest.skip(reason or "iproute2 was installed but has no ip command")
     return path
 
 

@@ -43,13 +43,13 @@ def apt(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
 
 
 def test_install_updates_the_package_lists_when_needed(apt: list[list[str]]) -> None:
-    assert redis_tools._install("redis-tools") == ""
+    assert redis_tools.install_package("redis-tools") == ""
     assert [c[-1] for c in apt] == ["redis-tools", "-qq", "redis-tools"]
     assert all("DPkg::Lock::Timeout=120" in c for c in apt)
 
 
 def test_installing_redis_server_stops_the_packaged_service(apt: list[list[str]]) -> None:
-    assert redis_tools._install("redis-server") == ""
+    assert redis_tools.install_package("redis-server") == ""
     assert apt[-1] == ["/usr/bin/systemctl", "stop", "redis-server"]
 
 
