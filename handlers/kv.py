@@ -52,7 +52,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, cast
 
-from reactor.errors import LocalProtocolError
+from reactor.sansio.errors import LocalProtocolError
 
 from .base import start_request_deadline, stop_request_deadline
 from .resp import (

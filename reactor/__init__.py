@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import logging
 
-from .clock import Clock, FakeClock, MonotonicClock
-from .connection import LIFECYCLE, Connection, ConnEvent, ConnState, Row
-from .errors import (
+from .io.listeners import Listener
+from .io.loop import Reactor, ReactorStatistics
+from .io.transports import DatagramTransport, StreamTransport, TransportOptions
+from .sansio.clock import Clock, FakeClock, MonotonicClock
+from .sansio.connection import LIFECYCLE, Connection, ConnEvent, ConnState, Row
+from .sansio.errors import (
     ClosedError,
     DeadlineExceeded,
     IllegalTransition,
@@ -19,11 +22,8 @@ from .errors import (
     ReactorError,
     RemoteProtocolError,
 )
-from .listeners import Listener
-from .loop import Reactor, ReactorStatistics
-from .table import ConnectionTable, TableStatistics
-from .timers import Handle, TimerHandle
-from .transports import DatagramTransport, StreamTransport, TransportOptions
+from .sansio.table import ConnectionTable, TableStatistics
+from .sansio.timers import Handle, TimerHandle
 
 __all__ = [
     "LIFECYCLE",

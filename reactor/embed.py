@@ -17,7 +17,7 @@ For a host program that owns a plain ``select`` loop, the same three calls suffi
         ...  # the host's own descriptors
         reactor.run_once(0)
 
-:meth:`Reactor.next_timeout` never exceeds :data:`reactor.loop.MAX_WAIT` (one day), however
+:meth:`Reactor.next_timeout` never exceeds :data:`reactor.io.loop.MAX_WAIT` (one day), however
 far the next timer is, so a host may hand it to ``select``, ``poll`` or ``epoll`` as is.
 
 The reactor's selector must have a descriptor of its own (epoll, kqueue, devpoll): the
@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from .loop import Reactor
+from .io.loop import Reactor
 
 __all__ = ["AsyncioEmbedding", "attach"]
 

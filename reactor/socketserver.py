@@ -1,8 +1,8 @@
 """A drop-in replacement for the standard library's :mod:`socketserver`.
 
 Every name the standard library's module exports, with the same attributes, defaults,
-hooks and call order, built on the reactor (see :mod:`reactor.servers` and
-:mod:`reactor.mixins`), plus what its docstring left as future work: the multiplexing
+hooks and call order, built on the reactor (see :mod:`reactor.facades.servers` and
+:mod:`reactor.facades.mixins`), plus what its docstring left as future work: the multiplexing
 servers and request buffering. The classic request handlers come from
 :mod:`handlers.classic`. Nothing of the standard library's module is imported.
 
@@ -27,14 +27,14 @@ from types import ModuleType
 
 from handlers.classic import BaseRequestHandler, DatagramRequestHandler, StreamRequestHandler
 
-from .mixins import ForkingMixIn, MultiplexingMixIn, ThreadingMixIn
-from .request_buffer import (
+from .facades.mixins import ForkingMixIn, MultiplexingMixIn, ThreadingMixIn
+from .facades.servers import BaseServer, ServerStatistics, TCPServer, UDPServer
+from .sansio.request_buffer import (
     FirstBytesRequestBuffer,
     HTTPRequestBuffer,
     LineRequestBuffer,
     RequestBuffer,
 )
-from .servers import BaseServer, ServerStatistics, TCPServer, UDPServer
 
 __all__ = [
     "BaseRequestHandler",
@@ -88,7 +88,7 @@ if hasattr(os, "fork"):
 
 
 if hasattr(socket, "AF_UNIX"):
-    from .servers import UnixDatagramServer, UnixStreamServer
+    from .facades.servers import UnixDatagramServer, UnixStreamServer
 
     __all__ += [
         "MultiplexingUnixDatagramServer",

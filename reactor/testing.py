@@ -2,7 +2,7 @@
 
 * :class:`FakeSelector` -- a :class:`selectors.BaseSelector` whose readiness the test
   sets by hand; ``select`` never blocks and records the timeouts it was asked for.
-* :class:`~reactor.clock.FakeClock` -- re-exported: time moves only when told to.
+* :class:`~reactor.sansio.clock.FakeClock` -- re-exported: time moves only when told to.
 * :class:`FakeTransport` -- an in-memory :class:`asyncio.Transport`: records writes,
   honours water marks, close/abort/write_eof and pause/resume reading, and calls
   ``connection_lost`` exactly once.
@@ -20,8 +20,8 @@ import selectors
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
-from .clock import FakeClock
-from .errors import ClosedError, LocalProtocolError
+from .sansio.clock import FakeClock
+from .sansio.errors import ClosedError, LocalProtocolError
 
 __all__ = ["FakeClock", "FakeSelector", "FakeTransport", "ProtocolPair"]
 

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from reactor import Reactor, StreamTransport
-from reactor.listeners import Listener
+from reactor.io.listeners import Listener
 
 WAIT = 10.0  # generous: the machine is shared and may be loaded
 

@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from reactor import LIFECYCLE, ConnectionTable, ConnEvent, ConnState, IllegalTransition
-from reactor.connection import Connection
-from reactor.machine import TransitionTable
+from reactor.sansio.connection import Connection
+from reactor.sansio.machine import TransitionTable
 
 
 def row(state: ConnState = ConnState.ACCEPTED) -> Connection:

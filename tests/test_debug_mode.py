@@ -21,8 +21,8 @@ import pytest
 from netkit import WAIT, Net
 
 from reactor import Reactor
-from reactor.loop import LOOP_ONLY_METHODS, TRANSPORT_LOOP_ONLY_METHODS
-from reactor.transports import StreamTransport
+from reactor.io.loop import LOOP_ONLY_METHODS, TRANSPORT_LOOP_ONLY_METHODS
+from reactor.io.transports import StreamTransport
 
 
 class Running:

@@ -31,7 +31,7 @@ import pytest
 from redis_tools import install_package
 from servekit import ROOT, WAIT, ServerProcess
 
-from reactor.serve import BindAddress, parse_bind
+from reactor.cli.graceful import BindAddress, parse_bind
 
 LINK_LOCAL = "fe80::1"
 IFACE = "lo"
@@ -197,7 +197,7 @@ def test_the_command_binds_a_scoped_address_and_logs_the_scope(netns: tuple[str,
 def test_scope_ids_are_named_in_the_listening_line_for_any_interface() -> None:
     """Without a namespace: format_listener turns a scope id into its interface's name
     (a stand-in listener whose socket reports a scoped address)."""
-    from reactor.serve import format_listener
+    from reactor.cli.graceful import format_listener
 
     class Sock:
         family = socket.AF_INET6

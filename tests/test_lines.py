@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from handlers.base import FramingError
 from handlers.lines import DEFAULT_MAX_LINE_LENGTH, LineFramer, LineHandler, LineTooLong
-from reactor.errors import RemoteProtocolError
+from reactor.sansio.errors import RemoteProtocolError
 from reactor.testing import FakeTransport, ProtocolPair
 
 

@@ -23,7 +23,7 @@ import pytest
 from netkit import WAIT, EchoClients, Net, Recorder, events_of, requires_ipv6
 
 from reactor import ConnState, FakeClock, Reactor
-from reactor.listeners import ACCEPT_RETRY_DELAY, UNIX_PATH_MAX, Listener
+from reactor.io.listeners import ACCEPT_RETRY_DELAY, UNIX_PATH_MAX, Listener
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,7 +1,7 @@
 """Waits the loop hands to the selector: far, infinite, zero, negative and NaN timeouts.
 
 epoll and poll take at most INT_MAX milliseconds (24.8 days); the loop clamps every
-wait to :data:`reactor.loop.MAX_WAIT` so a far timer costs a spurious wake-up a day,
+wait to :data:`reactor.io.loop.MAX_WAIT` so a far timer costs a spurious wake-up a day,
 never an ``OverflowError``. The contract of ``call_later``: NaN is refused, ``inf``
 never fires, zero and negative run as soon as possible, any finite delay fires when due.
 """
@@ -24,7 +24,7 @@ from redis_tools import redis_tool
 from servekit import serve
 
 from reactor import FakeClock, Reactor
-from reactor.loop import MAX_WAIT
+from reactor.io.loop import MAX_WAIT
 from reactor.testing import FakeSelector
 
 DAY = 86400.0

@@ -25,10 +25,10 @@ import psutil
 import pytest
 
 from reactor import Reactor
-from reactor.connection import ConnState
-from reactor.listeners import Listener, _Connector
+from reactor.io.listeners import Listener, _Connector
+from reactor.io.transports import DatagramTransport, StreamTransport
+from reactor.sansio.connection import ConnState
 from reactor.testing import FakeSelector
-from reactor.transports import DatagramTransport, StreamTransport
 
 TIMEOUT = 10.0
 REFUSALS = [errno.ENOSPC, errno.ENOMEM]

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reactor.request_buffer import (
+from reactor.sansio.request_buffer import (
     FirstBytesRequestBuffer,
     HTTPRequestBuffer,
     LineRequestBuffer,

@@ -1,4 +1,4 @@
-"""reactor.serve in-process: bind addresses, the graceful stop, signals and statistics.
+"""reactor.cli.graceful in-process: bind addresses, the graceful stop, signals and statistics.
 
 The server runs on the test's main thread (signals need it); clients run in threads.
 """
@@ -19,7 +19,7 @@ import pytest
 from servekit import WAIT, read_lines, read_until_closed
 
 from reactor import StreamTransport
-from reactor.serve import (
+from reactor.cli.graceful import (
     EXIT_FORCED,
     EXIT_OK,
     BindAddress,
@@ -27,7 +27,7 @@ from reactor.serve import (
     format_listener,
     parse_bind,
 )
-from reactor.transports import TransportOptions
+from reactor.io.transports import TransportOptions
 
 # -- addresses -----------------------------------------------------------------------------
 

@@ -440,5 +440,5 @@ def test_a_handler_error_does_not_stop_the_server(caplog: pytest.LogCaptureFixtu
 
 
 def test_the_logger_names() -> None:
-    assert socketserver.BaseServer.handle_error.__module__ == "reactor.servers"
-    assert sys.modules["reactor.servers"].logger.name == "reactor.servers"
+    assert socketserver.BaseServer.handle_error.__module__ == "reactor.facades.servers"
+    assert sys.modules["reactor.facades.servers"].logger.name == "reactor.servers"

@@ -18,7 +18,7 @@ import pytest
 from sskit import PYTHON, ROOT, serving, subprocess_env, wait_for
 
 from reactor import socketserver
-from reactor.request_buffer import LineRequestBuffer
+from reactor.sansio.request_buffer import LineRequestBuffer
 
 HOST = "127.0.0.1"
 pytestmark = pytest.mark.timeout(60)
@@ -77,7 +77,7 @@ def test_the_socket_replays_buffered_bytes_to_every_read_method() -> None:
 
 
 def test_too_large_and_too_late_requests_are_refused() -> None:
-    from reactor.request_buffer import HTTPRequestBuffer
+    from reactor.sansio.request_buffer import HTTPRequestBuffer
 
     calls: list[str] = []
 

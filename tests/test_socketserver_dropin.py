@@ -42,7 +42,7 @@ def test_install_serves_a_directory_with_http_server(tmp_path: Path) -> None:
         import reactor.socketserver
         reactor.socketserver.install()
         import http.server                      # imports socketserver: ours now
-        from reactor import servers
+        from reactor.facades import servers
 
         handler = functools.partial(http.server.SimpleHTTPRequestHandler,
                                     directory=sys.argv[1])
@@ -77,7 +77,7 @@ def test_install_serves_xmlrpc() -> None:
         import reactor.socketserver
         reactor.socketserver.install()
         from xmlrpc.server import SimpleXMLRPCServer
-        from reactor import servers
+        from reactor.facades import servers
 
         server = SimpleXMLRPCServer(("127.0.0.1", 0), logRequests=False)
         server.register_function(lambda a, b: a + b, "add")
@@ -199,7 +199,8 @@ def stop(proc: subprocess.Popen[str]) -> tuple[int, str]:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 @pytest.mark.parametrize("command", [
-    pytest.param(["-m", "reactor.runmodule", "--log-level", "info"], id="reactor.runmodule"),
+    pytest.param(["-m", "reactor.cli.runmodule", "--log-level", "info"],
+                 id="reactor.cli.runmodule"),
     pytest.param(["-m", "reactor", "run-module"], id="python -m reactor run-module"),
 ])
 def test_run_module_http_server(tmp_path: Path, command: list[str]) -> None:
@@ -225,7 +226,7 @@ XMLRPC_MODULE = textwrap.dedent(
     from xmlrpc.server import SimpleXMLRPCServer
 
     def is_ours():
-        from reactor import servers
+        from reactor.facades import servers
         return isinstance(server, servers.TCPServer)
 
     server = SimpleXMLRPCServer(("127.0.0.1", 0), logRequests=False)
@@ -263,7 +264,7 @@ def test_run_module_xmlrpc_server(tmp_path: Path) -> None:
 
 
 def test_run_module_usage_errors() -> None:
-    from reactor.runmodule import main
+    from reactor.cli.runmodule import main
 
     assert main(["no_such_module_here"]) == 2
     assert main([]) == 2
@@ -273,7 +274,7 @@ def test_run_module_usage_errors() -> None:
 def test_run_module_runs_a_module_to_its_end(tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     from reactor import socketserver as ours
-    from reactor.runmodule import main
+    from reactor.cli.runmodule import main
 
     (tmp_path / "probe_module.py").write_text(
         "import socketserver, sys\n"

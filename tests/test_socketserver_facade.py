@@ -16,7 +16,7 @@ import pytest
 from sskit import PYTHON, ROOT, exchange, serving, subprocess_env, wait_for
 
 from reactor import ConnState, socketserver
-from reactor.servers import DatagramRequest
+from reactor.facades.servers import DatagramRequest
 
 HOST = "127.0.0.1"
 pytestmark = pytest.mark.timeout(60)

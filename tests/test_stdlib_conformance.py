@@ -24,7 +24,7 @@ import test.support
 test.support.use_resources = ["network"]
 test.support.verbose = False
 import socketserver
-from reactor import servers
+from reactor.facades import servers
 suite_module = __import__("test.test_socketserver", fromlist=["_"])
 suite = unittest.defaultTestLoader.loadTestsFromModule(suite_module)
 result = unittest.TextTestRunner(stream=sys.stderr, verbosity=2).run(suite)

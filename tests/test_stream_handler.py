@@ -12,7 +12,7 @@ from handlerkit import LOOPS, LineClient, serve_tcp
 
 from handlers.base import FramingError, StreamHandler
 from reactor import ConnState, StreamTransport
-from reactor.errors import RemoteProtocolError
+from reactor.sansio.errors import RemoteProtocolError
 from reactor.testing import FakeTransport, ProtocolPair
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from reactor.errors import ClosedError
+from reactor.sansio.errors import ClosedError
 from reactor.testing import FakeTransport, ProtocolPair
 
 

@@ -18,7 +18,7 @@ import pytest
 from netkit import WAIT
 
 from reactor import Reactor
-from reactor.timers import COMPACT_MIN
+from reactor.sansio.timers import COMPACT_MIN
 
 STORM = 100_000
 KEEP_EVERY = 100  # 1 % stays scheduled

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reactor.timers import COMPACT_MIN, Handle, TimerHandle, TimerHeap
+from reactor.sansio.timers import COMPACT_MIN, Handle, TimerHandle, TimerHeap
 
 
 def noop() -> None:

@@ -2,7 +2,7 @@
 that is not a socket.
 
 ``reactor serve`` reports each clearly and exits with status 1; in process, the
-listening functions, :class:`reactor.serve.Server` and the socketserver facades
+listening functions, :class:`reactor.cli.graceful.Server` and the socketserver facades
 (CPython's #22435 leaked the socket of a TCPServer whose bind failed) raise a clear
 exception and leak no descriptor (counted with psutil), even after a hundred attempts.
 """
@@ -25,8 +25,8 @@ from faultlib import WAIT, figure
 from servekit import ROOT
 
 from reactor import Reactor
-from reactor.listeners import UNIX_PATH_MAX
-from reactor.serve import Server
+from reactor.cli.graceful import Server
+from reactor.io.listeners import UNIX_PATH_MAX
 
 ATTEMPTS = 100
 

@@ -23,7 +23,7 @@ from faultlib import WAIT
 from servekit import ROOT
 
 from reactor import Reactor
-from reactor.serve import Server
+from reactor.cli.graceful import Server
 
 ATTEMPTS = 100
 NOT_HERE = [("203.0.113.1", "203.0.113.1:0"), ("2001:db8::1", "[2001:db8::1]:0")]

@@ -6,7 +6,7 @@ the name ``socketserver`` to :mod:`reactor.socketserver`, so a program that impo
 -- serves on the reactor without being edited::
 
     python -m reactor run-module http.server 8000 --bind 127.0.0.1
-    python -m reactor.runmodule --log-level info mypackage.server --port 0
+    python -m reactor.cli.runmodule --log-level info mypackage.server --port 0
 
 The module sees ``sys.argv == [its file, *ARGS]`` and runs as ``__main__``; a
 ``SystemExit`` it raises ends the command with that status.
@@ -23,7 +23,7 @@ import runpy
 import sys
 from collections.abc import Sequence
 
-from .socketserver import install
+from ..socketserver import install
 
 __all__ = ["main"]
 

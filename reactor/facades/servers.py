@@ -3,16 +3,16 @@
 Theory of operation
 -------------------
 A server keeps the standard library's shape -- the same attributes, hooks and call
-order -- but its loop is a :class:`~reactor.loop.Reactor`:
+order -- but its loop is a :class:`~reactor.io.loop.Reactor`:
 
 * ``serve_forever`` and ``handle_request`` run the reactor; the listening socket is a
-  reactor :class:`~reactor.listeners.Listener` (batched accepts, a pause instead of a
+  reactor :class:`~reactor.io.listeners.Listener` (batched accepts, a pause instead of a
   busy loop when ``accept`` runs out of descriptors) and a datagram socket is
   registered for reading;
 * every request is a row of the reactor's connection table: a
-  :class:`~reactor.transports.StreamTransport` for a stream connection, a
+  :class:`~reactor.io.transports.StreamTransport` for a stream connection, a
   :class:`DatagramRequest` for a datagram. The row walks the facade column of
-  :data:`~reactor.connection.LIFECYCLE`::
+  :data:`~reactor.sansio.connection.LIFECYCLE`::
 
       ACCEPTED -> VERIFIED [-> BUFFERING] -> DISPATCHED_{INLINE,THREAD,CHILD}
                [-> FINISHED] -> CLOSED
@@ -52,11 +52,13 @@ from collections.abc import Callable
 from types import MappingProxyType
 from typing import Any, ClassVar, Final, TypeVar
 
-from .connection import LIFECYCLE, ConnEvent, ConnState, Row
-from .errors import ClosedError, IllegalTransition
-from .listeners import Listener
-from .loop import Reactor
-from .request_buffer import RequestBuffer
+from ..io.listeners import Listener
+from ..io.loop import Reactor
+from ..io.transports import StreamTransport
+from ..sansio.connection import LIFECYCLE, ConnEvent, ConnState, Row
+from ..sansio.errors import ClosedError, IllegalTransition
+from ..sansio.request_buffer import RequestBuffer
+from ..sansio.table import ConnectionTable
 from .requests import (
     WAITING,
     BufferedRequestSocket,
@@ -68,8 +70,6 @@ from .requests import (
     peek_count,
     request_key,
 )
-from .table import ConnectionTable
-from .transports import StreamTransport
 
 __all__ = [
     "BaseServer",
@@ -81,7 +81,7 @@ __all__ = [
     "UnixStreamServer",
 ]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("reactor.servers")  # the name it had before the layers became folders
 
 EVENT_READ: Final = 1
 DATAGRAM_BATCH: Final = 32
@@ -178,7 +178,7 @@ class BaseServer:
     Methods for the caller:
 
     - ``__init__(server_address, RequestHandlerClass, *, reactor=None)`` -- ``reactor``:
-      run on this :class:`~reactor.loop.Reactor` (a selector or clock of your choice)
+      run on this :class:`~reactor.io.loop.Reactor` (a selector or clock of your choice)
       instead of one the server makes on first use
     - ``serve_forever(poll_interval=0.5)`` -- run the reactor until :meth:`shutdown`
     - ``shutdown()`` -- stop ``serve_forever`` (from any thread, also from a handler)

@@ -1,7 +1,7 @@
 """Transports: the only code that calls ``recv``, ``send``, ``recvmsg`` and ``sendto``.
 
 A transport is a row of the connection table (it subclasses
-:class:`~reactor.connection.Connection`) and speaks the interface of
+:class:`~reactor.sansio.connection.Connection`) and speaks the interface of
 :class:`asyncio.Transport` to an :class:`asyncio.Protocol`, so any asyncio protocol runs
 on it unchanged. The protocol's callbacks arrive in asyncio's order::
 
@@ -55,9 +55,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from .connection import ROW_SLOTS, ConnEvent, ConnState, Row
-from .errors import DeadlineExceeded
-from .timers import TimerHandle
+from ..sansio.connection import ROW_SLOTS, ConnEvent, ConnState, Row
+from ..sansio.errors import DeadlineExceeded
+from ..sansio.timers import TimerHandle
 
 if TYPE_CHECKING:
     from .listeners import Listener

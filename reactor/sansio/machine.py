@@ -2,7 +2,7 @@
 
 A machine's transitions are data: a mapping ``{state: {event: next_state}}`` written in
 one place. :meth:`TransitionTable.next` looks a pair up and raises
-:class:`~reactor.errors.IllegalTransition` for any pair the table does not list, so an
+:class:`~reactor.sansio.errors.IllegalTransition` for any pair the table does not list, so an
 impossible move is a loud bug, never a silent corruption of state.
 
 Socket-free: no sockets, selectors, threads or ``os``.

@@ -2,11 +2,11 @@
 uses for its requests, and its statistics snapshot.
 
 * :class:`DatagramRequest` -- a datagram request as a row of the connection table (a
-  stream request's row is its :class:`~reactor.transports.StreamTransport`);
+  stream request's row is its :class:`~reactor.io.transports.StreamTransport`);
 * :class:`BufferedRequestSocket` -- the connected socket a blocking handler receives
   after request buffering: it returns the bytes the reactor already read first;
 * :class:`RequestReader` -- reads a request without blocking in state BUFFERING (an
-  asyncio-style protocol on the row), feeding a :mod:`~reactor.request_buffer` scanner;
+  asyncio-style protocol on the row), feeding a :mod:`~reactor.sansio.request_buffer` scanner;
 * :class:`ReadyReader` -- registered for a datagram (or custom) server's descriptor;
 * :class:`ServerState` -- a server's reactor-side state, kept in one attribute;
 * :class:`ServerStatistics` -- what ``server.statistics()`` returns.
@@ -25,16 +25,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from .connection import Connection, ConnState, Row
-from .loop import Reactor, ReactorStatistics
-from .request_buffer import Progress, RequestBuffer, RequestRejected
-from .table import _empty_counts
-from .timers import TimerHandle
+from ..io.loop import Reactor, ReactorStatistics
+from ..sansio.connection import Connection, ConnState, Row
+from ..sansio.request_buffer import Progress, RequestBuffer, RequestRejected
+from ..sansio.table import _empty_counts
+from ..sansio.timers import TimerHandle
 
 if TYPE_CHECKING:
-    from .listeners import Listener
+    from ..io.listeners import Listener
+    from ..io.transports import DatagramTransport, StreamTransport
     from .servers import BaseServer
-    from .transports import DatagramTransport, StreamTransport
 
 __all__ = [
     "WAITING",

@@ -71,12 +71,12 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any, Final, Literal
 
-from .connection import ConnState
-from .errors import LocalProtocolError
-from .listeners import DEFAULT_BACKLOG, Listener
-from .loop import Reactor
-from .timers import TimerHandle
-from .transports import StreamTransport, TransportOptions
+from ..io.listeners import DEFAULT_BACKLOG, Listener
+from ..io.loop import Reactor
+from ..io.transports import StreamTransport, TransportOptions
+from ..sansio.connection import ConnState
+from ..sansio.errors import LocalProtocolError
+from ..sansio.timers import TimerHandle
 
 __all__ = [
     "DEFAULT_GRACEFUL_TIMEOUT",
@@ -90,7 +90,7 @@ __all__ = [
     "parse_bind",
 ]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("reactor.serve")  # the name it had before the layers became folders
 
 EXIT_OK: Final = 0
 EXIT_FORCED: Final = 130  # 128 + SIGINT, as a shell reports a process ended by Ctrl-C
@@ -291,7 +291,7 @@ class Server:
             (only possible on the main thread; elsewhere a warning is logged).
         name: what is served, for log messages.
         unix_mode: permission bits for the ``unix:PATH`` sockets this server binds,
-            set through the umask at bind (see :func:`reactor.listeners.listen_unix`).
+            set through the umask at bind (see :func:`reactor.io.listeners.listen_unix`).
 
     Raises:
         ValueError: a bind address does not parse, or a number is out of range.

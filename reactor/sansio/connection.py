@@ -9,7 +9,7 @@ object per connection.
 
 A row's lifecycle is an explicit :class:`ConnState`, moved only through
 :data:`LIFECYCLE`, the one table of legal transitions; an illegal move raises
-:class:`~reactor.errors.IllegalTransition`. Stream services walk the middle column,
+:class:`~reactor.sansio.errors.IllegalTransition`. Stream services walk the middle column,
 the socketserver facades the right one::
 
     CONNECTING --ATTACH--+        ACCEPTED --VERIFY--> VERIFIED --BUFFER--> BUFFERING

@@ -6,7 +6,7 @@ Theory of operation
 A :class:`Listener` is registered for reading. Each wake-up accepts at most
 ``accept_batch`` connections, so a connect storm cannot starve established connections.
 Each accepted socket is made non-blocking and handed to the listener's accept callback;
-the default one makes a :class:`~reactor.transports.StreamTransport` and attaches a
+the default one makes a :class:`~reactor.io.transports.StreamTransport` and attaches a
 protocol from the factory. A listener given a ``connection_factory`` lets it make the
 accepted socket object instead (and leaves its blocking mode alone).
 
@@ -20,7 +20,7 @@ first successful accept ends the episode and says so.
 With ``max_connections`` the listener stops polling when that many of its connections
 are open and resumes when one closes. A connection the selector refuses to register
 (epoll's ENOSPC or ENOMEM) is closed and frees its slot at once (see
-:meth:`~reactor.transports.StreamTransport.attach`); an outgoing connect whose socket
+:meth:`~reactor.io.transports.StreamTransport.attach`); an outgoing connect whose socket
 is refused fails its future with the error.
 
 Unix sockets can be bound with a requested ``mode``: the permissions are set through
@@ -41,8 +41,8 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Final
 
-from .connection import ConnState
-from .timers import TimerHandle
+from ..sansio.connection import ConnState
+from ..sansio.timers import TimerHandle
 from .transports import DatagramTransport, StreamTransport, TransportOptions
 
 if TYPE_CHECKING:

@@ -11,11 +11,11 @@ Installed as the ``reactor`` console script and runnable as ``python -m reactor`
 ``handlers`` package) or a user's protocol factory (``MODULE:FACTORY``, a class or a
 callable making one protocol per connection; ``FACTORY`` may be a dotted attribute
 path). It logs ``listening on ADDRESS`` for every bound address with its real port,
-so port 0 is fine. Signals: see :mod:`reactor.serve` (SIGTERM/SIGINT graceful,
+so port 0 is fine. Signals: see :mod:`reactor.cli.graceful` (SIGTERM/SIGINT graceful,
 a second SIGINT at once, SIGUSR1 statistics). Default address: 127.0.0.1:8888, and
 127.0.0.1:6379 for ``kv`` (where Redis clients look first).
 
-``run-module`` hands everything after it to :func:`reactor.runmodule.main` (imported
+``run-module`` hands everything after it to :func:`reactor.cli.runmodule.main` (imported
 only then), which runs the module with ``socketserver`` bound to the facades.
 
 Exit status: 0 after a graceful stop; 130 when a second SIGINT cut the stop short (or
@@ -43,11 +43,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from . import __version__
-from .listeners import DEFAULT_BACKLOG
-from .loop import Reactor
-from .serve import DEFAULT_GRACEFUL_TIMEOUT, EXIT_FORCED, Server, parse_bind
-from .transports import TransportOptions
+from .. import __version__
+from ..io.listeners import DEFAULT_BACKLOG
+from ..io.loop import Reactor
+from ..io.transports import TransportOptions
+from .graceful import DEFAULT_GRACEFUL_TIMEOUT, EXIT_FORCED, Server, parse_bind
 
 __all__ = [
     "DEFAULT_BIND",
@@ -60,7 +60,7 @@ __all__ = [
     "main",
 ]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("reactor.cli")  # the name it had before the layers became folders
 
 EXIT_USAGE: Final = 2
 EXIT_FAILURE: Final = 1
@@ -472,16 +472,11 @@ def _cmd_run_module(args: argparse.Namespace) -> int:
 
 
 def _run_module(argv: list[str]) -> int:
-    """Hand the arguments after ``run-module`` to :func:`reactor.runmodule.main`."""
-    try:
-        runmodule = importlib.import_module("reactor.runmodule")
-    except ModuleNotFoundError as exc:
-        if exc.name == "reactor.runmodule":
-            return _usage_error("reactor run-module",
-                                "run-module is not available in this installation")
-        raise
-    status = runmodule.main(argv)
-    return int(status or 0)
+    """Hand the arguments after ``run-module`` to :func:`reactor.cli.runmodule.main`
+    (imported only then: it loads the ``socketserver`` drop-in)."""
+    from . import runmodule
+
+    return int(runmodule.main(argv) or 0)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -495,7 +490,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments[:1] == ["run-module"]:
-        # everything after it is reactor.runmodule's own command line (--help included)
+        # everything after it is reactor.cli.runmodule's own command line (--help included)
         return _run_module(arguments[1:])
     parser = build_parser()
     try:

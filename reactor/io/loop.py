@@ -40,12 +40,12 @@ from dataclasses import dataclass, field
 from types import FrameType, MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
+from ..sansio.clock import Clock
+from ..sansio.connection import Row
+from ..sansio.errors import ClosedError, LocalProtocolError
+from ..sansio.table import ConnectionTable, _empty_counts
+from ..sansio.timers import Handle, OwnedTimerHandle, TimerHandle, TimerHeap, describe_owner
 from . import listeners as _listeners
-from .clock import Clock
-from .connection import Row
-from .errors import ClosedError, LocalProtocolError
-from .table import ConnectionTable, _empty_counts
-from .timers import Handle, OwnedTimerHandle, TimerHandle, TimerHeap, describe_owner
 
 if TYPE_CHECKING:
     from .listeners import Listener
@@ -89,7 +89,7 @@ class ReactorStatistics:
         pending_timers: scheduled, uncancelled timers.
         timer_heap: entries in the timer heap, cancelled ones not dropped yet included
             (the heap compacts, so this stays within about twice ``pending_timers``
-            plus :data:`~reactor.timers.COMPACT_MIN`).
+            plus :data:`~reactor.sansio.timers.COMPACT_MIN`).
         ready_callbacks: callbacks waiting for the next iteration.
     """
 
@@ -672,42 +672,42 @@ class Reactor:
         self, host: str | None, port: int, protocol_factory: Callable[[], Any] | None = None,
         **kwargs: Any,
     ) -> Listener:
-        """Listen on TCP; see :func:`reactor.listeners.listen_tcp` for the options."""
+        """Listen on TCP; see :func:`reactor.io.listeners.listen_tcp` for the options."""
         self._check_closed()
         return _listeners.listen_tcp(self, host, port, protocol_factory, **kwargs)
 
     def listen_unix(
         self, path: str, protocol_factory: Callable[[], Any] | None = None, **kwargs: Any
     ) -> Listener:
-        """Listen on a Unix stream socket; see :func:`reactor.listeners.listen_unix`."""
+        """Listen on a Unix stream socket; see :func:`reactor.io.listeners.listen_unix`."""
         self._check_closed()
         return _listeners.listen_unix(self, path, protocol_factory, **kwargs)
 
     def listen_udp(
         self, host: str | None, port: int, protocol_factory: Callable[[], Any], **kwargs: Any
     ) -> DatagramTransport:
-        """Open a UDP endpoint; see :func:`reactor.listeners.listen_udp`."""
+        """Open a UDP endpoint; see :func:`reactor.io.listeners.listen_udp`."""
         self._check_closed()
         return _listeners.listen_udp(self, host, port, protocol_factory, **kwargs)
 
     def listen_unix_datagram(
         self, path: str | None, protocol_factory: Callable[[], Any], **kwargs: Any
     ) -> DatagramTransport:
-        """Open a Unix datagram endpoint; see :func:`reactor.listeners.listen_unix_datagram`."""
+        """Open a Unix datagram endpoint; see :func:`reactor.io.listeners.listen_unix_datagram`."""
         self._check_closed()
         return _listeners.listen_unix_datagram(self, path, protocol_factory, **kwargs)
 
     def connect_tcp(
         self, host: str, port: int, protocol_factory: Callable[[], Any], **kwargs: Any
     ) -> Future[tuple[StreamTransport, Any]]:
-        """Connect out over TCP; see :func:`reactor.listeners.connect_tcp`."""
+        """Connect out over TCP; see :func:`reactor.io.listeners.connect_tcp`."""
         self._check_closed()
         return _listeners.connect_tcp(self, host, port, protocol_factory, **kwargs)
 
     def connect_unix(
         self, path: str, protocol_factory: Callable[[], Any], **kwargs: Any
     ) -> Future[tuple[StreamTransport, Any]]:
-        """Connect out to a Unix stream socket; see :func:`reactor.listeners.connect_unix`."""
+        """Connect out to a Unix stream socket; see :func:`reactor.io.listeners.connect_unix`."""
         self._check_closed()
         return _listeners.connect_unix(self, path, protocol_factory, **kwargs)
 

@@ -17,7 +17,7 @@ bases to change that -- ``class Server(ThreadingMixIn, TCPServer)``:
 
 Threads and children receive the connection already handed over: unregistered from the
 selector and in blocking mode. A forked child drops the parent's reactor with
-:meth:`~reactor.loop.Reactor.close_after_fork` and closes its copies of the other
+:meth:`~reactor.io.loop.Reactor.close_after_fork` and closes its copies of the other
 requests' sockets.
 
 Forbidden imports: ``handlers``.
@@ -38,12 +38,12 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
-from .connection import ConnEvent, ConnState, Row
-from .errors import LocalProtocolError
+from ..io.transports import StreamTransport
+from ..sansio.connection import ConnEvent, ConnState, Row
+from ..sansio.errors import LocalProtocolError
+from ..sansio.timers import TimerHandle
 from .requests import WAITING, peek_count, request_key
 from .servers import THREAD_FROM_VERIFIED, BaseServer, needs_no_period
-from .timers import TimerHandle
-from .transports import StreamTransport
 
 if TYPE_CHECKING:
     _Base = BaseServer
@@ -52,7 +52,7 @@ else:
 
 __all__ = ["ForkingMixIn", "MultiplexingMixIn", "ThreadingMixIn"]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("reactor.mixins")  # the name it had before the layers became folders
 
 _WORK_DONE: Final = None  # the queue item that tells an idle pool worker to exit
 _VERIFIED: Final = ConnState.VERIFIED
