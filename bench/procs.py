@@ -362,6 +362,8 @@ class ServerProcess:
     :class:`subprocess.Popen`, :attr:`sampler` a :class:`Sampler` of its tree.
     """
 
+    port = 0  # where it listens, once known (a subclass may make it a property)
+
     def __init__(
         self, command: Sequence[str], *, cwd: str | Path | None = None,
         env: dict[str, str] | None = None, pass_fds: tuple[int, ...] = (),
@@ -377,7 +379,6 @@ class ServerProcess:
         self.stdout = stdout
         self.new_session = new_session
         self.name = name or Path(self.command[0]).name
-        self.port = 0
         self.lines: list[str] = []
         self._proc: subprocess.Popen[Any] | None = None
         self._sampler: Sampler | None = None
@@ -418,6 +419,7 @@ class ServerProcess:
             preexec_fn=preexec,  # noqa: PLW1509 - setrlimit only, no lock taken
             start_new_session=self.new_session,
         )
+        self._sampler = Sampler(self._proc.pid)  # now: psutil refuses a pid once reaped
         if self.log_path is None:
             self._reader = threading.Thread(target=self._read, daemon=True)
             self._reader.start()
@@ -432,7 +434,7 @@ class ServerProcess:
     @property
     def sampler(self) -> Sampler:
         if self._sampler is None:
-            self._sampler = Sampler(self.proc.pid)
+            raise RuntimeError(f"{self.name} was not started")
         return self._sampler
 
     @property
