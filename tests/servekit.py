@@ -7,7 +7,8 @@
   claims, through ``begin_shutdown``, that it will close by itself, and never does.
 * :class:`ServerProcess` -- ``python -m reactor serve ...`` as a child process whose log
   (stderr) is collected by a thread, with ``wait_for(regex)`` and the bound addresses
-  parsed from the ``listening on`` lines.
+  parsed from the ``listening on`` lines: :class:`bench.procs.ServerProcess` (the kit
+  the benchmark uses too) with the command line's defaults.
 * :func:`read_until_closed` -- a client read loop with a deadline.
 """
 
@@ -17,16 +18,18 @@ import asyncio
 import os
 import re
 import socket
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
-WAIT = 30.0  # generous: the machine is shared and may be loaded
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # bench.procs, however pytest was started
+
+from bench import procs  # noqa: E402
+from bench.procs import WAIT  # noqa: E402
 
 # -- protocols served by the child ---------------------------------------------------------
 
@@ -125,8 +128,10 @@ NOT_CALLABLE = 42
 # -- the child process ---------------------------------------------------------------------
 
 
-class ServerProcess:
-    """``python -m reactor serve ARGS`` with its log collected line by line."""
+class ServerProcess(procs.ServerProcess):
+    """``python -m reactor serve ARGS``, started, with its log collected line by line
+    (see :class:`bench.procs.ServerProcess`: ``wait_for``, ``signal``, ``wait``,
+    ``stop``, ``close``, ``sampler``), and the addresses it logs it listens on."""
 
     def __init__(
         self, *args: str, env: dict[str, str] | None = None, pass_fds: tuple[int, ...] = (),
@@ -134,61 +139,10 @@ class ServerProcess:
     ) -> None:
         """``nofile``: the child's RLIMIT_NOFILE soft limit (None: inherited).
         ``command``: run this instead of ``python -m reactor serve`` (ARGS follow it)."""
-        environ = dict(os.environ)
-        environ["PYTHONUNBUFFERED"] = "1"
-        environ.update(env or {})
-        preexec = None
-        if nofile is not None:
-            limit = nofile
-
-            def preexec() -> None:
-                import resource
-
-                hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-                resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
-
-        self.proc = subprocess.Popen(
-            [*(command or [sys.executable, "-m", "reactor", "serve"]), *args],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            text=True, cwd=ROOT, env=environ, pass_fds=pass_fds, preexec_fn=preexec,
-        )
-        self.lines: list[str] = []
-        self._cond = threading.Condition()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            with self._cond:
-                self.lines.append(line.rstrip("\n"))
-                self._cond.notify_all()
-        with self._cond:
-            self.lines.append("<EOF>")
-            self._cond.notify_all()
-
-    @property
-    def log(self) -> str:
-        with self._cond:
-            return "\n".join(self.lines)
-
-    def wait_for(self, pattern: str, timeout: float = WAIT, count: int = 1) -> re.Match[str]:
-        """Wait until ``count`` log lines match ``pattern``; return the last match."""
-        regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                matches = [m for m in map(regex.search, self.lines) if m]
-                if len(matches) >= count:
-                    return matches[count - 1]
-                if "<EOF>" in self.lines:
-                    raise AssertionError(f"server exited before logging {pattern!r}:\n"
-                                         + "\n".join(self.lines))
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(f"no log line matching {pattern!r} within "
-                                         f"{timeout} s:\n" + "\n".join(self.lines))
-                self._cond.wait(left)
+        super().__init__([*(command or [sys.executable, "-m", "reactor", "serve"]), *args],
+                         cwd=ROOT, env={"PYTHONUNBUFFERED": "1", **(env or {})},
+                         pass_fds=pass_fds, nofile=nofile)
+        self.start()
 
     def addresses(self, count: int = 1) -> list[str]:
         self.wait_for(r"listening on (\S+)", count=count)
@@ -202,25 +156,8 @@ class ServerProcess:
     def connect(self, index: int = 0, timeout: float = WAIT) -> socket.socket:
         return socket.create_connection(self.tcp_address(index), timeout=timeout)
 
-    def signal(self, sig: int) -> None:
-        self.proc.send_signal(sig)
-
-    def wait(self, timeout: float = WAIT) -> int:
-        code = self.proc.wait(timeout)
-        self._reader.join(timeout)
-        return code
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(WAIT)
-        self._reader.join(WAIT)
-
     def __enter__(self) -> ServerProcess:
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def serve(*args: str, **kwargs: Any) -> ServerProcess:

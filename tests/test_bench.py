@@ -14,7 +14,12 @@ from typing import Any
 import pytest
 
 from bench import run
+from bench.clients import LOADGEN_BUILD, LOADGEN_SRC, parse_redis_csv, parse_wrk
+from bench.measure import _finish_record
+from bench.plan import Plan, echo_workload, interleaved, make_plan, matches
+from bench.procs import free_port
 from bench.protocols import EchoProtocol
+from bench.report import Results, Stat, summary, targets
 
 WRK_OUTPUT = """\
 Running 2s test @ http://127.0.0.1:40000/small.html
@@ -37,7 +42,7 @@ Transfer/sec:     12.60MB
 
 
 def test_parse_wrk() -> None:
-    out = run.parse_wrk(WRK_OUTPUT)
+    out = parse_wrk(WRK_OUTPUT)
     assert out["rps"] == pytest.approx(10816.29)
     assert out["requests"] == 21640
     assert out["latency_us"]["p50"] == pytest.approx(4400.0)
@@ -50,22 +55,22 @@ def test_parse_wrk() -> None:
 
 def test_parse_wrk_without_result_is_an_error() -> None:
     with pytest.raises(ValueError, match="Requests/sec"):
-        run.parse_wrk("unable to connect to 127.0.0.1:1 Connection refused\n")
+        parse_wrk("unable to connect to 127.0.0.1:1 Connection refused\n")
 
 
 def test_parse_redis_csv_with_header() -> None:
     text = ('"test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms",'
             '"p95_latency_ms","p99_latency_ms","max_latency_ms"\n'
             '"SET","94339.62","0.287","0.072","0.263","0.439","0.727","3.711"\n')
-    values = run.parse_redis_csv(text)
+    values = parse_redis_csv(text)
     assert values["rps"] == pytest.approx(94339.62)
     assert values["p99_latency_ms"] == pytest.approx(0.727)
 
 
 def test_parse_redis_csv_old_format_and_garbage() -> None:
-    assert run.parse_redis_csv('"GET","12345.67"\n')["rps"] == pytest.approx(12345.67)
+    assert parse_redis_csv('"GET","12345.67"\n')["rps"] == pytest.approx(12345.67)
     with pytest.raises(ValueError):
-        run.parse_redis_csv("Could not connect to Redis\n")
+        parse_redis_csv("Could not connect to Redis\n")
 
 
 @pytest.mark.parametrize(("name", "patterns", "expected"), [
@@ -79,13 +84,13 @@ def test_parse_redis_csv_old_format_and_garbage() -> None:
     ("kv-get", ["kv-set"], False),
 ])
 def test_workload_patterns(name: str, patterns: list[str], expected: bool) -> None:
-    assert run.matches(name, patterns) is expected
+    assert matches(name, patterns) is expected
 
 
 def test_interleaving_rotates_the_server_order() -> None:
-    w = run.echo_workload(1024, 100)
-    plan = run.Plan([(w, ["a", "b", "c"])])
-    order = [(rep, server) for rep, _w, server in run.interleaved(plan, 3)]
+    w = echo_workload(1024, 100)
+    plan = Plan([(w, ["a", "b", "c"])])
+    order = [(rep, server) for rep, _w, server in interleaved(plan, 3)]
     assert order == [(0, "a"), (0, "b"), (0, "c"), (1, "b"), (1, "c"), (1, "a"),
                      (2, "c"), (2, "a"), (2, "b")]
 
@@ -95,7 +100,7 @@ def _args(**kw: Any) -> argparse.Namespace:
 
 
 def test_plan_caps_thread_per_connection_servers() -> None:
-    plan = run.make_plan(_args(servers="stdlib-threading,asyncio",
+    plan = make_plan(_args(servers="stdlib-threading,asyncio",
                                workloads="echo-1KiB-c10000,echo-1KiB-c1000"), 20000)
     steps = {w.name: servers for w, servers in plan.steps}
     assert steps["echo-1KiB-c1000"] == ["stdlib-threading", "asyncio"]
@@ -105,7 +110,7 @@ def test_plan_caps_thread_per_connection_servers() -> None:
 
 def test_plan_rejects_unknown_servers() -> None:
     with pytest.raises(SystemExit, match="unknown server"):
-        run.make_plan(_args(servers="nginx"), 20000)
+        make_plan(_args(servers="nginx"), 20000)
 
 
 def _rec(workload: str, server: str, rps: float, cpu: float, **extra: Any) -> dict[str, Any]:
@@ -128,18 +133,18 @@ def test_statistics_ratios_and_targets() -> None:
         {"workload": "echo-1KiB-c100", "kind": "echo", "server": "uvloop",
          "failed": "did not start"},
     ]
-    res = run.Results(records)
+    res = Results(records)
     stat = res.stat("echo-1KiB-c100", "reactor-protocol", "rps")
-    assert stat == run.Stat(110.0, 100.0, 120.0, 3)
+    assert stat == Stat(110.0, 100.0, 120.0, 3)
     assert res.ratio("echo-1KiB-c100", "reactor-protocol", "asyncio", "req_per_cpu_s") == (
         pytest.approx(1.1))
     assert res.stat("echo-1KiB-c100", "uvloop", "rps") is None
-    verdicts = {v.text.split(":")[0]: v.status for v in run.targets(res)}
+    verdicts = {v.text.split(":")[0]: v.status for v in targets(res)}
     assert verdicts["echo 1 KiB x100 conns, reactor requests per CPU-second vs asyncio"] == (
         "FAIL")
     assert verdicts["idle memory per connection at 10000 connections"] == "PASS"
     assert verdicts["churn"] == "SKIP"
-    text = run.summary(res, run.targets(res))
+    text = summary(res, targets(res))
     assert "reactor-protocol" in text and "FAIL" in text
 
 
@@ -151,16 +156,16 @@ def test_user_space_ratio_and_kernel_share() -> None:
         _rec("echo-1KiB-c100", "asyncio", 100.0, 1.0, req_per_user_cpu_s=733.3,
              kernel_share=0.7),
     ]
-    lines = [v.text for v in run.targets(run.Results(records)) if "user-space" in v.text]
+    lines = [v.text for v in targets(Results(records)) if "user-space" in v.text]
     assert len(lines) == 1
     assert "(the kernel took 80% of the reactor's CPU): 1.50x" in lines[0]
-    assert run.targets(run.Results(records[:1]))  # no asyncio figure: no crash
+    assert targets(Results(records[:1]))  # no asyncio figure: no crash
 
 
 def test_a_measurement_records_user_cpu_and_kernel_share() -> None:
     record: dict[str, Any] = {"requests": 1000, "cpu_s": 2.0, "user_cpu_s": 0.5,
                               "duration_s": 2.0}
-    run._finish_record(record)
+    _finish_record(record)
     assert record["req_per_user_cpu_s"] == 2000.0
     assert record["kernel_share"] == pytest.approx(0.75)
 
@@ -169,7 +174,7 @@ def test_a_measurement_records_user_cpu_and_kernel_share() -> None:
 @pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler")
 def test_loadgen_against_a_reactor_echo_server(tmp_path: Path) -> None:
     binary = tmp_path / "loadgen"
-    build = [*run.LOADGEN_BUILD[:-3], "-o", str(binary), str(run.LOADGEN_SRC)]
+    build = [*LOADGEN_BUILD[:-3], "-o", str(binary), str(LOADGEN_SRC)]
     subprocess.run(build, check=True, capture_output=True, timeout=60)
     from reactor import Reactor
 
@@ -207,9 +212,9 @@ def test_loadgen_against_a_reactor_echo_server(tmp_path: Path) -> None:
 @pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler")
 def test_loadgen_reports_refused_connections(tmp_path: Path) -> None:
     binary = tmp_path / "loadgen"
-    build = [*run.LOADGEN_BUILD[:-3], "-o", str(binary), str(run.LOADGEN_SRC)]
+    build = [*LOADGEN_BUILD[:-3], "-o", str(binary), str(LOADGEN_SRC)]
     subprocess.run(build, check=True, capture_output=True, timeout=60)
-    port = run.free_port()  # nobody listens there
+    port = free_port()  # nobody listens there
     proc = subprocess.run([str(binary), "-p", str(port), "-c", "3", "-w", "0", "-d", "0.1"],
                           capture_output=True, text=True, timeout=30, check=False)
     assert proc.returncode == 0, proc.stderr

@@ -1,15 +1,16 @@
 """Measuring the server under test from outside (not a test module).
 
-* :class:`Sampler` -- CPU, descriptors, threads, child processes and RSS of a process
-  and its descendants: :meth:`Sampler.cpu_fraction` (share of one core over an
-  interval), :meth:`Sampler.rss_watch` (peak RSS while something runs) and
+* :class:`Sampler` and :class:`Usage` (from :mod:`bench.procs`, the kit the benchmark
+  uses too) -- CPU, descriptors, threads, child processes and RSS of a process and its
+  descendants: :meth:`Sampler.cpu_fraction` (share of one core over an interval),
+  :meth:`Sampler.rss_watch` (peak RSS while something runs) and
   :meth:`Sampler.wait_back_to` (poll until the tree is back at a baseline, or fail with
   the numbers).
 * :class:`FaultServer` -- a :class:`servekit.ServerProcess` (``python -m reactor serve
-  ...``) with its sampler, log checks and a graceful :meth:`FaultServer.stop`.
+  ...``) with its sampler (``srv.sampler``), log checks and a graceful ``stop()``
+  (signal, then wait: :meth:`bench.procs.ServerProcess.stop`).
 * :func:`churn` -- many short echo connections, a bounded number at a time.
 * :func:`figure` -- record a measured figure for the README.
-* :func:`spawn_python` -- any Python program as the server child (facade servers).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import signal
 import socket
 import struct
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,129 +37,13 @@ if str(FAULTS.parent) not in sys.path:
 
 from servekit import WAIT, ServerProcess  # noqa: E402
 
+from bench.procs import Sampler, Usage  # noqa: E402, F401 - Sampler: for the tests
+
 CPU_LIMIT = 0.05  # of one core, while a fault lasts (psutil counts 10 ms ticks)
-CPU_WINDOW = 2.0  # seconds sampled
 TRACEBACK = "Traceback (most recent call last)"
 
 
 # -- measuring a process tree from outside --------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Usage:
-    """Resources held by a process tree at one moment."""
-
-    fds: int
-    threads: int
-    children: int
-    rss: int
-
-    def __str__(self) -> str:
-        return (f"fds={self.fds} threads={self.threads} children={self.children} "
-                f"rss={self.rss / 2**20:.1f} MiB")
-
-
-class Sampler:
-    """psutil measurements of a process and its descendants."""
-
-    def __init__(self, pid: int) -> None:
-        self.proc = psutil.Process(pid)
-
-    def _tree(self) -> list[psutil.Process]:
-        try:
-            return [self.proc, *self.proc.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return []
-
-    def usage(self) -> Usage:
-        fds = threads = rss = 0
-        tree = self._tree()
-        for proc in tree:
-            try:
-                with proc.oneshot():
-                    fds += proc.num_fds()
-                    threads += proc.num_threads()
-                    rss += proc.memory_info().rss
-            except psutil.NoSuchProcess:
-                continue
-        return Usage(fds, threads, max(0, len(tree) - 1), rss)
-
-    def descriptors(self) -> dict[int, list[str]]:
-        """What each process of the tree has open, by pid (for failure messages)."""
-        held: dict[int, list[str]] = {}
-        for proc in self._tree():
-            fds = Path(f"/proc/{proc.pid}/fd")
-            try:
-                held[proc.pid] = sorted(f"{fd.name}->{os.readlink(fd)}" for fd in fds.iterdir())
-            except OSError:  # gone, or no /proc
-                continue
-        return held
-
-    def rss(self) -> int:
-        return self.usage().rss
-
-    def children(self) -> list[psutil.Process]:
-        try:
-            return list(self.proc.children(recursive=True))
-        except psutil.NoSuchProcess:
-            return []
-
-    def cpu_seconds(self) -> float:
-        total = 0.0
-        for proc in self._tree():
-            try:
-                times = proc.cpu_times()
-            except psutil.NoSuchProcess:
-                continue
-            total += times.user + times.system
-        return total
-
-    def cpu_fraction(self, seconds: float = CPU_WINDOW,
-                     during: Callable[[float], object] | None = None) -> float:
-        """The tree's CPU use over ``seconds`` as a fraction of one core.
-
-        ``during(left)`` is called repeatedly meanwhile (e.g. to pump client sockets);
-        it should block for about ``left`` seconds at most.
-        """
-        cpu0, t0 = self.cpu_seconds(), time.monotonic()
-        deadline = t0 + seconds
-        while (left := deadline - time.monotonic()) > 0:
-            if during is None:
-                time.sleep(left)  # a measurement window, not an ordering
-            else:
-                during(left)
-        return (self.cpu_seconds() - cpu0) / (time.monotonic() - t0)
-
-    def rss_watch(self, interval: float = 0.02) -> RssWatch:
-        return RssWatch(self, interval)
-
-    def wait_back_to(self, baseline: Usage, *, rss_slack: int = 8 * 2**20,
-                     timeout: float = WAIT,
-                     allowance: Callable[[], tuple[int, int]] | None = None) -> Usage:
-        """Poll until descriptors, threads and children are at most the baseline's and
-        RSS at most ``rss_slack`` above it. ``allowance()``, if given, says how many more
-        descriptors and threads are excused at that moment (see
-        :func:`ghost_connections`).
-
-        Raises:
-            AssertionError: not back within ``timeout``; says what is still held.
-        """
-        deadline = time.monotonic() + timeout
-        while True:
-            now = self.usage()
-            fds, threads = allowance() if allowance is not None else (0, 0)
-            if (now.fds <= baseline.fds + fds
-                    and now.threads <= baseline.threads + threads
-                    and now.children <= baseline.children
-                    and now.rss <= baseline.rss + rss_slack):
-                return now
-            if time.monotonic() >= deadline:
-                raise AssertionError(
-                    f"not back to the baseline within {timeout} s:\n  baseline {baseline}\n"
-                    f"  now      {now}\n  (rss slack {rss_slack / 2**20:.1f} MiB, "
-                    f"excused {fds} descriptors and {threads} threads)\n"
-                    f"  descriptors held: {self.descriptors()}")
-            time.sleep(0.05)  # polling a condition with a deadline
 
 
 def ghost_connections(pid: int) -> list[str]:
@@ -186,34 +70,6 @@ def ghost_connections(pid: int) -> list[str]:
             and conn.raddr not in local]
 
 
-class RssWatch:
-    """Samples a tree's RSS in a thread; ``peak`` is the largest seen."""
-
-    def __init__(self, sampler: Sampler, interval: float) -> None:
-        self.sampler = sampler
-        self.interval = interval
-        self.peak = 0
-        self.samples = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.sampler.rss())
-            self.samples += 1
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> RssWatch:
-        self.peak = self.sampler.rss()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(WAIT)
-        self.peak = max(self.peak, self.sampler.rss())
-
-
 # -- the server under test ------------------------------------------------------------------
 
 
@@ -223,7 +79,6 @@ class FaultServer(ServerProcess):
     def __init__(self, *args: str, **kwargs: Any) -> None:
         self.cli = kwargs.get("command") is None  # reactor serve (not a facadekit child)
         super().__init__(*args, **kwargs)
-        self.sampler = Sampler(self.proc.pid)
 
     def ready(self, count: int = 1) -> FaultServer:
         """Wait for the ``listening on`` lines and, for ``reactor serve``, for the
@@ -282,15 +137,6 @@ class FaultServer(ServerProcess):
                     pass  # the server does not answer: say so through the log below
             tail = "\n    ".join(self.log.splitlines()[-40:])
             raise AssertionError(f"{exc}\n  the server's log ends:\n    {tail}") from None
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = WAIT) -> int:
-        """Signal it and wait; returns the exit status."""
-        if self.proc.poll() is None:
-            self.signal(sig)
-        return self.wait(timeout)
-
-
-
 
 def log_lines(text: str, needle: str) -> list[str]:
     """The lines of ``text`` containing ``needle``."""
