@@ -39,8 +39,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, ClassVar, Final, cast
 
-from reactor.connection import Row
-from reactor.errors import RemoteProtocolError
+from reactor import RemoteProtocolError, Row
 
 __all__ = ["FramingError", "StreamHandler", "start_request_deadline", "stop_request_deadline"]
 

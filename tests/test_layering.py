@@ -1,7 +1,9 @@
 """The layering rules of DESIGN.md, checked on the source.
 
 * Socket-free modules import none of socket, selectors, threading, os (directly or
-  through another project module).
+  through another project module): the socket-free ``reactor`` modules, and every
+  module in the folders of ``handlers`` (framers, services) and beside them but
+  ``classic``.
 * ``reactor`` never imports ``handlers`` except in ``reactor/socketserver.py`` (and the
   command line, which loads the ready services by name when asked to serve them).
 """
@@ -24,17 +26,18 @@ HANDLER_IO_MODULES = {"classic"}  # the blocking handlers wrap a socket by natur
 REACTOR_MAY_IMPORT_HANDLERS = {"socketserver", "cli", "runmodule"}
 
 
-def imports_of(path: Path) -> set[str]:
-    """Top-level module names imported by ``path`` (relative imports resolved)."""
+def imports_of(path: Path, package: str | None = None) -> set[str]:
+    """Top-level module names imported by ``path`` (relative imports resolved against
+    ``package``, the dotted package the file is in; by default its folder's name)."""
     tree = ast.parse(path.read_text(), filename=str(path))
-    package = path.parent.name
+    parts = (package or path.parent.name).split(".")
     names: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             if node.level:
-                base = package if node.level == 1 else ""
+                base = ".".join(parts[: len(parts) - node.level + 1])
                 module = f"{base}.{node.module}" if node.module else base
                 names.add(module)
                 if not node.module:
@@ -42,6 +45,15 @@ def imports_of(path: Path) -> set[str]:
             elif node.module:
                 names.add(node.module)
     return names
+
+
+def module_path(name: str) -> Path | None:
+    """The file of the project module ``name`` (a package's ``__init__.py``), if any."""
+    base = ROOT.joinpath(*name.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.exists():
+            return path
+    return None
 
 
 def project_closure(module: str) -> set[str]:
@@ -54,11 +66,12 @@ def project_closure(module: str) -> set[str]:
         if name in seen:
             continue
         seen.add(name)
-        pkg, _, rest = name.partition(".")
-        path = ROOT / pkg / (f"{rest}.py" if rest else "__init__.py")
-        if not path.exists():
+        pkg = name.partition(".")[0]
+        path = module_path(name)
+        if path is None:
             continue
-        for imported in imports_of(path):
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for imported in imports_of(path, package):
             top = imported.split(".")[0]
             if top in ("reactor", "handlers") and imported != pkg:
                 if imported.count(".") >= 1:
@@ -70,9 +83,14 @@ def project_closure(module: str) -> set[str]:
 
 def socket_free_modules() -> list[str]:
     mods = [f"reactor.{m}" for m in SOCKET_FREE_REACTOR]
-    for path in sorted((ROOT / "handlers").glob("*.py")):
-        if path.stem not in HANDLER_IO_MODULES and path.stem != "__init__":
-            mods.append(f"handlers.{path.stem}")
+    # every module of every handlers/ folder (framers/, services/, services/kv/ ...),
+    # the folders' __init__ included; not the package's own, which re-exports classic
+    for path in sorted((ROOT / "handlers").rglob("*.py")):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        if len(parts) > 1 and ".".join(parts[1:]) not in HANDLER_IO_MODULES:
+            mods.append(".".join(parts))
     return mods
 
 

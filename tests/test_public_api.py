@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 PUBLIC_MODULES = [
     "reactor", "handlers", "reactor.embed", "reactor.testing", "reactor.socketserver",
-    "reactor.serve", "handlers.classic", "handlers.kv", "handlers.resp",
+    "reactor.serve", "handlers.classic", "handlers.kv", "handlers.framers.resp",
+    "handlers.services.kv",
 ]
 
 

@@ -46,7 +46,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Final, TypeAlias
 
-from reactor.errors import RemoteProtocolError
+from reactor import RemoteProtocolError
 
 __all__ = [
     "CRLF",
