@@ -46,7 +46,8 @@ from handlers.framers.resp import (
 
 from .session_commands import _exec
 from .store import Scheduler
-from .table import COMMANDS, Command, CommandError, _arity_error, _unknown_command
+from .table import COMMANDS as _COMMANDS
+from .table import Command, CommandError, _arity_error, _unknown_command
 
 if TYPE_CHECKING:
     from .server import KVServer
@@ -57,6 +58,12 @@ __all__ = ["FLUSH_SIZE", "KVProtocol"]
 logger = logging.getLogger("handlers.kv")
 
 FLUSH_SIZE: Final = 64 * 1024  # replies are written once this much is pending
+
+# Bound by assignment, not by the import above, on purpose: CPython 3.11 compiles
+# ``NAME.get(...)`` for a NAME bound by an import as an attribute load and a call (it
+# takes NAME for a module), which makes a bound method on every command; for an
+# assigned NAME it compiles a method call, as when the table lived in this module.
+COMMANDS: Final = _COMMANDS
 
 
 def _loop_of(transport: asyncio.BaseTransport) -> Scheduler | None:
