@@ -84,7 +84,8 @@ SERVERS: dict[str, ServerSpec] = {
                    "bench.protocols.EchoProtocol (asyncio.Protocol) on the reactor",
                    ("reactor",)),
         ServerSpec("reactor-handler", "echo", True,
-                   "handlers.echo.EchoHandler on the reactor", ("reactor", "handlers.echo")),
+                   "handlers.services.echo.EchoHandler on the reactor",
+                   ("reactor", "handlers.services.echo")),
         ServerSpec("asyncio", "echo", False,
                    "the same EchoProtocol on asyncio's default loop"),
         ServerSpec("uvloop", "echo", False, "the same EchoProtocol on uvloop", ("uvloop",)),
@@ -103,10 +104,10 @@ SERVERS: dict[str, ServerSpec] = {
                    "reactor.socketserver.ForkingTCPServer + StreamRequestHandler echo",
                    ("reactor.socketserver",), max_connections=PER_CONNECTION_WORKER_LIMIT),
         ServerSpec("facade-multiplexing", "echo", True,
-                   "reactor.socketserver.MultiplexingTCPServer + handlers.echo.EchoHandler",
-                   ("reactor.socketserver", "handlers.echo")),
-        ServerSpec("kv", "kv", True, "handlers.kv (RESP subset) on the reactor",
-                   ("reactor", "handlers.kv")),
+                   "reactor.socketserver.MultiplexingTCPServer + EchoHandler",
+                   ("reactor.socketserver", "handlers.services.echo")),
+        ServerSpec("kv", "kv", True, "handlers.services.kv (RESP subset) on the reactor",
+                   ("reactor", "handlers.services.kv")),
         ServerSpec("redis-server", "kv", False, "redis-server, persistence off",
                    program="redis-server"),
         ServerSpec("http-stdlib", "http", False,
@@ -284,10 +285,10 @@ _KV_CANDIDATES = ("KVHandler", "KvHandler", "KVProtocol", "KeyValueHandler", "Re
 
 
 def _kv_factory() -> Callable[[], Any]:
-    """A protocol factory for handlers.kv, whatever shape that module settles on.
+    """A protocol factory for handlers.services.kv, whatever shape that module settles on.
 
-    Tries, in order: ``handlers.kv.KVServer()`` (an unbound protocol factory that binds
-    its store to the loop of its first connection), ``handlers.kv.protocol_factory()``
+    Tries, in order: ``handlers.services.kv.KVServer()`` (an unbound protocol factory that binds
+    its store to the loop of its first connection), ``handlers.services.kv.protocol_factory()``
     (returns a factory), a class
     named in ``_KV_CANDIDATES`` that takes no argument, or one that takes a shared store
     (``Store``/``KVStore``/``Database``/``Keyspace`` from the same module).
@@ -295,7 +296,7 @@ def _kv_factory() -> Callable[[], Any]:
     Raises:
         LookupError: nothing usable was found.
     """
-    module = importlib.import_module("handlers.kv")
+    module = importlib.import_module("handlers.services.kv")
     server_cls = getattr(module, "KVServer", None)
     if server_cls is not None:
         kv_server: Callable[[], Any] = server_cls()
@@ -313,7 +314,7 @@ def _kv_factory() -> Callable[[], Any]:
             if store_cls is not None:
                 return functools.partial(cls, store_cls())
         return cls  # type: ignore[no-any-return]
-    raise LookupError("handlers.kv has no protocol_factory() or handler class "
+    raise LookupError("handlers.services.kv has no protocol_factory() or handler class "
                       f"named one of {', '.join(_KV_CANDIDATES)}")
 
 
@@ -327,7 +328,7 @@ def serve(name: str, host: str, port: int) -> None:
 
         _run_reactor(host, port, EchoProtocol)
     elif name == "reactor-handler":
-        from handlers.echo import EchoHandler
+        from handlers.services.echo import EchoHandler
 
         _run_reactor(host, port, EchoHandler)
     elif name == "kv":
@@ -361,7 +362,7 @@ def serve(name: str, host: str, port: int) -> None:
         _serve_socketserver(_configure_socketserver(base)((host, port), handler))
     elif name == "facade-multiplexing":
         facade = importlib.import_module("reactor.socketserver")
-        from handlers.echo import EchoHandler
+        from handlers.services.echo import EchoHandler
 
         server_cls = _configure_socketserver(facade.MultiplexingTCPServer)
         _serve_socketserver(server_cls((host, port), EchoHandler))

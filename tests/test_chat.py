@@ -1,4 +1,4 @@
-"""handlers.chat: rooms, commands and slow readers, in memory and over loopback."""
+"""handlers.services.chat: rooms, commands and slow readers, in memory and over loopback."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import time
 import pytest
 from handlerkit import DEADLINE, LOOPS, LineClient, serve_tcp
 
-from handlers import chat
-from handlers.chat import ChatHandler, ChatServer
+from handlers.services import chat
+from handlers.services.chat import ChatHandler, ChatServer
 from reactor.testing import ProtocolPair
 
 

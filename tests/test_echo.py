@@ -1,4 +1,4 @@
-"""handlers.echo.EchoHandler: in memory, over loopback on both loops, and its memory cost."""
+"""handlers.services.echo.EchoHandler: in memory, over loopback on both loops, its memory cost."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import tracemalloc
 import pytest
 from handlerkit import DEADLINE, HOST, LOOPS, LineClient, serve_tcp
 
-from handlers.echo import EchoHandler
+from handlers.services.echo import EchoHandler
 from reactor.testing import ProtocolPair
 
 

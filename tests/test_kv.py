@@ -1,4 +1,4 @@
-"""Tests of handlers.kv, the Redis-protocol key-value service.
+"""Tests of handlers.services.kv, the Redis-protocol key-value service.
 
 Three layers: socket-free (the protocol with a fake transport, the store with a fake
 clock, the glob matcher), real loopback sockets on the reactor (redis-py, redis-cli,
@@ -24,7 +24,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from redis_tools import redis_tool
 
-from handlers.kv import (
+from handlers.framers.resp import encode_command
+from handlers.services.kv import (
     COMMANDS,
     FLUSH_SIZE,
     KVProtocol,
@@ -33,7 +34,6 @@ from handlers.kv import (
     compile_glob,
     glob_match,
 )
-from handlers.resp import encode_command
 from reactor import FakeClock, Reactor
 from reactor.testing import FakeSelector, FakeTransport
 

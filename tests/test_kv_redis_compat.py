@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from handlers.kv import KVServer
-from handlers.resp import encode_command
+from handlers.framers.resp import encode_command
+from handlers.services.kv import KVServer
 from reactor import FakeClock, Reactor
 from reactor.testing import FakeSelector, FakeTransport
 

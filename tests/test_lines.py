@@ -1,4 +1,4 @@
-"""handlers.lines: the LineFramer state machine (no sockets) and LineHandler."""
+"""handlers.framers.lines: the LineFramer state machine (no sockets) and LineHandler."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from handlers.base import FramingError
-from handlers.lines import DEFAULT_MAX_LINE_LENGTH, LineFramer, LineHandler, LineTooLong
+from handlers.framers.lines import DEFAULT_MAX_LINE_LENGTH, LineFramer, LineHandler, LineTooLong
 from reactor.sansio.errors import RemoteProtocolError
 from reactor.testing import FakeTransport, ProtocolPair
 

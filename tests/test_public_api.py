@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 PUBLIC_MODULES = [
     "reactor", "handlers", "reactor.embed", "reactor.testing", "reactor.socketserver",
-    "reactor.cli.graceful", "handlers.classic", "handlers.kv", "handlers.resp",
+    "reactor.cli.graceful", "handlers.classic", "handlers.framers.resp",
+    "handlers.services.kv",
 ]
 
 

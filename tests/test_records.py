@@ -1,4 +1,4 @@
-"""handlers.records: length-prefixed RecordFramer (no sockets) and RecordHandler."""
+"""handlers.framers.records: length-prefixed RecordFramer (no sockets) and RecordHandler."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from handlers.base import FramingError
-from handlers.records import (
+from handlers.framers.records import (
     DEFAULT_MAX_RECORD_SIZE,
     PREFIX_SIZES,
     RecordFramer,

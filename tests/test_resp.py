@@ -1,4 +1,4 @@
-"""Tests of handlers.resp: the socket-free RESP parser and encoder.
+"""Tests of handlers.framers.resp: the socket-free RESP parser and encoder.
 
 Every parse is checked fed whole, byte by byte and split at random points.
 """
@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from handlers import resp
-from handlers.resp import (
+from handlers.framers import resp
+from handlers.framers.resp import (
     HEADER_LIMIT,
     RespParser,
     RespProtocolError,

@@ -1,4 +1,4 @@
-"""handlers.rpcrecord: ONC RPC record marking (RFC 5531 section 11), framer and handler."""
+"""handlers.framers.rpcrecord: ONC RPC record marking (RFC 5531 section 11), framer and handler."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from handlers.base import FramingError
-from handlers.rpcrecord import (
+from handlers.framers.rpcrecord import (
     LAST_FRAGMENT,
     MAX_FRAGMENT_SIZE,
     RecordMarkingFramer,

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from sskit import serving, wait_for
 
-from handlers.echo import EchoHandler
+from handlers.services.echo import EchoHandler
 from reactor import socketserver
 
 HOST = "127.0.0.1"

@@ -1,4 +1,4 @@
-"""handlers.terminator: the asynchat-style TerminatorFramer (no sockets) and its handler."""
+"""handlers.framers.terminator: the asynchat-style TerminatorFramer (no sockets) and its handler."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from handlers.base import FramingError
-from handlers.terminator import (
+from handlers.framers.terminator import (
     TERMINATOR,
     TerminatorFramer,
     TerminatorHandler,

@@ -105,11 +105,11 @@ class Service:
 
 
 SERVICES: Final[dict[str, Service]] = {
-    "echo": Service("handlers.echo", _echo_factory, DEFAULT_BIND, "send every byte back"),
-    "chat": Service("handlers.chat", _chat_factory, DEFAULT_BIND,
+    "echo": Service("handlers.services.echo", _echo_factory, DEFAULT_BIND, "send every byte back"),
+    "chat": Service("handlers.services.chat", _chat_factory, DEFAULT_BIND,
                     "line-based chat rooms (/join, /nick, /who, /quit)",
                     ("request_timeout",)),
-    "kv": Service("handlers.kv", _kv_factory, "127.0.0.1:6379",
+    "kv": Service("handlers.services.kv", _kv_factory, "127.0.0.1:6379",
                   "a Redis-protocol key-value store", ("request_timeout",)),
 }
 

@@ -30,10 +30,10 @@ where N counts the calls on that protocol (it must always be 1).
   default 100) milliseconds later, from a reactor timer; after the peer's EOF it keeps
   its write side open until every answer is sent, then closes.
 
-* :class:`Lines` -- a plain :class:`~handlers.lines.LineHandler` echo with a 1 KiB
+* :class:`Lines` -- a plain :class:`~handlers.framers.lines.LineHandler` echo with a 1 KiB
   maximum and the default reaction to a long line (log the reason and close).
 
-* :class:`Records` -- a :class:`~handlers.records.RecordHandler` sending each record
+* :class:`Records` -- a :class:`~handlers.framers.records.RecordHandler` sending each record
   back reversed, 1 KiB maximum.
 
 * :class:`Whoami` -- answers with the peer address the server sees, then closes.
@@ -46,8 +46,8 @@ import logging
 import os
 from typing import Any
 
-from handlers.lines import LineHandler
-from handlers.records import RecordHandler
+from handlers.framers.lines import LineHandler
+from handlers.framers.records import RecordHandler
 
 logger = logging.getLogger("faultkit")
 

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/, for s
 
 import servestorm  # arms the storm
 
-from handlers.kv import KVServer
+from handlers.services.kv import KVServer
 
 kv = KVServer()  # binds to the reactor at its first connection (timers for expiry)
 Storm = servestorm.Storm

@@ -16,7 +16,7 @@ import pytest
 from faultlib import WAIT, FaultServer, assert_idle, figure, log_lines
 from servekit import read_lines, read_until_closed
 
-from handlers.resp import encode_command
+from handlers.framers.resp import encode_command
 
 FLOOD = 64 * 2**20
 ALLOWANCE = 2 * 2**20  # RSS growth allowed while 64 MiB are poured (measured 0.0 MiB)

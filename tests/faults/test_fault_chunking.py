@@ -22,11 +22,11 @@ from handlerkit import three_ways
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from handlers.chat import ChatServer
-from handlers.kv import KVServer
-from handlers.resp import encode_command
-from handlers.rpcrecord import RPCRecordHandler, encode_record
-from handlers.terminator import TerminatorHandler
+from handlers.framers.resp import encode_command
+from handlers.framers.rpcrecord import RPCRecordHandler, encode_record
+from handlers.framers.terminator import TerminatorHandler
+from handlers.services.chat import ChatServer
+from handlers.services.kv import KVServer
 from reactor.testing import FakeTransport
 
 SETTINGS = settings(max_examples=60, deadline=None,

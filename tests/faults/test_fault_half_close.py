@@ -13,7 +13,7 @@ import pytest
 from faultlib import CPU_LIMIT, WAIT, FaultServer, figure
 from servekit import read_until_closed
 
-from handlers.resp import encode_command
+from handlers.framers.resp import encode_command
 
 
 def half_close(srv: FaultServer, payload: bytes, rcvbuf: int | None = None) -> socket.socket:

@@ -18,7 +18,7 @@ import pytest
 from faultlib import WAIT, FaultServer, assert_idle, figure, log_lines
 from servekit import read_lines
 
-from handlers.resp import encode_command
+from handlers.framers.resp import encode_command
 
 VALUE = 8 * 2**20
 RESETTERS = 10

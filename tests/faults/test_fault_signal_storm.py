@@ -16,7 +16,7 @@ import pytest
 from faultlib import WAIT, FaultServer, figure
 from servekit import read_until_closed
 
-from handlers.resp import encode_command
+from handlers.framers.resp import encode_command
 
 MIN_RATE = 500  # SIGALRM a second; the interval timer asks for 1 000
 SLACK = 0.5  # seconds late a timer may fire on a loaded machine, storm or not

@@ -18,7 +18,7 @@ import pytest
 from faultlib import WAIT, FaultServer, figure
 from servekit import TESTS, read_lines, read_until_closed
 
-from handlers.resp import encode_command
+from handlers.framers.resp import encode_command
 
 CLIENTS = 30
 DRAIN_BOUND = 2.0  # seconds from SIGTERM to exit (graceful timeout 30 s); measured 0.4 s

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import pytest
 from faultlib import CPU_LIMIT, WAIT, FaultServer, figure, log_lines
 
-from handlers.resp import encode_command
+from handlers.framers.resp import encode_command
 
 GIB = 2**30
 HIGH_WATER = 64 * 1024

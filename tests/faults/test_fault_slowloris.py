@@ -27,9 +27,9 @@ from handlerkit import LineClient, serve_tcp
 from servekit import ROOT
 
 from handlers.base import NO_DEADLINE
-from handlers.chat import ChatServer
-from handlers.kv import KVServer
-from handlers.lines import LineHandler
+from handlers.framers.lines import LineHandler
+from handlers.services.chat import ChatServer
+from handlers.services.kv import KVServer
 from reactor.testing import FakeTransport
 
 REQUEST_TIMEOUT = 2.0

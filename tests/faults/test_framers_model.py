@@ -21,10 +21,10 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from handlers.lines import LineFramer, LineTooLong
-from handlers.records import RecordFramer, RecordTooLarge
-from handlers.resp import HEADER_LIMIT, RespParser, RespProtocolError, encode_command
-from handlers.terminator import TERMINATOR, TerminatorFramer, TerminatorOverflow
+from handlers.framers.lines import LineFramer, LineTooLong
+from handlers.framers.records import RecordFramer, RecordTooLarge
+from handlers.framers.resp import HEADER_LIMIT, RespParser, RespProtocolError, encode_command
+from handlers.framers.terminator import TERMINATOR, TerminatorFramer, TerminatorOverflow
 
 LONG = os.environ.get("REACTOR_LONG_FAULTS") == "1"
 SHORT_EXAMPLES = 300

@@ -1,6 +1,6 @@
 """Differential testing of the kv service against the real thing: redis-server.
 
-Hypothesis generates sequences of requests over the commands handlers.kv supports --
+Hypothesis generates sequences of requests over the commands handlers.services.kv supports --
 well formed, with wrong arities, wrong types, keys from a small alphabet so that they
 collide, values at the 64-bit edges, expiry times at their extremes, inline commands,
 and as the last request something malformed -- and every sequence is sent as raw bytes
@@ -46,8 +46,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from redis_tools import redis_tool
 
-from handlers.kv import KVServer
-from handlers.resp import encode_command
+from handlers.framers.resp import encode_command
+from handlers.services.kv import KVServer
 from reactor import Reactor
 
 LONG = os.environ.get("REACTOR_LONG_FAULTS") == "1"

@@ -36,11 +36,12 @@ import re
 from dataclasses import dataclass
 from typing import ClassVar, Final
 
-from .lines import LineHandler, LineTooLong
+from handlers.framers.lines import LineHandler, LineTooLong
 
 __all__ = ["ChatHandler", "ChatServer", "ChatStatistics", "default_server"]
 
-logger = logging.getLogger(__name__)
+# the logger keeps its name from before the move to services/ (log settings use it)
+logger = logging.getLogger("handlers.chat")
 
 DEFAULT_ROOM: Final = "lobby"
 DEFAULT_MAX_UNSENT: Final = 256 * 1024

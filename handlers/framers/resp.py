@@ -1,7 +1,7 @@
 """RESP, the Redis serialization protocol: a socket-free command parser and reply encoder.
 
 Role: turn the bytes a Redis client sends into commands (lists of ``bytes``) and turn
-reply values into bytes. :mod:`handlers.kv` is built on it; nothing here knows about
+reply values into bytes. :mod:`handlers.services.kv` is built on it; nothing here knows about
 connections, so it is tested by feeding it bytes.
 
 Must not import ``socket``, ``selectors``, ``threading`` or ``os``: it never does I/O.

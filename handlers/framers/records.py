@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from typing import ClassVar, Final, Literal, Protocol
 
-from .base import FramingError, StreamHandler
+from handlers.base import FramingError, StreamHandler
 
 __all__ = [
     "DEFAULT_MAX_RECORD_SIZE",
@@ -228,7 +228,8 @@ class RecordHandler(RecordStreamHandler):
     prefix_size: ClassVar[int] = 4
     byteorder: ClassVar[ByteOrder] = "big"
     max_record_size: ClassVar[int] = DEFAULT_MAX_RECORD_SIZE
-    logger: ClassVar[logging.Logger] = logging.getLogger(__name__)
+    # the logger keeps its name from before the move to framers/ (log settings use it)
+    logger: ClassVar[logging.Logger] = logging.getLogger("handlers.records")
 
     def __init__(self) -> None:
         super().__init__()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from typing import ClassVar, Final
 
-from .base import (
+from handlers.base import (
     FramingError,
     StreamHandler,
     start_request_deadline,
@@ -221,7 +221,8 @@ class LineHandler(StreamHandler):
     delimiter: ClassVar[bytes] = b"\n"
     max_line_length: ClassVar[int] = DEFAULT_MAX_LINE_LENGTH
     request_timeout: ClassVar[float | None] = None
-    logger: ClassVar[logging.Logger] = logging.getLogger(__name__)
+    # the logger keeps its name from before the move to framers/ (log settings use it)
+    logger: ClassVar[logging.Logger] = logging.getLogger("handlers.lines")
 
     def __init__(
         self,

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from typing import ClassVar, Final
 
-from .base import FramingError, StreamHandler
+from handlers.base import FramingError, StreamHandler
 
 __all__ = [
     "DEFAULT_MAX_BUFFER_SIZE",
@@ -242,7 +242,8 @@ class TerminatorHandler(StreamHandler):
 
     terminator: ClassVar[bytes | int | None] = b"\r\n"
     max_buffer_size: ClassVar[int] = DEFAULT_MAX_BUFFER_SIZE
-    logger: ClassVar[logging.Logger] = logging.getLogger(__name__)
+    # the logger keeps its name from before the move to framers/ (log settings use it)
+    logger: ClassVar[logging.Logger] = logging.getLogger("handlers.terminator")
 
     def __init__(self) -> None:
         super().__init__()

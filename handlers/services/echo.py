@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from typing import ClassVar
 
-from .base import StreamHandler
+from handlers.base import StreamHandler
 
 __all__ = ["EchoHandler"]
 
@@ -32,7 +32,8 @@ class EchoHandler(StreamHandler):
 
     __slots__ = ()
 
-    logger: ClassVar[logging.Logger] = logging.getLogger(__name__)
+    # the logger keeps its name from before the move to services/ (log settings use it)
+    logger: ClassVar[logging.Logger] = logging.getLogger("handlers.echo")
 
     def data_received(self, data: bytes) -> None:
         transport = self.transport

@@ -19,7 +19,8 @@ from __future__ import annotations
 import logging
 from typing import ClassVar, Final
 
-from .base import FramingError
+from handlers.base import FramingError
+
 from .records import RecordStreamHandler
 
 __all__ = [
@@ -202,7 +203,8 @@ class RPCRecordHandler(RecordStreamHandler):
 
     max_record_size: ClassVar[int] = DEFAULT_MAX_RPC_RECORD_SIZE
     max_fragment_size: ClassVar[int] = MAX_FRAGMENT_SIZE
-    logger: ClassVar[logging.Logger] = logging.getLogger(__name__)
+    # the logger keeps its name from before the move to framers/ (log settings use it)
+    logger: ClassVar[logging.Logger] = logging.getLogger("handlers.rpcrecord")
 
     def __init__(self) -> None:
         super().__init__()

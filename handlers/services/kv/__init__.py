@@ -1,0 +1,55 @@
+"""A Redis-protocol key-value service: an :class:`asyncio.Protocol` for the reactor or asyncio.
+
+Role: a ready service that real Redis clients (redis-py, ``redis-cli``,
+``redis-benchmark``) talk to. It speaks RESP2, and RESP3 to clients that ask for it with
+``HELLO 3`` (redis-py 8 does so by default), over any stream transport; ``reactor serve
+kv`` loads it.
+
+Must not import ``socket``, ``selectors``, ``threading`` or ``os``: the protocol only
+sees its transport, and time and timers come from the loop it is bound to.
+
+Pieces (one module each, imported in this order)
+------------------------------------------------
+* :mod:`.glob` -- :func:`compile_glob` and :func:`glob_match`, the ``KEYS`` patterns.
+* :mod:`.store` -- :class:`KVStore`, the data (strings and lists), shared by every
+  connection of one server, with expiry: *lazy* (a read of an expired key deletes it)
+  and *active* (one timer on the loop, armed for the nearest deadline, deletes keys
+  nobody reads).
+* :mod:`.table` -- :class:`Command`, :data:`COMMANDS` and :class:`CommandError`.
+* :mod:`.session_commands`, :mod:`.data_commands`, :mod:`.server_commands` -- the
+  commands, registered in :data:`COMMANDS` as they are imported (the order ``COMMAND``
+  lists them in).
+* :mod:`.connection` -- :class:`KVProtocol`, one per connection: feeds a
+  :class:`~handlers.framers.resp.RespParser`, runs every complete command of a chunk
+  and writes all their replies in one ``write``; the request deadline and flow control.
+* :mod:`.server` -- :class:`KVServer`, the protocol factory:
+  ``reactor.listen_tcp(host, port, KVServer(reactor))`` or
+  ``loop.create_server(KVServer(loop), host, port)``. Unbound (``KVServer()``), the
+  store binds itself to the loop of its first connection.
+"""
+
+from __future__ import annotations
+
+# isort: off
+# the command modules first, in the order COMMAND lists the commands
+from . import session_commands, data_commands, server_commands  # noqa: F401
+# isort: on
+from .connection import FLUSH_SIZE, KVProtocol
+from .glob import compile_glob, glob_match
+from .server import KVServer, KVStatistics
+from .store import KVStore, Scheduler
+from .table import COMMANDS, Command, CommandError
+
+__all__ = [
+    "COMMANDS",
+    "FLUSH_SIZE",
+    "Command",
+    "CommandError",
+    "KVProtocol",
+    "KVServer",
+    "KVStatistics",
+    "KVStore",
+    "Scheduler",
+    "compile_glob",
+    "glob_match",
+]

@@ -1,0 +1,143 @@
+"""The key-value service's protocol factory and its statistics.
+
+Role: :class:`KVServer`, the factory a listener calls once per connection (every
+:class:`~handlers.services.kv.connection.KVProtocol` it makes shares one
+:class:`~handlers.services.kv.store.KVStore`), its settings (parser limits, the request
+deadline, what ``CONFIG GET`` reports) and :class:`KVStatistics`.
+
+Must not import ``socket``, ``selectors``, ``threading`` or ``os``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from handlers.framers.resp import (
+    DEFAULT_MAX_ARRAY_LENGTH,
+    DEFAULT_MAX_BULK_LENGTH,
+    DEFAULT_MAX_COMMAND_SIZE,
+    DEFAULT_MAX_INLINE_LENGTH,
+    RespParser,
+)
+
+from .connection import KVProtocol
+from .store import KVStore, Scheduler
+
+__all__ = ["KVServer", "KVStatistics"]
+
+
+@dataclass(frozen=True)
+class KVStatistics:
+    """An immutable snapshot of a :class:`KVServer`.
+
+    Attributes:
+        keys: keys in the store (expired ones not yet deleted included).
+        expiring: keys with a TTL.
+        expired_keys: keys deleted because their TTL passed.
+        clients: connections open now.
+        connections_total: connections ever made.
+        commands_processed: commands run (including failed ones).
+        protocol_errors: malformed requests seen.
+    """
+
+    keys: int
+    expiring: int
+    expired_keys: int
+    clients: int
+    connections_total: int
+    commands_processed: int
+    protocol_errors: int
+
+
+class KVServer:
+    """The protocol factory of a key-value service; every protocol shares one store.
+
+    Args:
+        loop: the reactor or asyncio loop the service runs on (timers for expiry);
+            None: bound to the loop of the first connection.
+        store: the store to serve (a new one by default).
+        max_bulk_length: the longest bulk string accepted (a longer one is refused
+            before its payload is read, and the connection closed).
+        max_array_length: the most arguments one command may have.
+        max_inline_length: the longest inline command line.
+        max_command_size: the most bytes one command may declare.
+        request_timeout: seconds a client has to finish sending a command once its
+            first bytes arrived (None: no limit).
+
+    Example::
+
+        server = KVServer(reactor)
+        reactor.listen_tcp("127.0.0.1", 6379, server)
+    """
+
+    def __init__(
+        self,
+        loop: Scheduler | None = None,
+        *,
+        store: KVStore | None = None,
+        max_bulk_length: int = DEFAULT_MAX_BULK_LENGTH,
+        max_array_length: int = DEFAULT_MAX_ARRAY_LENGTH,
+        max_inline_length: int = DEFAULT_MAX_INLINE_LENGTH,
+        max_command_size: int = DEFAULT_MAX_COMMAND_SIZE,
+        request_timeout: float | None = None,
+    ) -> None:
+        if request_timeout is not None and not request_timeout > 0:
+            raise ValueError(f"request_timeout must be positive or None, not "
+                             f"{request_timeout!r}")
+        self.request_timeout = request_timeout
+        self.store = store if store is not None else KVStore()
+        if loop is not None:
+            self.store.bind(loop)
+        self.max_bulk_length = max_bulk_length
+        self.max_array_length = max_array_length
+        self.max_inline_length = max_inline_length
+        self.max_command_size = max_command_size
+        self.clients: dict[int, KVProtocol] = {}
+        self.connections_total = 0
+        self.commands_processed = 0
+        self.protocol_errors = 0
+        self.new_parser()  # validates the limits now rather than at the first connection
+
+    def __call__(self) -> KVProtocol:
+        return KVProtocol(self)
+
+    def new_parser(self) -> RespParser:
+        """A parser with this server's limits."""
+        return RespParser(
+            max_bulk_length=self.max_bulk_length,
+            max_array_length=self.max_array_length,
+            max_inline_length=self.max_inline_length,
+            max_command_size=self.max_command_size,
+        )
+
+    def config(self) -> dict[str, str]:
+        """The values ``CONFIG GET`` reports (what clients and benchmarks ask for)."""
+        return {
+            "save": "",
+            "appendonly": "no",
+            "appendfsync": "no",
+            "databases": "1",
+            "maxmemory": "0",
+            "maxmemory-policy": "noeviction",
+            "maxclients": "0",
+            "timeout": "0",
+            "proto-max-bulk-len": str(self.max_bulk_length),
+            "client-query-buffer-limit": str(self.max_command_size),
+            "cluster-enabled": "no",
+            "replica-read-only": "yes",
+            "slave-read-only": "yes",
+            "io-threads": "1",
+        }
+
+    def statistics(self) -> KVStatistics:
+        """A snapshot of the store and connection counters."""
+        store = self.store
+        return KVStatistics(
+            keys=len(store),
+            expiring=store.expiring,
+            expired_keys=store.expired_keys,
+            clients=len(self.clients),
+            connections_total=self.connections_total,
+            commands_processed=self.commands_processed,
+            protocol_errors=self.protocol_errors,
+        )
