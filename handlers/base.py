@@ -1,7 +1,7 @@
 """The base class of non-blocking stream services: :class:`StreamHandler`.
 
 A :class:`StreamHandler` *is* an :class:`asyncio.Protocol`: the transport (a reactor
-:class:`~reactor.io.transports.StreamTransport`, an asyncio transport, or
+:class:`~reactor.io.stream.StreamTransport`, an asyncio transport, or
 :class:`reactor.testing.FakeTransport`) calls it in asyncio's order::
 
     connection_made [data_received*] [eof_received] connection_lost
@@ -20,7 +20,7 @@ Request deadlines (slowloris): :func:`start_request_deadline` and
 :func:`stop_request_deadline` give a protocol an *absolute* deadline for the request it
 is receiving, which an idle timer cannot give (a client sending one byte every few
 seconds is never idle). On the reactor the deadline is the transport's own
-(:meth:`~reactor.io.transports.StreamTransport.set_deadline`: one timer per connection,
+(:meth:`~reactor.io.stream.StreamTransport.set_deadline`: one timer per connection,
 from the reactor's timer heap; when it passes, the transport logs "closing: request
 deadline" and closes); on an asyncio loop it is a ``loop.call_later`` timer. The line
 handlers and the kv service use them through their ``request_timeout`` setting.
@@ -258,7 +258,7 @@ class StreamHandler(asyncio.Protocol):
     def row(self) -> Row | None:
         """The connection's row in the reactor's table (None off the reactor).
 
-        On the reactor the row is the :class:`~reactor.io.transports.StreamTransport`
+        On the reactor the row is the :class:`~reactor.io.stream.StreamTransport`
         itself, with its lifecycle state, counters and metadata.
         """
         transport = self.transport

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import logging
 
+from .io.datagram import DatagramTransport
 from .io.listeners import Listener
 from .io.loop import Reactor, ReactorStatistics
-from .io.transports import DatagramTransport, StreamTransport, TransportOptions
+from .io.stream import StreamTransport
+from .io.transports import TransportOptions
 from .sansio.clock import Clock, FakeClock, MonotonicClock
 from .sansio.connection import LIFECYCLE, Connection, ConnEvent, ConnState, Row
 from .sansio.errors import (

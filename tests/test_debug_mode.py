@@ -22,7 +22,7 @@ from netkit import WAIT, Net
 
 from reactor import Reactor
 from reactor.io.loop import LOOP_ONLY_METHODS, TRANSPORT_LOOP_ONLY_METHODS
-from reactor.io.transports import StreamTransport
+from reactor.io.stream import StreamTransport
 
 
 class Running:

@@ -25,8 +25,10 @@ import psutil
 import pytest
 
 from reactor import Reactor
-from reactor.io.listeners import Listener, _Connector
-from reactor.io.transports import DatagramTransport, StreamTransport
+from reactor.io.connect import _Connector
+from reactor.io.datagram import DatagramTransport
+from reactor.io.listeners import Listener
+from reactor.io.stream import StreamTransport
 from reactor.sansio.connection import ConnState
 from reactor.testing import FakeSelector
 

@@ -207,7 +207,7 @@ class LineHandler(StreamHandler):
     a partial line is left after a piece of input, moved when a later piece completes
     that line and leaves the start of another, and removed when no partial line is left;
     a piece that only extends the partial line costs one test. On the reactor it is the
-    transport's deadline (:meth:`~reactor.io.transports.StreamTransport.set_deadline`); on
+    transport's deadline (:meth:`~reactor.io.stream.StreamTransport.set_deadline`); on
     asyncio a ``loop.call_later`` timer. The deadline keeps running while reading is
     paused.
 

@@ -73,7 +73,8 @@ from typing import Any, Final, Literal
 
 from ..io.listeners import DEFAULT_BACKLOG, Listener
 from ..io.loop import Reactor
-from ..io.transports import StreamTransport, TransportOptions
+from ..io.stream import StreamTransport
+from ..io.transports import TransportOptions
 from ..sansio.connection import ConnState
 from ..sansio.errors import LocalProtocolError
 from ..sansio.timers import TimerHandle

@@ -38,7 +38,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
-from ..io.transports import StreamTransport
+from ..io.stream import StreamTransport
 from ..sansio.connection import ConnEvent, ConnState, Row
 from ..sansio.errors import LocalProtocolError
 from ..sansio.timers import TimerHandle

@@ -2,7 +2,7 @@
 uses for its requests, and its statistics snapshot.
 
 * :class:`DatagramRequest` -- a datagram request as a row of the connection table (a
-  stream request's row is its :class:`~reactor.io.transports.StreamTransport`);
+  stream request's row is its :class:`~reactor.io.stream.StreamTransport`);
 * :class:`BufferedRequestSocket` -- the connected socket a blocking handler receives
   after request buffering: it returns the bytes the reactor already read first;
 * :class:`RequestReader` -- reads a request without blocking in state BUFFERING (an
@@ -32,8 +32,9 @@ from ..sansio.table import _empty_counts
 from ..sansio.timers import TimerHandle
 
 if TYPE_CHECKING:
+    from ..io.datagram import DatagramTransport
     from ..io.listeners import Listener
-    from ..io.transports import DatagramTransport, StreamTransport
+    from ..io.stream import StreamTransport
     from .servers import BaseServer
 
 __all__ = [

@@ -10,7 +10,7 @@ order -- but its loop is a :class:`~reactor.io.loop.Reactor`:
   busy loop when ``accept`` runs out of descriptors) and a datagram socket is
   registered for reading;
 * every request is a row of the reactor's connection table: a
-  :class:`~reactor.io.transports.StreamTransport` for a stream connection, a
+  :class:`~reactor.io.stream.StreamTransport` for a stream connection, a
   :class:`DatagramRequest` for a datagram. The row walks the facade column of
   :data:`~reactor.sansio.connection.LIFECYCLE`::
 
@@ -54,7 +54,7 @@ from typing import Any, ClassVar, Final, TypeVar
 
 from ..io.listeners import Listener
 from ..io.loop import Reactor
-from ..io.transports import StreamTransport
+from ..io.stream import StreamTransport
 from ..sansio.connection import LIFECYCLE, ConnEvent, ConnState, Row
 from ..sansio.errors import ClosedError, IllegalTransition
 from ..sansio.request_buffer import RequestBuffer

@@ -45,11 +45,13 @@ from ..sansio.connection import Row
 from ..sansio.errors import ClosedError, LocalProtocolError
 from ..sansio.table import ConnectionTable, _empty_counts
 from ..sansio.timers import Handle, OwnedTimerHandle, TimerHandle, TimerHeap, describe_owner
+from . import connect as _connect
 from . import listeners as _listeners
 
 if TYPE_CHECKING:
+    from .datagram import DatagramTransport
     from .listeners import Listener
-    from .transports import DatagramTransport, StreamTransport
+    from .stream import StreamTransport
 
 __all__ = [
     "LOOP_ONLY_METHODS", "MAX_WAIT", "TRANSPORT_LOOP_ONLY_METHODS", "Reactor",
@@ -700,16 +702,16 @@ class Reactor:
     def connect_tcp(
         self, host: str, port: int, protocol_factory: Callable[[], Any], **kwargs: Any
     ) -> Future[tuple[StreamTransport, Any]]:
-        """Connect out over TCP; see :func:`reactor.io.listeners.connect_tcp`."""
+        """Connect out over TCP; see :func:`reactor.io.connect.connect_tcp`."""
         self._check_closed()
-        return _listeners.connect_tcp(self, host, port, protocol_factory, **kwargs)
+        return _connect.connect_tcp(self, host, port, protocol_factory, **kwargs)
 
     def connect_unix(
         self, path: str, protocol_factory: Callable[[], Any], **kwargs: Any
     ) -> Future[tuple[StreamTransport, Any]]:
-        """Connect out to a Unix stream socket; see :func:`reactor.io.listeners.connect_unix`."""
+        """Connect out to a Unix stream socket; see :func:`reactor.io.connect.connect_unix`."""
         self._check_closed()
-        return _listeners.connect_unix(self, path, protocol_factory, **kwargs)
+        return _connect.connect_unix(self, path, protocol_factory, **kwargs)
 
     # -- introspection ----------------------------------------------------------------
 

@@ -1,0 +1,214 @@
+"""Outgoing connections: ``connect_tcp`` and ``connect_unix``.
+
+A :class:`_Connector` drives one non-blocking connect: it tries the resolved addresses
+in turn, registered for writing until the socket connects (or fails, or its timeout
+passes), then hands the socket to a :class:`~reactor.io.stream.StreamTransport` and
+resolves the future with ``(transport, protocol)``. A selector that refuses the socket
+fails the future with the error.
+
+Must not import the facades or the command line.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import socket
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any
+
+from ..sansio.connection import ConnState
+from .stream import StreamTransport
+from .transports import EVENT_READ, ProtocolFactory, TransportOptions, options_from
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from .loop import Reactor
+
+__all__ = ["connect_tcp", "connect_unix"]
+
+logger = logging.getLogger("reactor.listeners")  # the name it had in listeners.py
+
+
+class _Connector:
+    """Drives one non-blocking connect; registered for writing until it completes."""
+
+    def __init__(
+        self,
+        reactor: Reactor,
+        candidates: list[tuple[Any, Any]],
+        protocol_factory: ProtocolFactory,
+        timeout: float | None,
+        options: TransportOptions,
+    ) -> None:
+        self.reactor = reactor
+        self.candidates = candidates
+        self.protocol_factory = protocol_factory
+        self.options = options
+        self.future: Future[tuple[StreamTransport, Any]] = Future()
+        self.future.set_running_or_notify_cancel()
+        self.errors: list[OSError] = []
+        self.sock: socket.socket | None = None
+        self.transport: StreamTransport | None = None
+        self.timer = (reactor.call_later(timeout, self._timed_out, timeout)
+                      if timeout is not None else None)
+        self._next()
+
+    def describe(self) -> str:
+        return f"connect {self.candidates!r}"
+
+    def _next(self) -> None:
+        while self.candidates:
+            family, address = self.candidates.pop(0)
+            try:
+                sock = socket.socket(family, socket.SOCK_STREAM)
+            except OSError as exc:  # out of descriptors, say: fail the future, not hang
+                self.errors.append(exc)
+                continue
+            sock.setblocking(False)
+            try:
+                err = sock.connect_ex(address)
+            except OSError as exc:  # e.g. an AF_UNIX path too long: fail the future
+                sock.close()
+                self.errors.append(exc)
+                continue
+            if err in (0, errno.EINPROGRESS):
+                try:
+                    self.reactor._selector.register(sock, 2, self)
+                except OSError as exc:  # epoll's ENOSPC or ENOMEM: fail, never hang
+                    sock.close()
+                    logger.error("connect to %r: the selector refused the socket: %s", address,
+                                 exc)
+                    self.errors.append(OSError(
+                        exc.errno, f"connect to {address!r}: cannot register the socket "
+                                   f"with the selector: {exc.strerror}"))
+                    continue
+                self.sock = sock
+                self.transport = StreamTransport(self.reactor, sock, address,
+                                                 state=ConnState.CONNECTING,
+                                                 options=self.options)
+                # until a protocol is attached the connector stands in for it, so an
+                # abort of the row (the reactor closing, say) ends the connect
+                self.transport._protocol = self
+                return
+            sock.close()
+            self.errors.append(OSError(err, f"connect to {address!r}: {os.strerror(err)}"))
+        self._fail(self.errors[-1] if self.errors else OSError("no address to connect to"))
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        """The row was aborted before the connect completed: unregister, fail."""
+        if self.sock is not None:
+            try:
+                self.reactor._selector.unregister(self.sock)
+            except (KeyError, ValueError):
+                pass
+        self.sock = self.transport = None
+        self._fail(exc if exc is not None else ConnectionAbortedError(
+            errno.ECONNABORTED, "the connect was aborted before it completed"))
+
+    def _read_ready(self) -> None:
+        pass
+
+    def _write_ready(self) -> None:
+        sock, transport = self.sock, self.transport
+        assert sock is not None and transport is not None
+        selector = self.reactor._selector
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            selector.unregister(sock)
+            self.errors.append(OSError(err, f"connect to {transport.peername!r}: "
+                                            f"{os.strerror(err)}"))
+            transport.release()
+            self.sock = self.transport = None
+            self._next()
+            return
+        if self.timer is not None:
+            self.timer.cancel()
+        self.sock = self.transport = None
+        if self.options.nodelay and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            protocol = self.protocol_factory()
+        except BaseException as exc:
+            selector.unregister(sock)
+            transport.release()
+            self.future.set_exception(exc)
+            return
+        # hand the registration to the transport, for reading: one epoll_ctl(MOD)
+        # rather than a DEL and an ADD; attach() then finds it registered
+        try:
+            selector.modify(sock, EVENT_READ, transport)
+        except OSError as exc:
+            # a failed modify leaves the socket unregistered (selectors forget the key)
+            logger.error("%s: the selector refused the connection: %s; closed",
+                         transport.describe(), exc)
+            transport.release()
+            self._fail(OSError(exc.errno, f"connect to {transport.peername!r}: cannot "
+                                          f"register the socket with the selector: "
+                                          f"{exc.strerror}"))
+            return
+        transport._mask = EVENT_READ
+        transport.attach(protocol)
+        if not self.future.done():
+            self.future.set_result((transport, protocol))
+
+    def _timed_out(self, timeout: float) -> None:
+        if self.future.done():
+            return
+        if self.sock is not None and self.transport is not None:
+            self.reactor._selector.unregister(self.sock)
+            self.transport.release()
+        self._fail(TimeoutError(f"connect timed out after {timeout} s"))
+
+    def _fail(self, exc: BaseException) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        if not self.future.done():
+            self.future.set_exception(exc)
+
+
+def connect_tcp(
+    reactor: Reactor,
+    host: str,
+    port: int,
+    protocol_factory: ProtocolFactory,
+    *,
+    timeout: float | None = None,
+    options: TransportOptions | None = None,
+    **option_overrides: Any,
+) -> Future[tuple[StreamTransport, asyncio.BaseProtocol]]:
+    """Connect to ``host:port`` without blocking the reactor.
+
+    Name resolution uses :func:`socket.getaddrinfo` (numeric addresses never block).
+    Every resolved address is tried in order.
+
+    Returns:
+        A future resolved on the reactor thread with ``(transport, protocol)``, or with
+        the connect error (the last address's) or :class:`TimeoutError`.
+    """
+    opts = options_from(options, option_overrides)
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        failed: Future[tuple[StreamTransport, Any]] = Future()
+        failed.set_exception(exc)
+        return failed
+    candidates: list[tuple[Any, Any]] = [(info[0], info[4]) for info in infos]
+    return _Connector(reactor, candidates, protocol_factory, timeout, opts).future
+
+
+def connect_unix(
+    reactor: Reactor,
+    path: str,
+    protocol_factory: ProtocolFactory,
+    *,
+    timeout: float | None = None,
+    options: TransportOptions | None = None,
+    **option_overrides: Any,
+) -> Future[tuple[StreamTransport, asyncio.BaseProtocol]]:
+    """Connect to the Unix stream socket at ``path`` without blocking the reactor."""
+    opts = options_from(options, option_overrides)
+    return _Connector(reactor, [(socket.AF_UNIX, path)], protocol_factory, timeout,
+                      opts).future

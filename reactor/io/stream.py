@@ -1,0 +1,700 @@
+"""The stream transport: with :mod:`.datagram`, the only code that calls ``recv`` and
+``send`` on a connection's socket.
+
+A transport is a row of the connection table (it subclasses
+:class:`~reactor.sansio.connection.Connection`) and speaks the interface of
+:class:`asyncio.Transport` to an :class:`asyncio.Protocol`, so any asyncio protocol runs
+on it unchanged. The protocol's callbacks arrive in asyncio's order::
+
+    connection_made [data_received*] [eof_received] connection_lost
+
+Theory of operation
+-------------------
+*Reading.* The transport is registered for reading while it wants data; each readiness
+event is one ``recv`` handed straight to ``data_received``. ``pause_reading`` drops the
+read interest from the selector; nothing is read or buffered while paused.
+
+*Writing.* ``write`` tries ``send`` at once. Only what the kernel did not take is
+queued (one ``bytearray``), and only then is write interest registered; it is dropped
+again when the queue drains. The queue's size is checked against high and low water
+marks, calling the protocol's ``pause_writing``/``resume_writing``.
+
+*Closing.* There is one teardown path, :meth:`StreamTransport._finish`, guarded by the
+lifecycle state, so ``connection_lost`` runs exactly once, also when callbacks raise or
+close the transport from inside a callback. ``close`` flushes the queue, then closes;
+``abort`` drops the queue. ``connection_lost`` is never called from inside another
+protocol callback: a close that starts in a callback finishes in a later one. Bytes an
+abort (or a close forced by an error, a reset or a deadline) drops from the queue are
+never dropped silently: they are logged at debug level with the peer's address, kept
+in the dying transport (:attr:`StreamTransport.discarded`, in its on-demand auxiliary
+state, so an idle connection pays nothing for it) and totalled in the table's
+``statistics().discarded``.
+
+*Registration.* The selector may refuse a socket (epoll's ENOSPC when
+``fs.epoll.max_user_watches`` is reached, or ENOMEM). :meth:`StreamTransport.attach`
+registers the socket *before* calling ``connection_made``: when that fails, the
+connection is closed and leaves the table at once, with an error logged, and the
+protocol is never called (asyncio's rule: no ``connection_lost`` without
+``connection_made``). A registration that fails later (write interest for a queue,
+``resume_reading``) closes the connection with the error, and ``connection_lost(exc)``
+follows once, as for any other fatal socket error.
+
+*Deadlines.* One timer per connection (only when the listener configures a timeout)
+checks, when it fires, the idle, first-byte, request and stalled-write deadlines against
+the row's timestamps, and either closes the connection with the reason or re-arms itself
+for the next one. Reading and writing never touch the timer heap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from typing import TYPE_CHECKING, Any, Final
+
+from ..sansio.connection import ROW_SLOTS, ConnState, Row
+from ..sansio.errors import DeadlineExceeded
+from ..sansio.timers import TimerHandle
+from .transports import (
+    _ATTACH,
+    _CLOSE,
+    _CLOSED,
+    _CLOSING,
+    _EOF,
+    _EXIT_EXC,
+    _LOST,
+    _READ_CLOSED,
+    _WRITE_EOF,
+    DEFAULT_OPTIONS,
+    EVENT_READ,
+    EVENT_WRITE,
+    WRITES_AFTER_LOSS_WARNING,
+    TransportOptions,
+    _registration_hint,
+    _water_marks,
+)
+
+if TYPE_CHECKING:
+    from .listeners import Listener
+    from .loop import Reactor
+
+__all__ = ["StreamTransport"]
+
+logger = logging.getLogger("reactor.transports")
+
+# StreamTransport._flags bits. One int instead of five booleans keeps the row small.
+_F_CLOSING: Final = 1  # an orderly close began (or the connection is being torn down)
+_F_LOST: Final = 2  # teardown scheduled: no more I/O, writes are dropped
+_F_EOF: Final = 4  # write_eof() was called
+_F_READ_PAUSED: Final = 8  # pause_reading() is in effect
+_F_WRITE_PAUSED: Final = 16  # the protocol was told to pause_writing()
+# bits 5-7: writes refused after the loss, counted up to 7 (for the one warning); kept
+# in the flags rather than in _Aux, whose slot holds the bytes an abort discarded
+_F_LOSS_WRITE_SHIFT: Final = 5
+_F_LOSS_WRITE_ONE: Final = 1 << _F_LOSS_WRITE_SHIFT
+_F_LOSS_WRITE_MAX: Final = 7
+_F_DONE: Final = _F_CLOSING | _F_LOST
+_F_NO_WRITE: Final = _F_EOF | _F_LOST
+_BYTES_LIKE: Final = (bytes, bytearray, memoryview)
+
+
+class _Aux:
+    """Per-connection state most connections never need, allocated on first use."""
+
+    __slots__ = ("deadline", "discarded", "high", "low", "timer", "write_progress")
+
+    def __init__(self, opts: TransportOptions) -> None:
+        self.high, self.low = _water_marks(opts.high_water, opts.low_water)
+        self.timer: TimerHandle | None = None
+        self.deadline: float | None = None
+        self.write_progress = 0.0
+        self.discarded = 0  # queued bytes dropped by an abort or a forced close
+
+
+class StreamTransport(Row, asyncio.Transport):
+    """A TCP or Unix stream connection: a table row and an :class:`asyncio.Transport`.
+
+    Made by listeners and connectors; users get it in ``connection_made``.
+    """
+
+    __slots__ = (
+        *ROW_SLOTS,
+        "_aux",
+        "_buffer",
+        "_flags",
+        "_listener",
+        "_mask",
+        "_opts",
+        "_protocol",
+        "_reactor",
+        "_sock",
+    )
+
+    def __init__(  # noqa: PLR0917 -- see below
+        self,
+        reactor: Reactor,
+        sock: Any,
+        peername: Any,
+        state: ConnState = ConnState.ACCEPTED,
+        listener: Listener | None = None,
+        options: TransportOptions = DEFAULT_OPTIONS,
+    ) -> None:
+        # state, listener and options may be passed by position: making an object with
+        # keyword arguments builds a dict for them, a cost on every accepted connection
+        # Row._init_row, inlined: a call less per connection
+        self.state = state
+        self.peername = peername
+        self.created = self.last_activity = reactor._now
+        self.bytes_in = self.bytes_out = 0
+        self.meta = None
+        self._extra = None  # asyncio's slot; get_extra_info is ours
+        self._reactor = reactor
+        self._sock: Any = sock
+        self._listener = listener
+        self._opts = options
+        self._protocol: Any = None
+        self._buffer: bytearray | None = None
+        self._mask = 0
+        self._flags = 0
+        self._aux: _Aux | None = None
+        reactor.connections.add(self)
+
+    def _get_aux(self) -> _Aux:
+        aux = self._aux
+        if aux is None:
+            aux = self._aux = _Aux(self._opts)
+        return aux
+
+    # -- the row ----------------------------------------------------------------------
+
+    @property
+    def kind(self) -> str:
+        sock = self._sock
+        if sock is None:
+            return "stream"
+        return "unix" if sock.family == getattr(socket, "AF_UNIX", None) else "tcp"
+
+    @property
+    def sockname(self) -> Any:
+        if self._sock is None:
+            return None
+        try:
+            return self._sock.getsockname()
+        except OSError:
+            return None
+
+    @property
+    def write_buffer_size(self) -> int:
+        return len(self._buffer) if self._buffer else 0
+
+    @property
+    def discarded(self) -> int:
+        """Queued bytes dropped, never sent, by an abort or a forced close."""
+        return self._aux.discarded if self._aux is not None else 0
+
+    @property
+    def protocol(self) -> Any:
+        return self._protocol
+
+    @property
+    def listener(self) -> Listener | None:
+        """The listener that accepted this connection (None for outgoing ones)."""
+        return self._listener
+
+    @property
+    def reactor(self) -> Reactor:
+        return self._reactor
+
+    # -- attaching a protocol ---------------------------------------------------------
+
+    def attach(self, protocol: asyncio.BaseProtocol) -> None:
+        """Attach ``protocol``: register the socket for reading, call ``connection_made``.
+
+        The socket is registered first. If the selector refuses it (epoll's ENOSPC or
+        ENOMEM), the reason is logged, the socket closed and the row removed from the
+        table at once (its listener's slot freed), and the protocol is never called:
+        no ``connection_made``, hence no ``connection_lost``, as in asyncio. The row's
+        ``state`` is then :attr:`ConnState.CLOSED`.
+        """
+        if not self._mask and not self._flags & (_F_DONE | _F_READ_PAUSED):
+            sock = self._sock
+            if sock is not None:
+                try:
+                    self._reactor._selector.register(sock, EVENT_READ, self)
+                except OSError as exc:
+                    logger.error("%s: the selector refused the connection: %s%s; closed",
+                                 self.describe(), exc, _registration_hint(exc))
+                    self.release()
+                    return
+                self._mask = EVENT_READ
+        self._protocol = protocol
+        self.advance(_ATTACH)
+        if self._opts.has_deadlines:
+            self._arm_deadline()
+        try:
+            protocol.connection_made(self)
+        except _EXIT_EXC:
+            raise
+        except BaseException as exc:
+            self._callback_failed(exc, "connection_made")
+            return
+        if not self._mask & EVENT_READ and not self._flags & (_F_DONE | _F_READ_PAUSED):
+            self._set_mask(self._mask | EVENT_READ)
+
+    def start_reading(self, protocol: asyncio.BaseProtocol) -> None:
+        """Deliver incoming bytes to ``protocol`` without attaching it.
+
+        No ``connection_made`` and no lifecycle move: this is for a facade reading a
+        request in state BUFFERING before it hands the socket to a blocking handler
+        (:meth:`detach_socket` stops the reading). ``data_received``, ``eof_received``
+        (a false result closes the connection) and ``connection_lost`` are called as
+        for an attached protocol.
+        """
+        self._protocol = protocol
+        if not self._flags & (_F_DONE | _F_READ_PAUSED):
+            self._set_mask(self._mask | EVENT_READ)
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._protocol = protocol
+
+    def get_protocol(self) -> Any:
+        return self._protocol
+
+    # -- the selector -----------------------------------------------------------------
+
+    def _set_mask(self, mask: int) -> None:
+        old = self._mask
+        if mask == old or self._sock is None:
+            return
+        selector = self._reactor._selector
+        if mask == 0:
+            selector.unregister(self._sock)
+        else:
+            try:
+                if old == 0:
+                    selector.register(self._sock, mask, self)
+                else:
+                    selector.modify(self._sock, mask, self)
+            except OSError as exc:
+                # a failed modify leaves the socket unregistered as well (selectors
+                # forget the key): nothing is registered now either way
+                self._mask = 0
+                self._registration_failed(exc)
+                return
+        self._mask = mask
+
+    def _registration_failed(self, exc: OSError) -> None:
+        logger.error("%s: the selector refused the connection: %s%s; closing it",
+                     self.describe(), exc, _registration_hint(exc))
+        self._force_close(exc)
+
+    def _read_ready(self) -> None:
+        # the reactor calls this only while the registration includes reading (it
+        # checks the selector's current key), so there is no stale-event test here
+        try:
+            data = self._sock.recv(self._opts.read_size)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._connection_error(exc)
+            return
+        if data:
+            self.bytes_in += len(data)
+            self.last_activity = self._reactor._now
+            try:
+                self._protocol.data_received(data)
+            except _EXIT_EXC:
+                raise
+            except BaseException as exc:
+                self._callback_failed(exc, "data_received")
+        else:
+            self._read_eof()
+
+    def _read_eof(self) -> None:
+        self._set_mask(self._mask & ~EVENT_READ)
+        if self._flags & _F_DONE:
+            return
+        both_done = self.advance(_EOF) is _CLOSING
+        try:
+            keep_open = self._protocol.eof_received()
+        except _EXIT_EXC:
+            raise
+        except BaseException as exc:
+            self._callback_failed(exc, "eof_received")
+            return
+        if both_done or not keep_open:
+            self.close()
+
+    def _write_ready(self) -> None:
+        buffer = self._buffer
+        if not buffer:
+            self._set_mask(self._mask & ~EVENT_WRITE)
+            return
+        try:
+            sent = self._sock.send(buffer)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._connection_error(exc)
+            return
+        if sent:
+            self.bytes_out += sent
+            self.last_activity = now = self._reactor._now
+            if self._aux is not None:
+                self._aux.write_progress = now
+            del buffer[:sent]
+        if self._flags & _F_WRITE_PAUSED and len(buffer) <= self._get_aux().low:
+            self._resume_protocol()
+        if not buffer:
+            self._set_mask(self._mask & ~EVENT_WRITE)
+            self._flushed()
+
+    def _flushed(self) -> None:
+        """The queue drained: send a pending EOF, finish a pending close."""
+        flags = self._flags
+        if flags & _F_EOF and self._sock is not None:
+            try:
+                self._sock.shutdown(socket.SHUT_WR)
+            except OSError as exc:
+                self._connection_error(exc)
+                return
+        if flags & _F_CLOSING and not flags & _F_LOST:
+            self._flags = flags | _F_LOST
+            self._set_mask(0)
+            # write_eof() may have been called from inside a protocol callback:
+            # connection_lost must not run inside it
+            self._reactor.call_soon(self._finish, None)
+
+    # -- asyncio.WriteTransport -------------------------------------------------------
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Queue ``data`` for sending; it is sent at once when nothing is queued.
+
+        Raises:
+            TypeError: ``data`` is not bytes-like.
+            RuntimeError: :meth:`write_eof` was called.
+        """
+        if self._flags and self._flags & _F_NO_WRITE:  # flags are 0 on the hot path
+            self._write_refused(data)
+            return
+        # No isinstance() here: send() refuses what is not bytes-like, and so does the
+        # memoryview() every queued write goes through (bytearray.extend alone would
+        # take a list of ints).
+        buffer = self._buffer
+        if not buffer:
+            if not data:
+                return
+            try:
+                sent = self._sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError as exc:
+                self._connection_error(exc)
+                return
+            if sent:
+                self.bytes_out += sent
+                self.last_activity = self._reactor._now
+                if sent == len(data):
+                    return
+            data = memoryview(data).cast("B")[sent:]  # also sizes any buffer in bytes
+            if not data:
+                return
+            if buffer is None:
+                buffer = self._buffer = bytearray()
+            buffer.extend(data)
+            if self._aux is not None:
+                self._aux.write_progress = self._reactor._now
+                if self._opts.write_timeout:
+                    # after the extend: the queue is what brings in the write deadline,
+                    # which may come before a timer already armed for another one
+                    self._arm_deadline()
+            self._set_mask(self._mask | EVENT_WRITE)
+        else:
+            buffer.extend(memoryview(data))
+        if not self._flags & _F_WRITE_PAUSED and len(buffer) > self._get_aux().high:
+            self._pause_protocol()
+
+    def _write_refused(self, data: object) -> None:
+        flags = self._flags
+        if flags & _F_EOF and not flags & _F_LOST:
+            raise RuntimeError("cannot write() after write_eof()")
+        count = (flags >> _F_LOSS_WRITE_SHIFT) & _F_LOSS_WRITE_MAX
+        if count < _F_LOSS_WRITE_MAX:
+            self._flags = flags + _F_LOSS_WRITE_ONE
+        if count + 1 == WRITES_AFTER_LOSS_WARNING:
+            logger.warning("%s: writes after the connection was lost are dropped",
+                           self.describe())
+
+    def writelines(self, list_of_data: Any) -> None:
+        """Write every item of an iterable of bytes-like objects, in order."""
+        self.write(b"".join(list_of_data))
+
+    def write_eof(self) -> None:
+        """Close the write side after the queued data (a half-close)."""
+        if self._flags & (_F_DONE | _F_EOF):
+            return
+        self._flags |= _F_EOF
+        if self.advance(_WRITE_EOF) is _CLOSING:
+            self._flags |= _F_CLOSING
+        if not self._buffer:
+            self._flushed()
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def get_write_buffer_size(self) -> int:
+        return len(self._buffer) if self._buffer else 0
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        if self._aux is None:
+            high, low = _water_marks(self._opts.high_water, self._opts.low_water)
+            return (low, high)
+        return (self._aux.low, self._aux.high)
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        """Set the water marks (defaults: 64 KiB high, a quarter of it low)."""
+        aux = self._get_aux()
+        aux.high, aux.low = _water_marks(high, low)
+        size = self.get_write_buffer_size()
+        if not self._flags & _F_WRITE_PAUSED and size > aux.high:
+            self._pause_protocol()
+        elif self._flags & _F_WRITE_PAUSED and size <= aux.low:
+            self._resume_protocol()
+
+    def _pause_protocol(self) -> None:
+        self._flags |= _F_WRITE_PAUSED
+        try:
+            self._protocol.pause_writing()
+        except _EXIT_EXC:
+            raise
+        except BaseException as exc:
+            logger.error("%s: pause_writing raised", self.describe(), exc_info=exc)
+
+    def _resume_protocol(self) -> None:
+        self._flags &= ~_F_WRITE_PAUSED
+        if self._protocol is None:
+            return
+        try:
+            self._protocol.resume_writing()
+        except _EXIT_EXC:
+            raise
+        except BaseException as exc:
+            logger.error("%s: resume_writing raised", self.describe(), exc_info=exc)
+
+    # -- asyncio.ReadTransport --------------------------------------------------------
+
+    def pause_reading(self) -> None:
+        """Stop reading: no ``data_received`` until :meth:`resume_reading`."""
+        if self._flags & (_F_DONE | _F_READ_PAUSED):
+            return
+        self._flags |= _F_READ_PAUSED
+        self._set_mask(self._mask & ~EVENT_READ)
+
+    def resume_reading(self) -> None:
+        flags = self._flags
+        if flags & _F_DONE or not flags & _F_READ_PAUSED:
+            return
+        self._flags = flags & ~_F_READ_PAUSED
+        if self.state is not _READ_CLOSED and self._protocol is not None:
+            self._set_mask(self._mask | EVENT_READ)
+
+    def is_reading(self) -> bool:
+        return not self._flags & (_F_DONE | _F_READ_PAUSED)
+
+    # -- closing ----------------------------------------------------------------------
+
+    def is_closing(self) -> bool:
+        return bool(self._flags & _F_DONE)
+
+    def close(self) -> None:
+        """Send what is queued, then close. ``connection_lost(None)`` follows once."""
+        if self._flags & _F_DONE:
+            return
+        self._flags |= _F_CLOSING
+        if self.state is not _CLOSING:
+            self.advance(_CLOSE)
+        if self._buffer:
+            self._set_mask(EVENT_WRITE)
+        else:
+            self._flags |= _F_LOST
+            self._set_mask(0)
+            self._reactor.call_soon(self._finish, None)
+
+    def abort(self) -> None:
+        """Close at once, dropping queued data. ``connection_lost(None)`` follows once."""
+        self._force_close(None)
+
+    def _force_close(self, exc: BaseException | None) -> None:
+        if self._flags & _F_LOST:
+            return
+        self._flags |= _F_DONE
+        buffer = self._buffer
+        if buffer:
+            self._discard(len(buffer), exc)
+            buffer.clear()
+        self._set_mask(0)
+        self._reactor.call_soon(self._finish, exc)
+
+    def _discard(self, size: int, exc: BaseException | None) -> None:
+        """Account for ``size`` queued bytes dropped unsent: the row, the table, a log."""
+        self._get_aux().discarded += size
+        self._reactor.connections.note_discarded(size)
+        logger.debug("%s: %d queued bytes discarded, never sent (%s)", self.describe(), size,
+                     "aborted" if exc is None else f"{type(exc).__name__}: {exc}")
+
+    def _connection_error(self, exc: OSError) -> None:
+        """The peer reset, the pipe broke, or another socket error: drop the connection."""
+        if isinstance(exc, (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)):
+            logger.debug("%s: %s", self.describe(), exc)
+        else:
+            logger.info("%s: socket error: %s", self.describe(), exc)
+        self._force_close(exc)
+
+    def _callback_failed(self, exc: BaseException, where: str) -> None:
+        logger.error("%s: %s raised; closing the connection", self.describe(), where,
+                     exc_info=exc)
+        self._force_close(exc)
+
+    def _finish(self, exc: BaseException | None) -> None:
+        """The one teardown path: runs ``connection_lost`` exactly once, frees the socket."""
+        if self.state is _CLOSED:
+            return
+        self._flags |= _F_DONE
+        self._set_mask(0)
+        self.advance(_LOST)
+        self._cancel_deadline()
+        protocol, self._protocol = self._protocol, None
+        try:
+            if protocol is not None:
+                protocol.connection_lost(exc)
+        except _EXIT_EXC:
+            raise
+        except BaseException as cb_exc:
+            logger.error("%s: connection_lost raised", self.describe(), exc_info=cb_exc)
+        finally:
+            sock, self._sock = self._sock, None
+            if sock is not None:
+                sock.close()
+            self._buffer = None
+            self._reactor.connections.remove(self)
+            if self._listener is not None:
+                self._listener._release()
+
+    # -- deadlines --------------------------------------------------------------------
+
+    def set_deadline(self, seconds: float | None) -> None:
+        """Close the connection if it is still open ``seconds`` from now (an absolute
+        request deadline, e.g. for a request head); None removes it."""
+        aux = self._get_aux()
+        aux.deadline = None if seconds is None else self._reactor.time() + seconds
+        self._arm_deadline()
+
+    def _next_deadline(self) -> tuple[float, str] | None:
+        opts = self._opts
+        aux = self._aux
+        candidates: list[tuple[float, str]] = []
+        if opts.idle_timeout:
+            candidates.append((self.last_activity + opts.idle_timeout, "idle timeout"))
+        if opts.first_byte_timeout and not self.bytes_in:
+            candidates.append((self.created + opts.first_byte_timeout, "no data received"))
+        if aux is not None and aux.deadline is not None:
+            candidates.append((aux.deadline, "request deadline"))
+        if opts.write_timeout and self._buffer and aux is not None:
+            candidates.append((aux.write_progress + opts.write_timeout, "write stalled"))
+        return min(candidates) if candidates else None
+
+    def _arm_deadline(self) -> None:
+        if self._flags & _F_LOST:
+            return
+        aux = self._get_aux()
+        nearest = self._next_deadline()
+        timer = aux.timer
+        if nearest is None:
+            if timer is not None:
+                timer.cancel()
+                aux.timer = None
+            return
+        if timer is not None:
+            if timer.when() <= nearest[0]:
+                return  # it fires first and re-arms
+            timer.cancel()
+        aux.timer = self._reactor.call_at(nearest[0], self._check_deadline)
+
+    def _cancel_deadline(self) -> None:
+        aux = self._aux
+        if aux is not None and aux.timer is not None:
+            aux.timer.cancel()
+            aux.timer = None
+
+    def _check_deadline(self) -> None:
+        aux = self._get_aux()
+        aux.timer = None
+        if self._flags & _F_LOST:
+            return
+        nearest = self._next_deadline()
+        if nearest is None:
+            return
+        when, reason = nearest
+        if when <= self._reactor.time():
+            logger.info("%s: closing: %s", self.describe(), reason)
+            self._force_close(DeadlineExceeded(reason))
+        else:
+            aux.timer = self._reactor.call_at(when, self._check_deadline)
+
+    # -- extra info -------------------------------------------------------------------
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        """``peername``, ``sockname``, ``socket``, ``connection`` (the row), or ``default``."""
+        if name == "peername":
+            return self.peername if self.peername is not None else default
+        if name == "sockname":
+            value = self.sockname
+            return value if value is not None else default
+        if name == "socket":
+            return self._sock if self._sock is not None else default
+        if name == "connection":
+            return self
+        if self.meta is not None and name in self.meta:
+            return self.meta[name]
+        return default
+
+    def detach_socket(self) -> socket.socket:
+        """Hand the socket over to other code (a worker thread, a child process).
+
+        The socket is unregistered and returned as a blocking :class:`socket.socket`;
+        the row stays in the table, and the caller moves its state on and finally calls
+        :meth:`release`.
+        """
+        sock = self._sock
+        if sock is None:
+            raise ValueError("the transport has no socket")
+        self._set_mask(0)
+        self._cancel_deadline()  # the new owner's business now: no timer may close it
+        if not isinstance(sock, socket.socket):
+            sock = socket.socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
+        sock.setblocking(True)
+        self._sock = sock
+        return sock
+
+    def release(self, close_socket: bool = True) -> None:
+        """End a detached connection: leave the table, optionally close the socket."""
+        if self.state is _CLOSED:
+            return
+        self._flags |= _F_DONE
+        if self._mask:  # a facade's blocking request was never registered
+            self._set_mask(0)
+        # advance(LOST) without its call: LIFECYCLE leads LOST from every state but
+        # CLOSED (excluded above) to CLOSED
+        self.state = _CLOSED
+        if self._aux is not None:
+            self._cancel_deadline()
+        sock, self._sock = self._sock, None
+        if sock is not None and close_socket:
+            sock.close()
+        self._reactor.connections.remove(self)
+        listener = self._listener
+        if listener is not None:
+            # Listener._release, inlined (a call less per connection)
+            listener.active -= 1
+            if not listener._registered and not listener._closed:
+                listener._update_registration()
