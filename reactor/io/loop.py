@@ -213,7 +213,9 @@ class _BatchKeyMap(dict[int, selectors.SelectorKey]):
         return key
 
     def __setitem__(self, fd: int, key: selectors.SelectorKey) -> None:
-        if self.batch is not None:
+        # a descriptor neither registered now nor dropped in this batch (a new
+        # connection's) has no event in the batch: no call for it
+        if self.batch is not None and (fd in self or fd in self.polled):
             self._changed(fd, key[3])
         dict.__setitem__(self, fd, key)
 
@@ -742,7 +744,9 @@ class Reactor:
                 except BaseException as exc:
                     self._dispatch_failed(obj, exc)
         finally:
-            fd_to_key.end_batch()
+            fd_to_key.batch = None
+            if fd_to_key.polled:  # registrations changed in this batch
+                fd_to_key.end_batch()
 
     def _dispatch_failed(self, obj: ReadyTarget, exc: BaseException) -> None:
         describe = getattr(obj, "describe", None)
