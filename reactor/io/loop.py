@@ -38,7 +38,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from types import FrameType, MappingProxyType
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
 from ..sansio.clock import Clock
 from ..sansio.connection import Row
@@ -55,7 +55,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LOOP_ONLY_METHODS", "MAX_WAIT", "TRANSPORT_LOOP_ONLY_METHODS", "Reactor",
-    "ReactorStatistics",
+    "ReactorStatistics", "ReadyTarget",
 ]
 
 logger = logging.getLogger("reactor")
@@ -69,6 +69,23 @@ EVENT_WRITE = selectors.EVENT_WRITE
 #: further away than this (a 30-day key expiry, a month-long idle timeout, ``math.inf``)
 #: costs one spurious wake-up a day instead of a crash; the timer still fires when due.
 MAX_WAIT: Final = 86400.0
+
+
+class ReadyTarget(Protocol):
+    """What the loop dispatches to: the ``data`` of every selector registration.
+
+    Transports, listeners, outgoing connections and the waker implement it; so do the
+    fakes that feed the dispatch steps literal event lists in tests. Both methods must
+    tolerate a spurious call (level-triggered polling: the kernel may report readiness
+    that a ``recv``/``accept`` then finds gone). Optional: ``describe()`` (named in the
+    log when a method raises) and ``_force_close(exc)`` (called after that log line).
+    """
+
+    def _read_ready(self) -> None:
+        """The descriptor is readable (or in error, or hung up)."""
+
+    def _write_ready(self) -> None:
+        """The descriptor is writable (or in error, or hung up)."""
 
 
 @dataclass(frozen=True)
@@ -170,10 +187,75 @@ _NOT_EPOLLOUT: Final = ~select.EPOLLOUT if hasattr(select, "EPOLLOUT") else 0
 _NOT_EPOLLIN: Final = ~select.EPOLLIN if hasattr(select, "EPOLLIN") else 0
 
 
+class _BatchKeyMap(dict[int, selectors.SelectorKey]):
+    """An EpollSelector's fd-to-key map that keeps the stale-key rule for the batch
+    being dispatched, so that :meth:`Reactor._dispatch_epoll` checks nothing per event.
+
+    Outside a batch it is a plain dict (a check of ``batch`` per registration change).
+    During one, the first change to a descriptor records the object it was registered
+    to at poll time; when it is registered again, or modified, to another object, its
+    events left in the batch are held (their mask set to 0, so nothing is called),
+    and released if it goes back to that object. Unregistering needs nothing: the
+    event then finds no key. Costs fall on registration changes (accept, close, a
+    write that blocks), never on an event.
+    """
+
+    __slots__ = ("batch", "held", "polled")
+
+    def __init__(self, keys: dict[int, selectors.SelectorKey]) -> None:
+        super().__init__(keys)
+        self.batch: list[tuple[int, int]] | None = None
+        self.polled: dict[int, Any] = {}  # fd -> its object at poll time
+        self.held: dict[int, list[tuple[int, int]]] = {}  # fd -> (index, mask) held
+
+    def pop(self, fd: int, *default: Any) -> Any:
+        key = dict.pop(self, fd, *default)
+        if self.batch is not None and key is not None and fd not in self.polled:
+            self.polled[fd] = key[3]
+        return key
+
+    def __setitem__(self, fd: int, key: selectors.SelectorKey) -> None:
+        # a descriptor neither registered now nor dropped in this batch (a new
+        # connection's) has no event in the batch: no call for it
+        if self.batch is not None and (fd in self or fd in self.polled):
+            self._changed(fd, key[3])
+        dict.__setitem__(self, fd, key)
+
+    def _changed(self, fd: int, data: Any) -> None:
+        polled = self.polled
+        if fd in polled:
+            was = polled[fd]
+        else:
+            old = dict.get(self, fd)
+            if old is None:
+                return  # not registered at poll time: no event of this batch is its
+            was = polled[fd] = old[3]
+        batch = self.batch
+        assert batch is not None
+        if data is not was:
+            if fd not in self.held:
+                held = self.held[fd] = []
+                for index, (event_fd, mask) in enumerate(batch):
+                    if event_fd == fd and mask:
+                        held.append((index, mask))
+                        batch[index] = (fd, 0)
+        else:
+            for index, mask in self.held.pop(fd, ()):
+                batch[index] = (fd, mask)
+
+    def end_batch(self) -> None:
+        self.batch = None
+        if self.polled:
+            self.polled.clear()
+            self.held.clear()
+
+
 def _epoll_fast_path(
     selector: selectors.BaseSelector,
-) -> tuple[Any, dict[int, selectors.SelectorKey] | None]:
+) -> tuple[Any, _BatchKeyMap | None]:
     """The epoll object and fd map of a plain EpollSelector, or (None, None).
+
+    The selector's map is replaced by a :class:`_BatchKeyMap` with the same keys.
 
     Only the standard library's own class qualifies (a subclass may override
     ``select``), and only when it has the internals this shortcut reads.
@@ -184,6 +266,9 @@ def _epoll_fast_path(
     fd_to_key = getattr(selector, "_fd_to_key", None)
     if not isinstance(fd_to_key, dict) or not hasattr(epoll, "poll"):
         return None, None
+    if not isinstance(fd_to_key, _BatchKeyMap):
+        fd_to_key = _BatchKeyMap(fd_to_key)
+        selector._fd_to_key = fd_to_key  # type: ignore[attr-defined]
     return epoll, fd_to_key
 
 
@@ -416,6 +501,15 @@ class Reactor:
         """The reactor clock's current reading."""
         return self._clock()
 
+    @property
+    def now(self) -> float:
+        """The clock's reading taken right after the last poll (or at creation).
+
+        Cheap (no clock call): what transports stamp activity with. Within one
+        iteration it does not advance; :meth:`time` reads the clock.
+        """
+        return self._now
+
     def call_soon(self, callback: Callable[..., object], *args: Any) -> Handle:
         """Run ``callback(*args)`` in the next iteration. Not thread-safe."""
         handle = Handle(callback, args)
@@ -522,17 +616,19 @@ class Reactor:
             wait: float | None
             if self._ready or self._stopping:
                 wait = 0.0
-            elif not self._timers._entries:
+            elif not self._timers.heap:
                 wait = timeout if timeout is None else _clamp_wait(timeout)
             else:
                 wait = self._compute_timeout(timeout)
             if self._epoll is not None:
-                self._poll_epoll(wait)
+                fd_events = self._poll_epoll(wait)
+                self._now = self._clock()
+                self._dispatch_epoll(fd_events)
             else:
                 events = self._selector.select(wait)
                 self._now = self._clock()
                 self._dispatch(events)
-            if self._ready or self._timers._entries:  # else there is nothing to run
+            if self._ready or self._timers.heap:  # else there is nothing to run
                 self._run_ready()
         finally:
             self._in_iteration = False
@@ -563,7 +659,7 @@ class Reactor:
     def _compute_timeout(self, limit: float | None) -> float | None:
         if self._ready or self._stopping:
             return 0
-        if not self._timers._entries:  # no timer at all: skip the heap's method call
+        if not self._timers.heap:  # no timer at all: skip the heap's method call
             return limit if limit is None else _clamp_wait(limit)
         deadline = self._timers.next_deadline()
         if deadline is None:
@@ -576,7 +672,7 @@ class Reactor:
     def _dispatch(self, events: list[tuple[selectors.SelectorKey, int]]) -> None:
         current = self._selector.get_map()
         for key, reported in events:
-            obj = key.data
+            obj: ReadyTarget = key.data
             # a callback earlier in this batch may have closed this descriptor or
             # changed what it waits for: trust the registration as it is now
             now_key = current.get(key.fileobj)
@@ -593,47 +689,68 @@ class Reactor:
             except BaseException as exc:
                 self._dispatch_failed(obj, exc)
 
-    def _poll_epoll(self, timeout: float | None) -> None:
-        """Poll and dispatch for a plain :class:`selectors.EpollSelector`.
+    def _poll_epoll(self, timeout: float | None) -> list[tuple[int, int]]:
+        """Poll a plain :class:`selectors.EpollSelector`: the raw ``epoll.poll`` list.
 
-        The same work as ``selector.select()`` followed by :meth:`_dispatch`, without
-        building a list of (key, events) pairs: each event goes from the epoll result
-        straight to the registered object, found in the selector's own fd map at
-        dispatch time (so an event for a descriptor closed earlier in the batch is
-        dropped). The events are mapped as ``selectors`` maps them: error and hang-up
-        count as both readable and writable, masked by what the key is registered for.
+        The one blocking call of the fast path; :meth:`_dispatch_epoll` processes what
+        it returns. ``timeout`` is clamped by the caller (at most :data:`MAX_WAIT`).
         """
         epoll, fd_to_key = self._epoll, self._fd_to_key
         assert epoll is not None and fd_to_key is not None
         if timeout is None:
             timeout = -1
-        elif timeout > 0:  # clamped by the caller: at most MAX_WAIT
+        elif timeout > 0:
             timeout = math.ceil(timeout * 1e3) * 1e-3  # never wake a millisecond early
-        events = epoll.poll(timeout, len(fd_to_key) or 1)
-        self._now = self._clock()
-        get_key = fd_to_key.get
-        # keys are indexed, not read by name: SelectorKey is a named tuple and
-        # key[2]/key[3] (events/data) are much cheaper than its attribute getters
-        for fd, event in events:
-            key = get_key(fd)
-            if key is None:
-                continue
-            obj = key[3]
-            try:
-                wanted = key[2]
-                if event == _EPOLLIN and wanted == 1:  # the common case: readable
-                    obj._read_ready()
-                    continue
-                if event & _NOT_EPOLLOUT and wanted & 1:  # EVENT_READ
-                    obj._read_ready()
-                if event & _NOT_EPOLLIN and wanted & 2:  # EVENT_WRITE
-                    obj._write_ready()
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:
-                self._dispatch_failed(obj, exc)
+        events: list[tuple[int, int]] = epoll.poll(timeout, len(fd_to_key) or 1)
+        return events
 
-    def _dispatch_failed(self, obj: Any, exc: BaseException) -> None:
+    def _dispatch_epoll(self, events: list[tuple[int, int]]) -> None:
+        """Dispatch ``(fd, epoll mask)`` pairs, as :meth:`_dispatch` dispatches
+        ``selector.select()``'s pairs, with the same stale-key rule.
+
+        Events are mapped as ``selectors`` maps them: error and hang-up count as both
+        readable and writable, masked by what the key is registered for now.
+
+        Stale keys (the rule of both paths): a callback earlier in the batch may have
+        unregistered a descriptor, or closed it and let a new object register the same
+        number. An event is dropped when its descriptor is no longer registered, or is
+        registered now to another object than at poll time (the event was for the old
+        file: a new connecting socket must not take a hang-up for "connected"); when
+        it is registered to the same object, its current interest mask applies. Here
+        the selector's map (a :class:`_BatchKeyMap`) enforces the second half when a
+        registration changes, so the loop below looks up each key once, as before.
+        """
+        fd_to_key = self._fd_to_key
+        assert fd_to_key is not None
+        get_key = fd_to_key.get
+        fd_to_key.batch = events
+        try:
+            # keys are indexed, not read by name: SelectorKey is a named tuple and
+            # key[2]/key[3] (events/data) are much cheaper than its attribute getters
+            for fd, event in events:
+                key = get_key(fd)
+                if key is None:
+                    continue
+                obj = key[3]
+                try:
+                    wanted = key[2]
+                    if event == _EPOLLIN and wanted == 1:  # the common case: readable
+                        obj._read_ready()
+                        continue
+                    if event & _NOT_EPOLLOUT and wanted & 1:  # EVENT_READ
+                        obj._read_ready()
+                    if event & _NOT_EPOLLIN and wanted & 2:  # EVENT_WRITE
+                        obj._write_ready()
+                except (SystemExit, KeyboardInterrupt):
+                    raise
+                except BaseException as exc:
+                    self._dispatch_failed(obj, exc)
+        finally:
+            fd_to_key.batch = None
+            if fd_to_key.polled:  # registrations changed in this batch
+                fd_to_key.end_batch()
+
+    def _dispatch_failed(self, obj: ReadyTarget, exc: BaseException) -> None:
         describe = getattr(obj, "describe", None)
         where = describe() if describe is not None else repr(obj)
         logger.error("unexpected error while serving %s", where, exc_info=exc)
@@ -644,7 +761,7 @@ class Reactor:
     def _run_ready(self) -> None:
         now = self._now = self._clock()
         ready = self._ready
-        entries = self._timers._entries  # peek: most iterations have no timer due
+        entries = self._timers.heap  # peek: most iterations have no timer due
         if entries and entries[0][0] <= now:
             ready.extend(self._timers.pop_due(now))
         if not ready:

@@ -129,21 +129,25 @@ def describe_owner(handle: Handle) -> str | None:
 class TimerHeap:
     """A heap of :class:`TimerHandle` with lazy deletion and compaction."""
 
-    __slots__ = ("_cancelled", "_entries", "_seq")
+    __slots__ = ("_cancelled", "_seq", "heap")
 
     def __init__(self) -> None:
-        self._entries: list[tuple[float, int, TimerHandle]] = []
+        #: The heap itself, ``(when, sequence, handle)`` entries, cancelled ones not
+        #: dropped yet included; always the same list object. Read-only for others:
+        #: the loop peeks at ``heap`` (empty?) and ``heap[0][0]`` (earliest entry due)
+        #: without a method call on every iteration; never mutate it.
+        self.heap: list[tuple[float, int, TimerHandle]] = []
         self._cancelled = 0
         self._seq = 0
 
     def __len__(self) -> int:
         """The number of timers that are scheduled and not cancelled."""
-        return len(self._entries) - self._cancelled
+        return len(self.heap) - self._cancelled
 
     @property
     def size(self) -> int:
         """Entries physically in the heap, cancelled ones included."""
-        return len(self._entries)
+        return len(self.heap)
 
     def push(self, handle: TimerHandle) -> TimerHandle:
         """Schedule ``handle`` at ``handle.when()``.
@@ -155,23 +159,23 @@ class TimerHeap:
             raise ValueError("a timer handle can be scheduled only once")
         handle._heap = self
         self._seq += 1
-        heapq.heappush(self._entries, (handle._when, self._seq, handle))
+        heapq.heappush(self.heap, (handle._when, self._seq, handle))
         return handle
 
     def _note_cancelled(self) -> None:
         self._cancelled += 1
-        entries = self._entries
+        entries = self.heap
         if self._cancelled > COMPACT_MIN and self._cancelled * 2 > len(entries):
             live = [e for e in entries if not e[2]._cancelled]
             for entry in entries:
                 if entry[2]._cancelled:
                     entry[2]._heap = None
             heapq.heapify(live)
-            self._entries = live
+            entries[:] = live  # in place: ``heap`` stays the same list
             self._cancelled = 0
 
     def _drop_cancelled_top(self) -> None:
-        entries = self._entries
+        entries = self.heap
         while entries and entries[0][2]._cancelled:
             heapq.heappop(entries)[2]._heap = None
             self._cancelled -= 1
@@ -179,13 +183,13 @@ class TimerHeap:
     def next_deadline(self) -> float | None:
         """When the earliest live timer is due, or None when there is none."""
         self._drop_cancelled_top()
-        entries = self._entries
+        entries = self.heap
         return entries[0][0] if entries else None
 
     def pop_due(self, now: float) -> list[TimerHandle]:
         """Remove and return, in order, every live timer due at or before ``now``."""
         due: list[TimerHandle] = []
-        entries = self._entries
+        entries = self.heap
         while entries and entries[0][0] <= now:
             handle = heapq.heappop(entries)[2]
             handle._heap = None
@@ -197,8 +201,8 @@ class TimerHeap:
 
     def clear(self) -> None:
         """Cancel and drop every timer."""
-        for entry in self._entries:
+        for entry in self.heap:
             entry[2]._heap = None
             entry[2].cancel()
-        self._entries = []
+        self.heap.clear()
         self._cancelled = 0
