@@ -40,7 +40,8 @@ def test_wheel_ships_both_packages_and_py_typed(tmp_path: Path) -> None:
     wheel = next(tmp_path.glob("socketreactor-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "reactor/py.typed" in names and "handlers/py.typed" in names
-    assert "reactor/loop.py" in names and "handlers/base.py" in names
+    assert "reactor/io/loop.py" in names and "reactor/sansio/connection.py" in names
+    assert "handlers/base.py" in names and "handlers/services/kv/__init__.py" in names
     assert not any(n.startswith(("tests/", "bench/")) for n in names)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "reactor = reactor.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
