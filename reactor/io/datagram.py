@@ -147,7 +147,7 @@ class DatagramTransport(Row, asyncio.DatagramTransport):
                 self._lost = self._closing = True
                 self._sock = None
                 sock.close()
-                self.state = _CLOSED  # LIFECYCLE leads LOST from ACCEPTED to CLOSED
+                self.advance(_LOST)  # to CLOSED, through the lifecycle table
                 self._reactor.connections.remove(self)
                 raise OSError(exc.errno, f"cannot register the {self.kind} endpoint {where!r} "
                                          f"with the selector: {exc.strerror}") from exc
