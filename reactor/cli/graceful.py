@@ -75,7 +75,6 @@ from ..io.listeners import DEFAULT_BACKLOG, Listener
 from ..io.loop import Reactor
 from ..io.stream import StreamTransport
 from ..io.transports import TransportOptions
-from ..sansio.connection import ConnState
 from ..sansio.errors import LocalProtocolError
 from ..sansio.timers import TimerHandle
 
@@ -249,22 +248,6 @@ class _Drain:
     quiet_checks: int = 0  # consecutive checks that saw nothing move
     phase: Literal["draining", "protocol", "lingering"] = "draining"
     linger_until: float = 0.0
-
-
-def _has_unread_input(row: StreamTransport) -> bool:
-    """Whether the kernel holds input (or an EOF) the reactor has not read yet."""
-    if row.state in (ConnState.READ_CLOSED, ConnState.CLOSING):
-        return False
-    sock = row.get_extra_info("socket")
-    if sock is None:
-        return False
-    try:
-        sock.recv(1, socket.MSG_PEEK)
-    except BlockingIOError:
-        return False
-    except OSError:
-        return True  # an error or InterruptedError: the reactor will deal with it
-    return True  # data, or b"" (an EOF not yet seen by the protocol)
 
 
 # -- the server ---------------------------------------------------------------------------
@@ -595,7 +578,7 @@ class Server:
                 row.close()
             return
         seen = (row.bytes_in, row.bytes_out)
-        if seen != state.seen or row.get_write_buffer_size() or _has_unread_input(row):
+        if seen != state.seen or row.get_write_buffer_size() or row.unread_input() is not False:
             state.seen, state.since, state.quiet_checks = seen, now, 0
             return
         state.quiet_checks += 1

@@ -57,7 +57,6 @@ logger = logging.getLogger("reactor.mixins")  # the name it had before the layer
 _WORK_DONE: Final = None  # the queue item that tells an idle pool worker to exit
 _VERIFIED: Final = ConnState.VERIFIED
 _CLOSED: Final = ConnState.CLOSED
-_NO_MORE_INPUT: Final = frozenset({ConnState.READ_CLOSED, ConnState.CLOSING})
 _DISPATCHED_CHILD: Final = ConnState.DISPATCHED_CHILD
 _DISPATCH_THREAD: Final = ConnEvent.DISPATCH_THREAD
 _DISPATCH_CHILD: Final = ConnEvent.DISPATCH_CHILD
@@ -79,23 +78,6 @@ def _close_deadline(timeout: float | None) -> float | None:
     if math.isinf(seconds):
         return None
     return time.monotonic() + seconds
-
-
-def _has_unread_input(row: StreamTransport) -> bool:
-    """Whether the kernel holds bytes (or an EOF) for ``row`` that the reactor has not
-    read yet: a request received that its handler has not seen."""
-    if row.state in _NO_MORE_INPUT:
-        return False
-    sock = row.get_extra_info("socket")
-    if sock is None:
-        return False
-    try:
-        sock.recv(1, socket.MSG_PEEK)
-    except (BlockingIOError, InterruptedError):
-        return False
-    except OSError:
-        return False  # reset: nothing left to answer; close() ends it
-    return True
 
 
 def _remaining(deadline: float | None) -> float | None:
@@ -811,7 +793,8 @@ class MultiplexingMixIn(_Base):
                 reactor.stop()
                 return
             for row in rows:
-                if not row.is_closing() and not _has_unread_input(row):
+                # idle: nothing unread (a reset counts as nothing left to answer)
+                if not row.is_closing() and row.unread_input() is not True:
                     row.close()  # sends what is queued, then closes
             reactor.call_later(_WIND_DOWN_CHECK, check)
 

@@ -643,6 +643,25 @@ class StreamTransport(Row, asyncio.Transport):
 
     # -- extra info -------------------------------------------------------------------
 
+    def unread_input(self) -> bool | None:
+        """Whether the kernel holds input for this connection that the reactor has not
+        read yet (bytes, or an EOF the protocol has not seen): True or False, or None when
+        the socket reports an error instead (the next read will). A peek, for the rare
+        callers that drain connections (a graceful stop, a server's close); never on the
+        data path."""
+        if self.state is _READ_CLOSED or self.state is _CLOSING:
+            return False
+        sock = self._sock
+        if sock is None:
+            return False
+        try:
+            sock.recv(1, socket.MSG_PEEK)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            return None
+        return True
+
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         """``peername``, ``sockname``, ``socket``, ``connection`` (the row), or ``default``."""
         if name == "peername":
