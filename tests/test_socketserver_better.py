@@ -238,20 +238,26 @@ def test_each_child_watcher_reaps(watcher: str) -> None:
     server.server_close()
     assert not failure, failure
     assert results == [b"0\n", b"1\n", b"2\n"]
-    assert server._reactor_children().mode == watcher
+    assert server._reactor_engine.work.mode == watcher
 
 
 @needs_fork
-def test_max_children_is_honoured_and_the_rest_wait_in_the_table() -> None:
+def test_max_children_is_honoured_and_the_rest_wait_in_the_table(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     concurrency: list[int] = []
 
     class Server(socketserver.ForkingTCPServer):
         max_children = 2
 
-        def _reactor_fork(self, request: Any, client_address: Any) -> None:
-            concurrency.append(len(self.active_children or ()))
-            super()._reactor_fork(request, client_address)
+    real_fork = os.fork
 
+    def counting_fork() -> int:
+        pid = real_fork()
+        if pid:  # the parent, before it records the child
+            concurrency.append(len(server.active_children or ()))
+        return pid
+
+    monkeypatch.setattr(os, "fork", counting_fork)
     server = Server((HOST, 0), Echo)
     with serving(server):
         clients = [socket.create_connection(server.server_address, timeout=10)

@@ -8,7 +8,6 @@ uses for its requests, and its statistics snapshot.
 * :class:`RequestReader` -- reads a request without blocking in state BUFFERING (an
   asyncio-style protocol on the row), feeding a :mod:`~reactor.sansio.request_buffer` scanner;
 * :class:`ReadyReader` -- registered for a datagram (or custom) server's descriptor;
-* :class:`ServerState` -- a server's reactor-side state, kept in one attribute;
 * :class:`ServerStatistics` -- what ``server.statistics()`` returns.
 
 Forbidden imports: ``handlers``.
@@ -19,23 +18,25 @@ from __future__ import annotations
 import itertools
 import logging
 import socket
-import threading
-from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from ..io.loop import Reactor, ReactorStatistics
-from ..sansio.connection import Connection, ConnState, Row
+from ..io.loop import ReactorStatistics
+from ..sansio.connection import Connection, ConnEvent, ConnState
 from ..sansio.request_buffer import Progress, RequestBuffer, RequestRejected
-from ..sansio.table import _empty_counts
+from ..sansio.table import ConnectionTable, _empty_counts
 from ..sansio.timers import TimerHandle
 
 if TYPE_CHECKING:
-    from ..io.datagram import DatagramTransport
-    from ..io.listeners import Listener
+    from typing import TypeAlias
+
     from ..io.stream import StreamTransport
-    from .servers import BaseServer
+    from .pipeline import RequestPath
+
+if TYPE_CHECKING:
+    RequestRow: TypeAlias = "StreamTransport | DatagramRequest"
+    """A request's row: its stream transport, or a datagram's own row."""
 
 __all__ = [
     "WAITING",
@@ -43,28 +44,17 @@ __all__ = [
     "DatagramRequest",
     "ReadyReader",
     "RequestReader",
-    "ServerState",
     "ServerStatistics",
     "peek_count",
-    "request_key",
 ]
 
 logger = logging.getLogger("reactor.servers")
 
 _ACCEPTED: Final = ConnState.ACCEPTED  # Enum class attributes are slow to read (3.11)
+_CLOSED: Final = ConnState.CLOSED
+_LOST: Final = ConnEvent.LOST
 WAITING: Final = "facade.waiting"  # row meta key: ready, waiting for a worker slot
 
-
-_SOCKET: Final = socket.socket
-
-
-def request_key(request: Any) -> Any:
-    """A request's key in :attr:`ServerState.rows`: a plain ``socket.socket`` is its own
-    key (hashed by identity, and much cheaper than ``id()``, which makes an int and
-    raises an audit event); anything else -- a datagram's ``(data, socket)`` tuple
-    hashes by value, a user's request type may too -- is keyed by ``id()``. The hot
-    paths inline this expression: keep them the same."""
-    return request if type(request) is _SOCKET else id(request)
 
 
 def peek_count(counter: itertools.count[int]) -> int:
@@ -126,15 +116,25 @@ class ServerStatistics:
 
 
 class DatagramRequest(Connection):
-    """One datagram request as a row of the connection table."""
+    """One datagram request as a row of the connection table (which it joins)."""
 
-    __slots__ = ("_kind", "owner")
+    __slots__ = ("_kind", "_table", "owner")
 
-    def __init__(self, kind: str, peername: Any, size: int, now: float, owner: object) -> None:
+    def __init__(self, kind: str, peername: Any, size: int, now: float, owner: object, *,
+                 table: ConnectionTable) -> None:
         super().__init__(_ACCEPTED, peername, now)
         self.bytes_in = size
         self._kind = kind
         self.owner = owner
+        self._table = table
+        table.add(self)
+
+    def release(self, close_socket: bool = True) -> None:
+        """The request ended: leave the table (there is no socket of its own to close,
+        whatever ``close_socket`` says: the socket is the server's)."""
+        if self.state is not _CLOSED:
+            self.advance(_LOST)
+            self._table.remove(self)
 
     @property
     def kind(self) -> str:
@@ -198,15 +198,15 @@ class BufferedRequestSocket(socket.socket):
 class ReadyReader:
     """Registered for a server's descriptor: takes requests when it is readable."""
 
-    __slots__ = ("batch", "fd", "server")
+    __slots__ = ("batch", "engine", "fd")
 
-    def __init__(self, server: BaseServer, fd: int, batch: int) -> None:
-        self.server = server
+    def __init__(self, engine: RequestPath, fd: int, batch: int) -> None:
+        self.engine = engine
         self.fd = fd
         self.batch = batch
 
     def _read_ready(self) -> None:
-        take = self.server._reactor_take
+        take = self.engine.take
         for _ in range(self.batch):
             if not take():
                 return
@@ -215,22 +215,23 @@ class ReadyReader:
         pass
 
     def describe(self) -> str:
-        return f"{type(self.server).__name__} {self.server.server_address!r}"
+        server = self.engine.server
+        return f"{type(server).__name__} {server.server_address!r}"
 
 
 class RequestReader:
     """Reads one request without blocking (state BUFFERING); an asyncio-style protocol."""
 
     __slots__ = (
-        "buffer", "chunks", "client_address", "done", "handed", "request", "row",
-        "scanner", "server", "size", "timer",
+        "buffer", "chunks", "client_address", "done", "engine", "handed", "request", "row",
+        "scanner", "size", "timer",
     )
 
     def __init__(
-        self, server: BaseServer, request: Any, client_address: Any, row: StreamTransport,
+        self, engine: RequestPath, request: Any, client_address: Any, row: StreamTransport,
         buffer: RequestBuffer,
     ) -> None:
-        self.server = server
+        self.engine = engine
         self.request = request
         self.client_address = client_address
         self.row = row
@@ -253,12 +254,12 @@ class RequestReader:
         try:
             progress = self.scanner.feed(data)
         except RequestRejected as exc:
-            self.server._reactor_buffer_refused(self, exc.reason, exc.response)
+            self.engine.refuse_read(self, exc.reason, exc.response)
             return
         if progress is Progress.READY:
-            self.server._reactor_buffer_ready(self)
+            self.engine.request_read(self)
         elif self.size > self.buffer.max_size:
-            self.server._reactor_buffer_refused(
+            self.engine.refuse_read(
                 self, f"request larger than {self.buffer.max_size} bytes",
                 self.buffer.too_large_response(),
             )
@@ -267,14 +268,14 @@ class RequestReader:
         if self.done:
             return False
         if self.scanner.feed_eof() is Progress.READY:
-            self.server._reactor_buffer_ready(self)
+            self.engine.request_read(self)
             return True
         logger.debug("%s: the peer closed before its request was complete", self.row.describe())
         self.stop()
         return False
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        self.server._reactor_buffer_lost(self, exc)
+        self.engine.lost_while_reading(self, exc)
 
     def pause_writing(self) -> None:
         pass
@@ -285,7 +286,7 @@ class RequestReader:
     def expired(self) -> None:
         self.timer = None
         if not self.done:
-            self.server._reactor_buffer_refused(
+            self.engine.refuse_read(
                 self, f"no complete request within {self.buffer.timeout} s",
                 self.buffer.timeout_response(), timed_out=True,
             )
@@ -295,88 +296,3 @@ class RequestReader:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-
-
-class ServerState:
-    """The reactor side of one server, kept in one attribute (``_reactor_facade``) so
-    that it stays out of the way of subclasses' own attributes.
-
-    Slotted: the per-request path reads and writes these attributes many times, and a
-    slot is the cheapest attribute there is (the instance dict of this many attributes
-    would no longer share its keys)."""
-
-    __slots__ = (
-        "accepted", "activated", "attached", "buffer_refused", "buffer_timeouts",
-        "buffered", "close_pending", "closed", "deferred", "dispatched_child",
-        "dispatched_inline", "dispatched_thread", "ended", "endpoint", "errors",
-        "finished", "get_request_errors", "handled", "in_child", "is_shut_down",
-        "listener", "lock", "loop_thread", "own_accept", "owns_reactor", "plain_listening",
-        "poll_interval", "reactor", "reader", "rejected", "release_scheduled", "rows",
-        "serving_thread", "shutdown_request", "socket_timeout", "staged",
-        "stop_after_handled", "sweeping", "threads_ended", "threads_started", "tick",
-        "waiting", "warned_buffer",
-    )
-
-    def __init__(self, reactor: Reactor | None) -> None:
-        self.reactor = reactor
-        self.owns_reactor = reactor is None
-        self.listener: Listener | None = None
-        self.reader: ReadyReader | None = None
-        self.endpoint: DatagramTransport | None = None
-        self.activated = False
-        self.closed = False
-        self.close_pending = False
-        self.rows: dict[Any, Row] = {}  # request_key(request) -> row, while in flight
-        self.waiting: deque[tuple[Any, Any, Row]] = deque()
-        self.staged: tuple[Any, Any] | None = None  # what get_request() returns next
-        # get_request is overridden: it accepts for itself, the listener only says that
-        # the listening socket is readable (and keeps its mode as the program set it)
-        self.own_accept = False
-        # the listening socket last seen by get_request() that is not an SSLSocket
-        # (whose accepted connections it would wrap)
-        self.plain_listening: Any = None
-        self.lock = threading.Lock()
-        # the counters of ServerStatistics: plain attributes (cheaper than a Counter's
-        # items on the per-request path); the reactor thread adds to them directly,
-        # other threads through count() (dispatched_thread is a count of its own)
-        self.accepted = 0
-        self.rejected = 0
-        self.buffered = 0
-        self.buffer_timeouts = 0
-        self.buffer_refused = 0
-        self.dispatched_inline = 0
-        self.dispatched_child = 0
-        self.attached = 0
-        self.finished = 0
-        self.errors = 0
-        self.get_request_errors = 0
-        self.is_shut_down = threading.Event()
-        self.shutdown_request = False
-        self.serving_thread: int | None = None
-        self.loop_thread: int | None = None
-        self.deferred: BaseException | None = None
-        self.handled = 0
-        self.stop_after_handled = False
-        self.socket_timeout: float | None = None
-        self.in_child = False
-        self.tick: TimerHandle | None = None
-        self.poll_interval = 0.5  # serve_forever's, for periodic work that needs one
-        self.warned_buffer = False
-        # rows that workers ended, for the reactor thread to release in one batch
-        self.ended: deque[Row] = deque()
-        self.release_scheduled = False
-        self.sweeping = False  # a sweep timer is armed (workers need not wake the loop)
-        # request threads started and ended, and requests handed to threads (pool
-        # workers take waiting requests themselves): next() on a count is atomic
-        self.threads_started = itertools.count()
-        self.threads_ended = itertools.count()
-        self.dispatched_thread = itertools.count()
-
-    def count(self, name: str, n: int = 1) -> None:
-        """Add to a counter that several threads update."""
-        with self.lock:
-            setattr(self, name, getattr(self, name) + n)
-
-    def bump(self, name: str) -> None:
-        """Add one to a counter only the reactor thread updates (no lock)."""
-        setattr(self, name, getattr(self, name) + 1)
