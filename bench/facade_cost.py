@@ -29,6 +29,12 @@ executed per request are (I(N2) - I(N1)) / (N2 - N1), start-up cancelled out::
     .venv/bin/python -m bench.facade_cost --instructions-only
     .venv/bin/python -m bench.facade_cost --instructions-only --instruction-repeat 3 \
         --instruction-requests 2000 --only sync-churn      # steadier: a median of 3
+    .venv/bin/python -m bench.facade_cost --instructions-only --seeds 5 --reactor-only
+
+A run inherits ``PYTHONHASHSEED`` (random unless set). One hash seed is one layout of the
+interpreter's dicts and sets, and a change elsewhere in the code can move a figure by a
+few per cent through the layout alone: ``--seeds N`` counts under ``PYTHONHASHSEED`` 0
+to N-1 and prints each seed's figure, the median over the seeds and the range.
 """
 
 from __future__ import annotations
@@ -225,8 +231,10 @@ server.server_close()
 """
 
 
-def _count_instructions(impl: str, kind: str, requests: int, workdir: Path) -> int:
-    """Instructions a server executed (its whole life) serving ``requests`` cycles."""
+def _count_instructions(impl: str, kind: str, requests: int, workdir: Path,
+                        seed: int | None = None) -> int:
+    """Instructions a server executed (its whole life) serving ``requests`` cycles, under
+    ``PYTHONHASHSEED=seed`` (``None``: the inherited environment's)."""
     import socket
 
     port_file = workdir / f"port-{impl}-{kind}-{requests}"
@@ -234,6 +242,8 @@ def _count_instructions(impl: str, kind: str, requests: int, workdir: Path) -> i
     port_file.unlink(missing_ok=True)  # a repeated measurement must not read the last port
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    if seed is not None:
+        env["PYTHONHASHSEED"] = str(seed)
     server = subprocess.Popen(
         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
          sys.executable, "-c", INSTRUCTION_SERVER, impl, kind, str(port_file)],
@@ -263,28 +273,50 @@ def instructions(args: argparse.Namespace) -> list[dict[str, Any]]:
     import tempfile
 
     small, large = 200, 200 + args.instruction_requests
+    seeds: list[int | None] = list(range(args.seeds)) if args.seeds else [None]
+    impls = ("reactor",) if args.reactor_only else ("stdlib", "reactor")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for kind in ("sync", "threading"):
             line: dict[str, Any] = {"workload": f"{kind}-churn"}
             if args.only and line["workload"] not in args.only:
                 continue
-            for impl in ("stdlib", "reactor"):
-                # the median of --instruction-repeat measurements: a run's figure moves
-                # by a few hundred instructions (scheduling, when the GC runs)
-                found = []
-                for _ in range(max(1, args.instruction_repeat)):
-                    a = _count_instructions(impl, kind, small, Path(tmp))
-                    b = _count_instructions(impl, kind, large, Path(tmp))
-                    found.append((b - a) / (large - small))
-                line[impl] = statistics.median(found)
+            for impl in impls:
+                per_seed, found = [], []
+                for seed in seeds:
+                    # the median of --instruction-repeat measurements: a run's figure
+                    # moves by a few hundred instructions (scheduling, when the GC runs)
+                    mine = []
+                    for _ in range(max(1, args.instruction_repeat)):
+                        a = _count_instructions(impl, kind, small, Path(tmp), seed)
+                        b = _count_instructions(impl, kind, large, Path(tmp), seed)
+                        mine.append((b - a) / (large - small))
+                    found += mine
+                    per_seed.append(statistics.median(mine))
+                    if len(seeds) > 1:
+                        print(f"{line['workload']:<16} {impl:<8} PYTHONHASHSEED={seed}: "
+                              f"{per_seed[-1]:>9.0f} instructions per request", flush=True)
+                line[impl] = statistics.median(per_seed)
                 line[f"{impl}_runs"] = found
-            line["ratio"] = line["reactor"] / line["stdlib"]
-            print(f"{line['workload']:<16} instructions per request: stdlib "
-                  f"{line['stdlib']:>9.0f}  reactor {line['reactor']:>9.0f}  "
-                  f"ratio {line['ratio']:.2f}", flush=True)
+                if len(seeds) > 1:
+                    line[f"{impl}_seeds"] = per_seed
+                    line[f"{impl}_range"] = [min(per_seed), max(per_seed)]
+            text = " ".join(_figure(line, impl) for impl in impls)
+            if "stdlib" in line and "reactor" in line:
+                line["ratio"] = line["reactor"] / line["stdlib"]
+                text += f"  ratio {line['ratio']:.2f}"
+            print(f"{line['workload']:<16} instructions per request: {text}", flush=True)
             rows.append(line)
     return rows
+
+
+def _figure(line: dict[str, Any], impl: str) -> str:
+    """``impl``'s figure for the summary line: the median, with the range over seeds."""
+    text = f"{impl} {line[impl]:>9.0f}"
+    if f"{impl}_range" in line:
+        low, high = line[f"{impl}_range"]
+        text += f" (range {low:.0f}-{high:.0f}, {(high - low) / line[impl]:.1%})"
+    return text
 
 
 SLOW_SERVER = r"""
@@ -428,6 +460,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--instruction-repeat", type=int, default=1, metavar="N",
                         help="measure instructions per request N times per server and "
                              "report the median (default 1)")
+    parser.add_argument("--seeds", type=int, default=0, metavar="N",
+                        help="count instructions under PYTHONHASHSEED 0..N-1 and report "
+                             "each seed's figure, the median and the range (default: the "
+                             "inherited PYTHONHASHSEED, one run)")
+    parser.add_argument("--reactor-only", action="store_true",
+                        help="count instructions for the reactor's facades only (no "
+                             "stdlib runs, no ratio): half the time, for before/after")
     parser.add_argument("--slow-clients", type=int, default=0, metavar="N",
                         help="only measure N one-byte-a-second HTTP clients against the "
                              "stdlib ThreadingHTTPServer and the facade's (with "

@@ -3,7 +3,7 @@ move with the machine's load.
 
 Usage::
 
-    python -m bench.instructions [SERVER] [--connections 100] [--size 1024]
+    python -m bench.instructions [SERVER] [--connections 100] [--size 1024] [--seeds N]
 
 The server (a name from :mod:`bench.servers`, ``reactor-protocol`` by default) runs under
 ``valgrind --tool=callgrind`` on CPU 0 while ``bench/bin/loadgen`` drives it from CPU 1,
@@ -12,6 +12,12 @@ totals over the difference of the two request counts is the marginal cost of one
 request, without start-up and shutdown. ``PYTHONHASHSEED`` is fixed so two runs of the
 same code execute the same instructions. Needs valgrind and the load generator
 (``make bench/bin/loadgen``).
+
+One hash seed is one memory layout of the interpreter's dicts and sets, and a change
+elsewhere in the code can move a figure by a few per cent through the layout alone.
+``--seeds N`` measures under ``PYTHONHASHSEED`` 0 to N-1 and prints each figure, their
+median and their range: compare medians, and read a difference smaller than the range
+as no difference.
 """
 
 from __future__ import annotations
@@ -21,20 +27,24 @@ import json
 import os
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 LOADGEN = ROOT / "bench" / "bin" / "loadgen"
 
 
-def one_load(server: str, seconds: float, connections: int, size: int) -> tuple[int, int]:
-    """Run ``server`` under callgrind for one load; return (instructions, requests)."""
+def one_load(server: str, seconds: float, connections: int, size: int,
+             seed: int = 0) -> tuple[int, int]:
+    """Run ``server`` under callgrind for one load with ``PYTHONHASHSEED=seed``;
+    return (instructions, requests)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "callgrind.out"
-        env = dict(os.environ, PYTHONHASHSEED="0")
+        env = dict(os.environ, PYTHONHASHSEED=str(seed))
         srv = subprocess.Popen(
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable,
              "-m", "bench.servers", server, "--cpu", "0"],
@@ -63,6 +73,15 @@ def one_load(server: str, seconds: float, connections: int, size: int) -> tuple[
     return total, int(json.loads(load.stdout)["requests"])
 
 
+def per_request(server: str, args: argparse.Namespace, seed: int) -> dict[str, Any]:
+    """The marginal instructions per request under one hash seed (two loads)."""
+    short = one_load(server, args.short, args.connections, args.size, seed)
+    long = one_load(server, args.long, args.connections, args.size, seed)
+    return {"seed": seed, "instructions": [short[0], long[0]],
+            "requests": [short[1], long[1]],
+            "instructions_per_request": round((long[0] - short[0]) / (long[1] - short[1]))}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.instructions",
                                      description=__doc__.split("\n\n")[0])
@@ -71,14 +90,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--short", type=float, default=3.0, help="seconds of the short load")
     parser.add_argument("--long", type=float, default=9.0, help="seconds of the long load")
+    parser.add_argument("--seeds", type=int, default=1, metavar="N",
+                        help="measure under PYTHONHASHSEED 0..N-1; print each figure, the "
+                             "median and the range (default 1: seed 0 only)")
     args = parser.parse_args(argv)
-    short = one_load(args.server, args.short, args.connections, args.size)
-    long = one_load(args.server, args.long, args.connections, args.size)
-    per_request = (long[0] - short[0]) / (long[1] - short[1])
-    print(json.dumps({"server": args.server, "connections": args.connections,
-                      "size": args.size, "instructions": [short[0], long[0]],
-                      "requests": [short[1], long[1]],
-                      "instructions_per_request": round(per_request)}))
+    result: dict[str, Any] = {"server": args.server, "connections": args.connections,
+                              "size": args.size}
+    if args.seeds <= 1:  # the one-line output of before, seed 0
+        run = per_request(args.server, args, 0)
+        del run["seed"]
+        print(json.dumps({**result, **run}))
+        return 0
+    runs = []
+    for seed in range(args.seeds):
+        runs.append(per_request(args.server, args, seed))
+        print(f"seed {seed}: {runs[-1]['instructions_per_request']} instructions per request",
+              flush=True)
+    figures = [run["instructions_per_request"] for run in runs]
+    low, high, median = min(figures), max(figures), statistics.median(figures)
+    print(f"median {median:.0f}, range {low}-{high} ({(high - low) / median:.1%} of the "
+          f"median) over {len(figures)} seeds", flush=True)
+    print(json.dumps({**result, "seeds": len(runs), "per_seed": figures,
+                      "instructions_per_request": round(median), "range": [low, high],
+                      "runs": runs}))
     return 0
 
 

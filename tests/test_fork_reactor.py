@@ -23,7 +23,7 @@ import pytest
 from netkit import WAIT
 
 from reactor import Reactor
-from reactor.io.loop import _live_reactors
+from reactor.io.fork import _live_reactors
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 

@@ -6,7 +6,8 @@ passes), then hands the socket to a :class:`~reactor.io.stream.StreamTransport` 
 resolves the future with ``(transport, protocol)``. A selector that refuses the socket
 fails the future with the error.
 
-Must not import the facades or the command line.
+Uses the reactor through its public names (``selector``, ``call_later``). Must not
+import the facades or the command line.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ class _Connector:
                 continue
             if err in (0, errno.EINPROGRESS):
                 try:
-                    self.reactor._selector.register(sock, 2, self)
+                    self.reactor.selector.register(sock, 2, self)
                 except OSError as exc:  # epoll's ENOSPC or ENOMEM: fail, never hang
                     sock.close()
                     logger.error("connect to %r: the selector refused the socket: %s", address,
@@ -101,7 +102,7 @@ class _Connector:
         """The row was aborted before the connect completed: unregister, fail."""
         if self.sock is not None:
             try:
-                self.reactor._selector.unregister(self.sock)
+                self.reactor.selector.unregister(self.sock)
             except (KeyError, ValueError):
                 pass
         self.sock = self.transport = None
@@ -114,7 +115,7 @@ class _Connector:
     def _write_ready(self) -> None:
         sock, transport = self.sock, self.transport
         assert sock is not None and transport is not None
-        selector = self.reactor._selector
+        selector = self.reactor.selector
         err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
             selector.unregister(sock)
@@ -158,7 +159,7 @@ class _Connector:
         if self.future.done():
             return
         if self.sock is not None and self.transport is not None:
-            self.reactor._selector.unregister(self.sock)
+            self.reactor.selector.unregister(self.sock)
             self.transport.release()
         self._fail(TimeoutError(f"connect timed out after {timeout} s"))
 

@@ -1,5 +1,5 @@
-"""Listening sockets and outgoing connections: the only code that calls ``accept``,
-``bind``, ``listen`` and ``connect``.
+"""Listening sockets and datagram endpoints: the code that calls ``accept``, ``bind``
+and ``listen`` (outgoing connections are :mod:`.connect`'s).
 
 Theory of operation
 -------------------
@@ -23,9 +23,12 @@ are open and resumes when one closes. A connection the selector refuses to regis
 :meth:`~reactor.io.stream.StreamTransport.attach`); an outgoing connect whose socket
 is refused fails its future with the error.
 
-Unix sockets can be bound with a requested ``mode``: the permissions are set through
-the process's umask around ``bind``, so the socket never exists with wider ones (a
-``chmod`` after ``bind`` would leave a window in which anyone may connect).
+A Unix socket path gets the care of :mod:`.unixpath`: a stale one is removed before
+bind, a requested ``mode`` is set through the umask at bind, and the path is removed on
+close by the process that bound it.
+
+Uses the reactor through its public names (``selector``, ``listeners``,
+``call_later``, ``is_closed``). Must not import the facades or the command line.
 """
 
 from __future__ import annotations
@@ -35,7 +38,6 @@ import errno
 import logging
 import os
 import socket
-import stat
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
@@ -45,19 +47,13 @@ from ..sansio.timers import TimerHandle
 from .datagram import DatagramTransport
 from .stream import StreamTransport
 from .transports import ProtocolFactory, TransportOptions, options_from
+from .unixpath import UNIX_PATH_MAX, OwnedPath, check_mode, created_with_mode, prepare
 
 if TYPE_CHECKING:
-
     from .loop import Reactor
 
-__all__ = [
-    "CAPACITY_ERRNOS",
-    "Listener",
-    "listen_tcp",
-    "listen_udp",
-    "listen_unix",
-    "listen_unix_datagram",
-]
+__all__ = ["CAPACITY_ERRNOS", "UNIX_PATH_MAX", "Listener", "listen_tcp", "listen_udp",
+           "listen_unix", "listen_unix_datagram"]
 
 logger = logging.getLogger("reactor.listeners")
 
@@ -75,7 +71,6 @@ _TRANSIENT_ERRNOS: Final = frozenset(
 DEFAULT_BACKLOG: Final = 1024
 DEFAULT_ACCEPT_BATCH: Final = 128
 ACCEPT_RETRY_DELAY: Final = 0.5
-UNIX_PATH_MAX: Final = 107
 INTERN_FROM: Final = 16  # open connections past which peer host strings are interned
 _ACCEPTED: Final = ConnState.ACCEPTED  # Enum class attributes are slow to read (3.11)
 
@@ -136,11 +131,7 @@ class Listener:
         self._capacity_error: int | None = None  # errno of the current episode
         self._retry: TimerHandle | None = None
         self._closed = False
-        self._unix_path = unix_path
-        self._unix_ino: int | None = None
-        self._unix_pid = os.getpid()  # only the binding process removes the path
-        if unix_path is not None and not unix_path.startswith("\0"):
-            self._unix_ino = os.stat(unix_path).st_ino
+        self._owned_path = OwnedPath.of(unix_path)  # removed on close
         sock.setblocking(False)
         reactor.listeners.append(self)
         try:
@@ -150,7 +141,8 @@ class Listener:
             self._closed = True
             where = self.describe()
             sock.close()
-            _remove_unix_path(self._unix_path, self._unix_ino, self._unix_pid)
+            if self._owned_path is not None:
+                self._owned_path.remove()
             raise OSError(exc.errno, f"cannot register the {where} with the selector: "
                                      f"{exc.strerror}") from exc
 
@@ -175,7 +167,7 @@ class Listener:
         wanted = self._wants_accept()
         if wanted and not self._registered:
             try:
-                self.reactor._selector.register(self.sock, 1, self)
+                self.reactor.selector.register(self.sock, 1, self)
             except OSError as exc:
                 if refusal_is_fatal:
                     raise
@@ -190,7 +182,7 @@ class Listener:
                 self._registered = False
                 return
         elif not wanted and self._registered:
-            self.reactor._selector.unregister(self.sock)
+            self.reactor.selector.unregister(self.sock)
         self._registered = wanted
 
     def _release(self) -> None:
@@ -308,10 +300,11 @@ class Listener:
             self._retry.cancel()
             self._retry = None
         if self._registered and not self.reactor.is_closed():
-            self.reactor._selector.unregister(self.sock)
+            self.reactor.selector.unregister(self.sock)
         self._registered = False
         self.sock.close()
-        _remove_unix_path(self._unix_path, self._unix_ino, self._unix_pid)
+        if self._owned_path is not None:
+            self._owned_path.remove()
         try:
             self.reactor.listeners.remove(self)
         except ValueError:
@@ -319,19 +312,6 @@ class Listener:
 
     def __repr__(self) -> str:
         return f"<Listener {self.describe()} active={self.active}>"
-
-
-def _remove_unix_path(path: str | None, ino: int | None, pid: int) -> None:
-    # a forked child closing its copy must not remove the parent's path: same inode,
-    # but not the process that bound it
-    if path is None or ino is None or pid != os.getpid():
-        return
-    try:
-        st = os.stat(path)
-        if st.st_ino == ino and stat.S_ISSOCK(st.st_mode):
-            os.unlink(path)
-    except OSError:
-        pass
 
 
 def _stream_acceptor(
@@ -362,30 +342,6 @@ def _bind_or_close(sock: socket.socket, address: Any) -> None:
     except OSError as exc:
         sock.close()
         raise OSError(exc.errno, f"cannot bind {address!r}: {exc.strerror}") from exc
-
-
-def _check_unix_mode(path: str | None, mode: int | None) -> None:
-    if mode is None:
-        return
-    if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o777:
-        raise ValueError(f"mode must be permission bits from 0 to 0o777, not {mode!r}")
-    if path is None or path.startswith("\0"):
-        raise ValueError("mode applies to a Unix socket bound to a path in the file "
-                         "system (not to an unbound or abstract-namespace socket)")
-
-
-def _bind_unix(sock: socket.socket, path: str, mode: int | None) -> None:
-    """Bind ``sock`` to ``path``; with ``mode``, the socket file is created with exactly
-    those permissions (the umask is set to their complement around ``bind`` and restored
-    after it, also when it fails). Closes ``sock`` when the bind fails."""
-    if mode is None:
-        _bind_or_close(sock, path)
-        return
-    old = os.umask(0o777 & ~mode)
-    try:
-        _bind_or_close(sock, path)
-    finally:
-        os.umask(old)
 
 
 def listen_tcp(
@@ -471,40 +427,6 @@ def _tcp_socket(
     return sock
 
 
-def _prepare_unix_path(path: str) -> None:
-    if path.startswith("\0"):
-        return
-    if len(os.fsencode(path)) > UNIX_PATH_MAX:
-        raise ValueError(
-            f"Unix socket path is {len(os.fsencode(path))} bytes; the limit is {UNIX_PATH_MAX}"
-        )
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(st.st_mode):
-        raise FileExistsError(
-            errno.EEXIST, f"{path!r} exists and is not a socket; refusing to remove it"
-        )
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    probe.setblocking(False)  # a live server with a full backlog must not block us
-    try:
-        probe.connect(path)
-    except ConnectionRefusedError:
-        os.unlink(path)  # a stale socket: nobody listens on it
-        return
-    except FileNotFoundError:
-        return
-    except OSError as exc:
-        # EAGAIN: alive, its backlog full; EPROTOTYPE: a live socket of the other
-        # type (a datagram server): in use either way, never to be removed
-        if exc.errno not in (errno.EAGAIN, errno.EPROTOTYPE):
-            raise
-    finally:
-        probe.close()
-    raise OSError(errno.EADDRINUSE, f"{path!r} is in use by a running server")
-
-
 def listen_unix(
     reactor: Reactor,
     path: str,
@@ -526,14 +448,10 @@ def listen_unix(
 
     Args:
         mode: the socket file's permission bits, e.g. ``0o600`` (only the owner may
-            connect) or ``0o660``; None leaves them to the umask. They are set through
-            the umask around ``bind`` -- never by a ``chmod`` after it, which would
-            leave a moment in which the socket has wider permissions -- and the umask
-            is restored afterwards, also when ``bind`` fails. The umask is
-            process-wide: a file another thread creates during that ``bind`` gets the
-            same umask. That window is one system call long, and a process binds its
-            sockets at start-up, so this is accepted as the price of having no window
-            at all on the socket. Ignored with ``sock``.
+            connect) or ``0o660``; None leaves them to the umask. Set through the
+            umask around ``bind``, never by a ``chmod`` after it (see
+            :func:`reactor.io.unixpath.created_with_mode`, and its note on the
+            process-wide umask). Ignored with ``sock``.
         (the other arguments as for :func:`listen_tcp`)
 
     Raises:
@@ -545,10 +463,11 @@ def listen_unix(
     opts = options_from(options, option_overrides)
     owned_path: str | None = None
     if sock is None:
-        _check_unix_mode(path, mode)
-        _prepare_unix_path(path)
+        check_mode(path, mode)
+        prepare(path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        _bind_unix(sock, path, mode)
+        with created_with_mode(mode):  # exactly mode's permissions
+            _bind_or_close(sock, path)
         try:
             sock.listen(backlog)
         except OSError:
@@ -633,7 +552,7 @@ def listen_unix_datagram(
     """Open a Unix datagram endpoint at ``path`` (None: unbound, e.g. a client).
 
     ``mode`` sets the socket file's permissions through the umask at ``bind``, as for
-    :func:`listen_unix` (whose notes on the process-wide umask apply).
+    :func:`listen_unix`.
 
     Raises:
         ValueError: as for :func:`listen_unix`.
@@ -641,33 +560,34 @@ def listen_unix_datagram(
             is removed again then).
     """
     opts = options_from(options, option_overrides)
-    ino: int | None = None
+    owned: OwnedPath | None = None
     if sock is None:
-        _check_unix_mode(path, mode)
+        check_mode(path, mode)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         if path is not None:
             try:
-                _prepare_unix_path(path)
+                prepare(path)
             except BaseException:
                 sock.close()
                 raise
-            _bind_unix(sock, path, mode)
-            if not path.startswith("\0"):
-                ino = os.stat(path).st_ino
+            with created_with_mode(mode):
+                _bind_or_close(sock, path)
+            owned = OwnedPath.of(path)
         if remote is not None:
             try:
                 sock.connect(remote)
             except OSError:
                 sock.close()
-                _remove_unix_path(path, ino, os.getpid())
+                if owned is not None:
+                    owned.remove()
                 raise
     try:
         transport = _datagram_endpoint(reactor, sock, protocol_factory, opts,
                                        remote is not None)
     except BaseException:
-        _remove_unix_path(path, ino, os.getpid())
+        if owned is not None:
+            owned.remove()
         raise
-    if ino is not None:
-        pid = os.getpid()
-        transport._cleanup = lambda: _remove_unix_path(path, ino, pid)
+    if owned is not None:
+        transport._cleanup = owned.remove
     return transport

@@ -17,36 +17,37 @@ One iteration (:meth:`Reactor.run_once`) is four named steps:
 The waker is a socketpair registered like any other descriptor. Other threads write a
 byte to it; :func:`signal.set_wakeup_fd` makes the C signal handler write the signal's
 number to it, so signals are dispatched by the reactor thread, never inside a handler.
+
+Beside this module: the dispatch step and the epoll fast path (:mod:`.dispatch`), the
+wake-up channel and signals (:mod:`.wakeup`), what a forked child does
+(:mod:`.fork`), debug mode (:mod:`.debug`), the statistics snapshot
+(:mod:`.statistics`). Must not import the facades or the command line.
 """
 
 from __future__ import annotations
 
 import collections
-import functools
 import logging
-import math
-import os
-import select
 import selectors
-import signal
-import socket
 import sys
 import threading
 import time
-import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
-from types import FrameType, MappingProxyType
-from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from ..sansio.clock import Clock
-from ..sansio.connection import Row
 from ..sansio.errors import ClosedError, LocalProtocolError
-from ..sansio.table import ConnectionTable, _empty_counts
+from ..sansio.table import ConnectionTable
 from ..sansio.timers import Handle, OwnedTimerHandle, TimerHandle, TimerHeap, describe_owner
 from . import connect as _connect
+from . import debug as debug_mode
+from . import fork
 from . import listeners as _listeners
+from .debug import LOOP_ONLY_METHODS, TRANSPORT_LOOP_ONLY_METHODS
+from .dispatch import ReadyTarget, dispatch_selected, epoll_path
+from .statistics import ReactorStatistics
+from .wakeup import SignalHandlers, Waker
 
 if TYPE_CHECKING:
     from .datagram import DatagramTransport
@@ -71,207 +72,6 @@ EVENT_WRITE = selectors.EVENT_WRITE
 MAX_WAIT: Final = 86400.0
 
 
-class ReadyTarget(Protocol):
-    """What the loop dispatches to: the ``data`` of every selector registration.
-
-    Transports, listeners, outgoing connections and the waker implement it; so do the
-    fakes that feed the dispatch steps literal event lists in tests. Both methods must
-    tolerate a spurious call (level-triggered polling: the kernel may report readiness
-    that a ``recv``/``accept`` then finds gone). Optional: ``describe()`` (named in the
-    log when a method raises) and ``_force_close(exc)`` (called after that log line).
-    """
-
-    def _read_ready(self) -> None:
-        """The descriptor is readable (or in error, or hung up)."""
-
-    def _write_ready(self) -> None:
-        """The descriptor is writable (or in error, or hung up)."""
-
-
-@dataclass(frozen=True)
-class ReactorStatistics:
-    """An immutable snapshot of a reactor (see :meth:`Reactor.statistics`).
-
-    Attributes:
-        backend: the selector class name (``EpollSelector``, ``PollSelector``, ...).
-        iterations: loop iterations so far (each returned from one ``select``).
-        open: connections in the table now.
-        by_state: connections per lifecycle state name.
-        by_kind: connections per transport kind.
-        opened_total: connections ever added to the table.
-        closed_total: connections ever removed.
-        bytes_in: bytes received over the reactor's life.
-        bytes_out: bytes sent over the reactor's life.
-        write_buffered: bytes queued for writing now.
-        discarded: bytes aborted connections dropped unsent from their write queues.
-        listeners: listening sockets now.
-        pending_timers: scheduled, uncancelled timers.
-        timer_heap: entries in the timer heap, cancelled ones not dropped yet included
-            (the heap compacts, so this stays within about twice ``pending_timers``
-            plus :data:`~reactor.sansio.timers.COMPACT_MIN`).
-        ready_callbacks: callbacks waiting for the next iteration.
-    """
-
-    backend: str
-    iterations: int
-    open: int
-    by_state: MappingProxyType[str, int] | Any = field(default_factory=_empty_counts)
-    by_kind: MappingProxyType[str, int] | Any = field(default_factory=_empty_counts)
-    opened_total: int = 0
-    closed_total: int = 0
-    bytes_in: int = 0
-    bytes_out: int = 0
-    write_buffered: int = 0
-    discarded: int = 0
-    listeners: int = 0
-    pending_timers: int = 0
-    ready_callbacks: int = 0
-    timer_heap: int = 0
-
-
-class _Waker:
-    """The wake-up channel: a non-blocking socketpair read by the reactor."""
-
-    __slots__ = ("_pending", "_reactor", "rsock", "wsock")
-
-    def __init__(self, reactor: Reactor) -> None:
-        self._reactor = reactor
-        self.rsock, self.wsock = socket.socketpair()
-        self.rsock.setblocking(False)
-        self.wsock.setblocking(False)
-        self._pending = False
-
-    def wake(self) -> None:
-        if self._pending:
-            return
-        self._pending = True
-        try:
-            self.wsock.send(b"\0")
-        except (BlockingIOError, InterruptedError):
-            pass  # the buffer is full: the reactor will wake anyway
-        except OSError:
-            if self.wsock.fileno() != -1:
-                raise
-
-    def _read_ready(self) -> None:
-        try:
-            while True:
-                try:
-                    data = self.rsock.recv(4096)
-                except (BlockingIOError, InterruptedError):
-                    return
-                if not data:
-                    return
-                if data.strip(b"\0"):
-                    for signum in data:
-                        if signum:
-                            self._reactor._deliver_signal(signum)
-        finally:
-            # Cleared only after draining: clearing first let another thread's wake()
-            # set the flag and send a byte that this loop then drained, leaving the
-            # flag set with nothing to read, so every later wake() was skipped (a lost
-            # wake-up). A wake() that finds the flag still set here needs no byte: its
-            # callback or stop request is seen later in this same iteration.
-            self._pending = False
-
-    def _write_ready(self) -> None:  # never registered for writing
-        pass
-
-    def close(self) -> None:
-        self.rsock.close()
-        self.wsock.close()
-
-
-_EPOLLIN: Final = getattr(select, "EPOLLIN", 1)
-_NOT_EPOLLOUT: Final = ~select.EPOLLOUT if hasattr(select, "EPOLLOUT") else 0
-_NOT_EPOLLIN: Final = ~select.EPOLLIN if hasattr(select, "EPOLLIN") else 0
-
-
-class _BatchKeyMap(dict[int, selectors.SelectorKey]):
-    """An EpollSelector's fd-to-key map that keeps the stale-key rule for the batch
-    being dispatched, so that :meth:`Reactor._dispatch_epoll` checks nothing per event.
-
-    Outside a batch it is a plain dict (a check of ``batch`` per registration change).
-    During one, the first change to a descriptor records the object it was registered
-    to at poll time; when it is registered again, or modified, to another object, its
-    events left in the batch are held (their mask set to 0, so nothing is called),
-    and released if it goes back to that object. Unregistering needs nothing: the
-    event then finds no key. Costs fall on registration changes (accept, close, a
-    write that blocks), never on an event.
-    """
-
-    __slots__ = ("batch", "held", "polled")
-
-    def __init__(self, keys: dict[int, selectors.SelectorKey]) -> None:
-        super().__init__(keys)
-        self.batch: list[tuple[int, int]] | None = None
-        self.polled: dict[int, Any] = {}  # fd -> its object at poll time
-        self.held: dict[int, list[tuple[int, int]]] = {}  # fd -> (index, mask) held
-
-    def pop(self, fd: int, *default: Any) -> Any:
-        key = dict.pop(self, fd, *default)
-        if self.batch is not None and key is not None and fd not in self.polled:
-            self.polled[fd] = key[3]
-        return key
-
-    def __setitem__(self, fd: int, key: selectors.SelectorKey) -> None:
-        # a descriptor neither registered now nor dropped in this batch (a new
-        # connection's) has no event in the batch: no call for it
-        if self.batch is not None and (fd in self or fd in self.polled):
-            self._changed(fd, key[3])
-        dict.__setitem__(self, fd, key)
-
-    def _changed(self, fd: int, data: Any) -> None:
-        polled = self.polled
-        if fd in polled:
-            was = polled[fd]
-        else:
-            old = dict.get(self, fd)
-            if old is None:
-                return  # not registered at poll time: no event of this batch is its
-            was = polled[fd] = old[3]
-        batch = self.batch
-        assert batch is not None
-        if data is not was:
-            if fd not in self.held:
-                held = self.held[fd] = []
-                for index, (event_fd, mask) in enumerate(batch):
-                    if event_fd == fd and mask:
-                        held.append((index, mask))
-                        batch[index] = (fd, 0)
-        else:
-            for index, mask in self.held.pop(fd, ()):
-                batch[index] = (fd, mask)
-
-    def end_batch(self) -> None:
-        self.batch = None
-        if self.polled:
-            self.polled.clear()
-            self.held.clear()
-
-
-def _epoll_fast_path(
-    selector: selectors.BaseSelector,
-) -> tuple[Any, _BatchKeyMap | None]:
-    """The epoll object and fd map of a plain EpollSelector, or (None, None).
-
-    The selector's map is replaced by a :class:`_BatchKeyMap` with the same keys.
-
-    Only the standard library's own class qualifies (a subclass may override
-    ``select``), and only when it has the internals this shortcut reads.
-    """
-    if type(selector) is not getattr(selectors, "EpollSelector", None):
-        return None, None
-    epoll = getattr(selector, "_selector", None)
-    fd_to_key = getattr(selector, "_fd_to_key", None)
-    if not isinstance(fd_to_key, dict) or not hasattr(epoll, "poll"):
-        return None, None
-    if not isinstance(fd_to_key, _BatchKeyMap):
-        fd_to_key = _BatchKeyMap(fd_to_key)
-        selector._fd_to_key = fd_to_key  # type: ignore[attr-defined]
-    return epoll, fd_to_key
-
-
 def _clamp_wait(wait: float) -> float:
     """A wait the selector accepts: 0 to :data:`MAX_WAIT` seconds.
 
@@ -285,160 +85,6 @@ def _clamp_wait(wait: float) -> float:
     if wait != wait:  # noqa: PLR0124 -- NaN
         raise ValueError("a timeout cannot be NaN")
     return 0.0
-
-
-# Every reactor that is not closed, for the at-fork hook. Weak: the set keeps no reactor
-# alive, and a program that never forks pays one set insertion per reactor.
-_live_reactors: weakref.WeakSet[Reactor] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    """``os.register_at_fork(after_in_child=...)``: detach each live reactor from the
-    kernel state it shares with the parent (see :meth:`Reactor._detach_from_parent`)."""
-    for reactor in list(_live_reactors):
-        try:
-            reactor._detach_from_parent()
-        except Exception:  # a hook must not fail the fork; the child gets a closed reactor
-            logger.exception("could not detach %r from its parent after fork", reactor)
-            reactor._closed = True
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-class _AfterForkSelector(selectors.BaseSelector):
-    """A forked child's selector until first use: any call builds the real one (see
-    :meth:`Reactor._detach_from_parent`), which then replaces this object."""
-
-    def __init__(self, reactor: Reactor, inherited: selectors.BaseSelector) -> None:
-        self._reactor = reactor
-        self._inherited = inherited
-        self._real: selectors.BaseSelector | None = None
-
-    def _build(self) -> selectors.BaseSelector:
-        if self._real is None:
-            self._real = self._reactor._selector_after_fork(self._inherited)
-        return self._real
-
-    def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
-        return self._build().register(fileobj, events, data)
-
-    def unregister(self, fileobj: Any) -> selectors.SelectorKey:
-        return self._build().unregister(fileobj)
-
-    def modify(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
-        return self._build().modify(fileobj, events, data)
-
-    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
-        return self._build().select(timeout)
-
-    def get_map(self) -> Mapping[Any, selectors.SelectorKey]:
-        return self._build().get_map()
-
-    def fileno(self) -> int:
-        fileno: int = self._build().fileno()  # type: ignore[attr-defined]
-        return fileno
-
-    def close(self) -> None:
-        if self._real is not None:
-            self._real.close()
-
-
-# -- debug mode: loop-thread-only methods check the calling thread ----------------------
-#
-# Installed only when a reactor is made with debug=True (or under -X dev): the checks are
-# instance attributes shadowing the reactor's methods, and transports in its table are
-# switched to a subclass whose methods check. A reactor without debug mode runs the
-# undecorated methods: no branch is added to any path.
-
-#: Reactor methods that only the reactor's thread may call while it runs.
-LOOP_ONLY_METHODS: Final = (
-    "call_soon", "call_later", "call_at", "run_once", "run_until", "run_until_complete",
-    "listen_tcp", "listen_unix", "listen_udp", "listen_unix_datagram",
-    "connect_tcp", "connect_unix", "add_signal_handler", "remove_signal_handler",
-)
-#: Transport methods that only the reactor's thread may call while it runs.
-TRANSPORT_LOOP_ONLY_METHODS: Final = (
-    "write", "writelines", "write_eof", "sendto", "close", "abort", "pause_reading",
-    "resume_reading", "set_write_buffer_limits", "set_protocol", "set_deadline",
-)
-
-
-def _wrong_thread(reactor: Reactor, name: str) -> None:
-    """Raise if the reactor runs in a thread other than the caller's."""
-    loop_thread = reactor._thread_id
-    if loop_thread is not None and loop_thread != threading.get_ident():
-        raise RuntimeError(
-            f"{name}() called from thread {threading.get_ident()} while the reactor runs "
-            f"in thread {loop_thread}: it may only be called from the reactor's thread; "
-            f"from another thread, use reactor.call_soon_threadsafe(...) to run it there"
-        )
-
-
-def _checked_reactor_method(reactor: Reactor, name: str) -> Callable[..., Any]:
-    method = getattr(reactor, name)
-    label = f"Reactor.{name}"
-
-    @functools.wraps(method)
-    def checked(*args: Any, **kwargs: Any) -> Any:
-        _wrong_thread(reactor, label)
-        return method(*args, **kwargs)
-
-    return checked
-
-
-def _checked_transport_method(cls: type, name: str) -> Callable[..., Any]:
-    function = getattr(cls, name)
-    label = f"{cls.__name__}.{name}"
-
-    @functools.wraps(function)
-    def checked(self: Any, *args: Any, **kwargs: Any) -> Any:
-        _wrong_thread(self._reactor, label)
-        return function(self, *args, **kwargs)
-
-    return checked
-
-
-_checked_classes: dict[type, type] = {}
-
-
-def _checked_class(cls: type) -> type:
-    """``cls`` with thread checks on its loop-only methods (same layout: no new slot, so
-    a row can be switched to it), or ``cls`` itself when it has none of them."""
-    checked = _checked_classes.get(cls)
-    if checked is None:
-        names = [n for n in TRANSPORT_LOOP_ONLY_METHODS if callable(getattr(cls, n, None))]
-        if not names or "_reactor" not in dir(cls):
-            checked = cls
-        else:
-            namespace: dict[str, Any] = {
-                name: _checked_transport_method(cls, name) for name in names
-            }
-            namespace["__slots__"] = ()
-            namespace["__module__"] = cls.__module__
-            namespace["__qualname__"] = cls.__qualname__
-            checked = type(cls.__name__, (cls,), namespace)
-        _checked_classes[cls] = checked
-    return checked
-
-
-class _DebugConnectionTable(ConnectionTable):
-    """A connection table that switches each transport added to it to its checked
-    class (debug mode only)."""
-
-    __slots__ = ()
-
-    def add(self, row: Row) -> None:
-        cls = type(row)
-        checked = _checked_class(cls)
-        if checked is not cls:
-            row.__class__ = checked
-        super().add(row)
-
-
-def _noop_signal_handler(signum: int, frame: FrameType | None) -> None:
-    """The Python-level handler: the real work happens through the wake-up fd."""
 
 
 class Reactor:
@@ -477,18 +123,14 @@ class Reactor:
         self._closed = False
         self._in_iteration = False
         self._thread_id: int | None = None
-        self._signal_handlers: dict[int, Handle] = {}
-        self._old_signal_handlers: dict[int, Any] = {}
-        self._old_wakeup_fd: int | None = None
-        self._waker = _Waker(self)
+        self._signals = SignalHandlers(self._ready)
+        self._waker = Waker(self._signals.deliver)
         self._selector.register(self._waker.rsock, EVENT_READ, self._waker)
-        self._epoll, self._fd_to_key = _epoll_fast_path(self._selector)
-        _live_reactors.add(self)
+        self._use_selector(self._selector)
+        fork.track(self, Reactor._after_fork_in_child)
         self._debug = bool(sys.flags.dev_mode) if debug is None else bool(debug)
         if self._debug:
-            self.connections = _DebugConnectionTable()
-            for name in LOOP_ONLY_METHODS:
-                setattr(self, name, _checked_reactor_method(self, name))
+            debug_mode.install(self)
 
     @property
     def debug(self) -> bool:
@@ -620,14 +262,15 @@ class Reactor:
                 wait = timeout if timeout is None else _clamp_wait(timeout)
             else:
                 wait = self._compute_timeout(timeout)
-            if self._epoll is not None:
-                fd_events = self._poll_epoll(wait)
+            path = self._epoll_path
+            if path is not None:
+                fd_events = path.poll(wait)
                 self._now = self._clock()
-                self._dispatch_epoll(fd_events)
+                path.dispatch(fd_events)
             else:
                 events = self._selector.select(wait)
                 self._now = self._clock()
-                self._dispatch(events)
+                dispatch_selected(self._selector.get_map(), events)
             if self._ready or self._timers.heap:  # else there is nothing to run
                 self._run_ready()
         finally:
@@ -670,93 +313,21 @@ class Reactor:
         return _clamp_wait(wait)
 
     def _dispatch(self, events: list[tuple[selectors.SelectorKey, int]]) -> None:
-        current = self._selector.get_map()
-        for key, reported in events:
-            obj: ReadyTarget = key.data
-            # a callback earlier in this batch may have closed this descriptor or
-            # changed what it waits for: trust the registration as it is now
-            now_key = current.get(key.fileobj)
-            if now_key is None or now_key.data is not obj:
-                continue
-            mask = reported & now_key.events
-            try:
-                if mask & EVENT_READ:
-                    obj._read_ready()
-                if mask & EVENT_WRITE:
-                    obj._write_ready()
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:
-                self._dispatch_failed(obj, exc)
-
-    def _poll_epoll(self, timeout: float | None) -> list[tuple[int, int]]:
-        """Poll a plain :class:`selectors.EpollSelector`: the raw ``epoll.poll`` list.
-
-        The one blocking call of the fast path; :meth:`_dispatch_epoll` processes what
-        it returns. ``timeout`` is clamped by the caller (at most :data:`MAX_WAIT`).
-        """
-        epoll, fd_to_key = self._epoll, self._fd_to_key
-        assert epoll is not None and fd_to_key is not None
-        if timeout is None:
-            timeout = -1
-        elif timeout > 0:
-            timeout = math.ceil(timeout * 1e3) * 1e-3  # never wake a millisecond early
-        events: list[tuple[int, int]] = epoll.poll(timeout, len(fd_to_key) or 1)
-        return events
+        """The generic dispatch step alone, for ``selector.select()``'s pairs (see
+        :mod:`reactor.io.dispatch`): what tests feed literal event lists."""
+        dispatch_selected(self._selector.get_map(), events)
 
     def _dispatch_epoll(self, events: list[tuple[int, int]]) -> None:
-        """Dispatch ``(fd, epoll mask)`` pairs, as :meth:`_dispatch` dispatches
-        ``selector.select()``'s pairs, with the same stale-key rule.
+        """The epoll fast path's dispatch step alone, for raw ``(fd, epoll mask)``
+        pairs (see :class:`~reactor.io.dispatch.EpollPath`)."""
+        assert self._epoll_path is not None
+        self._epoll_path.dispatch(events)
 
-        Events are mapped as ``selectors`` maps them: error and hang-up count as both
-        readable and writable, masked by what the key is registered for now.
-
-        Stale keys (the rule of both paths): a callback earlier in the batch may have
-        unregistered a descriptor, or closed it and let a new object register the same
-        number. An event is dropped when its descriptor is no longer registered, or is
-        registered now to another object than at poll time (the event was for the old
-        file: a new connecting socket must not take a hang-up for "connected"); when
-        it is registered to the same object, its current interest mask applies. Here
-        the selector's map (a :class:`_BatchKeyMap`) enforces the second half when a
-        registration changes, so the loop below looks up each key once, as before.
-        """
-        fd_to_key = self._fd_to_key
-        assert fd_to_key is not None
-        get_key = fd_to_key.get
-        fd_to_key.batch = events
-        try:
-            # keys are indexed, not read by name: SelectorKey is a named tuple and
-            # key[2]/key[3] (events/data) are much cheaper than its attribute getters
-            for fd, event in events:
-                key = get_key(fd)
-                if key is None:
-                    continue
-                obj = key[3]
-                try:
-                    wanted = key[2]
-                    if event == _EPOLLIN and wanted == 1:  # the common case: readable
-                        obj._read_ready()
-                        continue
-                    if event & _NOT_EPOLLOUT and wanted & 1:  # EVENT_READ
-                        obj._read_ready()
-                    if event & _NOT_EPOLLIN and wanted & 2:  # EVENT_WRITE
-                        obj._write_ready()
-                except (SystemExit, KeyboardInterrupt):
-                    raise
-                except BaseException as exc:
-                    self._dispatch_failed(obj, exc)
-        finally:
-            fd_to_key.batch = None
-            if fd_to_key.polled:  # registrations changed in this batch
-                fd_to_key.end_batch()
-
-    def _dispatch_failed(self, obj: ReadyTarget, exc: BaseException) -> None:
-        describe = getattr(obj, "describe", None)
-        where = describe() if describe is not None else repr(obj)
-        logger.error("unexpected error while serving %s", where, exc_info=exc)
-        force_close = getattr(obj, "_force_close", None)
-        if force_close is not None:
-            force_close(exc)
+    def _use_selector(self, selector: selectors.BaseSelector) -> None:
+        """Poll ``selector`` from now on, through the epoll fast path if it has one."""
+        self._selector = selector
+        path = self._epoll_path = epoll_path(selector)
+        self._epoll = path.epoll if path is not None else None
 
     def _run_ready(self) -> None:
         now = self._now = self._clock()
@@ -841,6 +412,11 @@ class Reactor:
         """Whether :meth:`run` is active."""
         return self._thread_id is not None
 
+    @property
+    def running_thread_id(self) -> int | None:
+        """The :func:`threading.get_ident` of the thread inside :meth:`run`, or None."""
+        return self._thread_id
+
     def is_closed(self) -> bool:
         return self._closed
 
@@ -849,7 +425,7 @@ class Reactor:
         table = self.connections.statistics()
         return ReactorStatistics(
             # a forked child's selector before first use reports the class it will be
-            backend=type(getattr(self._selector, "_inherited", self._selector)).__name__,
+            backend=fork.backend_name(self._selector),
             iterations=self._iterations,
             open=table.open,
             by_state=table.by_state,
@@ -906,45 +482,11 @@ class Reactor:
         self._check_closed()
         if threading.current_thread() is not threading.main_thread():
             raise LocalProtocolError("signal handlers can only be added on the main thread")
-        if not self._signal_handlers:
-            try:
-                old = signal.set_wakeup_fd(self._waker.wsock.fileno(), warn_on_full_buffer=False)
-            except (ValueError, OSError) as exc:
-                raise LocalProtocolError(str(exc)) from exc
-            self._old_wakeup_fd = old
-        if sig not in self._old_signal_handlers:
-            try:
-                self._old_signal_handlers[sig] = signal.signal(sig, _noop_signal_handler)
-            except (ValueError, OSError) as exc:
-                if not self._signal_handlers:
-                    self._restore_wakeup_fd()
-                raise LocalProtocolError(f"cannot handle signal {sig}: {exc}") from exc
-            if sig != signal.SIGALRM:
-                signal.siginterrupt(sig, False)
-        self._signal_handlers[sig] = Handle(callback, args)
+        self._signals.add(sig, Handle(callback, args), self._waker.wsock.fileno())
 
     def remove_signal_handler(self, sig: int) -> bool:
         """Stop handling ``sig`` and restore its previous handler; False if not handled."""
-        if self._signal_handlers.pop(sig, None) is None:
-            return False
-        previous = self._old_signal_handlers.pop(sig)
-        signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
-        if not self._signal_handlers:
-            self._restore_wakeup_fd()
-        return True
-
-    def _restore_wakeup_fd(self) -> None:
-        old = self._old_wakeup_fd
-        self._old_wakeup_fd = None
-        try:
-            signal.set_wakeup_fd(old if old is not None else -1)
-        except ValueError:  # not the main thread any more (e.g. closed from a worker)
-            logger.warning("could not restore the signal wake-up descriptor")
-
-    def _deliver_signal(self, signum: int) -> None:
-        handle = self._signal_handlers.get(signum)
-        if handle is not None:
-            self._ready.append(handle)
+        return self._signals.remove(sig)
 
     # -- life -------------------------------------------------------------------------
 
@@ -978,10 +520,9 @@ class Reactor:
                 self._run_ready()
             finally:
                 self._in_iteration = False
-        for sig in list(self._signal_handlers):
-            self.remove_signal_handler(sig)
+        self._signals.remove_all()
         self._closed = True
-        _live_reactors.discard(self)
+        fork.untrack(self)
         self._timers.clear()
         self._ready.clear()
         self._selector.close()
@@ -993,7 +534,7 @@ class Reactor:
         No callback runs and no protocol hears of it; the selector and the wake-up
         channel are closed and signal handlers restored. The parent is safe whichever
         way the child ends its copy: :func:`os.fork` already gave the child a selector
-        and a wake-up channel of its own (see :meth:`_detach_from_parent`), so
+        and a wake-up channel of its own (see :mod:`reactor.io.fork`), so
         :meth:`close`, running the reactor, or this method all leave the parent's
         polling alone. Here, nothing is unregistered even so (a child's copy made by
         other means than :func:`os.fork` may still share its epoll object with the
@@ -1002,71 +543,45 @@ class Reactor:
         if self._closed:
             return
         self._closed = True
-        _live_reactors.discard(self)
-        for sig in list(self._signal_handlers):
-            try:
-                self.remove_signal_handler(sig)
-            except (ValueError, OSError):  # pragma: no cover - forked off the main thread
-                pass
+        fork.untrack(self)
+        self._signals.remove_all(tolerant=True)  # tolerant: forked off the main thread
         self._timers.clear()
         self._ready.clear()
-        self._drop_inherited_selector()
+        fork.drop_inherited_selector(self._selector)
         self._waker.close()
 
-    def _drop_inherited_selector(self) -> None:
-        """Close the selector's own descriptor, if it has one, unregistering nothing."""
-        inner = getattr(self._selector, "_selector", None)
-        close = getattr(inner, "close", None)
-        if close is not None:  # epoll, kqueue, devpoll objects
-            close()
+    def _after_fork_in_child(self) -> None:
+        """In a child just forked (called by :mod:`reactor.io.fork`): stop sharing
+        kernel state with the parent -- the selector's descriptor and the wake-up
+        channel. A failure leaves the child a closed reactor (and is logged there).
 
-    def _detach_from_parent(self) -> None:
-        """In a child just forked: stop sharing kernel state with the parent.
-
-        An epoll (or kqueue, devpoll) descriptor is one interest list shared by parent
-        and child: an ``unregister`` or ``modify`` in the child would change what the
-        parent polls. So the inherited descriptor is closed here, unregistering
-        nothing, and the selector is replaced by an :class:`_AfterForkSelector`, which
-        builds a fresh one of the same class with the same registrations when the
-        child first uses it (a child that only calls :meth:`close_after_fork`, as the
-        forking facades' children do, never pays for that). The wake-up socketpair is
-        shared too (the child would drain bytes meant for the parent): the child gets a
-        new one, and the signal wake-up descriptor, when this reactor handles signals,
-        points at it. A selector with no descriptor of its own (select, poll, a test's
-        fake) has no shared state and is kept. The loop thread, if it was another
-        thread, does not exist in the child: the reactor is no longer running there.
+        The loop thread, if it was another thread, does not exist in the child: the
+        reactor is no longer running there.
         """
-        if self._thread_id is not None and self._thread_id != threading.get_ident():
-            self._thread_id = None
-        selector = self._selector
-        old_waker = self._waker
-        self._waker = _Waker(self)
-        if isinstance(selector, _AfterForkSelector):
-            pass  # forked again before first use: still nothing shared
-        elif getattr(selector, "_selector", None) is not None and hasattr(selector, "fileno"):
-            self._drop_inherited_selector()
-            self._selector = _AfterForkSelector(self, selector)
-            self._epoll = self._fd_to_key = None
-        else:
-            selector.unregister(old_waker.rsock)  # no kernel state: a plain dict
-            selector.register(self._waker.rsock, EVENT_READ, self._waker)
-        old_waker.close()
-        if self._signal_handlers:
-            try:
-                signal.set_wakeup_fd(self._waker.wsock.fileno(), warn_on_full_buffer=False)
-            except (ValueError, OSError) as exc:  # pragma: no cover - not the main thread
-                logger.warning("signals will not wake the forked reactor: %s", exc)
+        try:
+            if self._thread_id is not None and self._thread_id != threading.get_ident():
+                self._thread_id = None
+            old_waker = self._waker
+            self._waker = Waker(self._signals.deliver)
+            replacement = fork.detach_selector(self._selector, self._selector_after_fork)
+            if replacement is None:  # no kernel state: a plain dict
+                self._selector.unregister(old_waker.rsock)
+                self._selector.register(self._waker.rsock, EVENT_READ, self._waker)
+            else:
+                self._selector = replacement
+                self._epoll = self._epoll_path = None
+            old_waker.close()
+            self._signals.point_wakeup_at(self._waker.wsock.fileno())
+        except Exception:
+            self._closed = True
+            raise
 
     def _selector_after_fork(self, inherited: selectors.BaseSelector) -> selectors.BaseSelector:
-        """Make the forked child's own selector: ``inherited``'s registrations (its
-        Python-side map survives the closing of its descriptor) and the new waker."""
-        fresh = type(inherited)()
-        for key in list(inherited.get_map().values()):
-            if not isinstance(key.data, _Waker):
-                fresh.register(key.fileobj, key.events, key.data)
+        """Make the forked child's own selector: ``inherited``'s registrations and the
+        new waker."""
+        fresh = fork.rebuild_selector(inherited, lambda key: not isinstance(key.data, Waker))
         fresh.register(self._waker.rsock, EVENT_READ, self._waker)
-        self._selector = fresh
-        self._epoll, self._fd_to_key = _epoll_fast_path(fresh)
+        self._use_selector(fresh)
         return fresh
 
     def __enter__(self) -> Reactor:

@@ -1,0 +1,242 @@
+"""The dispatch step: from a poll's results to the ready targets' callbacks.
+
+Two paths with one rule. The generic one dispatches ``selector.select()``'s
+``(key, events)`` pairs (:func:`dispatch_selected`). On Linux, with the standard
+library's own :class:`selectors.EpollSelector`, the loop takes the fast path of
+:class:`EpollPath`: :meth:`EpollPath.poll` returns ``epoll.poll``'s raw ``(fd, mask)``
+pairs and :meth:`EpollPath.dispatch` processes them, so both steps can be tested apart,
+with literal event lists, like the generic path.
+
+Stale keys (the rule of both paths): a callback earlier in the batch may have
+unregistered a descriptor, or closed it and let a new object register the same number.
+An event is dropped when its descriptor is no longer registered, or is registered now
+to another object than at poll time (the event was for the old file: a new connecting
+socket must not take a hang-up for "connected"); when it is registered to the same
+object, its current interest mask applies. The generic path checks this per event; the
+fast path lets the selector's map (a :class:`BatchKeyMap`) enforce the second half when
+a registration changes, so its loop looks each key up once.
+
+A callback that raises is logged with its target's ``describe()`` and the target's
+``_force_close(exc)`` is called (:func:`dispatch_failed`); the batch goes on.
+
+Part of the I/O layer; holds no reactor state (the loop hands it the selector's map).
+Must not import the loop, the facades or the command line.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import select
+import selectors
+from collections.abc import Mapping
+from typing import Any, Final, Protocol
+
+__all__ = ["BatchKeyMap", "EpollPath", "ReadyTarget", "dispatch_failed",
+           "dispatch_selected", "epoll_path"]
+
+logger = logging.getLogger("reactor")  # the loop's logger: these lines came from it
+
+EVENT_READ: Final = selectors.EVENT_READ
+EVENT_WRITE: Final = selectors.EVENT_WRITE
+_EPOLLIN: Final = getattr(select, "EPOLLIN", 1)
+_NOT_EPOLLOUT: Final = ~select.EPOLLOUT if hasattr(select, "EPOLLOUT") else 0
+_NOT_EPOLLIN: Final = ~select.EPOLLIN if hasattr(select, "EPOLLIN") else 0
+
+
+class ReadyTarget(Protocol):
+    """What the loop dispatches to: the ``data`` of every selector registration.
+
+    Transports, listeners, outgoing connections and the waker implement it; so do the
+    fakes that feed the dispatch steps literal event lists in tests. Both methods must
+    tolerate a spurious call (level-triggered polling: the kernel may report readiness
+    that a ``recv``/``accept`` then finds gone). Optional: ``describe()`` (named in the
+    log when a method raises) and ``_force_close(exc)`` (called after that log line).
+    """
+
+    def _read_ready(self) -> None:
+        """The descriptor is readable (or in error, or hung up)."""
+
+    def _write_ready(self) -> None:
+        """The descriptor is writable (or in error, or hung up)."""
+
+
+def dispatch_failed(obj: ReadyTarget, exc: BaseException) -> None:
+    """A target's callback raised: log it with the target, then force the target closed."""
+    describe = getattr(obj, "describe", None)
+    where = describe() if describe is not None else repr(obj)
+    logger.error("unexpected error while serving %s", where, exc_info=exc)
+    force_close = getattr(obj, "_force_close", None)
+    if force_close is not None:
+        force_close(exc)
+
+
+def dispatch_selected(
+    current: Mapping[Any, selectors.SelectorKey],
+    events: list[tuple[selectors.SelectorKey, int]],
+) -> None:
+    """Dispatch ``selector.select()``'s pairs; ``current`` is the selector's map."""
+    for key, reported in events:
+        obj: ReadyTarget = key.data
+        # a callback earlier in this batch may have closed this descriptor or
+        # changed what it waits for: trust the registration as it is now
+        now_key = current.get(key.fileobj)
+        if now_key is None or now_key.data is not obj:
+            continue
+        mask = reported & now_key.events
+        try:
+            if mask & EVENT_READ:
+                obj._read_ready()
+            if mask & EVENT_WRITE:
+                obj._write_ready()
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            dispatch_failed(obj, exc)
+
+
+class BatchKeyMap(dict[int, selectors.SelectorKey]):
+    """An EpollSelector's fd-to-key map that keeps the stale-key rule for the batch
+    being dispatched, so that :meth:`EpollPath.dispatch` checks nothing per event.
+
+    Outside a batch it is a plain dict (a check of ``batch`` per registration change).
+    During one, the first change to a descriptor records the object it was registered
+    to at poll time; when it is registered again, or modified, to another object, its
+    events left in the batch are held (their mask set to 0, so nothing is called),
+    and released if it goes back to that object. Unregistering needs nothing: the
+    event then finds no key. Costs fall on registration changes (accept, close, a
+    write that blocks), never on an event.
+    """
+
+    __slots__ = ("batch", "held", "polled")
+
+    def __init__(self, keys: dict[int, selectors.SelectorKey]) -> None:
+        super().__init__(keys)
+        self.batch: list[tuple[int, int]] | None = None
+        self.polled: dict[int, Any] = {}  # fd -> its object at poll time
+        self.held: dict[int, list[tuple[int, int]]] = {}  # fd -> (index, mask) held
+
+    def pop(self, fd: int, *default: Any) -> Any:
+        key = dict.pop(self, fd, *default)
+        if self.batch is not None and key is not None and fd not in self.polled:
+            self.polled[fd] = key[3]
+        return key
+
+    def __setitem__(self, fd: int, key: selectors.SelectorKey) -> None:
+        # a descriptor neither registered now nor dropped in this batch (a new
+        # connection's) has no event in the batch: no call for it
+        if self.batch is not None and (fd in self or fd in self.polled):
+            self._changed(fd, key[3])
+        dict.__setitem__(self, fd, key)
+
+    def _changed(self, fd: int, data: Any) -> None:
+        polled = self.polled
+        if fd in polled:
+            was = polled[fd]
+        else:
+            old = dict.get(self, fd)
+            if old is None:
+                return  # not registered at poll time: no event of this batch is its
+            was = polled[fd] = old[3]
+        batch = self.batch
+        assert batch is not None
+        if data is not was:
+            if fd not in self.held:
+                held = self.held[fd] = []
+                for index, (event_fd, mask) in enumerate(batch):
+                    if event_fd == fd and mask:
+                        held.append((index, mask))
+                        batch[index] = (fd, 0)
+        else:
+            for index, mask in self.held.pop(fd, ()):
+                batch[index] = (fd, mask)
+
+    def end_batch(self) -> None:
+        self.batch = None
+        if self.polled:
+            self.polled.clear()
+            self.held.clear()
+
+
+class EpollPath:
+    """The poll and dispatch steps over a plain :class:`selectors.EpollSelector`.
+
+    Attributes:
+        epoll: the selector's ``select.epoll`` object.
+        keys: the selector's fd-to-key map, a :class:`BatchKeyMap`.
+    """
+
+    __slots__ = ("epoll", "keys")
+
+    def __init__(self, epoll: Any, keys: BatchKeyMap) -> None:
+        self.epoll = epoll
+        self.keys = keys
+
+    def poll(self, timeout: float | None) -> list[tuple[int, int]]:
+        """The raw ``epoll.poll`` list: the one blocking call of the fast path.
+
+        ``timeout`` is clamped by the caller (at most a day: see
+        :data:`reactor.io.loop.MAX_WAIT`); None waits for ever.
+        """
+        if timeout is None:
+            timeout = -1
+        elif timeout > 0:
+            timeout = math.ceil(timeout * 1e3) * 1e-3  # never wake a millisecond early
+        events: list[tuple[int, int]] = self.epoll.poll(timeout, len(self.keys) or 1)
+        return events
+
+    def dispatch(self, events: list[tuple[int, int]]) -> None:
+        """Dispatch ``(fd, epoll mask)`` pairs, as :func:`dispatch_selected` dispatches
+        ``selector.select()``'s pairs, with the same stale-key rule.
+
+        Events are mapped as ``selectors`` maps them: error and hang-up count as both
+        readable and writable, masked by what the key is registered for now.
+        """
+        fd_to_key = self.keys
+        get_key = fd_to_key.get
+        fd_to_key.batch = events
+        try:
+            # keys are indexed, not read by name: SelectorKey is a named tuple and
+            # key[2]/key[3] (events/data) are much cheaper than its attribute getters
+            for fd, event in events:
+                key = get_key(fd)
+                if key is None:
+                    continue
+                obj = key[3]
+                try:
+                    wanted = key[2]
+                    if event == _EPOLLIN and wanted == 1:  # the common case: readable
+                        obj._read_ready()
+                        continue
+                    if event & _NOT_EPOLLOUT and wanted & 1:  # EVENT_READ
+                        obj._read_ready()
+                    if event & _NOT_EPOLLIN and wanted & 2:  # EVENT_WRITE
+                        obj._write_ready()
+                except (SystemExit, KeyboardInterrupt):
+                    raise
+                except BaseException as exc:
+                    dispatch_failed(obj, exc)
+        finally:
+            fd_to_key.batch = None
+            if fd_to_key.polled:  # registrations changed in this batch
+                fd_to_key.end_batch()
+
+
+def epoll_path(selector: selectors.BaseSelector) -> EpollPath | None:
+    """The fast path over ``selector`` if it is a plain EpollSelector, else None.
+
+    The selector's map is replaced by a :class:`BatchKeyMap` with the same keys.
+
+    Only the standard library's own class qualifies (a subclass may override
+    ``select``), and only when it has the internals this shortcut reads.
+    """
+    if type(selector) is not getattr(selectors, "EpollSelector", None):
+        return None
+    epoll = getattr(selector, "_selector", None)
+    fd_to_key = getattr(selector, "_fd_to_key", None)
+    if not isinstance(fd_to_key, dict) or not hasattr(epoll, "poll"):
+        return None
+    if not isinstance(fd_to_key, BatchKeyMap):
+        fd_to_key = BatchKeyMap(fd_to_key)
+        selector._fd_to_key = fd_to_key  # type: ignore[attr-defined]
+    return EpollPath(epoll, fd_to_key)

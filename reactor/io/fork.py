@@ -1,0 +1,150 @@
+"""What a reactor does in a child process just forked from its own.
+
+An epoll (or kqueue, devpoll) descriptor is one interest list shared by parent and
+child: an ``unregister`` or ``modify`` in the child would change what the parent
+polls. So, from :func:`os.register_at_fork`, every live reactor detaches in the child:
+the inherited selector's descriptor is closed, unregistering nothing
+(:func:`detach_selector`), and the selector is replaced by a stand-in that builds a
+fresh one of the same class with the same registrations when the child first uses it
+(a child that only drops its copy, as the forking facades' children do, never pays
+for that). The reactor also gives the child a wake-up channel of its own, since the
+socketpair is shared too (the child would drain bytes meant for the parent). A
+selector with no descriptor of its own (select, poll, a test's fake) shares no kernel
+state and is kept.
+
+Reactors are tracked weakly (:func:`track`): a program that never forks pays one
+dictionary insertion per reactor, and the registry keeps no reactor alive.
+
+Part of the I/O layer; reads no reactor attribute (a reactor hands over the callables
+it wants called). Must not import the loop, the facades or the command line.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import weakref
+from collections.abc import Callable, Mapping
+from typing import Any
+
+__all__ = ["backend_name", "detach_selector", "drop_inherited_selector",
+           "rebuild_selector", "track", "untrack"]
+
+logger = logging.getLogger("reactor")  # the loop's logger: these lines came from it
+
+# Every reactor that is not closed, with the function to call on it in a forked child.
+_live_reactors: weakref.WeakKeyDictionary[Any, Callable[[Any], None]] = (
+    weakref.WeakKeyDictionary())
+
+
+def track(owner: object, after_fork_in_child: Callable[[Any], None]) -> None:
+    """Call ``after_fork_in_child(owner)`` in the child after every fork while ``owner``
+    lives and is not :func:`untrack`-ed (held weakly: pass a plain function, not a
+    bound method of ``owner``, or it is kept alive)."""
+    _live_reactors[owner] = after_fork_in_child
+
+
+def untrack(owner: object) -> None:
+    """Forget ``owner`` (it closed); harmless if it is not tracked."""
+    _live_reactors.pop(owner, None)
+
+
+def _after_fork_in_child() -> None:
+    for owner, hook in list(_live_reactors.items()):
+        try:
+            hook(owner)
+        except Exception:  # a hook must not fail the fork
+            logger.exception("could not detach %r from its parent after fork", owner)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class _AfterForkSelector(selectors.BaseSelector):
+    """A forked child's selector until first use: any call builds the real one with
+    ``build(inherited)``, which the reactor then uses instead of this object."""
+
+    def __init__(
+        self, inherited: selectors.BaseSelector,
+        build: Callable[[selectors.BaseSelector], selectors.BaseSelector],
+    ) -> None:
+        self.inherited = inherited
+        self._build_from = build
+        self._real: selectors.BaseSelector | None = None
+
+    def _build(self) -> selectors.BaseSelector:
+        if self._real is None:
+            self._real = self._build_from(self.inherited)
+        return self._real
+
+    def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        return self._build().register(fileobj, events, data)
+
+    def unregister(self, fileobj: Any) -> selectors.SelectorKey:
+        return self._build().unregister(fileobj)
+
+    def modify(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        return self._build().modify(fileobj, events, data)
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        return self._build().select(timeout)
+
+    def get_map(self) -> Mapping[Any, selectors.SelectorKey]:
+        return self._build().get_map()
+
+    def fileno(self) -> int:
+        fileno: int = self._build().fileno()  # type: ignore[attr-defined]
+        return fileno
+
+    def close(self) -> None:
+        if self._real is not None:
+            self._real.close()
+
+
+def drop_inherited_selector(selector: selectors.BaseSelector) -> None:
+    """Close the selector's own descriptor, if it has one, unregistering nothing."""
+    inner = getattr(selector, "_selector", None)
+    close = getattr(inner, "close", None)
+    if close is not None:  # epoll, kqueue, devpoll objects
+        close()
+
+
+def detach_selector(
+    selector: selectors.BaseSelector,
+    build: Callable[[selectors.BaseSelector], selectors.BaseSelector],
+) -> selectors.BaseSelector | None:
+    """In a child just forked: what to use instead of ``selector``.
+
+    A selector with a descriptor of its own has it closed and is replaced by a stand-in
+    that calls ``build(selector)`` on first use (:func:`rebuild_selector` helps there);
+    a stand-in not used yet (forked again) is returned as it is. None: ``selector``
+    shares no kernel state with the parent and is kept.
+    """
+    if isinstance(selector, _AfterForkSelector):
+        return selector  # forked again before first use: still nothing shared
+    if getattr(selector, "_selector", None) is not None and hasattr(selector, "fileno"):
+        drop_inherited_selector(selector)
+        return _AfterForkSelector(selector, build)
+    return None
+
+
+def rebuild_selector(
+    inherited: selectors.BaseSelector, keep: Callable[[selectors.SelectorKey], bool]
+) -> selectors.BaseSelector:
+    """A fresh selector of ``inherited``'s class with its registrations for which
+    ``keep(key)`` is true (the Python-side map survives the closing of the inherited
+    descriptor)."""
+    fresh = type(inherited)()
+    for key in list(inherited.get_map().values()):
+        if keep(key):
+            fresh.register(key.fileobj, key.events, key.data)
+    return fresh
+
+
+def backend_name(selector: selectors.BaseSelector) -> str:
+    """The selector's class name; for a stand-in not used yet, the class it will be."""
+    if isinstance(selector, _AfterForkSelector):
+        return type(selector.inherited).__name__
+    return type(selector).__name__
