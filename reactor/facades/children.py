@@ -110,6 +110,7 @@ class ChildWork(InlineWork):
 
     def __init__(self, engine: RequestPath) -> None:
         super().__init__(engine)
+        self.forking = cast("ForkingMixIn", engine.server)
         self.mode: str | None = None  # how exits are noticed, decided at the first fork
         self.rows: dict[int, RequestRow] = {}  # pid -> the row of the request it serves
         self.watches: dict[int, _ChildWatch] = {}
@@ -118,9 +119,6 @@ class ChildWork(InlineWork):
         self.close_deadline: float | None = None
         self.closed_waiting = 0  # requests still waiting for a slot at the deadline
 
-    @property
-    def forking(self) -> ForkingMixIn:
-        return cast("ForkingMixIn", self.server)
 
     def full(self) -> bool:
         """Whether ``max_children`` children run."""
@@ -431,7 +429,7 @@ class ForkingMixIn(_Base):
 
     def process_request(self, request: Any, client_address: Any) -> None:
         """Fork a child for the request, or let it wait for a free slot."""
-        cast(ChildWork, self._reactor_engine.work).process(request, client_address)
+        self._reactor_engine.work.process(request, client_address)
 
     def server_close(self) -> None:
         """Close the server, then reap the children (waiting for them with

@@ -95,8 +95,9 @@ class MultiplexWork(InlineWork):
         self.engine.endpoint = endpoint
         return True
 
-    def attach(self, request: Any) -> None:
-        """Make the handler and attach it to the request's row."""
+    def process(self, request: Any, client_address: Any) -> None:
+        """Make the handler and attach it to the request's row: it runs in the reactor
+        from now on."""
         engine = self.engine
         row = engine.rows.pop(id(request), None)
         if not isinstance(row, StreamTransport):
@@ -186,4 +187,4 @@ class MultiplexingMixIn(_Base):
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         """Make the handler and attach it to the request's row."""
-        cast(MultiplexWork, self._reactor_engine.work).attach(request)
+        self._reactor_engine.work.process(request, client_address)

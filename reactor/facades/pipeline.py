@@ -135,6 +135,12 @@ class InlineWork:
         engine (False)."""
         return False
 
+    def process(self, request: Any, client_address: Any) -> None:
+        """Run a ready request where this kind of work runs it: what a mix-in's
+        ``process_request`` does. (An inline request runs in
+        ``BaseServer.process_request`` itself, which never comes here.)"""
+        raise NotImplementedError(f"{type(self).__name__} runs requests inline")
+
     def workers(self) -> tuple[int, int]:
         """Live worker threads and children."""
         return 0, 0

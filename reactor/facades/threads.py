@@ -83,6 +83,7 @@ class _WorkerPool:
         if size < 1:
             raise ValueError("max_threads must be at least 1")
         self.engine = engine
+        self.server = cast("ThreadingMixIn", engine.server)
         self.size = size
         self.daemon = daemon
         self.lock = threading.Lock()
@@ -112,7 +113,7 @@ class _WorkerPool:
 
     def _spawn(self, first: tuple[Any, Any]) -> None:
         thread = threading.Thread(target=self._work, args=(first,), daemon=self.daemon,
-                                  name=f"{type(self.engine.server).__name__} worker")
+                                  name=f"{type(self.server).__name__} worker")
         self.threads.append(thread)
         try:
             thread.start()
@@ -135,7 +136,7 @@ class _WorkerPool:
         me = threading.current_thread()
         try:
             while item is not None:
-                cast("ThreadingMixIn", self.engine.server).process_request_thread(*item)
+                self.server.process_request_thread(*item)
                 item = self._next()
         finally:
             with self.lock:
@@ -181,14 +182,15 @@ class ThreadWork(InlineWork):
 
     def __init__(self, engine: RequestPath) -> None:
         super().__init__(engine)
+        self.threading = cast("ThreadingMixIn", engine.server)
         self.pool: _WorkerPool | None = None
         # request threads started and ended: next() on a count is atomic
         self.started = itertools.count()
         self.ended = itertools.count()
 
-    def start(self, request: Any, client_address: Any) -> None:
+    def process(self, request: Any, client_address: Any) -> None:
         """Start a thread for the request (or give it to the pool)."""
-        server = cast("ThreadingMixIn", self.server)
+        server = self.threading
         if server.max_threads is not None:
             self.get_pool(server.max_threads).submit(request, client_address)
             return
@@ -211,7 +213,7 @@ class ThreadWork(InlineWork):
     def thread_main(self, request: Any, client_address: Any) -> None:
         """What a request's thread runs."""
         try:
-            cast("ThreadingMixIn", self.server).process_request_thread(request, client_address)
+            self.threading.process_request_thread(request, client_address)
         finally:
             next(self.ended)
 
@@ -220,7 +222,7 @@ class ThreadWork(InlineWork):
         pool = self.pool
         if pool is None:
             pool = self.pool = _WorkerPool(self.engine, size,
-                                           cast("ThreadingMixIn", self.server).daemon_threads)
+                                           self.threading.daemon_threads)
         return pool
 
     def workers(self) -> tuple[int, int]:
@@ -236,7 +238,7 @@ class ThreadWork(InlineWork):
     def join(self, deadline: float | None) -> None:
         """After the server closed: wait for the request threads (``block_on_close``),
         until ``deadline``; warn about those still running then."""
-        server = cast("ThreadingMixIn", self.server)
+        server = self.threading
         left = len(server._threads.join(deadline))
         pool = self.pool
         if pool is not None:
@@ -287,7 +289,7 @@ class ThreadingMixIn(_Base):
 
     def process_request(self, request: Any, client_address: Any) -> None:
         """Start a thread for the request (or give it to the pool)."""
-        cast(ThreadWork, self._reactor_engine.work).start(request, client_address)
+        self._reactor_engine.work.process(request, client_address)
 
     def server_close(self) -> None:
         """Close the server, then wait for the request threads (``block_on_close``),
