@@ -69,6 +69,10 @@ class RequestEngine(RequestPath):
         if phase is _P.CLOSED or phase is _P.CLOSING:
             raise ValueError("the server is closed")
         reactor = self.get_reactor()
+        from .servers import BaseServer  # at run time: servers imports this module
+
+        self.run_inline = getattr(self.server.process_request, "__func__", None) is (
+            BaseServer.process_request)
         unregistered = self.listener is None and self.reader is None and self.endpoint is None
         if unregistered and not self.work.register(reactor):
             self.register(reactor)
