@@ -254,14 +254,7 @@ class Reactor:
             self._check_closed()  # raises
         self._in_iteration = True
         try:
-            # _compute_timeout's common cases inline (a call less per iteration)
-            wait: float | None
-            if self._ready or self._stopping:
-                wait = 0.0
-            elif not self._timers.heap:
-                wait = timeout if timeout is None else _clamp_wait(timeout)
-            else:
-                wait = self._compute_timeout(timeout)
+            wait = self._compute_timeout(timeout)
             path = self._epoll_path
             if path is not None:
                 fd_events = path.poll(wait)
