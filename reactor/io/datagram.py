@@ -85,7 +85,7 @@ class DatagramTransport(Row, asyncio.DatagramTransport):
                 peer = sock.getpeername()
             except OSError:
                 peer = None
-        self._init_row(ConnState.ACCEPTED, peer, reactor._now)
+        self._init_row(ConnState.ACCEPTED, peer, reactor.now)
         self._extra = None  # asyncio's slot; get_extra_info is ours
         self._reactor = reactor
         self._sock: socket.socket | None = sock
@@ -198,7 +198,7 @@ class DatagramTransport(Row, asyncio.DatagramTransport):
                 if self._closing:  # closed from error_received: deliver nothing more
                     return
                 continue
-            self.last_activity = self._reactor._now
+            self.last_activity = self._reactor.now
             if flags & socket.MSG_TRUNC:
                 self.dropped += 1
                 logger.warning("%s: datagram from %r larger than %d bytes dropped",
@@ -256,7 +256,7 @@ class DatagramTransport(Row, asyncio.DatagramTransport):
                 return
             else:
                 self.bytes_out += len(data)
-                self.last_activity = self._reactor._now
+                self.last_activity = self._reactor.now
                 return
         self._buffer.append((bytes(data), addr))
         self._buffer_size += len(data)

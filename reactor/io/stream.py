@@ -144,7 +144,7 @@ class StreamTransport(Row, asyncio.Transport):
         # Row._init_row, inlined: a call less per connection
         self.state = state
         self.peername = peername
-        self.created = self.last_activity = reactor._now
+        self.created = self.last_activity = reactor.now
         self.bytes_in = self.bytes_out = 0
         self.meta = None
         self._extra = None  # asyncio's slot; get_extra_info is ours
@@ -300,7 +300,7 @@ class StreamTransport(Row, asyncio.Transport):
             return
         if data:
             self.bytes_in += len(data)
-            self.last_activity = self._reactor._now
+            self.last_activity = self._reactor.now
             try:
                 self._protocol.data_received(data)
             except _EXIT_EXC:
@@ -339,7 +339,7 @@ class StreamTransport(Row, asyncio.Transport):
             return
         if sent:
             self.bytes_out += sent
-            self.last_activity = now = self._reactor._now
+            self.last_activity = now = self._reactor.now
             if self._aux is not None:
                 self._aux.write_progress = now
             del buffer[:sent]
@@ -393,7 +393,7 @@ class StreamTransport(Row, asyncio.Transport):
                 return
             if sent:
                 self.bytes_out += sent
-                self.last_activity = self._reactor._now
+                self.last_activity = self._reactor.now
                 if sent == len(data):
                     return
             data = memoryview(data).cast("B")[sent:]  # also sizes any buffer in bytes
@@ -403,7 +403,7 @@ class StreamTransport(Row, asyncio.Transport):
                 buffer = self._buffer = bytearray()
             buffer.extend(data)
             if self._aux is not None:
-                self._aux.write_progress = self._reactor._now
+                self._aux.write_progress = self._reactor.now
                 if self._opts.write_timeout:
                     # after the extend: the queue is what brings in the write deadline,
                     # which may come before a timer already armed for another one
