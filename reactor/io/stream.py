@@ -141,12 +141,7 @@ class StreamTransport(Row, asyncio.Transport):
     ) -> None:
         # state, listener and options may be passed by position: making an object with
         # keyword arguments builds a dict for them, a cost on every accepted connection
-        # Row._init_row, inlined: a call less per connection
-        self.state = state
-        self.peername = peername
-        self.created = self.last_activity = reactor._now
-        self.bytes_in = self.bytes_out = 0
-        self.meta = None
+        self._init_row(state, peername, reactor._now)
         self._extra = None  # asyncio's slot; get_extra_info is ours
         self._reactor = reactor
         self._sock: Any = sock
@@ -702,18 +697,12 @@ class StreamTransport(Row, asyncio.Transport):
         self._flags |= _F_DONE
         if self._mask:  # a facade's blocking request was never registered
             self._set_mask(0)
-        # advance(LOST) without its call: LIFECYCLE leads LOST from every state but
-        # CLOSED (excluded above) to CLOSED
-        self.state = _CLOSED
+        self.advance(_LOST)  # LIFECYCLE leads LOST from every state but CLOSED to CLOSED
         if self._aux is not None:
             self._cancel_deadline()
         sock, self._sock = self._sock, None
         if sock is not None and close_socket:
             sock.close()
         self._reactor.connections.remove(self)
-        listener = self._listener
-        if listener is not None:
-            # Listener._release, inlined (a call less per connection)
-            listener.active -= 1
-            if not listener._registered and not listener._closed:
-                listener._update_registration()
+        if self._listener is not None:
+            self._listener._release()
