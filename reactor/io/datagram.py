@@ -25,6 +25,7 @@ from .transports import (
     DEFAULT_OPTIONS,
     EVENT_READ,
     EVENT_WRITE,
+    SelectorRegistration,
     TransportOptions,
     _registration_hint,
 )
@@ -39,7 +40,7 @@ logger = logging.getLogger("reactor.transports")
 _BYTES_LIKE: Final = (bytes, bytearray, memoryview)
 
 
-class DatagramTransport(Row, asyncio.DatagramTransport):
+class DatagramTransport(Row, SelectorRegistration, asyncio.DatagramTransport):
     """A UDP or Unix datagram endpoint, speaking :class:`asyncio.DatagramTransport`.
 
     A datagram larger than ``max_datagram_size`` is not delivered cut short: it is
@@ -70,6 +71,7 @@ class DatagramTransport(Row, asyncio.DatagramTransport):
         "_sock",
         "dropped",
     )
+    _reactor: Reactor
 
     def __init__(
         self,
@@ -139,7 +141,7 @@ class DatagramTransport(Row, asyncio.DatagramTransport):
         sock = self._sock
         if sock is not None and not self._mask and not self._closing:
             try:
-                self._reactor._selector.register(sock, EVENT_READ, self)
+                self._reactor.selector.register(sock, EVENT_READ, self)
             except OSError as exc:
                 where = self.sockname
                 logger.error("%s %r: the selector refused the endpoint: %s%s; closed",
@@ -162,26 +164,10 @@ class DatagramTransport(Row, asyncio.DatagramTransport):
             logger.error("%s: connection_made raised", self.describe(), exc_info=exc)
             self._force_close(exc)
 
-    def _set_mask(self, mask: int) -> None:
-        old = self._mask
-        if mask == old or self._sock is None:
-            return
-        selector = self._reactor._selector
-        if mask == 0:
-            selector.unregister(self._sock)
-        else:
-            try:
-                if old == 0:
-                    selector.register(self._sock, mask, self)
-                else:
-                    selector.modify(self._sock, mask, self)
-            except OSError as exc:
-                self._mask = 0  # unregistered either way (see StreamTransport._set_mask)
-                logger.error("%s: the selector refused the endpoint: %s%s; closing it",
-                             self.describe(), exc, _registration_hint(exc))
-                self._force_close(exc)
-                return
-        self._mask = mask
+    def _registration_failed(self, exc: OSError) -> None:
+        logger.error("%s: the selector refused the endpoint: %s%s; closing it",
+                     self.describe(), exc, _registration_hint(exc))
+        self._force_close(exc)
 
     def _read_ready(self) -> None:
         sock = self._sock

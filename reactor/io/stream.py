@@ -69,6 +69,7 @@ from .transports import (
     EVENT_READ,
     EVENT_WRITE,
     WRITES_AFTER_LOSS_WARNING,
+    SelectorRegistration,
     TransportOptions,
     _registration_hint,
     _water_marks,
@@ -111,7 +112,7 @@ class _Aux:
         self.discarded = 0  # queued bytes dropped by an abort or a forced close
 
 
-class StreamTransport(Row, asyncio.Transport):
+class StreamTransport(Row, SelectorRegistration, asyncio.Transport):
     """A TCP or Unix stream connection: a table row and an :class:`asyncio.Transport`.
 
     Made by listeners and connectors; users get it in ``connection_made``.
@@ -129,6 +130,7 @@ class StreamTransport(Row, asyncio.Transport):
         "_reactor",
         "_sock",
     )
+    _reactor: Reactor
 
     def __init__(  # noqa: PLR0917 -- see below
         self,
@@ -215,7 +217,7 @@ class StreamTransport(Row, asyncio.Transport):
             sock = self._sock
             if sock is not None:
                 try:
-                    self._reactor._selector.register(sock, EVENT_READ, self)
+                    self._reactor.selector.register(sock, EVENT_READ, self)
                 except OSError as exc:
                     logger.error("%s: the selector refused the connection: %s%s; closed",
                                  self.describe(), exc, _registration_hint(exc))
@@ -256,27 +258,6 @@ class StreamTransport(Row, asyncio.Transport):
         return self._protocol
 
     # -- the selector -----------------------------------------------------------------
-
-    def _set_mask(self, mask: int) -> None:
-        old = self._mask
-        if mask == old or self._sock is None:
-            return
-        selector = self._reactor._selector
-        if mask == 0:
-            selector.unregister(self._sock)
-        else:
-            try:
-                if old == 0:
-                    selector.register(self._sock, mask, self)
-                else:
-                    selector.modify(self._sock, mask, self)
-            except OSError as exc:
-                # a failed modify leaves the socket unregistered as well (selectors
-                # forget the key): nothing is registered now either way
-                self._mask = 0
-                self._registration_failed(exc)
-                return
-        self._mask = mask
 
     def _registration_failed(self, exc: OSError) -> None:
         logger.error("%s: the selector refused the connection: %s%s; closing it",

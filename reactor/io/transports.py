@@ -1,6 +1,7 @@
 """What the stream and datagram transports share: their options, the selector's event
-bits, the lifecycle events they fire, and the hint logged when the selector refuses a
-socket. The transports themselves are :mod:`.stream` and :mod:`.datagram`.
+bits, the lifecycle events they fire, their selector registration
+(:class:`SelectorRegistration`) and the hint logged when the selector refuses a socket.
+The transports themselves are :mod:`.stream` and :mod:`.datagram`.
 
 Must not import the loop, the listeners or anything above the I/O layer.
 """
@@ -8,9 +9,10 @@ Must not import the loop, the listeners or anything above the I/O layer.
 from __future__ import annotations
 
 import errno
+import selectors
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from ..sansio.connection import ConnEvent, ConnState
 
@@ -22,6 +24,7 @@ __all__ = [
     "EVENT_WRITE",
     "WRITES_AFTER_LOSS_WARNING",
     "ProtocolFactory",
+    "SelectorRegistration",
     "TransportOptions",
     "options_from",
 ]
@@ -103,6 +106,55 @@ def _registration_hint(exc: OSError) -> str:
     if exc.errno == errno.ENOMEM:
         return " (out of kernel memory)"
     return ""
+
+
+class _HasSelector(Protocol):
+    @property
+    def selector(self) -> selectors.BaseSelector: ...
+
+
+class SelectorRegistration:
+    """A transport's registration with its reactor's selector, shared by the stream and
+    datagram transports (which inherit it and store ``_mask``, ``_sock`` and
+    ``_reactor`` in their own slots).
+
+    :meth:`_set_mask` changes the registration only when the wanted mask changes; a
+    mask of 0 unregisters the socket. A selector that refuses the socket (epoll's
+    ENOSPC or ENOMEM) leaves it unregistered, and the transport's
+    :meth:`_registration_failed` closes the connection.
+    """
+
+    if not TYPE_CHECKING:  # the storage is the transport's (see Row)
+        __slots__ = ()
+
+    _mask: int  # the events registered now (0: not registered)
+    _sock: Any
+    _reactor: _HasSelector
+
+    def _set_mask(self, mask: int) -> None:
+        old = self._mask
+        if mask == old or self._sock is None:
+            return
+        selector = self._reactor.selector
+        if mask == 0:
+            selector.unregister(self._sock)
+        else:
+            try:
+                if old == 0:
+                    selector.register(self._sock, mask, self)
+                else:
+                    selector.modify(self._sock, mask, self)
+            except OSError as exc:
+                # a failed modify leaves the socket unregistered as well (selectors
+                # forget the key): nothing is registered now either way
+                self._mask = 0
+                self._registration_failed(exc)
+                return
+        self._mask = mask
+
+    def _registration_failed(self, exc: OSError) -> None:
+        """The selector refused the socket: log it and close the connection."""
+        raise NotImplementedError
 
 
 #: What listeners and connects call to make a connection's protocol.
