@@ -35,16 +35,38 @@ EVENT_WRITE: Final = 2
 DEFAULT_HIGH_WATER: Final = 64 * 1024
 DEFAULT_READ_SIZE: Final = 256 * 1024
 WRITES_AFTER_LOSS_WARNING: Final = 5
-_CLOSED = ConnState.CLOSED
-_CLOSING = ConnState.CLOSING
 # an Enum class's attributes go through EnumType.__getattr__'s slow lookup (3.11):
 # module constants for the members read on every connection
+_OPEN = ConnState.OPEN
 _READ_CLOSED = ConnState.READ_CLOSED
+_WRITE_CLOSED = ConnState.WRITE_CLOSED
+_CLOSING = ConnState.CLOSING
+_ENDING = ConnState.ENDING
+_CLOSED = ConnState.CLOSED
+#: the states in which a transport is closing (``is_closing()``) and reads no more
+_SHUT: Final = frozenset({_CLOSING, _ENDING, _CLOSED})
+#: the states in which the connection is lost: no more I/O, writes are dropped
+_GONE: Final = frozenset({_ENDING, _CLOSED})
 _ATTACH = ConnEvent.ATTACH
 _EOF = ConnEvent.EOF
 _WRITE_EOF = ConnEvent.WRITE_EOF
 _CLOSE = ConnEvent.CLOSE
+_FLUSHED = ConnEvent.FLUSHED
+_ABORT = ConnEvent.ABORT
 _LOST = ConnEvent.LOST
+
+# A transport's flags, the same scheme for both transports: one int, ``_flags``, with
+# the bits below (one int instead of several booleans keeps a row small). A flag never
+# records what the lifecycle state says: closing, ending and lost are states (see
+# reactor.sansio.connection), read from ``state``.
+_F_EOF: Final = 1  # write_eof() was called (stream)
+_F_READ_PAUSED: Final = 2  # pause_reading() is in effect (stream)
+_F_WRITE_PAUSED: Final = 4  # the protocol was told to pause_writing() (stream)
+_F_CONNECTED: Final = 8  # a connected endpoint: datagrams go to its peer (datagram)
+# bits 4-6: writes refused after the loss, counted up to 7 (for the one warning)
+_F_LOSS_WRITE_SHIFT: Final = 4
+_F_LOSS_WRITE_ONE: Final = 1 << _F_LOSS_WRITE_SHIFT
+_F_LOSS_WRITE_MAX: Final = 7
 _EXIT_EXC = (SystemExit, KeyboardInterrupt)
 
 
