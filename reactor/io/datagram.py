@@ -91,6 +91,7 @@ class DatagramTransport(Row, SelectorRegistration, asyncio.DatagramTransport):
                 peer = sock.getpeername()
             except OSError:
                 peer = None
+        # reactor._now: Reactor.now without a call (see transports.py)
         self._init_row(ConnState.ACCEPTED, peer, reactor._now)
         self._extra = None  # asyncio's slot; get_extra_info is ours
         self._reactor = reactor

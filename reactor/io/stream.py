@@ -146,6 +146,7 @@ class StreamTransport(Row, SelectorRegistration, asyncio.Transport):
     ) -> None:
         # state, listener and options may be passed by position: making an object with
         # keyword arguments builds a dict for them, a cost on every accepted connection
+        # reactor._now: Reactor.now without a call (see transports.py)
         self._init_row(state, peername, reactor._now)
         self._extra = None  # asyncio's slot; get_extra_info is ours
         self._reactor = reactor

@@ -3,6 +3,15 @@ bits, the lifecycle events they fire, their selector registration
 (:class:`SelectorRegistration`) and the hint logged when the selector refuses a socket.
 The transports themselves are :mod:`.stream` and :mod:`.datagram`.
 
+*The reactor's names they use.* Registrations go through the public
+:attr:`Reactor.selector <reactor.io.loop.Reactor.selector>`. The activity stamps
+(``created``, ``last_activity``, the write progress) are the clock reading the loop
+takes after each poll, the value of the public :attr:`Reactor.now
+<reactor.io.loop.Reactor.now>`; the transports read the attribute behind that property,
+``reactor._now``, because the property is a Python call on every event: measured, it
+costs 1 162 more instructions per echo request (+14 %, callgrind). The I/O layer is
+the only reader of ``_now`` outside the loop.
+
 Must not import the loop, the listeners or anything above the I/O layer.
 """
 
