@@ -129,3 +129,58 @@ def test_table_counts_and_totals_survive_removal() -> None:
         stats.by_state["X"] = 1  # type: ignore[index]
     assert "OPEN" in table.format()
     assert table.in_state(ConnState.OPEN) == [b]
+
+
+# -- the end of a connection: CLOSING, ENDING, CLOSED ----------------------------------
+
+LIVE = [s for s in ConnState if s not in (ConnState.ENDING, ConnState.CLOSED)]
+
+
+def test_orderly_close_flushes_then_ends() -> None:
+    c = row()
+    assert walk(c, ConnEvent.ATTACH, ConnEvent.CLOSE) is ConnState.CLOSING
+    assert walk(c, ConnEvent.FLUSHED) is ConnState.ENDING
+    assert walk(c, ConnEvent.LOST) is ConnState.CLOSED
+
+
+@pytest.mark.parametrize("state", LIVE)
+def test_abort_ends_every_state_before_the_end(state: ConnState) -> None:
+    assert LIFECYCLE.next(state, ConnEvent.ABORT) is ConnState.ENDING
+    c = row(state)
+    assert walk(c, ConnEvent.ABORT, ConnEvent.LOST) is ConnState.CLOSED
+
+
+@pytest.mark.parametrize("state", [ConnState.ENDING, ConnState.CLOSED])
+def test_abort_is_illegal_once_ending(state: ConnState) -> None:
+    c = row(state)
+    with pytest.raises(IllegalTransition, match="ABORT"):
+        c.advance(ConnEvent.ABORT)
+    assert c.state is state
+
+
+@pytest.mark.parametrize("state", [s for s in ConnState if s is not ConnState.CLOSING])
+def test_flushed_only_ends_a_closing_connection(state: ConnState) -> None:
+    assert LIFECYCLE.next(ConnState.CLOSING, ConnEvent.FLUSHED) is ConnState.ENDING
+    c = row(state)
+    with pytest.raises(IllegalTransition, match="FLUSHED"):
+        c.advance(ConnEvent.FLUSHED)
+    assert c.state is state
+
+
+def test_ending_allows_only_a_late_attach_and_the_loss() -> None:
+    assert LIFECYCLE.events(ConnState.ENDING) == {ConnEvent.ATTACH, ConnEvent.LOST}
+    c = row(ConnState.ENDING)
+    assert c.advance(ConnEvent.ATTACH) is ConnState.ENDING  # a connect completing late
+    for event in set(ConnEvent) - {ConnEvent.ATTACH, ConnEvent.LOST}:
+        with pytest.raises(IllegalTransition):
+            c.advance(event)
+        assert c.state is ConnState.ENDING
+    assert c.advance(ConnEvent.LOST) is ConnState.CLOSED
+
+
+def test_every_live_state_can_be_closed_or_aborted_but_a_dispatched_one_not_closed() -> None:
+    handed_over = {ConnState.DISPATCHED_INLINE, ConnState.DISPATCHED_THREAD,
+                   ConnState.DISPATCHED_CHILD, ConnState.FINISHED, ConnState.CLOSING}
+    for state in LIVE:
+        assert LIFECYCLE.allows(state, ConnEvent.ABORT)
+        assert LIFECYCLE.allows(state, ConnEvent.CLOSE) is (state not in handed_over)

@@ -609,7 +609,7 @@ def test_on_accept_gets_the_raw_socket(reactor: Reactor, net: Net) -> None:
         got.append((conn, addr))
         conn.sendall(b"raw hello")
         conn.close()
-        listener._release()
+        listener.release_slot()
 
     listener = reactor.listen_tcp("127.0.0.1", 0, on_accept=on_accept)
     net.listeners.append(listener)
@@ -633,7 +633,7 @@ def test_a_connection_factory_makes_the_accepted_socket(reactor: Reactor, net: N
         got.append((conn, conn.gettimeout(), conn.fileno()))
         conn.sendall(b"made")
         conn.close()
-        listener._release()
+        listener.release_slot()
 
     sock = socket.create_server(("127.0.0.1", 0))
     listener = Listener(reactor, sock, on_accept, connection_factory=factory)
@@ -663,7 +663,7 @@ def test_a_failing_connection_factory_closes_that_connection_only(
         served.append(addr)
         conn.sendall(b"second")
         conn.close()
-        listener._release()
+        listener.release_slot()
 
     sock = socket.create_server(("127.0.0.1", 0))
     listener = Listener(reactor, sock, on_accept, connection_factory=factory)

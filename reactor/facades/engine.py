@@ -26,7 +26,7 @@ from ..io.loop import Reactor
 from ..io.stream import StreamTransport
 from ..sansio.connection import ConnState
 from ..sansio.serverlife import ServerEvent, ServerPhase
-from .pipeline import EVENT_READ, InlineWork, RequestPath
+from .pipeline import EVENT_READ, TRANSPORT_ENDS, InlineWork, RequestPath
 from .requests import ReadyReader, ServerStatistics, peek_count
 
 __all__ = ["InlineWork", "RequestEngine", "close_deadline", "remaining"]
@@ -263,7 +263,7 @@ class RequestEngine(RequestPath):
         self.work.drain()
         self.release_ended()
         for row in list(self.rows.values()):
-            if row.state is _BUFFERING and isinstance(row, StreamTransport):
+            if row.state in TRANSPORT_ENDS and isinstance(row, StreamTransport):
                 row.abort()
             elif row.state is not _CLOSED:
                 self.release_row(row)  # its worker still owns the socket

@@ -79,6 +79,9 @@ _CLOSED: Final = ConnState.CLOSED
 _VERIFIED: Final = ConnState.VERIFIED
 _FINISHED: Final = ConnState.FINISHED
 _BUFFERING: Final = ConnState.BUFFERING
+# a facade row in these states is still the reactor's (being read for a request buffer,
+# or closing after it was refused): its transport ends it, with connection_lost
+TRANSPORT_ENDS: Final = frozenset({ConnState.BUFFERING, ConnState.CLOSING, ConnState.ENDING})
 _FINISH: Final = ConnEvent.FINISH
 _LOST: Final = ConnEvent.LOST
 _VERIFY: Final = ConnEvent.VERIFY
@@ -516,7 +519,7 @@ class RequestPath:
         if state is _INLINE and self.loop_thread == _get_ident():
             self.release_row(row)
             return
-        if state is _BUFFERING:  # the transport ends it (connection_lost)
+        if state in TRANSPORT_ENDS:  # the transport ends it (connection_lost)
             self.rows[id(request)] = row
             return
         if state is _CHILD or self.phase is _P.CHILD:

@@ -172,11 +172,7 @@ class StreamEngine(RequestEngine):
         if sock is not None and self.work.nonblocking:
             sock.setblocking(False)
         row = StreamTransport(listener.reactor, sock, client_address, _ACCEPTED, listener)
-        listener.accepted += 1
-        listener.active += 1
-        cap = listener.max_connections
-        if cap is not None and listener.active >= cap:
-            listener._update_registration()
+        listener.adopt()
         self.serve_request(request, client_address, row)
 
 

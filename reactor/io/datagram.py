@@ -16,15 +16,22 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ..sansio.connection import ROW_SLOTS, ConnState, Row
 from .transports import (
+    _ABORT,
     _ATTACH,
     _CLOSE,
     _CLOSED,
     _CLOSING,
     _EXIT_EXC,
+    _F_CONNECTED,
+    _FLUSHED,
+    _GONE,
     _LOST,
+    _OPEN,
+    _SHUT,
     DEFAULT_OPTIONS,
     EVENT_READ,
     EVENT_WRITE,
+    SelectorRegistration,
     TransportOptions,
     _registration_hint,
 )
@@ -39,7 +46,7 @@ logger = logging.getLogger("reactor.transports")
 _BYTES_LIKE: Final = (bytes, bytearray, memoryview)
 
 
-class DatagramTransport(Row, asyncio.DatagramTransport):
+class DatagramTransport(Row, SelectorRegistration, asyncio.DatagramTransport):
     """A UDP or Unix datagram endpoint, speaking :class:`asyncio.DatagramTransport`.
 
     A datagram larger than ``max_datagram_size`` is not delivered cut short: it is
@@ -59,9 +66,7 @@ class DatagramTransport(Row, asyncio.DatagramTransport):
         "_buffer",
         "_buffer_size",
         "_cleanup",
-        "_closing",
-        "_connected",
-        "_lost",
+        "_flags",
         "_mask",
         "_opts",
         "_protocol",
@@ -70,6 +75,7 @@ class DatagramTransport(Row, asyncio.DatagramTransport):
         "_sock",
         "dropped",
     )
+    _reactor: Reactor
 
     def __init__(
         self,
@@ -94,9 +100,7 @@ class DatagramTransport(Row, asyncio.DatagramTransport):
         self._buffer: deque[tuple[bytes, Any]] = deque()
         self._buffer_size = 0
         self._mask = 0
-        self._closing = False
-        self._lost = False
-        self._connected = connected
+        self._flags = _F_CONNECTED if connected else 0  # the flags' scheme: transports.py
         self._cleanup: Callable[[], None] | None = None
         self.dropped = 0
         self._discarded = 0
@@ -137,14 +141,13 @@ class DatagramTransport(Row, asyncio.DatagramTransport):
                 ``connection_lost``).
         """
         sock = self._sock
-        if sock is not None and not self._mask and not self._closing:
+        if sock is not None and not self._mask and self.state not in _SHUT:
             try:
-                self._reactor._selector.register(sock, EVENT_READ, self)
+                self._reactor.selector.register(sock, EVENT_READ, self)
             except OSError as exc:
                 where = self.sockname
                 logger.error("%s %r: the selector refused the endpoint: %s%s; closed",
                              self.kind, where, exc, _registration_hint(exc))
-                self._lost = self._closing = True
                 self._sock = None
                 sock.close()
                 self.advance(_LOST)  # to CLOSED, through the lifecycle table
@@ -162,30 +165,14 @@ class DatagramTransport(Row, asyncio.DatagramTransport):
             logger.error("%s: connection_made raised", self.describe(), exc_info=exc)
             self._force_close(exc)
 
-    def _set_mask(self, mask: int) -> None:
-        old = self._mask
-        if mask == old or self._sock is None:
-            return
-        selector = self._reactor._selector
-        if mask == 0:
-            selector.unregister(self._sock)
-        else:
-            try:
-                if old == 0:
-                    selector.register(self._sock, mask, self)
-                else:
-                    selector.modify(self._sock, mask, self)
-            except OSError as exc:
-                self._mask = 0  # unregistered either way (see StreamTransport._set_mask)
-                logger.error("%s: the selector refused the endpoint: %s%s; closing it",
-                             self.describe(), exc, _registration_hint(exc))
-                self._force_close(exc)
-                return
-        self._mask = mask
+    def _registration_failed(self, exc: OSError) -> None:
+        logger.error("%s: the selector refused the endpoint: %s%s; closing it",
+                     self.describe(), exc, _registration_hint(exc))
+        self._force_close(exc)
 
     def _read_ready(self) -> None:
         sock = self._sock
-        if sock is None or self._closing:
+        if sock is None or self.state is not _OPEN:  # closing: deliver nothing more
             return
         limit = self._opts.max_datagram_size
         for _ in range(64):  # a bounded batch per wake-up
@@ -195,7 +182,7 @@ class DatagramTransport(Row, asyncio.DatagramTransport):
                 return
             except OSError as exc:
                 self._report_error(exc)
-                if self._closing:  # closed from error_received: deliver nothing more
+                if self.state is not _OPEN:  # closed from error_received
                     return
                 continue
             self.last_activity = self._reactor.now
@@ -207,7 +194,7 @@ class DatagramTransport(Row, asyncio.DatagramTransport):
                     errno.EMSGSIZE,
                     f"datagram from {addr!r} larger than max_datagram_size={limit}; dropped",
                 ))
-                if self._closing:
+                if self.state is not _OPEN:
                     return
                 continue
             self.bytes_in += len(data)
@@ -217,7 +204,7 @@ class DatagramTransport(Row, asyncio.DatagramTransport):
                 raise
             except BaseException as exc:
                 logger.error("%s: datagram_received raised", self.describe(), exc_info=exc)
-            if self._sock is None or self._closing:
+            if self.state is not _OPEN:
                 return
 
     def _report_error(self, exc: OSError) -> None:
@@ -233,16 +220,16 @@ class DatagramTransport(Row, asyncio.DatagramTransport):
         peer whose queue is full, dropped and reported to ``error_received``)."""
         if not isinstance(data, _BYTES_LIKE):
             raise TypeError(f"data must be bytes-like, not {type(data).__name__}")
-        if self._lost or self._sock is None:
+        if self._sock is None or self.state in _GONE:  # lost: dropped
             return
         if not self._buffer:
             try:
-                if addr is None or self._connected:
+                if addr is None or self._flags & _F_CONNECTED:
                     self._sock.send(data)
                 else:
                     self._sock.sendto(data, addr)
             except (BlockingIOError, InterruptedError):
-                if addr is not None and not self._connected and (
+                if addr is not None and not self._flags & _F_CONNECTED and (
                     self._sock.family == getattr(socket, "AF_UNIX", None)
                 ):
                     # that receiver's queue is full, yet this socket stays writable:
@@ -267,7 +254,7 @@ class DatagramTransport(Row, asyncio.DatagramTransport):
         while self._buffer and sock is not None:
             data, addr = self._buffer[0]
             try:
-                if addr is None or self._connected:
+                if addr is None or self._flags & _F_CONNECTED:
                     sock.send(data)
                 else:
                     sock.sendto(data, addr)
@@ -280,8 +267,8 @@ class DatagramTransport(Row, asyncio.DatagramTransport):
             self._buffer.popleft()
             self._buffer_size -= len(data)
         self._set_mask(self._mask & ~EVENT_WRITE)
-        if self._closing and not self._lost:
-            self._force_close(None)
+        if self.state is _CLOSING:
+            self._end()
 
     def get_write_buffer_size(self) -> int:
         return self._buffer_size
@@ -298,26 +285,33 @@ class DatagramTransport(Row, asyncio.DatagramTransport):
         return default
 
     def is_closing(self) -> bool:
-        return self._closing or self._lost
+        """Whether the endpoint is closing or closed (states CLOSING, ENDING, CLOSED)."""
+        return self.state in _SHUT
 
     def close(self) -> None:
-        if self._closing or self._lost:
+        """Send the queued datagrams, then close. ``connection_lost(None)`` follows."""
+        if self.state in _SHUT:
             return
-        self._closing = True
-        if self.state is not _CLOSING:
-            self.advance(_CLOSE)
+        self.advance(_CLOSE)
         if self._buffer:
             self._set_mask(EVENT_WRITE)
         else:
-            self._force_close(None)
+            self._end()
+
+    def _end(self) -> None:
+        """The orderly close sent all it had: schedule the teardown."""
+        self.advance(_FLUSHED)  # to ENDING
+        self._set_mask(0)
+        self._reactor.call_soon(self._finish, None)
 
     def abort(self) -> None:
+        """Close at once, dropping queued datagrams. ``connection_lost(None)`` follows."""
         self._force_close(None)
 
     def _force_close(self, exc: BaseException | None) -> None:
-        if self._lost:
+        if self.state in _GONE:
             return
-        self._lost = self._closing = True
+        self.advance(_ABORT)  # to ENDING
         if self._buffer:
             size = self._buffer_size
             self._discarded += size

@@ -185,11 +185,18 @@ class Listener:
             self.reactor.selector.unregister(self.sock)
         self._registered = wanted
 
-    def _release(self) -> None:
-        """One of this listener's connections closed (StreamTransport.release inlines
-        this: change both together)."""
+    def release_slot(self) -> None:
+        """One of this listener's connections ended: its slot of ``max_connections``
+        is free (accepting resumes if the cap had paused it)."""
         self.active -= 1
         if not self._registered and not self._closed:
+            self._update_registration()
+
+    def adopt(self) -> None:
+        """Count a connection accepted elsewhere (by a facade's own get_request)."""
+        self.accepted += 1
+        self.active += 1
+        if self.max_connections is not None and self.active >= self.max_connections:
             self._update_registration()
 
     # -- accepting --------------------------------------------------------------------

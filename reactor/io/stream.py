@@ -21,9 +21,12 @@ marks, calling the protocol's ``pause_writing``/``resume_writing``.
 
 *Closing.* There is one teardown path, :meth:`StreamTransport._finish`, guarded by the
 lifecycle state, so ``connection_lost`` runs exactly once, also when callbacks raise or
-close the transport from inside a callback. ``close`` flushes the queue, then closes;
-``abort`` drops the queue. ``connection_lost`` is never called from inside another
-protocol callback: a close that starts in a callback finishes in a later one. Bytes an
+close the transport from inside a callback. ``close`` (state CLOSING) flushes the queue,
+then ends (FLUSHED, state ENDING); ``abort`` drops the queue and ends at once (ABORT).
+The state is the only record of how far a close got: ``is_closing()``, the refusal of
+writes and the end of reading are read from it. ``connection_lost`` is never called
+from inside another protocol callback: a close that starts in a callback finishes in a
+later one (ENDING lasts until then). Bytes an
 abort (or a close forced by an error, a reset or a deadline) drops from the queue are
 never dropped silently: they are logged at debug level with the peer's address, kept
 in the dying transport (:attr:`StreamTransport.discarded`, in its on-demand auxiliary
@@ -56,19 +59,33 @@ from ..sansio.connection import ROW_SLOTS, ConnState, Row
 from ..sansio.errors import DeadlineExceeded
 from ..sansio.timers import TimerHandle
 from .transports import (
+    _ABORT,
     _ATTACH,
     _CLOSE,
     _CLOSED,
     _CLOSING,
+    _ENDING,
     _EOF,
     _EXIT_EXC,
+    _F_EOF,
+    _F_LOSS_WRITE_MAX,
+    _F_LOSS_WRITE_ONE,
+    _F_LOSS_WRITE_SHIFT,
+    _F_READ_PAUSED,
+    _F_WRITE_PAUSED,
+    _FLUSHED,
+    _GONE,
     _LOST,
+    _OPEN,
     _READ_CLOSED,
+    _SHUT,
+    _WRITE_CLOSED,
     _WRITE_EOF,
     DEFAULT_OPTIONS,
     EVENT_READ,
     EVENT_WRITE,
     WRITES_AFTER_LOSS_WARNING,
+    SelectorRegistration,
     TransportOptions,
     _registration_hint,
     _water_marks,
@@ -82,19 +99,6 @@ __all__ = ["StreamTransport"]
 
 logger = logging.getLogger("reactor.transports")
 
-# StreamTransport._flags bits. One int instead of five booleans keeps the row small.
-_F_CLOSING: Final = 1  # an orderly close began (or the connection is being torn down)
-_F_LOST: Final = 2  # teardown scheduled: no more I/O, writes are dropped
-_F_EOF: Final = 4  # write_eof() was called
-_F_READ_PAUSED: Final = 8  # pause_reading() is in effect
-_F_WRITE_PAUSED: Final = 16  # the protocol was told to pause_writing()
-# bits 5-7: writes refused after the loss, counted up to 7 (for the one warning); kept
-# in the flags rather than in _Aux, whose slot holds the bytes an abort discarded
-_F_LOSS_WRITE_SHIFT: Final = 5
-_F_LOSS_WRITE_ONE: Final = 1 << _F_LOSS_WRITE_SHIFT
-_F_LOSS_WRITE_MAX: Final = 7
-_F_DONE: Final = _F_CLOSING | _F_LOST
-_F_NO_WRITE: Final = _F_EOF | _F_LOST
 _BYTES_LIKE: Final = (bytes, bytearray, memoryview)
 
 
@@ -111,7 +115,7 @@ class _Aux:
         self.discarded = 0  # queued bytes dropped by an abort or a forced close
 
 
-class StreamTransport(Row, asyncio.Transport):
+class StreamTransport(Row, SelectorRegistration, asyncio.Transport):
     """A TCP or Unix stream connection: a table row and an :class:`asyncio.Transport`.
 
     Made by listeners and connectors; users get it in ``connection_made``.
@@ -129,6 +133,7 @@ class StreamTransport(Row, asyncio.Transport):
         "_reactor",
         "_sock",
     )
+    _reactor: Reactor
 
     def __init__(  # noqa: PLR0917 -- see below
         self,
@@ -141,12 +146,7 @@ class StreamTransport(Row, asyncio.Transport):
     ) -> None:
         # state, listener and options may be passed by position: making an object with
         # keyword arguments builds a dict for them, a cost on every accepted connection
-        # Row._init_row, inlined: a call less per connection
-        self.state = state
-        self.peername = peername
-        self.created = self.last_activity = reactor.now
-        self.bytes_in = self.bytes_out = 0
-        self.meta = None
+        self._init_row(state, peername, reactor.now)
         self._extra = None  # asyncio's slot; get_extra_info is ours
         self._reactor = reactor
         self._sock: Any = sock
@@ -216,11 +216,11 @@ class StreamTransport(Row, asyncio.Transport):
         no ``connection_made``, hence no ``connection_lost``, as in asyncio. The row's
         ``state`` is then :attr:`ConnState.CLOSED`.
         """
-        if not self._mask and not self._flags & (_F_DONE | _F_READ_PAUSED):
+        if not self._mask and not self._flags & _F_READ_PAUSED and self.state not in _SHUT:
             sock = self._sock
             if sock is not None:
                 try:
-                    self._reactor._selector.register(sock, EVENT_READ, self)
+                    self._reactor.selector.register(sock, EVENT_READ, self)
                 except OSError as exc:
                     logger.error("%s: the selector refused the connection: %s%s; closed",
                                  self.describe(), exc, _registration_hint(exc))
@@ -238,7 +238,7 @@ class StreamTransport(Row, asyncio.Transport):
         except BaseException as exc:
             self._callback_failed(exc, "connection_made")
             return
-        if not self._mask & EVENT_READ and not self._flags & (_F_DONE | _F_READ_PAUSED):
+        if self.is_reading() and not self._mask & EVENT_READ:
             self._set_mask(self._mask | EVENT_READ)
 
     def start_reading(self, protocol: asyncio.BaseProtocol) -> None:
@@ -251,7 +251,7 @@ class StreamTransport(Row, asyncio.Transport):
         for an attached protocol.
         """
         self._protocol = protocol
-        if not self._flags & (_F_DONE | _F_READ_PAUSED):
+        if self.is_reading():
             self._set_mask(self._mask | EVENT_READ)
 
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
@@ -261,27 +261,6 @@ class StreamTransport(Row, asyncio.Transport):
         return self._protocol
 
     # -- the selector -----------------------------------------------------------------
-
-    def _set_mask(self, mask: int) -> None:
-        old = self._mask
-        if mask == old or self._sock is None:
-            return
-        selector = self._reactor._selector
-        if mask == 0:
-            selector.unregister(self._sock)
-        else:
-            try:
-                if old == 0:
-                    selector.register(self._sock, mask, self)
-                else:
-                    selector.modify(self._sock, mask, self)
-            except OSError as exc:
-                # a failed modify leaves the socket unregistered as well (selectors
-                # forget the key): nothing is registered now either way
-                self._mask = 0
-                self._registration_failed(exc)
-                return
-        self._mask = mask
 
     def _registration_failed(self, exc: OSError) -> None:
         logger.error("%s: the selector refused the connection: %s%s; closing it",
@@ -312,9 +291,12 @@ class StreamTransport(Row, asyncio.Transport):
 
     def _read_eof(self) -> None:
         self._set_mask(self._mask & ~EVENT_READ)
-        if self._flags & _F_DONE:
+        state = self.state
+        if state in _SHUT:
             return
-        both_done = self.advance(_EOF) is _CLOSING
+        half_closed = state is _WRITE_CLOSED
+        if not half_closed:
+            self.advance(_EOF)
         try:
             keep_open = self._protocol.eof_received()
         except _EXIT_EXC:
@@ -322,7 +304,14 @@ class StreamTransport(Row, asyncio.Transport):
         except BaseException as exc:
             self._callback_failed(exc, "eof_received")
             return
-        if both_done or not keep_open:
+        if half_closed:
+            # the EOF that ends a half-closed connection moves it on once
+            # eof_received returns: until then nobody closed it (is_closing() is
+            # false, as in asyncio), and a close from inside the callback wins
+            if self.state is _WRITE_CLOSED:
+                self.advance(_EOF)  # to CLOSING
+                self._flush_then_end()
+        elif not keep_open:
             self.close()
 
     def _write_ready(self) -> None:
@@ -358,12 +347,23 @@ class StreamTransport(Row, asyncio.Transport):
             except OSError as exc:
                 self._connection_error(exc)
                 return
-        if flags & _F_CLOSING and not flags & _F_LOST:
-            self._flags = flags | _F_LOST
-            self._set_mask(0)
-            # write_eof() may have been called from inside a protocol callback:
-            # connection_lost must not run inside it
-            self._reactor.call_soon(self._finish, None)
+        if self.state is _CLOSING:
+            self._end()
+
+    def _flush_then_end(self) -> None:
+        """An orderly close began (state CLOSING): end once the queue is sent."""
+        if self._buffer:
+            self._set_mask(EVENT_WRITE)
+        else:
+            self._end()
+
+    def _end(self) -> None:
+        """The orderly close sent all it had: schedule the teardown."""
+        self.advance(_FLUSHED)  # to ENDING
+        self._set_mask(0)
+        # close() or write_eof() may have been called from inside a protocol
+        # callback: connection_lost must not run inside it
+        self._reactor.call_soon(self._finish, None)
 
     # -- asyncio.WriteTransport -------------------------------------------------------
 
@@ -374,8 +374,7 @@ class StreamTransport(Row, asyncio.Transport):
             TypeError: ``data`` is not bytes-like.
             RuntimeError: :meth:`write_eof` was called.
         """
-        if self._flags and self._flags & _F_NO_WRITE:  # flags are 0 on the hot path
-            self._write_refused(data)
+        if self.state is not _OPEN and self._write_refused():  # OPEN: the hot path
             return
         # No isinstance() here: send() refuses what is not bytes-like, and so does the
         # memoryview() every queued write goes through (bytearray.extend alone would
@@ -414,16 +413,26 @@ class StreamTransport(Row, asyncio.Transport):
         if not self._flags & _F_WRITE_PAUSED and len(buffer) > self._get_aux().high:
             self._pause_protocol()
 
-    def _write_refused(self, data: object) -> None:
+    def _write_refused(self) -> bool:
+        """Whether a write in a state other than OPEN is refused: dropped once the
+        connection is lost (with one warning after a few), an error after
+        :meth:`write_eof`.
+
+        Raises:
+            RuntimeError: :meth:`write_eof` was called and the connection is not lost.
+        """
         flags = self._flags
-        if flags & _F_EOF and not flags & _F_LOST:
-            raise RuntimeError("cannot write() after write_eof()")
+        if self.state not in _GONE:
+            if flags & _F_EOF:
+                raise RuntimeError("cannot write() after write_eof()")
+            return False
         count = (flags >> _F_LOSS_WRITE_SHIFT) & _F_LOSS_WRITE_MAX
         if count < _F_LOSS_WRITE_MAX:
             self._flags = flags + _F_LOSS_WRITE_ONE
         if count + 1 == WRITES_AFTER_LOSS_WARNING:
             logger.warning("%s: writes after the connection was lost are dropped",
                            self.describe())
+        return True
 
     def writelines(self, list_of_data: Any) -> None:
         """Write every item of an iterable of bytes-like objects, in order."""
@@ -431,11 +440,10 @@ class StreamTransport(Row, asyncio.Transport):
 
     def write_eof(self) -> None:
         """Close the write side after the queued data (a half-close)."""
-        if self._flags & (_F_DONE | _F_EOF):
+        if self._flags & _F_EOF or self.state in _SHUT:
             return
         self._flags |= _F_EOF
-        if self.advance(_WRITE_EOF) is _CLOSING:
-            self._flags |= _F_CLOSING
+        self.advance(_WRITE_EOF)  # to WRITE_CLOSED, or CLOSING after the peer's EOF
         if not self._buffer:
             self._flushed()
 
@@ -485,49 +493,43 @@ class StreamTransport(Row, asyncio.Transport):
 
     def pause_reading(self) -> None:
         """Stop reading: no ``data_received`` until :meth:`resume_reading`."""
-        if self._flags & (_F_DONE | _F_READ_PAUSED):
+        if not self.is_reading():
             return
         self._flags |= _F_READ_PAUSED
         self._set_mask(self._mask & ~EVENT_READ)
 
     def resume_reading(self) -> None:
         flags = self._flags
-        if flags & _F_DONE or not flags & _F_READ_PAUSED:
+        if not flags & _F_READ_PAUSED or self.state in _SHUT:
             return
         self._flags = flags & ~_F_READ_PAUSED
         if self.state is not _READ_CLOSED and self._protocol is not None:
             self._set_mask(self._mask | EVENT_READ)
 
     def is_reading(self) -> bool:
-        return not self._flags & (_F_DONE | _F_READ_PAUSED)
+        return not self._flags & _F_READ_PAUSED and self.state not in _SHUT
 
     # -- closing ----------------------------------------------------------------------
 
     def is_closing(self) -> bool:
-        return bool(self._flags & _F_DONE)
+        """Whether the transport is closing or closed (states CLOSING, ENDING, CLOSED)."""
+        return self.state in _SHUT
 
     def close(self) -> None:
         """Send what is queued, then close. ``connection_lost(None)`` follows once."""
-        if self._flags & _F_DONE:
+        if self.state in _SHUT:
             return
-        self._flags |= _F_CLOSING
-        if self.state is not _CLOSING:
-            self.advance(_CLOSE)
-        if self._buffer:
-            self._set_mask(EVENT_WRITE)
-        else:
-            self._flags |= _F_LOST
-            self._set_mask(0)
-            self._reactor.call_soon(self._finish, None)
+        self.advance(_CLOSE)
+        self._flush_then_end()
 
     def abort(self) -> None:
         """Close at once, dropping queued data. ``connection_lost(None)`` follows once."""
         self._force_close(None)
 
     def _force_close(self, exc: BaseException | None) -> None:
-        if self._flags & _F_LOST:
+        if self.state in _GONE:
             return
-        self._flags |= _F_DONE
+        self.advance(_ABORT)  # to ENDING
         buffer = self._buffer
         if buffer:
             self._discard(len(buffer), exc)
@@ -559,7 +561,6 @@ class StreamTransport(Row, asyncio.Transport):
         """The one teardown path: runs ``connection_lost`` exactly once, frees the socket."""
         if self.state is _CLOSED:
             return
-        self._flags |= _F_DONE
         self._set_mask(0)
         self.advance(_LOST)
         self._cancel_deadline()
@@ -578,7 +579,7 @@ class StreamTransport(Row, asyncio.Transport):
             self._buffer = None
             self._reactor.connections.remove(self)
             if self._listener is not None:
-                self._listener._release()
+                self._listener.release_slot()
 
     # -- deadlines --------------------------------------------------------------------
 
@@ -604,7 +605,7 @@ class StreamTransport(Row, asyncio.Transport):
         return min(candidates) if candidates else None
 
     def _arm_deadline(self) -> None:
-        if self._flags & _F_LOST:
+        if self.state in _GONE:
             return
         aux = self._get_aux()
         nearest = self._next_deadline()
@@ -629,7 +630,7 @@ class StreamTransport(Row, asyncio.Transport):
     def _check_deadline(self) -> None:
         aux = self._get_aux()
         aux.timer = None
-        if self._flags & _F_LOST:
+        if self.state in _GONE:
             return
         nearest = self._next_deadline()
         if nearest is None:
@@ -649,8 +650,9 @@ class StreamTransport(Row, asyncio.Transport):
         the socket reports an error instead (the next read will). A peek, for the rare
         callers that drain connections (a graceful stop, a server's close); never on the
         data path."""
-        if self.state is _READ_CLOSED or self.state is _CLOSING:
-            return False
+        state = self.state
+        if state is _READ_CLOSED or state is _CLOSING or state is _ENDING:
+            return False  # the reactor reads no more
         sock = self._sock
         if sock is None:
             return False
@@ -699,21 +701,14 @@ class StreamTransport(Row, asyncio.Transport):
         """End a detached connection: leave the table, optionally close the socket."""
         if self.state is _CLOSED:
             return
-        self._flags |= _F_DONE
         if self._mask:  # a facade's blocking request was never registered
             self._set_mask(0)
-        # advance(LOST) without its call: LIFECYCLE leads LOST from every state but
-        # CLOSED (excluded above) to CLOSED
-        self.state = _CLOSED
+        self.advance(_LOST)  # LIFECYCLE leads LOST from every state but CLOSED to CLOSED
         if self._aux is not None:
             self._cancel_deadline()
         sock, self._sock = self._sock, None
         if sock is not None and close_socket:
             sock.close()
         self._reactor.connections.remove(self)
-        listener = self._listener
-        if listener is not None:
-            # Listener._release, inlined (a call less per connection)
-            listener.active -= 1
-            if not listener._registered and not listener._closed:
-                listener._update_registration()
+        if self._listener is not None:
+            self._listener.release_slot()

@@ -19,9 +19,23 @@ the socketserver facades the right one::
      READ_CLOSED  CLOSE|    WRITE_CLOSED                      | FINISH
           \\ WRITE_EOF  v  EOF /                               v
            +------> CLOSING <--+                           FINISHED
-                       | LOST                                 | LOST
+                       | FLUSHED                              |
+                       v                                      |
+                     ENDING <----- ABORT from every state     |
+                       | LOST      but ENDING and CLOSED      | LOST
                        v                                      v
                      CLOSED  <----- LOST from every state ----+
+
+The end of a connection is three states, and no transport keeps a flag that repeats
+them: CLOSING is an orderly close that still flushes queued output (``close()``, or
+both halves closed); ENDING means the teardown is scheduled: no more I/O, writes are
+dropped, and ``connection_lost`` follows from the loop, never from inside another
+callback. An orderly close reaches ENDING when its output is flushed (FLUSHED);
+``abort()``, a socket error, a refused registration, a deadline or a failing callback
+reach it at once from any earlier state (ABORT), dropping what was queued. CLOSED: the
+row is gone. A transport's ``is_closing()`` is true in all three. A protocol attached to a
+row already ENDING (a connect completing as its row is aborted) leaves it ENDING and
+gets ``connection_made`` and then ``connection_lost``.
 
 Counters (bytes in and out) and times (creation, last activity) are plain attributes
 that the I/O layer updates on its hot path; the times it stores are the reactor's
@@ -55,6 +69,7 @@ class ConnState(Enum):
     READ_CLOSED = "read-closed"  # the peer sent EOF; we may still write
     WRITE_CLOSED = "write-closed"  # we sent EOF; the peer may still write
     CLOSING = "closing"  # flushing queued output before the close
+    ENDING = "ending"  # teardown scheduled: no more I/O; connection_lost follows
     CLOSED = "closed"  # gone; connection_lost was called
 
     # members are singletons: hash by identity in C, not by name in Python (Enum's
@@ -75,6 +90,8 @@ class ConnEvent(Enum):
     EOF = "eof"  # the peer finished writing
     WRITE_EOF = "write-eof"  # we finished writing
     CLOSE = "close"  # an orderly close began
+    FLUSHED = "flushed"  # an orderly close sent all it had queued
+    ABORT = "abort"  # close at once, dropping queued output (abort, error, deadline)
     LOST = "lost"  # the connection is gone
 
     __hash__ = object.__hash__  # see ConnState
@@ -87,7 +104,8 @@ _DISPATCH: Final = {
     _E.DISPATCH_THREAD: _S.DISPATCHED_THREAD,
     _E.DISPATCH_CHILD: _S.DISPATCHED_CHILD,
 }
-_END: Final = {_E.CLOSE: _S.CLOSING, _E.LOST: _S.CLOSED}
+_GONE: Final = {_E.ABORT: _S.ENDING, _E.LOST: _S.CLOSED}
+_END: Final = {_E.CLOSE: _S.CLOSING, **_GONE}
 
 LIFECYCLE: Final[TransitionTable[ConnState, ConnEvent]] = TransitionTable(
     "connection",
@@ -97,14 +115,16 @@ LIFECYCLE: Final[TransitionTable[ConnState, ConnEvent]] = TransitionTable(
         _S.VERIFIED: {_E.ATTACH: _S.OPEN, _E.BUFFER: _S.BUFFERING, **_DISPATCH, **_END},
         # EOF while buffering: the facade decides (dispatch what arrived, or close)
         _S.BUFFERING: {_E.EOF: _S.BUFFERING, **_DISPATCH, **_END},
-        _S.DISPATCHED_INLINE: {_E.FINISH: _S.FINISHED, _E.LOST: _S.CLOSED},
-        _S.DISPATCHED_THREAD: {_E.FINISH: _S.FINISHED, _E.LOST: _S.CLOSED},
-        _S.DISPATCHED_CHILD: {_E.FINISH: _S.FINISHED, _E.LOST: _S.CLOSED},
-        _S.FINISHED: {_E.LOST: _S.CLOSED},
+        _S.DISPATCHED_INLINE: {_E.FINISH: _S.FINISHED, **_GONE},
+        _S.DISPATCHED_THREAD: {_E.FINISH: _S.FINISHED, **_GONE},
+        _S.DISPATCHED_CHILD: {_E.FINISH: _S.FINISHED, **_GONE},
+        _S.FINISHED: {**_GONE},
         _S.OPEN: {_E.EOF: _S.READ_CLOSED, _E.WRITE_EOF: _S.WRITE_CLOSED, **_END},
         _S.READ_CLOSED: {_E.WRITE_EOF: _S.CLOSING, **_END},
         _S.WRITE_CLOSED: {_E.EOF: _S.CLOSING, **_END},
-        _S.CLOSING: {_E.LOST: _S.CLOSED},
+        _S.CLOSING: {_E.FLUSHED: _S.ENDING, **_GONE},
+        # a connect completing as its row is aborted: connection_made, connection_lost
+        _S.ENDING: {_E.ATTACH: _S.ENDING, _E.LOST: _S.CLOSED},
         _S.CLOSED: {},
     },
 )
