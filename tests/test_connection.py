@@ -184,3 +184,27 @@ def test_every_live_state_can_be_closed_or_aborted_but_a_dispatched_one_not_clos
     for state in LIVE:
         assert LIFECYCLE.allows(state, ConnEvent.ABORT)
         assert LIFECYCLE.allows(state, ConnEvent.CLOSE) is (state not in handed_over)
+
+
+FAST_TRANSITIONS = [("verify", ConnEvent.VERIFY), ("dispatch_inline", ConnEvent.DISPATCH_INLINE),
+                    ("lose", ConnEvent.LOST)]
+
+
+@pytest.mark.parametrize(("name", "event"), FAST_TRANSITIONS, ids=[n for n, _ in FAST_TRANSITIONS])
+@pytest.mark.parametrize("state", list(ConnState), ids=lambda s: s.name)
+def test_each_named_fast_transition_is_advance(name: str, event: ConnEvent,
+                                                state: ConnState) -> None:
+    """Row.verify/dispatch_inline/lose skip the table lookups from their usual source
+    state: from every state they must end where advance() ends, or raise as it does."""
+    fast, slow = row(state), row(state)
+    try:
+        expected: ConnState | type[IllegalTransition] = slow.advance(event)
+    except IllegalTransition:
+        expected = IllegalTransition
+    if expected is IllegalTransition:
+        with pytest.raises(IllegalTransition):
+            getattr(fast, name)()
+        assert fast.state is state
+    else:
+        getattr(fast, name)()
+        assert fast.state is expected is slow.state

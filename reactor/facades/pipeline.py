@@ -349,12 +349,12 @@ class RequestPath:
             if not allowed:
                 self.reject(request, client_address)
                 return
-            row.advance(_VERIFY)
+            row.verify()
             if server.request_buffer is not None:
                 if self.buffer_first(request, client_address, row):
                     return
             elif self.run_inline:
-                row.advance(_DISPATCH_INLINE)
+                row.dispatch_inline()
                 self.dispatched_inline += 1
                 inline = True
         try:

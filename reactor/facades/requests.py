@@ -133,7 +133,7 @@ class DatagramRequest(Connection):
         """The request ended: leave the table (there is no socket of its own to close,
         whatever ``close_socket`` says: the socket is the server's)."""
         if self.state is not _CLOSED:
-            self.advance(_LOST)
+            self.lose()
             self._table.remove(self)
 
     @property

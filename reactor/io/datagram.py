@@ -25,7 +25,6 @@ from .transports import (
     _F_CONNECTED,
     _FLUSHED,
     _GONE,
-    _LOST,
     _OPEN,
     _SHUT,
     DEFAULT_OPTIONS,
@@ -150,7 +149,7 @@ class DatagramTransport(Row, SelectorRegistration, asyncio.DatagramTransport):
                              self.kind, where, exc, _registration_hint(exc))
                 self._sock = None
                 sock.close()
-                self.advance(_LOST)  # to CLOSED, through the lifecycle table
+                self.lose()
                 self._reactor.connections.remove(self)
                 raise OSError(exc.errno, f"cannot register the {self.kind} endpoint {where!r} "
                                          f"with the selector: {exc.strerror}") from exc
@@ -327,7 +326,7 @@ class DatagramTransport(Row, SelectorRegistration, asyncio.DatagramTransport):
     def _finish(self, exc: BaseException | None) -> None:
         if self.state is _CLOSED:
             return
-        self.advance(_LOST)
+        self.lose()
         protocol, self._protocol = self._protocol, None
         try:
             if protocol is not None:

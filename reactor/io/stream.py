@@ -75,7 +75,6 @@ from .transports import (
     _F_WRITE_PAUSED,
     _FLUSHED,
     _GONE,
-    _LOST,
     _OPEN,
     _READ_CLOSED,
     _SHUT,
@@ -562,7 +561,7 @@ class StreamTransport(Row, SelectorRegistration, asyncio.Transport):
         if self.state is _CLOSED:
             return
         self._set_mask(0)
-        self.advance(_LOST)
+        self.lose()
         self._cancel_deadline()
         protocol, self._protocol = self._protocol, None
         try:
@@ -703,7 +702,7 @@ class StreamTransport(Row, SelectorRegistration, asyncio.Transport):
             return
         if self._mask:  # a facade's blocking request was never registered
             self._set_mask(0)
-        self.advance(_LOST)  # LIFECYCLE leads LOST from every state but CLOSED to CLOSED
+        self.lose()
         if self._aux is not None:
             self._cancel_deadline()
         sock, self._sock = self._sock, None

@@ -138,6 +138,14 @@ for _state, _event, _target in LIFECYCLE.edges():
 del _state, _event, _target
 
 
+# the named fast transitions' states (see Row.verify), read from the table
+_ACCEPTED: Final = _S.ACCEPTED
+_VERIFIED: Final = _S.VERIFIED
+_CLOSED: Final = _S.CLOSED
+_VERIFIED_FROM_ACCEPTED: Final = LIFECYCLE.next(_S.ACCEPTED, _E.VERIFY)
+_INLINE_FROM_VERIFIED: Final = LIFECYCLE.next(_S.VERIFIED, _E.DISPATCH_INLINE)
+
+
 ROW_SLOTS: Final = (
     "bytes_in",
     "bytes_out",
@@ -158,7 +166,9 @@ class Row:
     :class:`asyncio.Transport`, whose layout has a slot of its own.
 
     Attributes:
-        state: the lifecycle state; change it only through :meth:`advance`.
+        state: the lifecycle state; change it only through :meth:`advance` (or a
+            named fast transition: :meth:`verify`, :meth:`dispatch_inline`,
+            :meth:`lose`).
         peername: the peer's address, as the socket layer reported it (or None).
         created: the reactor clock's reading when the row was made.
         last_activity: the clock's reading when bytes last moved either way.
@@ -200,6 +210,35 @@ class Row:
             LIFECYCLE.next(self.state, event)  # raises IllegalTransition
             raise
         return state
+
+    # Named fast transitions: the moves that every facade request and every stream
+    # connection's end make, defined beside LIFECYCLE and taken from it (the targets
+    # below are looked up in the table once). Each does exactly what advance() does
+    # from the move's usual source state, without the table lookups (about 500
+    # instructions of the 940 an advance() costs under callgrind); from any other
+    # state it is advance() itself. tests/test_connection.py holds each to advance()
+    # for every state.
+
+    def verify(self) -> None:
+        """``advance(VERIFY)``: a facade's ``verify_request`` said yes."""
+        if self.state is _ACCEPTED:
+            self.state = _VERIFIED_FROM_ACCEPTED
+        else:
+            self.advance(_E.VERIFY)
+
+    def dispatch_inline(self) -> None:
+        """``advance(DISPATCH_INLINE)``: a facade runs the request on the loop's thread."""
+        if self.state is _VERIFIED:
+            self.state = _INLINE_FROM_VERIFIED
+        else:
+            self.advance(_E.DISPATCH_INLINE)
+
+    def lose(self) -> None:
+        """``advance(LOST)``: the connection is gone (every state but CLOSED leads there)."""
+        if self.state is not _CLOSED:
+            self.state = _CLOSED
+        else:
+            self.advance(_E.LOST)  # raises IllegalTransition
 
     @property
     def sockname(self) -> Any:
