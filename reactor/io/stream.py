@@ -42,10 +42,9 @@ protocol is never called (asyncio's rule: no ``connection_lost`` without
 ``resume_reading``) closes the connection with the error, and ``connection_lost(exc)``
 follows once, as for any other fatal socket error.
 
-*Deadlines.* One timer per connection (only when the listener configures a timeout)
-checks, when it fires, the idle, first-byte, request and stalled-write deadlines against
-the row's timestamps, and either closes the connection with the reason or re-arms itself
-for the next one. Reading and writing never touch the timer heap.
+*Deadlines.* One timer per connection, armed only when needed, closes it when a
+deadline passes; reading and writing never touch the timer heap. That part, and the
+on-demand side state it lives in, is the mix-in :class:`~.deadlines.StreamDeadlines`.
 """
 
 from __future__ import annotations
@@ -56,8 +55,7 @@ import socket
 from typing import TYPE_CHECKING, Any, Final
 
 from ..sansio.connection import ROW_SLOTS, ConnState, Row
-from ..sansio.errors import DeadlineExceeded
-from ..sansio.timers import TimerHandle
+from .deadlines import StreamDeadlines, _Aux
 from .transports import (
     _ABORT,
     _ATTACH,
@@ -102,20 +100,7 @@ logger = logging.getLogger("reactor.transports")
 _BYTES_LIKE: Final = (bytes, bytearray, memoryview)
 
 
-class _Aux:
-    """Per-connection state most connections never need, allocated on first use."""
-
-    __slots__ = ("deadline", "discarded", "high", "low", "timer", "write_progress")
-
-    def __init__(self, opts: TransportOptions) -> None:
-        self.high, self.low = _water_marks(opts.high_water, opts.low_water)
-        self.timer: TimerHandle | None = None
-        self.deadline: float | None = None
-        self.write_progress = 0.0
-        self.discarded = 0  # queued bytes dropped by an abort or a forced close
-
-
-class StreamTransport(Row, SelectorRegistration, asyncio.Transport):
+class StreamTransport(Row, SelectorRegistration, StreamDeadlines, asyncio.Transport):
     """A TCP or Unix stream connection: a table row and an :class:`asyncio.Transport`.
 
     Made by listeners and connectors; users get it in ``connection_made``.
@@ -158,12 +143,6 @@ class StreamTransport(Row, SelectorRegistration, asyncio.Transport):
         self._flags = 0
         self._aux: _Aux | None = None
         reactor.connections.add(self)
-
-    def _get_aux(self) -> _Aux:
-        aux = self._aux
-        if aux is None:
-            aux = self._aux = _Aux(self._opts)
-        return aux
 
     # -- the row ----------------------------------------------------------------------
 
@@ -580,67 +559,6 @@ class StreamTransport(Row, SelectorRegistration, asyncio.Transport):
             self._reactor.connections.remove(self)
             if self._listener is not None:
                 self._listener.release_slot()
-
-    # -- deadlines --------------------------------------------------------------------
-
-    def set_deadline(self, seconds: float | None) -> None:
-        """Close the connection if it is still open ``seconds`` from now (an absolute
-        request deadline, e.g. for a request head); None removes it."""
-        aux = self._get_aux()
-        aux.deadline = None if seconds is None else self._reactor.time() + seconds
-        self._arm_deadline()
-
-    def _next_deadline(self) -> tuple[float, str] | None:
-        opts = self._opts
-        aux = self._aux
-        candidates: list[tuple[float, str]] = []
-        if opts.idle_timeout:
-            candidates.append((self.last_activity + opts.idle_timeout, "idle timeout"))
-        if opts.first_byte_timeout and not self.bytes_in:
-            candidates.append((self.created + opts.first_byte_timeout, "no data received"))
-        if aux is not None and aux.deadline is not None:
-            candidates.append((aux.deadline, "request deadline"))
-        if opts.write_timeout and self._buffer and aux is not None:
-            candidates.append((aux.write_progress + opts.write_timeout, "write stalled"))
-        return min(candidates) if candidates else None
-
-    def _arm_deadline(self) -> None:
-        if self.state in _GONE:
-            return
-        aux = self._get_aux()
-        nearest = self._next_deadline()
-        timer = aux.timer
-        if nearest is None:
-            if timer is not None:
-                timer.cancel()
-                aux.timer = None
-            return
-        if timer is not None:
-            if timer.when() <= nearest[0]:
-                return  # it fires first and re-arms
-            timer.cancel()
-        aux.timer = self._reactor.call_at(nearest[0], self._check_deadline)
-
-    def _cancel_deadline(self) -> None:
-        aux = self._aux
-        if aux is not None and aux.timer is not None:
-            aux.timer.cancel()
-            aux.timer = None
-
-    def _check_deadline(self) -> None:
-        aux = self._get_aux()
-        aux.timer = None
-        if self.state in _GONE:
-            return
-        nearest = self._next_deadline()
-        if nearest is None:
-            return
-        when, reason = nearest
-        if when <= self._reactor.time():
-            logger.info("%s: closing: %s", self.describe(), reason)
-            self._force_close(DeadlineExceeded(reason))
-        else:
-            aux.timer = self._reactor.call_at(when, self._check_deadline)
 
     # -- extra info -------------------------------------------------------------------
 
