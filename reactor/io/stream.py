@@ -45,6 +45,10 @@ follows once, as for any other fatal socket error.
 *Deadlines.* One timer per connection, armed only when needed, closes it when a
 deadline passes; reading and writing never touch the timer heap. That part, and the
 on-demand side state it lives in, is the mix-in :class:`~.deadlines.StreamDeadlines`.
+
+*Handing over.* A facade that runs a connection in a blocking handler detaches the
+socket from the reactor and later releases the row; that part, with the peek for unread
+input that draining callers use, is the mix-in :class:`~.handover.SocketHandover`.
 """
 
 from __future__ import annotations
@@ -56,13 +60,13 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ..sansio.connection import ROW_SLOTS, ConnState, Row
 from .deadlines import StreamDeadlines, _Aux
+from .handover import SocketHandover
 from .transports import (
     _ABORT,
     _ATTACH,
     _CLOSE,
     _CLOSED,
     _CLOSING,
-    _ENDING,
     _EOF,
     _EXIT_EXC,
     _F_EOF,
@@ -100,7 +104,9 @@ logger = logging.getLogger("reactor.transports")
 _BYTES_LIKE: Final = (bytes, bytearray, memoryview)
 
 
-class StreamTransport(Row, SelectorRegistration, StreamDeadlines, asyncio.Transport):
+class StreamTransport(
+    Row, SelectorRegistration, StreamDeadlines, SocketHandover, asyncio.Transport
+):
     """A TCP or Unix stream connection: a table row and an :class:`asyncio.Transport`.
 
     Made by listeners and connectors; users get it in ``connection_made``.
@@ -562,26 +568,6 @@ class StreamTransport(Row, SelectorRegistration, StreamDeadlines, asyncio.Transp
 
     # -- extra info -------------------------------------------------------------------
 
-    def unread_input(self) -> bool | None:
-        """Whether the kernel holds input for this connection that the reactor has not
-        read yet (bytes, or an EOF the protocol has not seen): True or False, or None when
-        the socket reports an error instead (the next read will). A peek, for the rare
-        callers that drain connections (a graceful stop, a server's close); never on the
-        data path."""
-        state = self.state
-        if state is _READ_CLOSED or state is _CLOSING or state is _ENDING:
-            return False  # the reactor reads no more
-        sock = self._sock
-        if sock is None:
-            return False
-        try:
-            sock.recv(1, socket.MSG_PEEK)
-        except (BlockingIOError, InterruptedError):
-            return False
-        except OSError:
-            return None
-        return True
-
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         """``peername``, ``sockname``, ``socket``, ``connection`` (the row), or ``default``."""
         if name == "peername":
@@ -596,37 +582,3 @@ class StreamTransport(Row, SelectorRegistration, StreamDeadlines, asyncio.Transp
         if self.meta is not None and name in self.meta:
             return self.meta[name]
         return default
-
-    def detach_socket(self) -> socket.socket:
-        """Hand the socket over to other code (a worker thread, a child process).
-
-        The socket is unregistered and returned as a blocking :class:`socket.socket`;
-        the row stays in the table, and the caller moves its state on and finally calls
-        :meth:`release`.
-        """
-        sock = self._sock
-        if sock is None:
-            raise ValueError("the transport has no socket")
-        self._set_mask(0)
-        self._cancel_deadline()  # the new owner's business now: no timer may close it
-        if not isinstance(sock, socket.socket):
-            sock = socket.socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
-        sock.setblocking(True)
-        self._sock = sock
-        return sock
-
-    def release(self, close_socket: bool = True) -> None:
-        """End a detached connection: leave the table, optionally close the socket."""
-        if self.state is _CLOSED:
-            return
-        if self._mask:  # a facade's blocking request was never registered
-            self._set_mask(0)
-        self.advance(_LOST)  # LIFECYCLE leads LOST from every state but CLOSED to CLOSED
-        if self._aux is not None:
-            self._cancel_deadline()
-        sock, self._sock = self._sock, None
-        if sock is not None and close_socket:
-            sock.close()
-        self._reactor.connections.remove(self)
-        if self._listener is not None:
-            self._listener.release_slot()
