@@ -42,10 +42,13 @@ protocol is never called (asyncio's rule: no ``connection_lost`` without
 ``resume_reading``) closes the connection with the error, and ``connection_lost(exc)``
 follows once, as for any other fatal socket error.
 
-*Deadlines.* One timer per connection (only when the listener configures a timeout)
-checks, when it fires, the idle, first-byte, request and stalled-write deadlines against
-the row's timestamps, and either closes the connection with the reason or re-arms itself
-for the next one. Reading and writing never touch the timer heap.
+*Deadlines.* One timer per connection, armed only when needed, closes it when a
+deadline passes; reading and writing never touch the timer heap. That part, and the
+on-demand side state it lives in, is the mix-in :class:`~.deadlines.StreamDeadlines`.
+
+*Handing over.* A facade that runs a connection in a blocking handler detaches the
+socket from the reactor and later releases the row; that part, with the peek for unread
+input that draining callers use, is the mix-in :class:`~.handover.SocketHandover`.
 """
 
 from __future__ import annotations
@@ -56,15 +59,14 @@ import socket
 from typing import TYPE_CHECKING, Any, Final
 
 from ..sansio.connection import ROW_SLOTS, ConnState, Row
-from ..sansio.errors import DeadlineExceeded
-from ..sansio.timers import TimerHandle
+from .deadlines import StreamDeadlines, _Aux
+from .handover import SocketHandover
 from .transports import (
     _ABORT,
     _ATTACH,
     _CLOSE,
     _CLOSED,
     _CLOSING,
-    _ENDING,
     _EOF,
     _EXIT_EXC,
     _F_EOF,
@@ -101,20 +103,9 @@ logger = logging.getLogger("reactor.transports")
 _BYTES_LIKE: Final = (bytes, bytearray, memoryview)
 
 
-class _Aux:
-    """Per-connection state most connections never need, allocated on first use."""
-
-    __slots__ = ("deadline", "discarded", "high", "low", "timer", "write_progress")
-
-    def __init__(self, opts: TransportOptions) -> None:
-        self.high, self.low = _water_marks(opts.high_water, opts.low_water)
-        self.timer: TimerHandle | None = None
-        self.deadline: float | None = None
-        self.write_progress = 0.0
-        self.discarded = 0  # queued bytes dropped by an abort or a forced close
-
-
-class StreamTransport(Row, SelectorRegistration, asyncio.Transport):
+class StreamTransport(
+    Row, SelectorRegistration, StreamDeadlines, SocketHandover, asyncio.Transport
+):
     """A TCP or Unix stream connection: a table row and an :class:`asyncio.Transport`.
 
     Made by listeners and connectors; users get it in ``connection_made``.
@@ -157,12 +148,6 @@ class StreamTransport(Row, SelectorRegistration, asyncio.Transport):
         self._flags = 0
         self._aux: _Aux | None = None
         reactor.connections.add(self)
-
-    def _get_aux(self) -> _Aux:
-        aux = self._aux
-        if aux is None:
-            aux = self._aux = _Aux(self._opts)
-        return aux
 
     # -- the row ----------------------------------------------------------------------
 
@@ -580,88 +565,7 @@ class StreamTransport(Row, SelectorRegistration, asyncio.Transport):
             if self._listener is not None:
                 self._listener.release_slot()
 
-    # -- deadlines --------------------------------------------------------------------
-
-    def set_deadline(self, seconds: float | None) -> None:
-        """Close the connection if it is still open ``seconds`` from now (an absolute
-        request deadline, e.g. for a request head); None removes it."""
-        aux = self._get_aux()
-        aux.deadline = None if seconds is None else self._reactor.time() + seconds
-        self._arm_deadline()
-
-    def _next_deadline(self) -> tuple[float, str] | None:
-        opts = self._opts
-        aux = self._aux
-        candidates: list[tuple[float, str]] = []
-        if opts.idle_timeout:
-            candidates.append((self.last_activity + opts.idle_timeout, "idle timeout"))
-        if opts.first_byte_timeout and not self.bytes_in:
-            candidates.append((self.created + opts.first_byte_timeout, "no data received"))
-        if aux is not None and aux.deadline is not None:
-            candidates.append((aux.deadline, "request deadline"))
-        if opts.write_timeout and self._buffer and aux is not None:
-            candidates.append((aux.write_progress + opts.write_timeout, "write stalled"))
-        return min(candidates) if candidates else None
-
-    def _arm_deadline(self) -> None:
-        if self.state in _GONE:
-            return
-        aux = self._get_aux()
-        nearest = self._next_deadline()
-        timer = aux.timer
-        if nearest is None:
-            if timer is not None:
-                timer.cancel()
-                aux.timer = None
-            return
-        if timer is not None:
-            if timer.when() <= nearest[0]:
-                return  # it fires first and re-arms
-            timer.cancel()
-        aux.timer = self._reactor.call_at(nearest[0], self._check_deadline)
-
-    def _cancel_deadline(self) -> None:
-        aux = self._aux
-        if aux is not None and aux.timer is not None:
-            aux.timer.cancel()
-            aux.timer = None
-
-    def _check_deadline(self) -> None:
-        aux = self._get_aux()
-        aux.timer = None
-        if self.state in _GONE:
-            return
-        nearest = self._next_deadline()
-        if nearest is None:
-            return
-        when, reason = nearest
-        if when <= self._reactor.time():
-            logger.info("%s: closing: %s", self.describe(), reason)
-            self._force_close(DeadlineExceeded(reason))
-        else:
-            aux.timer = self._reactor.call_at(when, self._check_deadline)
-
     # -- extra info -------------------------------------------------------------------
-
-    def unread_input(self) -> bool | None:
-        """Whether the kernel holds input for this connection that the reactor has not
-        read yet (bytes, or an EOF the protocol has not seen): True or False, or None when
-        the socket reports an error instead (the next read will). A peek, for the rare
-        callers that drain connections (a graceful stop, a server's close); never on the
-        data path."""
-        state = self.state
-        if state is _READ_CLOSED or state is _CLOSING or state is _ENDING:
-            return False  # the reactor reads no more
-        sock = self._sock
-        if sock is None:
-            return False
-        try:
-            sock.recv(1, socket.MSG_PEEK)
-        except (BlockingIOError, InterruptedError):
-            return False
-        except OSError:
-            return None
-        return True
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         """``peername``, ``sockname``, ``socket``, ``connection`` (the row), or ``default``."""
@@ -677,37 +581,3 @@ class StreamTransport(Row, SelectorRegistration, asyncio.Transport):
         if self.meta is not None and name in self.meta:
             return self.meta[name]
         return default
-
-    def detach_socket(self) -> socket.socket:
-        """Hand the socket over to other code (a worker thread, a child process).
-
-        The socket is unregistered and returned as a blocking :class:`socket.socket`;
-        the row stays in the table, and the caller moves its state on and finally calls
-        :meth:`release`.
-        """
-        sock = self._sock
-        if sock is None:
-            raise ValueError("the transport has no socket")
-        self._set_mask(0)
-        self._cancel_deadline()  # the new owner's business now: no timer may close it
-        if not isinstance(sock, socket.socket):
-            sock = socket.socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
-        sock.setblocking(True)
-        self._sock = sock
-        return sock
-
-    def release(self, close_socket: bool = True) -> None:
-        """End a detached connection: leave the table, optionally close the socket."""
-        if self.state is _CLOSED:
-            return
-        if self._mask:  # a facade's blocking request was never registered
-            self._set_mask(0)
-        self.lose()
-        if self._aux is not None:
-            self._cancel_deadline()
-        sock, self._sock = self._sock, None
-        if sock is not None and close_socket:
-            sock.close()
-        self._reactor.connections.remove(self)
-        if self._listener is not None:
-            self._listener.release_slot()

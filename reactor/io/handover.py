@@ -1,0 +1,115 @@
+"""Handing a stream connection over to code outside the reactor (:class:`SocketHandover`,
+a mix-in of :class:`~reactor.io.stream.StreamTransport`).
+
+A facade that hands a connection to a blocking handler takes the socket out of the
+reactor with :meth:`SocketHandover.detach_socket`: unregistered, no deadline timer left
+that could close it, blocking again. The row stays
+in the connection table while the handler runs, the facade moves its state on, and
+:meth:`SocketHandover.release` ends it: out of the table, the listener's slot freed,
+the socket closed unless the caller keeps it. Callers that drain connections (a
+graceful stop, a server's close) ask :meth:`SocketHandover.unread_input` whether the
+kernel still holds input the reactor has not read.
+
+None of this is on the data path. The mix-in stores nothing itself: its ``__slots__``
+is empty and the attributes it reads (the host's contract, declared below for the type
+checker) are slots of :class:`~reactor.io.stream.StreamTransport`.
+
+Must not import the stream transport, the listeners or anything above the I/O layer
+(the loop and the listeners only for type checking).
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import TYPE_CHECKING, Any
+
+from .transports import _CLOSED, _CLOSING, _ENDING, _READ_CLOSED
+
+if TYPE_CHECKING:
+    from ..sansio.connection import ConnState
+    from .deadlines import _Aux
+    from .listeners import Listener
+    from .loop import Reactor
+
+__all__ = ["SocketHandover"]
+
+
+class SocketHandover:
+    """Detach a stream connection's socket, release the detached row, peek for input.
+
+    A mix-in with no storage of its own; :class:`~reactor.io.stream.StreamTransport`
+    inherits it and declares the slots.
+    """
+
+    if not TYPE_CHECKING:  # the storage is the transport's (see Row)
+        __slots__ = ()
+
+    # the host's contract: what the transport stores and provides
+    _sock: Any
+    _mask: int
+    _aux: _Aux | None
+    _listener: Listener | None
+    _reactor: Reactor
+    state: ConnState
+
+    if TYPE_CHECKING:
+
+        def lose(self) -> None: ...
+
+        def _set_mask(self, mask: int) -> None: ...
+
+        def _cancel_deadline(self) -> None: ...
+
+    def unread_input(self) -> bool | None:
+        """Whether the kernel holds input for this connection that the reactor has not
+        read yet (bytes, or an EOF the protocol has not seen): True or False, or None when
+        the socket reports an error instead (the next read will). A peek, for the rare
+        callers that drain connections (a graceful stop, a server's close); never on the
+        data path."""
+        state = self.state
+        if state is _READ_CLOSED or state is _CLOSING or state is _ENDING:
+            return False  # the reactor reads no more
+        sock = self._sock
+        if sock is None:
+            return False
+        try:
+            sock.recv(1, socket.MSG_PEEK)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            return None
+        return True
+
+    def detach_socket(self) -> socket.socket:
+        """Hand the socket over to other code (a worker thread, a child process).
+
+        The socket is unregistered and returned as a blocking :class:`socket.socket`;
+        the row stays in the table, and the caller moves its state on and finally calls
+        :meth:`release`.
+        """
+        sock = self._sock
+        if sock is None:
+            raise ValueError("the transport has no socket")
+        self._set_mask(0)
+        self._cancel_deadline()  # the new owner's business now: no timer may close it
+        if not isinstance(sock, socket.socket):
+            sock = socket.socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
+        sock.setblocking(True)
+        self._sock = sock
+        return sock
+
+    def release(self, close_socket: bool = True) -> None:
+        """End a detached connection: leave the table, optionally close the socket."""
+        if self.state is _CLOSED:
+            return
+        if self._mask:  # a facade's blocking request was never registered
+            self._set_mask(0)
+        self.lose()
+        if self._aux is not None:
+            self._cancel_deadline()
+        sock, self._sock = self._sock, None
+        if sock is not None and close_socket:
+            sock.close()
+        self._reactor.connections.remove(self)  # type: ignore[arg-type]  # the host is a Row
+        if self._listener is not None:
+            self._listener.release_slot()
