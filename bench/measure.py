@@ -27,7 +27,8 @@ from bench.plan import HOST, IDLE_CONNS, KV_KEYSPACE, ROOT, SAMPLE_INTERVAL, Wor
 from bench.procs import ServerProcess, Usage, core_busy, free_port, wait_for_port
 from bench.servers import BACKLOG, HTTP_FILE, SERVERS, ServerSpec
 
-__all__ = ["Context", "make_server", "measure", "server_cpu", "start_server", "stop_server"]
+__all__ = ["Context", "loadgen_args", "make_server", "measure", "server_cpu", "start_server",
+           "stop_server"]
 
 
 # -- the server under test ---------------------------------------------------------------
@@ -175,18 +176,28 @@ def _conn_limit(ctx: Context, n: int) -> tuple[int, bool]:
     return (n, False) if n <= limit else (limit, True)
 
 
-def _measure_echo(ctx: Context, w: Workload, srv: ServerProcess,
-                  spec: ServerSpec) -> dict[str, Any]:
-    conns, limited = _conn_limit(ctx, w.connections)
+def loadgen_args(w: Workload, port: int, conns: int, warmup: float, duration: float,
+                 threads: int = 1) -> list[str]:
+    """bench/bin/loadgen's arguments for an echo or churn workload ``w`` against
+    ``port``: ``conns`` connections (churn: concurrent slots), ``warmup`` seconds, then
+    ``duration`` measured seconds between its ``@measure`` and ``@done`` events."""
     mode = "echo" if w.kind == "echo" else "churn"
-    args = ["-m", mode, "-H", HOST, "-p", str(srv.port), "-c", str(conns),
-            "-s", str(w.size), "-w", str(ctx.args.warmup), "-d", str(ctx.args.duration),
-            "-t", str(ctx.args.loadgen_threads), "--connect-timeout", "60"]
+    args = ["-m", mode, "-H", HOST, "-p", str(port), "-c", str(conns), "-s", str(w.size),
+            "-w", str(warmup), "-d", str(duration), "-t", str(threads),
+            "--connect-timeout", "60"]
     if mode == "churn":
         # close with RST: otherwise tens of thousands of client-side TIME_WAIT sockets
         # make the load generator's ephemeral-port search the bottleneck (and add
         # ~100 ms tails), whatever the server does
         args.append("--linger0")
+    return args
+
+
+def _measure_echo(ctx: Context, w: Workload, srv: ServerProcess,
+                  spec: ServerSpec) -> dict[str, Any]:
+    conns, limited = _conn_limit(ctx, w.connections)
+    args = loadgen_args(w, srv.port, conns, ctx.args.warmup, ctx.args.duration,
+                        ctx.args.loadgen_threads)
     watch = srv.sampler.watch(SAMPLE_INTERVAL)
     marks: dict[str, float] = {}
 
