@@ -39,10 +39,13 @@ from bench.plan import (
 from bench.servers import BACKLOG, READ_SIZE, SERVERS
 
 __all__ = [
+    "SYSCALLS_SECTION",
     "Results",
     "Stat",
     "Verdict",
     "environment",
+    "kept_section",
+    "md_table",
     "metric",
     "summary",
     "targets",
@@ -384,9 +387,28 @@ def environment(args: argparse.Namespace, server_cpu: int | None,
 # -- the report --------------------------------------------------------------------------
 
 
+# the system-call section, written by ``python -m bench.syscalls`` (strace needs minutes
+# of its own): a run of the benchmark keeps it, after the echo and churn tables
+SYSCALLS_SECTION = ("<!-- bench.syscalls -->", "<!-- /bench.syscalls -->")
+
+
+def kept_section(text: str) -> str | None:
+    """The system-call section of a report's text, markers included, or None."""
+    begin, end = SYSCALLS_SECTION
+    start = text.find(begin)
+    stop = text.find(end, start)
+    if start < 0 or stop < 0:
+        return None
+    return text[start:stop + len(end)]
+
+
 def write_report(path: Path, res: Results, env: dict[str, Any], verdicts: list[Verdict],
                  plots: list[Path], plan: Plan, elapsed: float) -> None:
     rel = [os.path.relpath(p, path.parent) for p in plots]
+    try:
+        kept = kept_section(path.read_text())
+    except OSError:
+        kept = None
     lines = [
         "# socketreactor benchmark results",
         "",
@@ -421,6 +443,8 @@ def write_report(path: Path, res: Results, env: dict[str, Any], verdicts: list[V
                 ("http", "HTTP GET of a 1 KiB file (wrk, 50 connections; ratios against "
                          "http-stdlib)")]
     for kind, title in sections:
+        if kind == "kv" and kept is not None:
+            lines += [kept, ""]
         if res.workloads(kind):
             lines += [f"## {title}", "", *throughput_table(res, kind), ""]
     if res.workloads("idle"):

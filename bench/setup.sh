@@ -1,6 +1,7 @@
 #!/bin/sh
 # Install the benchmark's external peers and tools when they are missing:
-#   redis-server and redis-benchmark (Debian: redis-server, redis-tools), wrk, a C compiler.
+#   redis-server and redis-benchmark (Debian: redis-server, redis-tools), wrk, a C compiler,
+#   strace (python -m bench.syscalls counts system calls with it).
 # As root with apt-get this installs them; otherwise it says which peers the benchmark
 # will skip, and exits 0 (the benchmark runs without them).
 #
@@ -13,9 +14,10 @@ command -v redis-benchmark >/dev/null 2>&1 || missing="$missing redis-tools"
 command -v wrk >/dev/null 2>&1 || missing="$missing wrk"
 command -v cc >/dev/null 2>&1 || missing="$missing gcc libc6-dev"
 command -v taskset >/dev/null 2>&1 || missing="$missing util-linux"
+command -v strace >/dev/null 2>&1 || missing="$missing strace"
 
 if [ -z "$missing" ]; then
-    echo "bench/setup.sh: redis-server, redis-benchmark, wrk, cc and taskset are installed"
+    echo "bench/setup.sh: redis-server, redis-benchmark, wrk, cc, taskset and strace are installed"
     exit 0
 fi
 
@@ -44,4 +46,5 @@ command -v redis-server >/dev/null 2>&1 || echo "bench/setup.sh: no redis-server
 command -v redis-benchmark >/dev/null 2>&1 || echo "bench/setup.sh: no redis-benchmark: the kv workloads are skipped"
 command -v wrk >/dev/null 2>&1 || echo "bench/setup.sh: no wrk: the HTTP workload is skipped"
 command -v cc >/dev/null 2>&1 || echo "bench/setup.sh: no C compiler: the load generator cannot be built"
+command -v strace >/dev/null 2>&1 || echo "bench/setup.sh: no strace: python -m bench.syscalls cannot count system calls"
 exit 0

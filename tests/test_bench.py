@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from bench import run
+from bench import run, syscalls
 from bench.clients import LOADGEN_BUILD, LOADGEN_SRC, parse_redis_csv, parse_wrk
 from bench.measure import _finish_record
-from bench.plan import Plan, echo_workload, interleaved, make_plan, matches
+from bench.plan import Plan, Workload, echo_workload, interleaved, make_plan, matches
 from bench.procs import free_port
 from bench.protocols import EchoProtocol
 from bench.report import Results, Stat, summary, targets
@@ -222,3 +222,69 @@ def test_loadgen_reports_refused_connections(tmp_path: Path) -> None:
     assert data["established"] == 0
     assert data["connect_errors"] == 3
     assert data["requests"] == 0
+
+
+STRACE_LINES = """\
+101 1000.000100 epoll_wait(3, [{events=EPOLLIN, data={u32=5, u64=5}}], 1024, -1) = 1
+101 1000.500000 recvfrom(5, ""..., 262144, 0, NULL, NULL) = 1024
+101 1000.500100 sendto(5, ""..., 1024, 0, NULL, 0) = 1024
+102 1000.600000 recvfrom(6,  <unfinished ...>
+101 1000.600100 epoll_ctl(3, EPOLL_CTL_DEL, 7, 0x7ffd) = 0
+102 1000.600200 <... recvfrom resumed> ""..., 262144, 0, NULL, NULL) = -1 ECONNRESET (reset)
+101 1000.700000 ioctl(8, FIONBIO, [1]) = 0
+101 1000.700100 setsockopt(8, SOL_TCP, TCP_NODELAY, [1], 4) = 0
+101 1000.800000 --- SIGCHLD {si_signo=SIGCHLD, si_code=CLD_EXITED} ---
+103 1000.800100 +++ exited with 0 +++
+101 1001.500000 recvfrom(5, ""..., 262144, 0, NULL, NULL) = 1024
+"""
+
+
+def test_trace_counts_the_calls_begun_in_the_window() -> None:
+    counts = syscalls.count_trace(STRACE_LINES.splitlines(), 1000.4, 1001.0)
+    assert set(counts) == {"recvfrom", "sendto", "epoll_ctl", "ioctl", "setsockopt"}
+    assert counts["recvfrom"] == syscalls.Count(2, 1, (("ECONNRESET", 1),))
+    assert counts["sendto"].calls == 1 and counts["sendto"].errors == 0
+    assert counts["epoll_ctl"].details == (("EPOLL_CTL_DEL", 1),)
+    assert counts["ioctl"].details == (("FIONBIO", 1),)
+    assert counts["setsockopt"].details == (("TCP_NODELAY", 1),)
+
+
+def test_syscall_tables_replace_their_own_block_only(tmp_path: Path) -> None:
+    results = tmp_path / "RESULTS.md"
+    results.write_text("# results\n\n## Churn\n\nrows\n\n## Key-value\n\nkv rows\n")
+    t = syscalls.Traced("echo-1KiB-c100", "asyncio", "request", units=100, seconds=1.0,
+                        counts={"recvfrom": syscalls.Count(100), "sendto": syscalls.Count(99)})
+    syscalls.write_results(results, syscalls.render_tables([t], "python -m bench.syscalls"))
+    first = results.read_text()
+    assert first.index("## Churn") < first.index("| asyncio | 1.00 | 0.99 |") < first.index(
+        "## Key-value")
+    # a hand-written note after the tables survives a second run, which replaces them
+    results.write_text(first.replace(syscalls.TABLES_END, syscalls.TABLES_END + "\nnote"))
+    t.counts["sendto"] = syscalls.Count(100)
+    syscalls.write_results(results, syscalls.render_tables([t], "python -m bench.syscalls"))
+    second = results.read_text()
+    assert "| asyncio | 1.00 | 1.00 |" in second and "0.99" not in second
+    assert second.count(syscalls.TABLES_BEGIN) == 1 and "\nnote" in second
+    assert "kv rows" in second
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler")
+def test_syscall_count_of_an_echo_server_is_one_recv_and_one_send_per_request(
+        tmp_path: Path) -> None:
+    reason = syscalls.why_not()
+    if reason is not None:
+        pytest.skip(reason)
+    from bench.clients import ensure_loadgen
+
+    ensure_loadgen()
+    t = syscalls.count_one(Workload("echo-1KiB-c20", "echo", 20, 1024), "reactor-protocol",
+                           warmup=0.5, duration=1.0, server_cpu=None, client_cpu=None,
+                           log_path=tmp_path / "servers.log")
+    assert t.failed is None, t.failed
+    assert t.units >= 50
+    recv = sum(t.per_unit(n) for n in ("recv", "recvfrom", "read", "recvmsg"))
+    send = sum(t.per_unit(n) for n in ("send", "sendto", "write", "sendmsg"))
+    assert recv == pytest.approx(1.0, abs=0.05)
+    assert send == pytest.approx(1.0, abs=0.05)
+    assert 0 < t.per_unit("epoll_wait") <= 1.0
