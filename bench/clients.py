@@ -55,14 +55,18 @@ def ensure_loadgen() -> None:
 class LoadgenRun:
     """bench/bin/loadgen as a child: events from stderr, the JSON result from stdout."""
 
-    def __init__(self, args: list[str], cpu: int | None) -> None:
+    def __init__(self, args: list[str], cpu: int | None,
+                 handlers: dict[str, Callable[[str], None]] | None = None) -> None:
+        """Start it; ``handlers`` (event word -> callable taking the line) are called
+        from the thread that reads its stderr, set before it starts so that none of
+        the early events (``@ready``) is missed."""
         cmd = [str(LOADGEN), *args]
         if cpu is not None:
             cmd += ["--cpu", str(cpu)]
         self.cmd = cmd
         self.events: queue.Queue[tuple[str, float]] = queue.Queue()
         self.messages: list[str] = []
-        self.handlers: dict[str, Callable[[str], None]] = {}
+        self.handlers: dict[str, Callable[[str], None]] = dict(handlers or {})
         self.popen = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                       text=True)
         self._reader = threading.Thread(target=self._read_stderr, daemon=True)

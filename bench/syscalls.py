@@ -104,7 +104,7 @@ OTHER_SHOWN_AT = 2.0  # and for any other call made this often
 SENDS = ("send", "sendto", "write", "sendmsg", "writev")
 COVERAGE_SLACK = 0.1  # a trace with fewer sends per request than 1 - this is incomplete
 INCOMPLETE = "incomplete trace"
-RETRIES = 2  # more runs of a server whose trace was incomplete (the race is not every time)
+RETRIES = 3  # more runs of a server whose trace was incomplete (the race is not every time)
 # (-1: the last, accept4's flags: SOCK_NONBLOCK there saves the ioctl or fcntl after it)
 DETAIL = {"epoll_ctl": 1, "ioctl": 1, "fcntl": 1, "setsockopt": 2, "getsockopt": 2,
           "accept4": -1}
@@ -238,15 +238,28 @@ class _Strace:
         self._attacher: threading.Thread | None = None
         self.detached = False
 
-    def attach_soon(self, pid: int) -> None:
+    def attach_soon(self, pid: int, processes: int = 1, within: float = 0.0) -> None:
         """:meth:`attach` from a thread of its own, without holding up the caller (the
         thread that reads the load generator's events and notes their times)."""
-        self._attacher = threading.Thread(target=self.attach, args=(pid,), daemon=True)
+        self._attacher = threading.Thread(target=self.attach, args=(pid, processes, within),
+                                          daemon=True)
         self._attacher.start()
 
-    def attach(self, pid: int) -> None:
-        """Attach to ``pid`` and its descendants (unless :meth:`detach` came first)."""
+    def attach(self, pid: int, processes: int = 1, within: float = 0.0) -> None:
+        """Attach to ``pid`` and its descendants (unless :meth:`detach` came first),
+        once there are ``processes`` of them or ``within`` seconds have passed.
+
+        A forking server is still forking children for the connections just made when
+        the load generator has them: they are waited for and attached by pid. Even so,
+        at 100 connections about half of the runs here leave part of the children's
+        calls out of the trace (cause not found); the coverage check in
+        :func:`count_one` catches those runs.
+        """
         pids = _tree(pid)
+        deadline = time.monotonic() + within
+        while len(pids) < processes and time.monotonic() < deadline:
+            time.sleep(0.02)
+            pids = _tree(pid)
         cmd = ["strace", "-f", "-ttt", "-s", "0", "-o", str(self.out)]
         for p in pids:
             cmd += ["-p", str(p)]
@@ -320,6 +333,9 @@ def count_one(w: Workload, server: str, *, warmup: float, duration: float,
         strace = _Strace(Path(tmp) / "strace.txt")
         marks: dict[str, float] = {}
 
+        def at_measure(_line: str) -> None:
+            marks["measure"] = time.time()
+
         def at_done(_line: str) -> None:
             marks["done"] = time.time()
             # detach once the load generator's last replies are in the trace
@@ -327,13 +343,14 @@ def count_one(w: Workload, server: str, *, warmup: float, duration: float,
 
         try:
             start_server(srv)
+            # a forking server has a child per echo connection: attach them all
+            processes = 1 + (w.connections if "forking" in server and w.kind == "echo"
+                             else 0)
+            handlers = {"ready": lambda _line: strace.attach_soon(
+                            srv.proc.pid, processes, warmup * 0.7),
+                        "measure": at_measure, "done": at_done}
             run = LoadgenRun(loadgen_args(w, srv.port, w.connections, warmup, duration),
-                             client_cpu)
-            def at_measure(_line: str) -> None:
-                marks["measure"] = time.time()
-
-            run.handlers = {"ready": lambda _line: strace.attach_soon(srv.proc.pid),
-                            "measure": at_measure, "done": at_done}
+                             client_cpu, handlers)
             try:
                 result = run.result(timeout=120 + warmup + 10 * duration)
             finally:
@@ -351,8 +368,8 @@ def count_one(w: Workload, server: str, *, warmup: float, duration: float,
                 # means strace missed processes that served part of the load
                 raise RuntimeError(
                     f"{INCOMPLETE}: {sends:.2f} sends per request, not 1: strace did not "
-                    "see every process that served the load (a forking server's children "
-                    "forked while it attaches are missed)")
+                    "see every process that served the load (with a forking server at 100 "
+                    "connections, in about half of the runs here; cause not found)")
         except (RuntimeError, OSError, ValueError, subprocess.TimeoutExpired) as exc:
             traced.failed = str(exc)
             traced.counts = {}

@@ -279,7 +279,7 @@ def test_syscall_count_of_an_echo_server_is_one_recv_and_one_send_per_request(
 
     ensure_loadgen()
     t = syscalls.count_one(Workload("echo-1KiB-c20", "echo", 20, 1024), "reactor-protocol",
-                           warmup=0.5, duration=1.0, server_cpu=None, client_cpu=None,
+                           warmup=1.0, duration=1.0, server_cpu=None, client_cpu=None,
                            log_path=tmp_path / "servers.log")
     assert t.failed is None, t.failed
     assert t.units >= 50
@@ -288,3 +288,19 @@ def test_syscall_count_of_an_echo_server_is_one_recv_and_one_send_per_request(
     assert recv == pytest.approx(1.0, abs=0.05)
     assert send == pytest.approx(1.0, abs=0.05)
     assert 0 < t.per_unit("epoll_wait") <= 1.0
+
+
+def test_a_benchmark_report_keeps_the_syscall_section(tmp_path: Path) -> None:
+    from bench.report import SYSCALLS_SECTION, write_report
+
+    results = tmp_path / "RESULTS.md"
+    section = "\n".join([SYSCALLS_SECTION[0], "## System calls", "rows",
+                         SYSCALLS_SECTION[1]])
+    results.write_text(f"# old\n\n{section}\n\n## Servers\n")
+    env = {"command": "python -m bench.run", "date": "today", "git": "abc", "repeat": 1,
+           "warmup_s": 0.5, "duration_s": 1.5, "allocator_primed": True,
+           "pinning": {"server_cpu": 0, "client_cpu": 1}}
+    write_report(results, Results([]), env, [], [], Plan(), 60.0)
+    text = results.read_text()
+    assert "# socketreactor benchmark results" in text and "# old" not in text
+    assert section in text
