@@ -272,6 +272,12 @@ def test_syscall_tables_replace_their_own_block_only(tmp_path: Path) -> None:
 @pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler")
 def test_syscall_count_of_an_echo_server_is_one_recv_and_one_send_per_request(
         tmp_path: Path) -> None:
+    if shutil.which("strace") is None:  # installed as any test's tool, where root allows
+        from redis_tools import install_package
+
+        missing = install_package("strace")
+        if missing:
+            pytest.skip(missing)
     reason = syscalls.why_not()
     if reason is not None:
         pytest.skip(reason)
