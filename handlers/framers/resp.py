@@ -32,6 +32,17 @@ copied once, not once per piece, and a long line is scanned once (no quadratic c
 In the common case (whole commands per chunk) the chunk becomes the working buffer with
 no copy at all.
 
+Pipelined batches take a fast path, at most once per working buffer (so its cost stays
+linear): when the buffer starts a multibulk command, :meth:`RespParser._parse_batch`
+splits it at every CRLF in one C call and takes every complete command written
+*canonically* (``*N``, then ``$L`` and a payload of exactly L bytes, N times; what
+every client library sends) into a queue, which :meth:`RespParser.next_command` then
+hands out one by one. A canonical command has only one reading, so the fast path
+agrees with the state machine; it stops at the first command it cannot vouch for (a
+payload holding CRLF, a header the table does not know, a limit within reach, an
+inline command, the partial command at the end) and leaves the rest, errors included,
+to the state machine, in order.
+
 Limits are checked on headers, before any payload is buffered: an array longer than
 ``max_array_length``, a bulk string longer than ``max_bulk_length`` or a command whose
 declared size passes ``max_command_size`` is refused at once. Errors are
@@ -99,6 +110,10 @@ _CR: Final = 13
 _WHITESPACE: Final = frozenset(b" \t\n\r\x0b\x0c")
 _ESCAPES: Final = {ord("n"): 10, ord("r"): 13, ord("t"): 9, ord("b"): 8, ord("a"): 7}
 _HEX: Final = frozenset(b"0123456789abcdefABCDEF")
+# "$0" .. "$1023": the bulk headers of the fast path, by payload length (a longer
+# payload makes the lookup fail, and the command takes the state machine)
+_BULK_HEADERS: Final = tuple(b"$%d" % n for n in range(1024))
+_bulk_header: Final = _BULK_HEADERS.__getitem__
 
 
 class RespProtocolError(RemoteProtocolError):
@@ -173,8 +188,10 @@ class RespParser:
         "_chunks",
         "_chunks_len",
         "_error",
+        "_fast",
         "_need",
         "_pos",
+        "_queue",
         "_ready",
         "_remaining",
         "_size",
@@ -217,16 +234,20 @@ class RespParser:
         self._bulk = -1  # the length of the bulk being read; -1: expecting a "$" header
         self._size = 0  # payload bytes the command in progress declared so far
         self._error: RespProtocolError | None = None
+        self._queue: list[list[bytes]] = []  # parsed by the fast path, last one first
+        self._fast = False  # whether the working buffer may still take the fast path
 
     @property
     def buffered(self) -> int:
-        """Bytes received but not yet returned as (part of) a command."""
+        """Bytes received but not yet parsed (commands parsed and not yet returned by
+        :meth:`next_command` are not counted)."""
         return len(self._buf) - self._pos + self._chunks_len
 
     @property
     def idle(self) -> bool:
-        """Whether no command is partly received: nothing buffered, none in progress."""
-        return self._args is None and not self._chunks_len and self._pos >= len(self._buf)
+        """Whether no command is partly received or waiting to be returned."""
+        return (self._args is None and not self._chunks_len and not self._queue
+                and self._pos >= len(self._buf))
 
     @property
     def broken(self) -> bool:
@@ -261,6 +282,9 @@ class RespParser:
             RespProtocolError: the input is malformed or over a limit. When
                 ``fatal`` is set, every later call raises the same error.
         """
+        queue = self._queue
+        if queue:
+            return queue.pop()
         if self._error is not None:
             raise self._error
         if not self._ready:
@@ -280,6 +304,13 @@ class RespParser:
             chunks.clear()
             self._chunks_len = 0
             self._pos = 0
+            self._fast = True
+        if self._fast:
+            self._fast = False
+            if self._args is None and self._buf[self._pos] == _STAR:
+                command = self._parse_batch()
+                if command is not None:
+                    return command
         try:
             command = self._parse()
         except RespProtocolError as exc:
@@ -292,6 +323,52 @@ class RespParser:
         if command is None:
             self._ready = False
         return command
+
+    # -- the fast path ----------------------------------------------------------------
+
+    def _parse_batch(self) -> list[bytes] | None:
+        """Take every complete canonical command from ``_pos`` on: return the first,
+        queue the others; None when the first is not one (see the module docstring)."""
+        buf = self._buf
+        pos = self._pos
+        lines = (buf[pos:] if pos else buf).split(b"\r\n")
+        last = len(lines) - 1  # lines[last] has no CRLF yet
+        max_array = self.max_array_length
+        max_bulk = self.max_bulk_length
+        max_size = self.max_command_size
+        # up to this many arguments, the limits hold whatever lengths the table knows
+        most = min(max_bulk, max_size) // len(_BULK_HEADERS)
+        commands: list[list[bytes]] = []
+        i = 0
+        while i < last:
+            head = lines[i]
+            text = head[1:]
+            if head[:1] != b"*" or not text.isdigit() or text[0] == 48:
+                break
+            count = int(text)
+            stop = i + 1 + 2 * count
+            if stop > last or count > max_array:
+                break
+            args = lines[i + 2 : stop : 2]
+            lengths = list(map(len, args))
+            try:
+                if list(map(_bulk_header, lengths)) != lines[i + 1 : stop : 2]:
+                    break
+            except IndexError:  # a payload of 1 KiB or more
+                break
+            if count > most and (max(lengths) > max_bulk or sum(lengths) > max_size):
+                break  # the state machine says which limit, and when
+            commands.append(args)
+            i = stop
+        if not commands:
+            return None
+        # the bytes left: the lines not taken and the CRLF after each but the last
+        rest = sum(map(len, lines[i:])) + 2 * (last - i)
+        self._pos = len(buf) - rest
+        commands.reverse()
+        first = commands.pop()
+        self._queue = commands
+        return first
 
     # -- the state machine ------------------------------------------------------------
 
