@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis_tools import redis_tool
 
-from handlers.framers.resp import RespParser, RespProtocolError, encode_command
+from handlers.framers.resp import FAST_WINDOW, RespParser, RespProtocolError, encode_command
 from handlers.services.kv import FLUSH_SIZE, KVProtocol, KVServer
 from reactor import Reactor
 
@@ -119,6 +119,28 @@ def test_the_fast_path_takes_a_whole_batch_at_once() -> None:
     assert parser.next_command() == [b"GET", b"k"]
     assert parser.next_command() is None
     assert parser.idle
+
+
+def test_the_fast_path_parses_a_window_at_a_time() -> None:
+    batch = encode_command(["GET", "k"]) * (4 * FAST_WINDOW // 20)  # about 4 windows
+    parser = RespParser()
+    parser.feed(batch)
+    assert parser.next_command() == [b"GET", b"k"]
+    # what waits parsed in the queue is at most one window's worth
+    assert len(batch) - FAST_WINDOW <= parser.buffered < len(batch) - FAST_WINDOW + 20
+    assert run_parser([batch]) == ([[b"GET", b"k"]] * (len(batch) // 20), [])
+
+
+@pytest.mark.parametrize("sizes", [
+    [10, 80, 10, 10], [70, 70, 1, 70], [1] * 200 + [63, 65, 64] + [1] * 200, [150, 1],
+])
+def test_commands_across_window_ends(sizes: list[int]) -> None:
+    # commands of n arguments of 1000 bytes: n = 70 is longer than a window
+    commands = [[b"MSET", *[b"%d" % (j % 10) * 1000 for j in range(n)]] for n in sizes]
+    commands += [[b"GET", b"k"]] * 5000
+    data = b"".join(encode_command(command) for command in commands)
+    assert run_parser([data]) == (commands, [])
+    assert run_parser([data[: len(data) // 3], data[len(data) // 3 :]]) == (commands, [])
 
 
 def test_the_fast_path_stops_before_an_error_and_keeps_order() -> None:

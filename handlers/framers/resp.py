@@ -32,11 +32,12 @@ copied once, not once per piece, and a long line is scanned once (no quadratic c
 In the common case (whole commands per chunk) the chunk becomes the working buffer with
 no copy at all.
 
-Pipelined batches take a fast path, at most once per working buffer (so its cost stays
-linear): when the buffer starts a multibulk command, :meth:`RespParser._parse_batch`
-splits it at every CRLF in one C call and takes every complete command written
-*canonically* (``*N``, then ``$L`` and a payload of exactly L bytes, N times; what
-every client library sends) into a queue, which :meth:`RespParser.next_command` then
+Pipelined batches take a fast path, once per working buffer and again each time the
+last attempt stopped at the end of its window (so its cost stays linear): when the
+buffer starts a multibulk command, :meth:`RespParser._parse_batch` splits the next
+:data:`FAST_WINDOW` bytes at every CRLF in one C call and takes every complete command
+written *canonically* (``*N``, then ``$L`` and a payload of exactly L bytes, N times;
+what every client library sends) into a queue, which :meth:`RespParser.next_command` then
 hands out one by one. A canonical command has only one reading, so the fast path
 agrees with the state machine; it stops at the first command it cannot vouch for (a
 payload holding CRLF, a header the table does not know, a limit within reach, an
@@ -65,6 +66,7 @@ __all__ = [
     "DEFAULT_MAX_BULK_LENGTH",
     "DEFAULT_MAX_COMMAND_SIZE",
     "DEFAULT_MAX_INLINE_LENGTH",
+    "FAST_WINDOW",
     "HEADER_LIMIT",
     "NULL_ARRAY",
     "NULL_BULK",
@@ -97,6 +99,10 @@ DEFAULT_MAX_BULK_LENGTH: Final = 64 * 1024 * 1024
 DEFAULT_MAX_ARRAY_LENGTH: Final = 1024 * 1024
 DEFAULT_MAX_INLINE_LENGTH: Final = 64 * 1024
 DEFAULT_MAX_COMMAND_SIZE: Final = 256 * 1024 * 1024
+# The fast path looks at this many bytes at a time: its commands wait, parsed, in a
+# queue (a list and a bytes object per argument, several times the size of the bytes
+# they came from), so this bounds that queue, what a paused connection holds parsed.
+FAST_WINDOW: Final = 64 * 1024
 # A header is "*" or "$", at most 20 digits and CRLF; anything longer is garbage.
 HEADER_LIMIT: Final = 64
 
@@ -328,12 +334,15 @@ class RespParser:
     # -- the fast path ----------------------------------------------------------------
 
     def _parse_batch(self) -> list[bytes] | None:
-        """Take every complete canonical command from ``_pos`` on: return the first,
-        queue the others; None when the first is not one (see the module docstring)."""
+        """Take every complete canonical command in the :data:`FAST_WINDOW` bytes
+        from ``_pos`` on: return the first, queue the others; None when the first is
+        not one (see the module docstring)."""
         buf = self._buf
         pos = self._pos
-        lines = (buf[pos:] if pos else buf).split(b"\r\n")
+        window = buf[pos : pos + FAST_WINDOW]
+        lines = window.split(b"\r\n")
         last = len(lines) - 1  # lines[last] has no CRLF yet
+        cut = False  # whether the end of the window stopped the walk
         max_array = self.max_array_length
         max_bulk = self.max_bulk_length
         max_size = self.max_command_size
@@ -351,6 +360,7 @@ class RespParser:
             stride = 2 * count + 1
             stop = i + stride
             if stop > last or count > max_array:
+                cut = stop > last
                 break
             if runs and stop < last and lines[stop] == head and count <= most:
                 # the next command has the same shape: check a run of them at once
@@ -372,11 +382,15 @@ class RespParser:
                 break  # the state machine says which limit, and when
             commands.append(args)
             i = stop
+        else:
+            cut = True
+        if cut and pos + FAST_WINDOW < len(buf):
+            self._fast = True  # the buffer goes on: try again from where this stopped
         if not commands:
             return None
         # the bytes left: the lines not taken and the CRLF after each but the last
         rest = sum(map(len, lines[i:])) + 2 * (last - i)
-        self._pos = len(buf) - rest
+        self._pos = pos + len(window) - rest
         commands.reverse()
         first = commands.pop()
         self._queue = commands
