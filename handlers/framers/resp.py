@@ -55,10 +55,26 @@ with unbalanced quotes is *not* fatal: the line is over, the next one is parsed.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Final, TypeAlias
+from typing import Final
 
-from reactor.sansio.errors import RemoteProtocolError
+from .resp_encode import (
+    NULL_ARRAY,
+    NULL_BULK,
+    NULL_RESP3,
+    OK,
+    PONG,
+    QUEUED,
+    RespProtocolError,
+    encode,
+    encode_array,
+    encode_bulk,
+    encode_command,
+    encode_error,
+    encode_integer,
+    encode_map,
+    encode_simple,
+)
+from .resp_inline import split_inline
 
 __all__ = [
     "CRLF",
@@ -88,12 +104,6 @@ __all__ = [
 ]
 
 CRLF: Final = b"\r\n"
-OK: Final = b"+OK\r\n"
-PONG: Final = b"+PONG\r\n"
-QUEUED: Final = b"+QUEUED\r\n"
-NULL_BULK: Final = b"$-1\r\n"
-NULL_ARRAY: Final = b"*-1\r\n"
-NULL_RESP3: Final = b"_\r\n"
 
 DEFAULT_MAX_BULK_LENGTH: Final = 64 * 1024 * 1024
 DEFAULT_MAX_ARRAY_LENGTH: Final = 1024 * 1024
@@ -113,40 +123,11 @@ _WAIT_BYTES: Final = 2
 _STAR: Final = 42  # b"*"
 _DOLLAR: Final = 36  # b"$"
 _CR: Final = 13
-_WHITESPACE: Final = frozenset(b" \t\n\r\x0b\x0c")
-_ESCAPES: Final = {ord("n"): 10, ord("r"): 13, ord("t"): 9, ord("b"): 8, ord("a"): 7}
-_HEX: Final = frozenset(b"0123456789abcdefABCDEF")
 # "$0" .. "$1023": the bulk headers of the fast path, by payload length (a longer
 # payload makes the lookup fail, and the command takes the state machine)
 _BULK_HEADERS: Final = tuple(b"$%d" % n for n in range(1024))
 _bulk_header: Final = _BULK_HEADERS.__getitem__
 _RUN_MAX: Final = 32  # commands of one shape checked together, at most
-
-
-class RespProtocolError(RemoteProtocolError):
-    """The client broke RESP.
-
-    Attributes:
-        message: what was wrong, for the log, without the ``ERR Protocol error:``
-            prefix; it may say more than the reply (the bytes seen, the limit passed).
-        fatal: True when the stream cannot be resynchronised (reply, then close).
-        reply_text: the text of the reply after ``ERR Protocol error:``, worded as
-            redis-server words it (by default ``message``).
-    """
-
-    def __init__(self, message: str, *, fatal: bool = True,
-                 reply_text: str | bytes | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.fatal = fatal
-        self.reply_text = message if reply_text is None else reply_text
-
-    @property
-    def reply(self) -> bytes:
-        """The error reply to send, ``-ERR Protocol error: ...``."""
-        text = self.reply_text
-        return encode_error(b"ERR Protocol error: "
-                            + (text.encode() if isinstance(text, str) else text))
 
 
 def _length_error(what: str, detail: object) -> RespProtocolError:
@@ -566,161 +547,3 @@ def _take_run(lines: list[bytes], i: int, fit: int, stride: int,
         return 0
     commands.extend(map(list, zip(*columns, strict=True)))
     return fit
-
-
-def split_inline(line: bytes) -> list[bytes]:  # noqa: C901, PLR0912 -- a quote-aware scanner
-    """Split an inline command into arguments, the way Redis does.
-
-    Words are separated by ASCII whitespace. ``"..."`` quotes a word and understands
-    ``\\n \\r \\t \\b \\a \\xHH`` and backslash-anything escapes; ``'...'`` quotes a word
-    with only ``\\'`` as an escape. A closing quote must end the word.
-
-    Raises:
-        RespProtocolError: unbalanced quotes (not fatal: the line is over).
-    """
-    if b'"' not in line and b"'" not in line:
-        return line.split()
-    args: list[bytes] = []
-    i = 0
-    n = len(line)
-    while True:
-        while i < n and line[i] in _WHITESPACE:
-            i += 1
-        if i >= n:
-            return args
-        word = bytearray()
-        quote = 0
-        while True:
-            if i >= n:
-                if quote:
-                    raise RespProtocolError("unbalanced quotes in request", fatal=False)
-                break
-            c = line[i]
-            if quote == 34:  # inside "..."
-                if (
-                    c == 92 and i + 3 < n and line[i + 1] == 120
-                    and line[i + 2] in _HEX and line[i + 3] in _HEX
-                ):
-                    word.append(int(line[i + 2 : i + 4], 16))
-                    i += 4
-                    continue
-                if c == 92 and i + 1 < n:
-                    nxt = line[i + 1]
-                    word.append(_ESCAPES.get(nxt, nxt))
-                    i += 2
-                    continue
-                if c == 34:
-                    if i + 1 < n and line[i + 1] not in _WHITESPACE:
-                        raise RespProtocolError("unbalanced quotes in request", fatal=False)
-                    i += 1
-                    break
-                word.append(c)
-            elif quote == 39:  # inside '...'
-                if c == 92 and i + 1 < n and line[i + 1] == 39:
-                    word.append(39)
-                    i += 2
-                    continue
-                if c == 39:
-                    if i + 1 < n and line[i + 1] not in _WHITESPACE:
-                        raise RespProtocolError("unbalanced quotes in request", fatal=False)
-                    i += 1
-                    break
-                word.append(c)
-            elif c in _WHITESPACE:
-                break
-            elif c in (34, 39):
-                quote = c
-            else:
-                word.append(c)
-            i += 1
-        args.append(bytes(word))
-
-
-# -- encoding -------------------------------------------------------------------------
-
-
-def encode_simple(text: str | bytes) -> bytes:
-    """``+text\\r\\n``.
-
-    Raises:
-        ValueError: the text contains CR or LF.
-    """
-    raw = text.encode() if isinstance(text, str) else text
-    if b"\r" in raw or b"\n" in raw:
-        raise ValueError("a simple string cannot contain CR or LF")
-    return b"+" + raw + CRLF
-
-
-def encode_error(message: str | bytes) -> bytes:
-    """``-message\\r\\n``; CR and LF in the message become spaces.
-
-    By convention the message starts with an upper-case code: ``ERR``, ``WRONGTYPE``...
-    """
-    raw = message.encode() if isinstance(message, str) else message
-    return b"-" + raw.replace(b"\r", b" ").replace(b"\n", b" ") + CRLF
-
-
-def encode_integer(value: int) -> bytes:
-    """``:value\\r\\n``."""
-    return b":%d\r\n" % value
-
-
-def encode_bulk(value: bytes | None) -> bytes:
-    """``$len\\r\\nvalue\\r\\n``, or the RESP2 null bulk string for None."""
-    if value is None:
-        return NULL_BULK
-    return b"$%d\r\n%b\r\n" % (len(value), value)
-
-
-def encode_array(items: Sequence[bytes] | None) -> bytes:
-    """An array of already encoded items, or the null array for None."""
-    if items is None:
-        return NULL_ARRAY
-    return b"*%d\r\n" % len(items) + b"".join(items)
-
-
-def encode_map(pairs: Sequence[tuple[bytes, bytes]], *, resp3: bool = False) -> bytes:
-    """A map of already encoded keys and values: a RESP3 map (``%``), or in RESP2 the
-    flat array ``key1 value1 key2 value2 ...`` Redis sends instead."""
-    head = b"%%%d\r\n" % len(pairs) if resp3 else b"*%d\r\n" % (2 * len(pairs))
-    return head + b"".join(key + value for key, value in pairs)
-
-
-EncodableValue: TypeAlias = "bytes | str | int | Sequence[EncodableValue] | None"
-
-
-def encode(value: EncodableValue) -> bytes:
-    """Encode a Python value: bytes and str as bulk strings, int as an integer, None as
-    the null bulk string, lists and tuples as arrays (recursively).
-
-    Raises:
-        TypeError: a value of another type (bool included, to avoid surprises).
-    """
-    if isinstance(value, bytes):
-        return encode_bulk(value)
-    if isinstance(value, str):
-        return encode_bulk(value.encode())
-    if isinstance(value, bool):
-        raise TypeError("cannot encode a bool in RESP2; use an int")
-    if isinstance(value, int):
-        return encode_integer(value)
-    if value is None:
-        return NULL_BULK
-    if isinstance(value, (list, tuple)):
-        return encode_array([encode(item) for item in value])
-    raise TypeError(f"cannot encode {type(value).__name__} in RESP")
-
-
-def encode_command(args: Iterable[bytes | str | int]) -> bytes:
-    """Encode a command the way clients send it: an array of bulk strings.
-
-    Raises:
-        ValueError: no arguments.
-    """
-    parts: list[bytes] = []
-    for arg in args:
-        raw = arg if isinstance(arg, bytes) else str(arg).encode()
-        parts.append(b"$%d\r\n%b\r\n" % (len(raw), raw))
-    if not parts:
-        raise ValueError("a command needs at least one argument")
-    return b"*%d\r\n" % len(parts) + b"".join(parts)
