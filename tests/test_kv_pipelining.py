@@ -11,15 +11,13 @@ errors, QUIT and MULTI inside a batch, a client that pipelines without reading),
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import re
 import signal
 import socket
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, TypeVar
 
 import pytest
@@ -27,10 +25,10 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis_tools import redis_tool
+from test_kv import Served
 
 from handlers.framers.resp import FAST_WINDOW, RespParser, RespProtocolError, encode_command
 from handlers.services.kv import FLUSH_SIZE, KVProtocol, KVServer
-from reactor import Reactor
 
 _T = TypeVar("_T")
 TOOL_TIMEOUT = 300  # the first redis-tools test may install the package
@@ -195,41 +193,6 @@ class CountingKV(KVProtocol):
 class CountingServer(KVServer):
     def __call__(self) -> KVProtocol:
         return CountingKV(self)
-
-
-class Served:
-    """A KVServer on a reactor running in a background thread."""
-
-    def __init__(self, server: KVServer | None = None, **listen: Any) -> None:
-        self.reactor = Reactor()
-        self.server = server if server is not None else KVServer(self.reactor)
-        self.port = self.reactor.listen_tcp("127.0.0.1", 0, self.server, **listen).port
-        self.thread = threading.Thread(target=self.reactor.run, name="kv-reactor",
-                                       daemon=True)
-        self.thread.start()
-
-    def call(self, fn: Callable[[], _T], timeout: float = 10.0) -> _T:
-        future: concurrent.futures.Future[_T] = concurrent.futures.Future()
-
-        def run() -> None:
-            try:
-                future.set_result(fn())
-            except BaseException as exc:  # pragma: no cover - reported to the caller
-                future.set_exception(exc)
-
-        self.reactor.call_soon_threadsafe(run)
-        return future.result(timeout)
-
-    def wait_for(self, condition: Callable[[], bool], timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not self.call(condition):
-            assert time.monotonic() < deadline, "condition not met"
-            time.sleep(0.01)
-
-    def close(self) -> None:
-        self.reactor.stop()
-        self.thread.join(10)
-        self.reactor.close()
 
 
 @pytest.fixture
