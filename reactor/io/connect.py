@@ -12,6 +12,7 @@ import the facades or the command line.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import os
@@ -24,8 +25,6 @@ from .stream import StreamTransport
 from .transports import EVENT_READ, ProtocolFactory, TransportOptions, options_from
 
 if TYPE_CHECKING:
-    import asyncio
-
     from .loop import Reactor
 
 __all__ = ["connect_tcp", "connect_unix"]
@@ -33,7 +32,7 @@ __all__ = ["connect_tcp", "connect_unix"]
 logger = logging.getLogger("reactor.listeners")  # the name it had in listeners.py
 
 
-class _Connector:
+class _Connector(asyncio.BaseProtocol):
     """Drives one non-blocking connect; registered for writing until it completes."""
 
     def __init__(
@@ -92,7 +91,7 @@ class _Connector:
                                                  options=self.options)
                 # until a protocol is attached the connector stands in for it, so an
                 # abort of the row (the reactor closing, say) ends the connect
-                self.transport._protocol = self
+                self.transport.set_protocol(self)
                 return
             sock.close()
             self.errors.append(OSError(err, f"connect to {address!r}: {os.strerror(err)}"))
@@ -150,7 +149,7 @@ class _Connector:
                                           f"register the socket with the selector: "
                                           f"{exc.strerror}"))
             return
-        transport._mask = EVENT_READ
+        transport.take_registration(EVENT_READ)
         transport.attach(protocol)
         if not self.future.done():
             self.future.set_result((transport, protocol))

@@ -283,6 +283,11 @@ class DatagramTransport(Row, SelectorRegistration, asyncio.DatagramTransport):
             return self
         return default
 
+    def after_close(self, cleanup: Callable[[], None]) -> None:
+        """Call ``cleanup`` once, after the socket is closed and the row gone (the
+        listener removes the Unix path it bound this way)."""
+        self._cleanup = cleanup
+
     def is_closing(self) -> bool:
         """Whether the endpoint is closing or closed (states CLOSING, ENDING, CLOSED)."""
         return self.state in _SHUT

@@ -596,5 +596,5 @@ def listen_unix_datagram(
             owned.remove()
         raise
     if owned is not None:
-        transport._cleanup = owned.remove
+        transport.after_close(owned.remove)
     return transport

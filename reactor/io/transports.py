@@ -181,6 +181,12 @@ class SelectorRegistration:
                 return
         self._mask = mask
 
+    def take_registration(self, mask: int) -> None:
+        """The socket is already registered with the selector for ``mask``, with this
+        transport as its data (an outgoing connect registered it and handed it over
+        with one ``modify``): from now on the transport keeps that registration."""
+        self._mask = mask
+
     def _registration_failed(self, exc: OSError) -> None:
         """The selector refused the socket: log it and close the connection."""
         raise NotImplementedError
