@@ -39,6 +39,7 @@ from bench.plan import (
 from bench.servers import BACKLOG, READ_SIZE, SERVERS
 
 __all__ = [
+    "KV_PIPELINE_SECTION",
     "SYSCALLS_SECTION",
     "Results",
     "Stat",
@@ -390,11 +391,14 @@ def environment(args: argparse.Namespace, server_cpu: int | None,
 # the system-call section, written by ``python -m bench.syscalls`` (strace needs minutes
 # of its own): a run of the benchmark keeps it, after the echo and churn tables
 SYSCALLS_SECTION = ("<!-- bench.syscalls -->", "<!-- /bench.syscalls -->")
+# the pipelined kv figures of ``python -m bench.kv_pipeline``, kept after the kv table
+KV_PIPELINE_SECTION = ("<!-- bench.kv_pipeline -->", "<!-- /bench.kv_pipeline -->")
 
 
-def kept_section(text: str) -> str | None:
-    """The system-call section of a report's text, markers included, or None."""
-    begin, end = SYSCALLS_SECTION
+def kept_section(text: str, markers: tuple[str, str] = SYSCALLS_SECTION) -> str | None:
+    """A kept section of a report's text (the system calls' by default), markers
+    included, or None."""
+    begin, end = markers
     start = text.find(begin)
     stop = text.find(end, start)
     if start < 0 or stop < 0:
@@ -406,9 +410,11 @@ def write_report(path: Path, res: Results, env: dict[str, Any], verdicts: list[V
                  plots: list[Path], plan: Plan, elapsed: float) -> None:
     rel = [os.path.relpath(p, path.parent) for p in plots]
     try:
-        kept = kept_section(path.read_text())
+        old_text = path.read_text()
     except OSError:
-        kept = None
+        old_text = ""
+    kept = kept_section(old_text)
+    kept_kv = kept_section(old_text, KV_PIPELINE_SECTION)
     lines = [
         "# socketreactor benchmark results",
         "",
@@ -447,6 +453,8 @@ def write_report(path: Path, res: Results, env: dict[str, Any], verdicts: list[V
             lines += [kept, ""]
         if res.workloads(kind):
             lines += [f"## {title}", "", *throughput_table(res, kind), ""]
+        if kind == "kv" and kept_kv is not None:
+            lines += [kept_kv, ""]
     if res.workloads("idle"):
         lines += ["## Idle connections: memory per connection", "",
                   "RSS/conn = (server RSS with the connections held - RSS before) / "

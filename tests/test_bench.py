@@ -310,3 +310,18 @@ def test_a_benchmark_report_keeps_the_syscall_section(tmp_path: Path) -> None:
     text = results.read_text()
     assert "# socketreactor benchmark results" in text and "# old" not in text
     assert section in text
+
+
+def test_a_benchmark_report_keeps_the_kv_pipeline_section(tmp_path: Path) -> None:
+    from bench.report import KV_PIPELINE_SECTION, write_report
+
+    results = tmp_path / "RESULTS.md"
+    section = "\n".join([KV_PIPELINE_SECTION[0], "## kv pipelining", "figures",
+                         KV_PIPELINE_SECTION[1]])
+    results.write_text(f"# old\n\n## Servers\n\n{section}\n")
+    env = {"command": "python -m bench.run", "date": "today", "git": "abc", "repeat": 1,
+           "warmup_s": 0.5, "duration_s": 1.5, "allocator_primed": True,
+           "pinning": {"server_cpu": 0, "client_cpu": 1}}
+    write_report(results, Results([]), env, [], [], Plan(), 60.0)
+    text = results.read_text()
+    assert "# old" not in text and section in text
