@@ -351,6 +351,24 @@ def _bind_or_close(sock: socket.socket, address: Any) -> None:
         raise OSError(exc.errno, f"cannot bind {address!r}: {exc.strerror}") from exc
 
 
+def _bound_socket(family: int, type_: int, address: Any, *, reuse_address: bool,
+                  reuse_port: bool, dual_stack: bool) -> socket.socket:
+    """A socket with the reuse and dual-stack options, bound (closed on failure)."""
+    sock = socket.socket(family, type_)
+    try:
+        if reuse_address:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if dual_stack else 1)
+    except OSError:
+        sock.close()
+        raise
+    _bind_or_close(sock, address)
+    return sock
+
+
 def listen_tcp(
     reactor: Reactor,
     host: str | None,
@@ -414,18 +432,8 @@ def _tcp_socket(
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
                                    flags=socket.AI_PASSIVE)
         family, _t, _p, _c, address = infos[0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        if reuse_address:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if dual_stack else 1)
-    except OSError:
-        sock.close()
-        raise
-    _bind_or_close(sock, address)
+    sock = _bound_socket(family, socket.SOCK_STREAM, address, reuse_address=reuse_address,
+                         reuse_port=reuse_port, dual_stack=dual_stack)
     try:
         sock.listen(backlog)
     except OSError:
@@ -526,16 +534,8 @@ def listen_udp(
         else:
             info = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
             family, address = info[0], info[4]
-        sock = socket.socket(family, socket.SOCK_DGRAM)
-        try:
-            if reuse_port:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if dual_stack else 1)
-        except OSError:
-            sock.close()
-            raise
-        _bind_or_close(sock, address)
+        sock = _bound_socket(family, socket.SOCK_DGRAM, address, reuse_address=False,
+                             reuse_port=reuse_port, dual_stack=dual_stack)
         if remote is not None:
             try:
                 sock.connect(remote)
