@@ -1,9 +1,13 @@
-"""User-space instructions per echo request under callgrind: the figure that does not
-move with the machine's load.
+"""User-space instructions per echo request (or per churned connection) under
+callgrind: the figure that does not move with the machine's load.
 
 Usage::
 
     python -m bench.instructions [SERVER] [--connections 100] [--size 1024] [--seeds N]
+    python -m bench.instructions [SERVER] --mode churn [--connections 50]
+
+In churn mode each of the load's slots connects, makes one request and closes, again
+and again: the figure is the instructions per connection, accept to close.
 
 The server (a name from :mod:`bench.servers`, ``reactor-protocol`` by default) runs under
 ``valgrind --tool=callgrind`` on CPU 0 while ``bench/bin/loadgen`` drives it from CPU 1,
@@ -39,7 +43,7 @@ LOADGEN = ROOT / "bench" / "bin" / "loadgen"
 
 
 def one_load(server: str, seconds: float, connections: int, size: int,
-             seed: int = 0) -> tuple[int, int]:
+             seed: int = 0, mode: str = "echo") -> tuple[int, int]:
     """Run ``server`` under callgrind for one load with ``PYTHONHASHSEED=seed``;
     return (instructions, requests)."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -59,7 +63,8 @@ def one_load(server: str, seconds: float, connections: int, size: int,
             if match:
                 port = match.group(1)
         load = subprocess.run(
-            [str(LOADGEN), "-p", port, "-c", str(connections), "-s", str(size), "-w", "0",
+            [str(LOADGEN), "-m", mode, "-p", port, "-c", str(connections), "-s", str(size),
+             "-w", "0",
              "-d", str(seconds), "--cpu", "1", "-T", "30"],
             capture_output=True, text=True, timeout=seconds + 120, check=True)
         srv.send_signal(signal.SIGINT)
@@ -75,8 +80,8 @@ def one_load(server: str, seconds: float, connections: int, size: int,
 
 def per_request(server: str, args: argparse.Namespace, seed: int) -> dict[str, Any]:
     """The marginal instructions per request under one hash seed (two loads)."""
-    short = one_load(server, args.short, args.connections, args.size, seed)
-    long = one_load(server, args.long, args.connections, args.size, seed)
+    short = one_load(server, args.short, args.connections, args.size, seed, args.mode)
+    long = one_load(server, args.long, args.connections, args.size, seed, args.mode)
     return {"seed": seed, "instructions": [short[0], long[0]],
             "requests": [short[1], long[1]],
             "instructions_per_request": round((long[0] - short[0]) / (long[1] - short[1]))}
@@ -86,7 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.instructions",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("server", nargs="?", default="reactor-protocol")
-    parser.add_argument("--connections", type=int, default=100)
+    parser.add_argument("--mode", choices=("echo", "churn"), default="echo",
+                        help="echo: per request (default); churn: per connection")
+    parser.add_argument("--connections", type=int, default=None,
+                        help="connections (churn: concurrent slots); default 100 (churn 50)")
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--short", type=float, default=3.0, help="seconds of the short load")
     parser.add_argument("--long", type=float, default=9.0, help="seconds of the long load")
@@ -94,8 +102,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="measure under PYTHONHASHSEED 0..N-1; print each figure, the "
                              "median and the range (default 1: seed 0 only)")
     args = parser.parse_args(argv)
-    result: dict[str, Any] = {"server": args.server, "connections": args.connections,
-                              "size": args.size}
+    if args.connections is None:
+        args.connections = 50 if args.mode == "churn" else 100
+    result: dict[str, Any] = {"server": args.server, "mode": args.mode,
+                              "connections": args.connections, "size": args.size}
     if args.seeds <= 1:  # the one-line output of before, seed 0
         run = per_request(args.server, args, 0)
         del run["seed"]

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 __all__ = ["connect_tcp", "connect_unix"]
 
+_SOCK_NONBLOCK = getattr(socket, "SOCK_NONBLOCK", 0)
+
 logger = logging.getLogger("reactor.listeners")  # the name it had in listeners.py
 
 
@@ -63,11 +65,13 @@ class _Connector(asyncio.BaseProtocol):
         while self.candidates:
             family, address = self.candidates.pop(0)
             try:
-                sock = socket.socket(family, socket.SOCK_STREAM)
+                # non-blocking from socket() itself: no ioctl(FIONBIO) after it
+                sock = socket.socket(family, socket.SOCK_STREAM | _SOCK_NONBLOCK)
             except OSError as exc:  # out of descriptors, say: fail the future, not hang
                 self.errors.append(exc)
                 continue
-            sock.setblocking(False)
+            if not _SOCK_NONBLOCK:
+                sock.setblocking(False)
             try:
                 err = sock.connect_ex(address)
             except OSError as exc:  # e.g. an AF_UNIX path too long: fail the future
@@ -86,9 +90,9 @@ class _Connector(asyncio.BaseProtocol):
                                    f"with the selector: {exc.strerror}"))
                     continue
                 self.sock = sock
+                # flags 0: a socket of the reactor's own, held nowhere else
                 self.transport = StreamTransport(self.reactor, sock, address,
-                                                 state=ConnState.CONNECTING,
-                                                 options=self.options)
+                                                 ConnState.CONNECTING, None, self.options, 0)
                 # until a protocol is attached the connector stands in for it, so an
                 # abort of the row (the reactor closing, say) ends the connect
                 self.transport.set_protocol(self)

@@ -161,16 +161,27 @@ class BatchKeyMap(dict[int, selectors.SelectorKey]):
 class EpollPath:
     """The poll and dispatch steps over a plain :class:`selectors.EpollSelector`.
 
+    Transports register through it too (see
+    :meth:`reactor.io.transports.SelectorRegistration._set_mask`): ``epoll`` and a
+    :class:`~selectors.SelectorKey` in ``keys``, as the selector's own ``register``
+    would leave them, without its layers of Python calls.
+
     Attributes:
         epoll: the selector's ``select.epoll`` object.
         keys: the selector's fd-to-key map, a :class:`BatchKeyMap`.
+        exclusive: no process was forked while this path was in use, so a descriptor
+            that a transport made itself (an accepted or connected socket never handed
+            out) is held by this process alone; closing it takes it off the interest
+            list, and the transport leaves out the ``epoll_ctl(DEL)`` before the close.
+            Set false, for good, before any fork (:mod:`reactor.io.fork`).
     """
 
-    __slots__ = ("epoll", "keys")
+    __slots__ = ("epoll", "exclusive", "keys")
 
     def __init__(self, epoll: Any, keys: BatchKeyMap) -> None:
         self.epoll = epoll
         self.keys = keys
+        self.exclusive = True
 
     def poll(self, timeout: float | None) -> list[tuple[int, int]]:
         """The raw ``epoll.poll`` list: the one blocking call of the fast path.

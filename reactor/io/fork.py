@@ -33,33 +33,49 @@ __all__ = ["backend_name", "detach_selector", "drop_inherited_selector",
 
 logger = logging.getLogger("reactor")  # the loop's logger: these lines came from it
 
-# Every reactor that is not closed, with the function to call on it in a forked child.
+# Every reactor that is not closed, with the function to call on it in a forked child
+# and the one to call on it before any fork.
 _live_reactors: weakref.WeakKeyDictionary[Any, Callable[[Any], None]] = (
+    weakref.WeakKeyDictionary())
+_before_fork_hooks: weakref.WeakKeyDictionary[Any, Callable[[Any], None]] = (
     weakref.WeakKeyDictionary())
 
 
-def track(owner: object, after_fork_in_child: Callable[[Any], None]) -> None:
-    """Call ``after_fork_in_child(owner)`` in the child after every fork while ``owner``
-    lives and is not :func:`untrack`-ed (held weakly: pass a plain function, not a
-    bound method of ``owner``, or it is kept alive)."""
+def track(owner: object, after_fork_in_child: Callable[[Any], None],
+          before_fork: Callable[[Any], None] | None = None) -> None:
+    """Call ``after_fork_in_child(owner)`` in the child after every fork, and
+    ``before_fork(owner)`` in the forking process before it, while ``owner`` lives and
+    is not :func:`untrack`-ed (held weakly: pass plain functions, not bound methods of
+    ``owner``, or it is kept alive)."""
     _live_reactors[owner] = after_fork_in_child
+    if before_fork is not None:
+        _before_fork_hooks[owner] = before_fork
 
 
 def untrack(owner: object) -> None:
     """Forget ``owner`` (it closed); harmless if it is not tracked."""
     _live_reactors.pop(owner, None)
+    _before_fork_hooks.pop(owner, None)
 
 
-def _after_fork_in_child() -> None:
-    for owner, hook in list(_live_reactors.items()):
+def _run_hooks(hooks: Mapping[Any, Callable[[Any], None]], failure: str) -> None:
+    for owner, hook in list(hooks.items()):
         try:
             hook(owner)
         except Exception:  # a hook must not fail the fork
-            logger.exception("could not detach %r from its parent after fork", owner)
+            logger.exception(failure, owner)
+
+
+def _after_fork_in_child() -> None:
+    _run_hooks(_live_reactors, "could not detach %r from its parent after fork")
+
+
+def _before_fork() -> None:
+    _run_hooks(_before_fork_hooks, "could not prepare %r for a fork")
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
 
 
 class _AfterForkSelector(selectors.BaseSelector):

@@ -23,7 +23,7 @@ from __future__ import annotations
 import socket
 from typing import TYPE_CHECKING, Any
 
-from .transports import _CLOSED, _CLOSING, _ENDING, _READ_CLOSED
+from .transports import _CLOSED, _CLOSING, _ENDING, _F_SHARED, _READ_CLOSED
 
 if TYPE_CHECKING:
     from ..sansio.connection import ConnState
@@ -47,6 +47,7 @@ class SocketHandover:
     # the host's contract: what the transport stores and provides
     _sock: Any
     _mask: int
+    _flags: int
     _aux: _Aux | None
     _listener: Listener | None
     _reactor: Reactor
@@ -96,6 +97,7 @@ class SocketHandover:
             sock = socket.socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
         sock.setblocking(True)
         self._sock = sock
+        self._flags |= _F_SHARED
         return sock
 
     def release(self, close_socket: bool = True) -> None:

@@ -330,8 +330,8 @@ def _stream_acceptor(
         if nodelay and conn.family in (socket.AF_INET, socket.AF_INET6):
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         transport = StreamTransport(  # by position: no keyword dict per connection
-            listener.reactor, conn, addr, _ACCEPTED, listener, options
-        )
+            listener.reactor, conn, addr, _ACCEPTED, listener, options, 0
+        )  # flags 0: a socket the reactor made, held nowhere else
         try:
             protocol = protocol_factory()
         except Exception as exc:

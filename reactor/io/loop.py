@@ -45,7 +45,7 @@ from . import debug as debug_mode
 from . import fork
 from . import listeners as _listeners
 from .debug import LOOP_ONLY_METHODS, TRANSPORT_LOOP_ONLY_METHODS
-from .dispatch import ReadyTarget, dispatch_selected, epoll_path
+from .dispatch import EpollPath, ReadyTarget, dispatch_selected, epoll_path
 from .statistics import ReactorStatistics
 from .wakeup import SignalHandlers, Waker
 
@@ -113,9 +113,14 @@ class Reactor:
             read it, never set it.
         connections: the connection table (every connection is a row).
         listeners: the listeners open on this reactor.
+        epoll_path: the fast path over a plain :class:`selectors.EpollSelector`
+            (:class:`~reactor.io.dispatch.EpollPath`), through which the loop polls and
+            transports register; None for any other selector and in a forked child.
+            Read it, never set it.
     """
 
     now: float
+    epoll_path: EpollPath | None
 
     def __init__(
         self, selector: selectors.BaseSelector | None = None, clock: Clock | None = None,
@@ -139,7 +144,7 @@ class Reactor:
         self._waker = Waker(self._signals.deliver)
         self._selector.register(self._waker.rsock, EVENT_READ, self._waker)
         self._use_selector(self._selector)
-        fork.track(self, Reactor._after_fork_in_child)
+        fork.track(self, Reactor._after_fork_in_child, Reactor._before_fork)
         self._debug = bool(sys.flags.dev_mode) if debug is None else bool(debug)
         if self._debug:
             debug_mode.install(self)
@@ -258,7 +263,7 @@ class Reactor:
         self._in_iteration = True
         try:
             wait = self._compute_timeout(timeout)
-            path = self._epoll_path
+            path = self.epoll_path
             if path is not None:
                 fd_events = path.poll(wait)
                 self.now = self._clock()
@@ -316,13 +321,13 @@ class Reactor:
     def _dispatch_epoll(self, events: list[tuple[int, int]]) -> None:
         """The epoll fast path's dispatch step alone, for raw ``(fd, epoll mask)``
         pairs (see :class:`~reactor.io.dispatch.EpollPath`)."""
-        assert self._epoll_path is not None
-        self._epoll_path.dispatch(events)
+        assert self.epoll_path is not None
+        self.epoll_path.dispatch(events)
 
     def _use_selector(self, selector: selectors.BaseSelector) -> None:
         """Poll ``selector`` from now on, through the epoll fast path if it has one."""
         self._selector = selector
-        path = self._epoll_path = epoll_path(selector)
+        path = self.epoll_path = epoll_path(selector)
         self._epoll = path.epoll if path is not None else None
 
     def _run_ready(self) -> None:
@@ -546,6 +551,13 @@ class Reactor:
         fork.drop_inherited_selector(self._selector)
         self._waker.close()
 
+    def _before_fork(self) -> None:
+        """Before any fork in this process (called by :mod:`reactor.io.fork`): from now
+        on a child may hold copies of the descriptors, so every close unregisters
+        first (see :attr:`EpollPath.exclusive <reactor.io.dispatch.EpollPath>`)."""
+        if self.epoll_path is not None:
+            self.epoll_path.exclusive = False
+
     def _after_fork_in_child(self) -> None:
         """In a child just forked (called by :mod:`reactor.io.fork`): stop sharing
         kernel state with the parent -- the selector's descriptor and the wake-up
@@ -565,7 +577,7 @@ class Reactor:
                 self._selector.register(self._waker.rsock, EVENT_READ, self._waker)
             else:
                 self._selector = replacement
-                self._epoll = self._epoll_path = None
+                self._epoll = self.epoll_path = None
             old_waker.close()
             self._signals.point_wakeup_at(self._waker.wsock.fileno())
         except Exception:

@@ -33,6 +33,10 @@ in the dying transport (:attr:`StreamTransport.discarded`, in its on-demand auxi
 state, so an idle connection pays nothing for it) and totalled in the table's
 ``statistics().discarded``.
 
+*Descriptors.* A descriptor the reactor made itself (accepted or connected) and never
+handed out is closed without the ``epoll_ctl(DEL)`` before it
+(:meth:`SelectorRegistration._unwatch <.transports.SelectorRegistration._unwatch>`).
+
 *Registration.* The selector may refuse a socket (epoll's ENOSPC when
 ``fs.epoll.max_user_watches`` is reached, or ENOMEM). :meth:`StreamTransport.attach`
 registers the socket *before* calling ``connection_made``: when that fails, the
@@ -74,6 +78,7 @@ from .transports import (
     _F_LOSS_WRITE_ONE,
     _F_LOSS_WRITE_SHIFT,
     _F_READ_PAUSED,
+    _F_SHARED,
     _F_WRITE_PAUSED,
     _FLUSHED,
     _GONE,
@@ -133,9 +138,12 @@ class StreamTransport(
         state: ConnState = ConnState.ACCEPTED,
         listener: Listener | None = None,
         options: TransportOptions = DEFAULT_OPTIONS,
+        flags: int = _F_SHARED,
     ) -> None:
         # state, listener and options may be passed by position: making an object with
-        # keyword arguments builds a dict for them, a cost on every accepted connection
+        # keyword arguments builds a dict for them, a cost on every accepted connection.
+        # flags: _F_SHARED (the default) for a socket that may be held elsewhere too,
+        # 0 for one the reactor made itself (see the module's Descriptors)
         self._init_row(state, peername, reactor.now)
         self._extra = None  # asyncio's slot; get_extra_info is ours
         self._reactor = reactor
@@ -145,7 +153,7 @@ class StreamTransport(
         self._protocol: Any = None
         self._buffer: bytearray | None = None
         self._mask = 0
-        self._flags = 0
+        self._flags = flags
         self._aux: _Aux | None = None
         reactor.connections.add(self)
 
@@ -200,17 +208,16 @@ class StreamTransport(
         no ``connection_made``, hence no ``connection_lost``, as in asyncio. The row's
         ``state`` is then :attr:`ConnState.CLOSED`.
         """
-        if not self._mask and not self._flags & _F_READ_PAUSED and self.state not in _SHUT:
-            sock = self._sock
-            if sock is not None:
-                try:
-                    self._reactor.selector.register(sock, EVENT_READ, self)
-                except OSError as exc:
-                    logger.error("%s: the selector refused the connection: %s%s; closed",
-                                 self.describe(), exc, _registration_hint(exc))
-                    self.release()
-                    return
-                self._mask = EVENT_READ
+        if (not self._mask and not self._flags & _F_READ_PAUSED and self.state not in _SHUT
+                and self._sock is not None):
+            try:
+                self._apply_mask(EVENT_READ)
+            except OSError as exc:
+                logger.error("%s: the selector refused the connection: %s%s; closed",
+                             self.describe(), exc, _registration_hint(exc))
+                self._mask = 0
+                self.release()
+                return
         self._protocol = protocol
         self.advance(_ATTACH)
         if self._opts.has_deadlines:
@@ -274,10 +281,12 @@ class StreamTransport(
             self._read_eof()
 
     def _read_eof(self) -> None:
-        self._set_mask(self._mask & ~EVENT_READ)
         state = self.state
         if state in _SHUT:
+            self._set_mask(self._mask & ~EVENT_READ)
             return
+        # the read interest goes after eof_received: a close there ends the
+        # registration with the connection (often without an epoll_ctl at all)
         half_closed = state is _WRITE_CLOSED
         if not half_closed:
             self.advance(_EOF)
@@ -297,6 +306,8 @@ class StreamTransport(
                 self._flush_then_end()
         elif not keep_open:
             self.close()
+        if self._mask & EVENT_READ:  # kept open, or closing with output to flush
+            self._set_mask(self._mask & ~EVENT_READ)
 
     def _write_ready(self) -> None:
         buffer = self._buffer
@@ -344,7 +355,7 @@ class StreamTransport(
     def _end(self) -> None:
         """The orderly close sent all it had: schedule the teardown."""
         self.advance(_FLUSHED)  # to ENDING
-        self._set_mask(0)
+        self._unwatch()
         # close() or write_eof() may have been called from inside a protocol
         # callback: connection_lost must not run inside it
         self._reactor.call_soon(self._finish, None)
@@ -518,7 +529,7 @@ class StreamTransport(
         if buffer:
             self._discard(len(buffer), exc)
             buffer.clear()
-        self._set_mask(0)
+        self._unwatch()
         self._reactor.call_soon(self._finish, exc)
 
     def _discard(self, size: int, exc: BaseException | None) -> None:
@@ -545,7 +556,7 @@ class StreamTransport(
         """The one teardown path: runs ``connection_lost`` exactly once, frees the socket."""
         if self.state is _CLOSED:
             return
-        self._set_mask(0)
+        self._unwatch()
         self.lose()
         self._cancel_deadline()
         protocol, self._protocol = self._protocol, None
@@ -575,7 +586,11 @@ class StreamTransport(
             value = self.sockname
             return value if value is not None else default
         if name == "socket":
-            return self._sock if self._sock is not None else default
+            sock = self._sock
+            if sock is None:
+                return default
+            self._flags |= _F_SHARED  # the caller may dup() it now
+            return sock
         if name == "connection":
             return self
         if self.meta is not None and name in self.meta:

@@ -4,7 +4,11 @@ bits, the lifecycle events they fire, their selector registration
 The transports themselves are :mod:`.stream` and :mod:`.datagram`.
 
 *The reactor's names they use.* Registrations go through the public
-:attr:`Reactor.selector <reactor.io.loop.Reactor.selector>`. The activity stamps
+:attr:`Reactor.selector <reactor.io.loop.Reactor.selector>`, or, where the reactor
+polls a plain epoll selector, straight to that selector's epoll object and key map
+through :attr:`Reactor.epoll_path <reactor.io.loop.Reactor.epoll_path>` (the same
+key the selector's ``register`` would store, without its five Python calls: measured
+below). The activity stamps
 (``created``, ``last_activity``, the write progress) are the clock reading the loop
 takes after each poll, the public attribute :attr:`Reactor.now
 <reactor.io.loop.Reactor.now>` (an attribute, not a property: it is read on every
@@ -16,12 +20,16 @@ Must not import the loop, the listeners or anything above the I/O layer.
 from __future__ import annotations
 
 import errno
+import select
 import selectors
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from ..sansio.connection import ConnEvent, ConnState
+
+if TYPE_CHECKING:
+    from .dispatch import EpollPath
 
 __all__ = [
     "DEFAULT_HIGH_WATER",
@@ -74,6 +82,9 @@ _F_CONNECTED: Final = 8  # a connected endpoint: datagrams go to its peer (datag
 _F_LOSS_WRITE_SHIFT: Final = 4
 _F_LOSS_WRITE_ONE: Final = 1 << _F_LOSS_WRITE_SHIFT
 _F_LOSS_WRITE_MAX: Final = 7
+# the descriptor may be held outside this process's reactor (a facade's request, a
+# socket handed out by get_extra_info): it leaves the selector before it is closed
+_F_SHARED: Final = 128
 _EXIT_EXC = (SystemExit, KeyboardInterrupt)
 
 
@@ -141,6 +152,15 @@ class _HasSelector(Protocol):
     @property
     def selector(self) -> selectors.BaseSelector: ...
 
+    epoll_path: EpollPath | None
+
+
+# the epoll bits of a selectors mask (EVENT_READ 1, EVENT_WRITE 2), by index
+_EPOLL_BITS: Final = (0, select.EPOLLIN, select.EPOLLOUT, select.EPOLLIN | select.EPOLLOUT) \
+    if hasattr(select, "EPOLLIN") else (0, 1, 4, 5)
+_SelectorKey: Final = selectors.SelectorKey
+_new_key: Final = tuple.__new__  # a SelectorKey made without its Python __new__
+
 
 class SelectorRegistration:
     """A transport's registration with its reactor's selector, shared by the stream and
@@ -158,28 +178,79 @@ class SelectorRegistration:
 
     _mask: int  # the events registered now (0: not registered)
     _sock: Any
+    _flags: int
     _reactor: _HasSelector
 
     def _set_mask(self, mask: int) -> None:
-        old = self._mask
-        if mask == old or self._sock is None:
+        if mask == self._mask or self._sock is None:
             return
-        selector = self._reactor.selector
+        try:
+            self._apply_mask(mask)
+        except OSError as exc:
+            # a failed register or modify leaves the socket unregistered (selectors
+            # forget the key, and so does the fast path): nothing is registered now
+            self._mask = 0
+            self._registration_failed(exc)
+
+    def _apply_mask(self, mask: int) -> None:
+        """Register for ``mask`` (0: unregister); raises the selector's OSError."""
+        old, sock = self._mask, self._sock
+        path = self._reactor.epoll_path
+        if path is None:
+            selector = self._reactor.selector
+            if mask == 0:
+                selector.unregister(sock)
+            elif old == 0:
+                selector.register(sock, mask, self)
+            else:
+                selector.modify(sock, mask, self)
+            self._mask = mask
+            return
+        # what EpollSelector's register, modify and unregister do, in one frame
+        fd = sock.fileno()
+        keys = path.keys
         if mask == 0:
-            selector.unregister(self._sock)
+            keys.pop(fd, None)
+            self._mask = 0
+            try:
+                path.epoll.unregister(fd)
+            except OSError:  # as selectors do: the descriptor may be closed already
+                pass
+            return
+        if old == 0:
+            keys[fd] = _new_key(_SelectorKey, (sock, fd, mask, self))
+            try:
+                path.epoll.register(fd, _EPOLL_BITS[mask])
+            except OSError:
+                keys.pop(fd, None)
+                raise
         else:
             try:
-                if old == 0:
-                    selector.register(self._sock, mask, self)
-                else:
-                    selector.modify(self._sock, mask, self)
-            except OSError as exc:
-                # a failed modify leaves the socket unregistered as well (selectors
-                # forget the key): nothing is registered now either way
-                self._mask = 0
-                self._registration_failed(exc)
-                return
+                path.epoll.modify(fd, _EPOLL_BITS[mask])
+            except OSError:
+                keys.pop(fd, None)
+                raise
+            keys[fd] = _new_key(_SelectorKey, (sock, fd, mask, self))
         self._mask = mask
+
+    def _unwatch(self) -> None:
+        """The transport is ending and its socket is closed next: no more events.
+
+        Where the reactor alone holds the descriptor (one it made itself, never handed
+        out, and no fork since: :attr:`EpollPath.exclusive
+        <reactor.io.dispatch.EpollPath>`), only the key goes; the close that follows
+        takes the descriptor off epoll's interest list by itself, so the
+        ``epoll_ctl(DEL)`` is left out. Until then an event for it finds no key and
+        is dropped, as for any descriptor unregistered in a batch.
+        """
+        if not self._mask or self._sock is None:
+            return
+        path = self._reactor.epoll_path
+        if path is None or not path.exclusive or self._flags & _F_SHARED:
+            self._set_mask(0)
+            return
+        path.keys.pop(self._sock.fileno(), None)
+        self._mask = 0
 
     def take_registration(self, mask: int) -> None:
         """The socket is already registered with the selector for ``mask``, with this
