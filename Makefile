@@ -37,15 +37,22 @@ $(LOADGEN): bench/loadgen.c
 	mkdir -p bench/bin
 	$(CC) -O2 -Wall -Wextra -pthread -o $@ bench/loadgen.c
 
+# the floor the benchmark measures the event loops against: a minimal C epoll echo server
+EPOLL_ECHO := bench/bin/epoll_echo
+
+$(EPOLL_ECHO): bench/epoll_echo.c
+	mkdir -p bench/bin
+	$(CC) -O2 -Wall -Wextra -o $@ bench/epoll_echo.c
+
 bench-setup:
 	sh bench/setup.sh
 
 # the benchmark: about 13 minutes; writes bench/RESULTS.md and bench/plots/
-bench: $(VENV)/.stamp-bench $(LOADGEN) bench-setup
+bench: $(VENV)/.stamp-bench $(LOADGEN) $(EPOLL_ECHO) bench-setup
 	$(PY) -m bench.run
 
 # the targets' workloads once, under 3 minutes; writes bench/out/RESULTS-quick.md
-bench-quick: $(VENV)/.stamp-bench $(LOADGEN) bench-setup
+bench-quick: $(VENV)/.stamp-bench $(LOADGEN) $(EPOLL_ECHO) bench-setup
 	$(PY) -m bench.run --quick
 
 clean:

@@ -3,8 +3,10 @@
 ``bench/bin/loadgen`` (built from ``bench/loadgen.c``: :func:`ensure_loadgen`) as a
 :class:`LoadgenRun` that reports its ``@measure``/``@done`` events as they come;
 ``redis-benchmark --csv`` and ``wrk --latency`` output parsers; pinning a client to a
-CPU. Part of ``python -m bench.run``; imports :mod:`bench.plan` only (for its paths and
-messages), never the measuring or report modules.
+CPU; and the build of the C floor server, ``bench/bin/epoll_echo``
+(:func:`ensure_c_echo`). Part of ``python -m bench.run``; imports :mod:`bench.plan` and
+:mod:`bench.servers` only (for their paths and messages), never the measuring or
+report modules.
 """
 
 from __future__ import annotations
@@ -23,12 +25,14 @@ from collections.abc import Callable
 from typing import Any
 
 from bench.plan import BENCH, log
+from bench.servers import C_ECHO, C_ECHO_BUILD, C_ECHO_SRC
 
 __all__ = [
     "LOADGEN",
     "LOADGEN_BUILD",
     "LOADGEN_SRC",
     "LoadgenRun",
+    "ensure_c_echo",
     "ensure_loadgen",
     "parse_redis_csv",
     "parse_wrk",
@@ -50,6 +54,21 @@ def ensure_loadgen() -> None:
     proc = subprocess.run(LOADGEN_BUILD, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise SystemExit(f"cannot build {LOADGEN}: {proc.stderr}")
+
+
+def ensure_c_echo() -> None:
+    """Build the C floor server if it is missing or older than its source; when it
+    cannot be built, say so (the benchmark then skips ``c-epoll``)."""
+    if C_ECHO.exists() and C_ECHO.stat().st_mtime >= C_ECHO_SRC.stat().st_mtime:
+        return
+    if shutil.which(C_ECHO_BUILD[0]) is None:
+        log(f"no C compiler: {C_ECHO} cannot be built; c-epoll is skipped")
+        return
+    C_ECHO.parent.mkdir(parents=True, exist_ok=True)
+    log("building the C echo server: " + " ".join(C_ECHO_BUILD))
+    proc = subprocess.run(C_ECHO_BUILD, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        log(f"cannot build {C_ECHO} (c-epoll is skipped): {proc.stderr}")
 
 
 class LoadgenRun:

@@ -106,9 +106,11 @@ def all_workloads() -> list[Workload]:
 FULL_MATRIX_SERVERS = ("reactor-protocol", "asyncio")
 QUICK_WORKLOADS = ("echo-1KiB-c100", "echo-1KiB-c1000", "idle-c10000", "churn-c50",
                    "kv-set", "kv-get", "http-get")
-QUICK_SERVERS = ("reactor-protocol", "reactor-handler", "asyncio", "uvloop",
+QUICK_SERVERS = ("reactor-protocol", "reactor-handler", "asyncio", "uvloop", "c-epoll",
                  "stdlib-threading", "facade-threading", "kv", "redis-server",
                  "http-stdlib", "http-facade")
+# idle and churn in the quick set: the reactor, the old mark, the mark to pass, the floor
+QUICK_IDLE_CHURN_SERVERS = ("reactor-protocol", "asyncio", "uvloop", "c-epoll")
 
 
 def default_servers_for(w: Workload, quick: bool) -> list[str]:
@@ -119,7 +121,7 @@ def default_servers_for(w: Workload, quick: bool) -> list[str]:
         if w.kind == "echo" and w.connections > 100:
             names = [n for n in names if SERVERS[n].max_connections is None]
         if w.kind in ("idle", "churn"):
-            names = [n for n in names if n in ("reactor-protocol", "asyncio")]
+            names = [n for n in names if n in QUICK_IDLE_CHURN_SERVERS]
         return names
     if w.kind == "echo" and w.size != 1024:
         names = [n for n in names if n in FULL_MATRIX_SERVERS]

@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.clients import ensure_loadgen, parse_redis_csv, parse_wrk
+from bench.clients import ensure_c_echo, ensure_loadgen, parse_redis_csv, parse_wrk
 from bench.measure import Context, measure
 from bench.plan import (
     BENCH,
@@ -180,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.report is not None:
         return rebuild_report(args)
     ensure_loadgen()
+    ensure_c_echo()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

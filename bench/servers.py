@@ -14,6 +14,11 @@ the hard limit, and thread- or process-per-connection servers get no cap on work
 Servers other parts of the project provide (``handlers.*``, ``reactor.socketserver``)
 and external programs (``redis-server``) are looked up lazily: :func:`unavailable`
 says why one cannot run, and the benchmark skips it with that message.
+
+``c-epoll`` is the floor: ``bench/epoll_echo.c``, a minimal echo server in C (one
+thread, level-triggered epoll), built next to the load generator in ``bench/bin/``.
+This entry point replaces itself with it (``execv``, after the pinning and the
+descriptor limit), so it is started, announced and stopped like the Python servers.
 """
 
 from __future__ import annotations
@@ -32,10 +37,14 @@ import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 __all__ = [
     "BACKLOG",
+    "C_ECHO",
+    "C_ECHO_BUILD",
+    "C_ECHO_SRC",
     "HTTP_FILE",
     "HTTP_FILE_SIZE",
     "READ_SIZE",
@@ -52,6 +61,10 @@ HTTP_FILE = "small.html"
 HTTP_FILE_SIZE = 1024
 # thread- and process-per-connection servers are measured up to this many connections
 PER_CONNECTION_WORKER_LIMIT = 1000
+# the C floor (c-epoll): its source, its binary and how `make bench` builds it
+C_ECHO_SRC = Path(__file__).resolve().parent / "epoll_echo.c"
+C_ECHO = C_ECHO_SRC.parent / "bin" / "epoll_echo"
+C_ECHO_BUILD = ["cc", "-O2", "-Wall", "-Wextra", "-o", str(C_ECHO), str(C_ECHO_SRC)]
 
 
 @dataclass(frozen=True)
@@ -89,6 +102,8 @@ SERVERS: dict[str, ServerSpec] = {
         ServerSpec("asyncio", "echo", False,
                    "the same EchoProtocol on asyncio's default loop"),
         ServerSpec("uvloop", "echo", False, "the same EchoProtocol on uvloop", ("uvloop",)),
+        ServerSpec("c-epoll", "echo", False,
+                   "bench/epoll_echo.c: one thread, level-triggered epoll, in C (the floor)"),
         ServerSpec("asyncio-streams", "echo", False,
                    "asyncio.start_server, reader.read/writer.write/drain"),
         ServerSpec("stdlib-threading", "echo", False,
@@ -132,6 +147,8 @@ def unavailable(name: str) -> str | None:
             importlib.import_module(module)
         except ImportError as exc:
             return f"{module} cannot be imported yet ({exc})"
+    if name == "c-epoll":
+        return _c_echo_unavailable()
     if name == "kv":
         try:
             _kv_factory()
@@ -140,6 +157,15 @@ def unavailable(name: str) -> str | None:
     if name == "facade-multiplexing" and not hasattr(
             importlib.import_module("reactor.socketserver"), "MultiplexingTCPServer"):
         return "reactor.socketserver has no MultiplexingTCPServer yet"
+    return None
+
+
+def _c_echo_unavailable() -> str | None:
+    rel = os.path.relpath(C_ECHO, Path.cwd())
+    if not C_ECHO.exists():
+        return f"{rel} is not built (make bench builds it with a C compiler)"
+    if C_ECHO.stat().st_mtime < C_ECHO_SRC.stat().st_mtime:
+        return f"{rel} is older than its source (make bench rebuilds it)"
     return None
 
 
@@ -368,6 +394,9 @@ def serve(name: str, host: str, port: int) -> None:
         _serve_socketserver(server_cls((host, port), EchoHandler))
     elif name in ("http-stdlib", "http-facade"):
         _serve_http(name, host, port)
+    elif name == "c-epoll":
+        # the same process, so the benchmark's pid, pinning and limits carry over
+        os.execv(C_ECHO, [str(C_ECHO), str(port), host])
     else:
         raise SystemExit(f"bench.servers: {name!r} is not a Python server here")
 
