@@ -349,14 +349,16 @@ class RequestPath:
             if not allowed:
                 self.reject(request, client_address)
                 return
-            row.verify()
             if server.request_buffer is not None:
+                row.verify()
                 if self.buffer_first(request, client_address, row):
                     return
             elif self.run_inline:
-                row.dispatch_inline()
+                row.verify_inline()  # to VERIFIED and on to DISPATCHED_INLINE
                 self.dispatched_inline += 1
                 inline = True
+            else:
+                row.verify()
         try:
             if inline:
                 server.finish_request(request, client_address)
@@ -368,7 +370,7 @@ class RequestPath:
         finally:
             if row.state is not _CLOSED:  # an inline request is closed by now
                 self.after_dispatch(request, row)
-            if run is None:
+            if run is None and self.one_request:  # handle_request waits for it
                 self.done()
 
     def reject(self, request: Any, client_address: Any) -> None:
@@ -407,7 +409,11 @@ class RequestPath:
             self.end_row(row)
 
     def done(self) -> None:
-        """One request was handled (or dropped): handle_request may return."""
+        """One request was handled (or dropped): handle_request may return.
+
+        ``handled`` counts what handle_request waits for; the request path calls this
+        only while it waits (``one_request``), the rare paths (a refusal, a failed
+        get_request) always."""
         self.handled += 1
         if self.one_request and self.reactor is not None:
             self.reactor.stop()

@@ -144,6 +144,7 @@ _VERIFIED: Final = _S.VERIFIED
 _CLOSED: Final = _S.CLOSED
 _VERIFIED_FROM_ACCEPTED: Final = LIFECYCLE.next(_S.ACCEPTED, _E.VERIFY)
 _INLINE_FROM_VERIFIED: Final = LIFECYCLE.next(_S.VERIFIED, _E.DISPATCH_INLINE)
+_INLINE_FROM_ACCEPTED: Final = LIFECYCLE.next(_VERIFIED_FROM_ACCEPTED, _E.DISPATCH_INLINE)
 
 
 ROW_SLOTS: Final = (
@@ -231,6 +232,16 @@ class Row:
         if self.state is _VERIFIED:
             self.state = _INLINE_FROM_VERIFIED
         else:
+            self.advance(_E.DISPATCH_INLINE)
+
+    def verify_inline(self) -> None:
+        """:meth:`verify` then :meth:`dispatch_inline`, in one call: a facade's
+        ``verify_request`` said yes and the request runs on the loop's thread at once
+        (nothing can look at the row between the two moves)."""
+        if self.state is _ACCEPTED:
+            self.state = _INLINE_FROM_ACCEPTED
+        else:
+            self.advance(_E.VERIFY)
             self.advance(_E.DISPATCH_INLINE)
 
     def lose(self) -> None:

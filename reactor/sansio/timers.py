@@ -182,8 +182,9 @@ class TimerHeap:
 
     def next_deadline(self) -> float | None:
         """When the earliest live timer is due, or None when there is none."""
-        self._drop_cancelled_top()
         entries = self.heap
+        if entries and entries[0][2]._cancelled:  # the loop asks once per iteration:
+            self._drop_cancelled_top()  # no call for a live top
         return entries[0][0] if entries else None
 
     def pop_due(self, now: float) -> list[TimerHandle]:
