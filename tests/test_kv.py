@@ -950,10 +950,24 @@ def _read_reply(stream: Any) -> bytes:
     return line
 
 
+def _connect(sock: socket.socket, address: Any) -> None:
+    """Connect, retrying a refusal for a while: redis-server's Unix socket path exists
+    from its bind(), a moment before its listen() (one CI run under load hit that)."""
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            sock.connect(address)
+            return
+        except ConnectionRefusedError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 def _replies(address: Any, family: int) -> list[bytes]:
     with socket.socket(family) as sock:
         sock.settimeout(20)
-        sock.connect(address)
+        _connect(sock, address)
         stream = sock.makefile("rb")
         out = []
         for command in DIFF_SCRIPT:
