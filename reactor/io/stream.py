@@ -12,7 +12,9 @@ Theory of operation
 -------------------
 *Reading.* The transport is registered for reading while it wants data; each readiness
 event is one ``recv`` handed straight to ``data_received``. ``pause_reading`` drops the
-read interest from the selector; nothing is read or buffered while paused.
+read interest from the selector; nothing is read or buffered while paused. An
+:class:`asyncio.BufferedProtocol` is read into its own buffer: the mix-in
+:class:`~.buffered.BufferedReads`.
 
 *Writing.* ``write`` tries ``send`` at once. Only what the kernel did not take is
 queued (one ``bytearray``), and only then is write interest registered; it is dropped
@@ -26,16 +28,14 @@ then ends (FLUSHED, state ENDING); ``abort`` drops the queue and ends at once (A
 The state is the only record of how far a close got: ``is_closing()``, the refusal of
 writes and the end of reading are read from it. ``connection_lost`` is never called
 from inside another protocol callback: a close that starts in a callback finishes in a
-later one (ENDING lasts until then). Bytes an
-abort (or a close forced by an error, a reset or a deadline) drops from the queue are
-never dropped silently: they are logged at debug level with the peer's address, kept
-in the dying transport (:attr:`StreamTransport.discarded`, in its on-demand auxiliary
-state, so an idle connection pays nothing for it) and totalled in the table's
-``statistics().discarded``.
+later one (ENDING lasts until then). Bytes an abort (or a close forced by an error, a
+reset or a deadline) drops from the queue are never dropped silently: they are logged
+at debug level with the peer's address, kept in the dying transport
+(:attr:`StreamTransport.discarded`, in its on-demand auxiliary state, so an idle
+connection pays nothing for it) and totalled in the table's ``statistics().discarded``.
 
-*Descriptors.* A descriptor the reactor made itself (accepted or connected) and never
-handed out is closed without the ``epoll_ctl(DEL)`` before it
-(:meth:`SelectorRegistration._unwatch <.transports.SelectorRegistration._unwatch>`).
+*Descriptors.* One the reactor made and never handed out is closed without an
+``epoll_ctl(DEL)``: :meth:`~.transports.SelectorRegistration._unwatch`.
 
 *Registration.* The selector may refuse a socket (epoll's ENOSPC when
 ``fs.epoll.max_user_watches`` is reached, or ENOMEM). :meth:`StreamTransport.attach`
@@ -63,6 +63,7 @@ import socket
 from typing import TYPE_CHECKING, Any, Final
 
 from ..sansio.connection import ROW_SLOTS, ConnState, Row
+from .buffered import BufferedReads
 from .deadlines import StreamDeadlines, _Aux
 from .handover import SocketHandover
 from .transports import (
@@ -109,7 +110,8 @@ _BYTES_LIKE: Final = (bytes, bytearray, memoryview)
 
 
 class StreamTransport(
-    Row, SelectorRegistration, StreamDeadlines, SocketHandover, asyncio.Transport
+    Row, SelectorRegistration, StreamDeadlines, SocketHandover, BufferedReads,
+    asyncio.Transport,
 ):
     """A TCP or Unix stream connection: a table row and an :class:`asyncio.Transport`.
 
@@ -218,7 +220,7 @@ class StreamTransport(
                 self._mask = 0
                 self.release()
                 return
-        self._protocol = protocol
+        self._use_protocol(protocol)
         self.advance(_ATTACH)
         if self._opts.has_deadlines:
             self._arm_deadline()
@@ -241,12 +243,12 @@ class StreamTransport(
         (a false result closes the connection) and ``connection_lost`` are called as
         for an attached protocol.
         """
-        self._protocol = protocol
+        self._use_protocol(protocol)
         if self.is_reading():
             self._set_mask(self._mask | EVENT_READ)
 
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
-        self._protocol = protocol
+        self._use_protocol(protocol)
 
     def get_protocol(self) -> Any:
         return self._protocol
