@@ -202,3 +202,36 @@ def test_the_buffered_variant_keeps_debug_modes_thread_checks() -> None:
     finally:
         reactor.close()
 
+
+
+class Collect(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.data = b""
+
+    def data_received(self, data: bytes) -> None:
+        self.data += data
+
+
+def test_attach_after_set_protocol_reads_the_way_the_attached_protocol_takes_it() -> None:
+    """A transport switched to its buffered variant by ``set_protocol`` goes back to
+    plain reads when a plain protocol is attached, and the other way round."""
+    reactor = Reactor()
+    try:
+        for first, second in ((BufferedEcho(64), Collect()), (Collect(), BufferedEcho(64))):
+            ours, theirs = socket.socketpair()
+            ours.setblocking(False)
+            transport = StreamTransport(reactor, ours, "socketpair")
+            transport.set_protocol(first)
+            transport.attach(second)
+            theirs.sendall(b"data")
+            if isinstance(second, Collect):
+                reactor.run_until(lambda p=second: p.data == b"data", DEADLINE)
+                assert type(transport) is StreamTransport
+            else:
+                reactor.run_until(lambda p=second: p.total == 4, DEADLINE)
+                assert type(transport).__bases__ == (StreamTransport,)
+            transport.abort()
+            theirs.close()
+        reactor.run_once(0)
+    finally:
+        reactor.close()

@@ -190,6 +190,10 @@ FAST_TRANSITIONS: list[tuple[str, tuple[ConnEvent, ...]]] = [
     ("verify", (ConnEvent.VERIFY,)),
     ("dispatch_inline", (ConnEvent.DISPATCH_INLINE,)),
     ("verify_inline", (ConnEvent.VERIFY, ConnEvent.DISPATCH_INLINE)),
+    ("on_attach", (ConnEvent.ATTACH,)),
+    ("on_eof", (ConnEvent.EOF,)),
+    ("on_close", (ConnEvent.CLOSE,)),
+    ("on_flushed", (ConnEvent.FLUSHED,)),
     ("lose", (ConnEvent.LOST,)),
 ]
 

@@ -43,6 +43,9 @@ class BufferedReads:
     if not TYPE_CHECKING:  # the storage is the transport's (see Row)
         __slots__ = ()
 
+    #: on a buffered variant, the plain class it was made from (a class attribute)
+    _plain_class: type[BufferedReads] | None = None
+
     # the host's contract: what the transport stores and provides
     _protocol: Any
     _sock: Any
@@ -63,11 +66,10 @@ class BufferedReads:
         BufferedProtocol switches the transport to its class's buffered variant, any
         other protocol back to the plain class."""
         self._protocol = protocol
-        cls = type(self)
-        plain = cls.__dict__.get("_plain_class")  # set on buffered variants only
+        plain = self._plain_class
         if isinstance(protocol, asyncio.BufferedProtocol):
             if plain is None:
-                self.__class__ = buffered_variant(cls)
+                self.__class__ = buffered_variant(type(self))
         elif plain is not None:
             self.__class__ = plain
 

@@ -68,8 +68,6 @@ from .deadlines import StreamDeadlines, _Aux
 from .handover import SocketHandover
 from .transports import (
     _ABORT,
-    _ATTACH,
-    _CLOSE,
     _CLOSED,
     _CLOSING,
     _EOF,
@@ -81,7 +79,6 @@ from .transports import (
     _F_READ_PAUSED,
     _F_SHARED,
     _F_WRITE_PAUSED,
-    _FLUSHED,
     _GONE,
     _OPEN,
     _READ_CLOSED,
@@ -107,6 +104,7 @@ __all__ = ["StreamTransport"]
 logger = logging.getLogger("reactor.transports")
 
 _BYTES_LIKE: Final = (bytes, bytearray, memoryview)
+_BUFFERED_PROTOCOL: Final = asyncio.BufferedProtocol
 
 
 class StreamTransport(
@@ -220,8 +218,10 @@ class StreamTransport(
                 self._mask = 0
                 self.release()
                 return
-        self._use_protocol(protocol)
-        self.advance(_ATTACH)
+        self._protocol = protocol  # a plain protocol on a plain transport: no switch
+        if self._plain_class is not None or isinstance(protocol, _BUFFERED_PROTOCOL):
+            self._use_protocol(protocol)
+        self.on_attach()
         if self._opts.has_deadlines:
             self._arm_deadline()
         try:
@@ -291,7 +291,7 @@ class StreamTransport(
         # registration with the connection (often without an epoll_ctl at all)
         half_closed = state is _WRITE_CLOSED
         if not half_closed:
-            self.advance(_EOF)
+            self.on_eof()
         try:
             keep_open = self._protocol.eof_received()
         except _EXIT_EXC:
@@ -356,7 +356,7 @@ class StreamTransport(
 
     def _end(self) -> None:
         """The orderly close sent all it had: schedule the teardown."""
-        self.advance(_FLUSHED)  # to ENDING
+        self.on_flushed()  # to ENDING
         self._unwatch()
         # close() or write_eof() may have been called from inside a protocol
         # callback: connection_lost must not run inside it
@@ -516,7 +516,7 @@ class StreamTransport(
         """Send what is queued, then close. ``connection_lost(None)`` follows once."""
         if self.state in _SHUT:
             return
-        self.advance(_CLOSE)
+        self.on_close()
         self._flush_then_end()
 
     def abort(self) -> None:
