@@ -34,17 +34,15 @@ at debug level with the peer's address, kept in the dying transport
 (:attr:`StreamTransport.discarded`, in its on-demand auxiliary state, so an idle
 connection pays nothing for it) and totalled in the table's ``statistics().discarded``.
 
-*Descriptors.* One the reactor made and never handed out is closed without an
-``epoll_ctl(DEL)``: :meth:`~.transports.SelectorRegistration._unwatch`.
-
-*Registration.* The selector may refuse a socket (epoll's ENOSPC when
-``fs.epoll.max_user_watches`` is reached, or ENOMEM). :meth:`StreamTransport.attach`
-registers the socket *before* calling ``connection_made``: when that fails, the
-connection is closed and leaves the table at once, with an error logged, and the
-protocol is never called (asyncio's rule: no ``connection_lost`` without
-``connection_made``). A registration that fails later (write interest for a queue,
-``resume_reading``) closes the connection with the error, and ``connection_lost(exc)``
-follows once, as for any other fatal socket error.
+*Registration.* A descriptor the reactor made and never handed out is closed without
+an ``epoll_ctl(DEL)`` (:meth:`~.transports.SelectorRegistration._unwatch`). The
+selector may refuse a socket (epoll's ENOSPC when ``fs.epoll.max_user_watches`` is
+reached, or ENOMEM). :meth:`StreamTransport.attach` registers the socket *before*
+calling ``connection_made``: when that fails, the connection is closed and leaves the
+table at once, with an error logged, and the protocol is never called (asyncio's rule:
+no ``connection_lost`` without ``connection_made``). A registration that fails later
+(write interest for a queue, ``resume_reading``) closes the connection with the error,
+and ``connection_lost(exc)`` follows once, as for any other fatal socket error.
 
 *Deadlines.* One timer per connection, armed only when needed, closes it when a
 deadline passes; reading and writing never touch the timer heap. That part, and the
@@ -231,7 +229,7 @@ class StreamTransport(
         except BaseException as exc:
             self._callback_failed(exc, "connection_made")
             return
-        if self.is_reading() and not self._mask & EVENT_READ:
+        if not self._mask & EVENT_READ and self.is_reading():  # registered: no call
             self._set_mask(self._mask | EVENT_READ)
 
     def start_reading(self, protocol: asyncio.BaseProtocol) -> None:
@@ -558,9 +556,11 @@ class StreamTransport(
         """The one teardown path: runs ``connection_lost`` exactly once, frees the socket."""
         if self.state is _CLOSED:
             return
-        self._unwatch()
+        if self._mask:  # _end and _force_close unwatched already
+            self._unwatch()
         self.lose()
-        self._cancel_deadline()
+        if self._aux is not None:  # where a deadline timer can be
+            self._cancel_deadline()
         protocol, self._protocol = self._protocol, None
         try:
             if protocol is not None:
