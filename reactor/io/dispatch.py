@@ -173,7 +173,11 @@ class EpollPath:
             that a transport made itself (an accepted or connected socket never handed
             out) is held by this process alone; closing it takes it off the interest
             list, and the transport leaves out the ``epoll_ctl(DEL)`` before the close.
-            Set false, for good, before any fork (:mod:`reactor.io.fork`).
+            Set false, for good, before any fork (:mod:`reactor.io.fork`): the hook runs
+            for every fork Python makes (``os.fork``, multiprocessing, a subprocess with
+            ``preexec_fn``); a subprocess started without it holds the descriptors
+            only until its exec (Python makes sockets close-on-exec): at worst a few
+            stale wake-ups for the parent until then.
     """
 
     __slots__ = ("epoll", "exclusive", "keys")
