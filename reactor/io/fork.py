@@ -12,11 +12,18 @@ socketpair is shared too (the child would drain bytes meant for the parent). A
 selector with no descriptor of its own (select, poll, a test's fake) shares no kernel
 state and is kept.
 
+Before any fork, every live reactor is told too: from then on a child may hold copies
+of its descriptors, so its transports unregister before they close (see
+:attr:`EpollPath.exclusive <reactor.io.dispatch.EpollPath>`).
+
 Reactors are tracked weakly (:func:`track`): a program that never forks pays one
 dictionary insertion per reactor, and the registry keeps no reactor alive.
 
-Part of the I/O layer; reads no reactor attribute (a reactor hands over the callables
-it wants called). Must not import the loop, the facades or the command line.
+The reactor's side of all this is the mix-in :class:`ReactorForking`, which
+:class:`~reactor.io.loop.Reactor` inherits: it stores nothing itself and works on the
+reactor's attributes (the host's contract, declared in it for the type checker), as the
+transports' mix-ins do. Part of the I/O layer. Must not import the loop (but for type
+checking), the facades or the command line.
 """
 
 from __future__ import annotations
@@ -24,11 +31,19 @@ from __future__ import annotations
 import logging
 import os
 import selectors
+import threading
 import weakref
+from collections import deque
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["backend_name", "detach_selector", "drop_inherited_selector",
+from .wakeup import SignalHandlers, Waker
+
+if TYPE_CHECKING:
+    from ..sansio.timers import Handle, TimerHeap
+    from .dispatch import EpollPath
+
+__all__ = ["ReactorForking", "backend_name", "detach_selector", "drop_inherited_selector",
            "rebuild_selector", "track", "untrack"]
 
 logger = logging.getLogger("reactor")  # the loop's logger: these lines came from it
@@ -164,3 +179,86 @@ def backend_name(selector: selectors.BaseSelector) -> str:
     if isinstance(selector, _AfterForkSelector):
         return type(selector.inherited).__name__
     return type(selector).__name__
+
+
+class ReactorForking:
+    """A reactor around a fork: its copy in a child (:meth:`close_after_fork`, the hook
+    that detaches it), and the hook that runs before any fork. A mix-in of
+    :class:`~reactor.io.loop.Reactor` with no storage of its own."""
+
+    # the host's contract: what the reactor stores and provides
+    _closed: bool
+    _thread_id: int | None
+    _selector: selectors.BaseSelector
+    epoll_path: EpollPath | None
+    _waker: Waker
+    _signals: SignalHandlers
+    _timers: TimerHeap
+    _ready: deque[Handle]
+
+    if TYPE_CHECKING:
+
+        def _use_selector(self, selector: selectors.BaseSelector) -> None: ...
+
+    def close_after_fork(self) -> None:
+        """In a forked child: drop this reactor without running anything.
+
+        No callback runs and no protocol hears of it; the selector and the wake-up
+        channel are closed and signal handlers restored. The parent is safe whichever
+        way the child ends its copy: :func:`os.fork` already gave the child a selector
+        and a wake-up channel of its own (see this module), so
+        :meth:`close`, running the reactor, or this method all leave the parent's
+        polling alone. Here, nothing is unregistered even so (a child's copy made by
+        other means than :func:`os.fork` may still share its epoll object with the
+        parent), and the child's copies of connection sockets are left to the caller.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        untrack(self)
+        self._signals.remove_all(tolerant=True)  # tolerant: forked off the main thread
+        self._timers.clear()
+        self._ready.clear()
+        drop_inherited_selector(self._selector)
+        self._waker.close()
+
+    def _before_fork(self) -> None:
+        """Before any fork in this process (called through :func:`track`): from now
+        on a child may hold copies of the descriptors, so every close unregisters
+        first (see :attr:`EpollPath.exclusive <reactor.io.dispatch.EpollPath>`)."""
+        if self.epoll_path is not None:
+            self.epoll_path.exclusive = False
+
+    def _after_fork_in_child(self) -> None:
+        """In a child just forked (called through :func:`track`): stop sharing
+        kernel state with the parent -- the selector's descriptor and the wake-up
+        channel. A failure leaves the child a closed reactor (and is logged there).
+
+        The loop thread, if it was another thread, does not exist in the child: the
+        reactor is no longer running there.
+        """
+        try:
+            if self._thread_id is not None and self._thread_id != threading.get_ident():
+                self._thread_id = None
+            old_waker = self._waker
+            self._waker = Waker(self._signals.deliver)
+            replacement = detach_selector(self._selector, self._selector_after_fork)
+            if replacement is None:  # no kernel state: a plain dict
+                self._selector.unregister(old_waker.rsock)
+                self._selector.register(self._waker.rsock, selectors.EVENT_READ, self._waker)
+            else:
+                self._selector = replacement
+                self.epoll_path = None
+            old_waker.close()
+            self._signals.point_wakeup_at(self._waker.wsock.fileno())
+        except Exception:
+            self._closed = True
+            raise
+
+    def _selector_after_fork(self, inherited: selectors.BaseSelector) -> selectors.BaseSelector:
+        """Make the forked child's own selector: ``inherited``'s registrations and the
+        new waker."""
+        fresh = rebuild_selector(inherited, lambda key: not isinstance(key.data, Waker))
+        fresh.register(self._waker.rsock, selectors.EVENT_READ, self._waker)
+        self._use_selector(fresh)
+        return fresh

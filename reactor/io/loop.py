@@ -87,7 +87,7 @@ def _clamp_wait(wait: float) -> float:
     return 0.0
 
 
-class Reactor:
+class Reactor(fork.ReactorForking):
     """A selector-driven event loop with an explicit connection table.
 
     Args:
@@ -327,8 +327,12 @@ class Reactor:
     def _use_selector(self, selector: selectors.BaseSelector) -> None:
         """Poll ``selector`` from now on, through the epoll fast path if it has one."""
         self._selector = selector
-        path = self.epoll_path = epoll_path(selector)
-        self._epoll = path.epoll if path is not None else None
+        self.epoll_path = epoll_path(selector)
+
+    @property
+    def _epoll(self) -> Any:
+        """The fast path's ``select.epoll`` object, or None (read by tests)."""
+        return self.epoll_path.epoll if self.epoll_path is not None else None
 
     def _run_ready(self) -> None:
         now = self.now = self._clock()
@@ -528,69 +532,6 @@ class Reactor:
         self._ready.clear()
         self._selector.close()
         self._waker.close()
-
-    def close_after_fork(self) -> None:
-        """In a forked child: drop this reactor without running anything.
-
-        No callback runs and no protocol hears of it; the selector and the wake-up
-        channel are closed and signal handlers restored. The parent is safe whichever
-        way the child ends its copy: :func:`os.fork` already gave the child a selector
-        and a wake-up channel of its own (see :mod:`reactor.io.fork`), so
-        :meth:`close`, running the reactor, or this method all leave the parent's
-        polling alone. Here, nothing is unregistered even so (a child's copy made by
-        other means than :func:`os.fork` may still share its epoll object with the
-        parent), and the child's copies of connection sockets are left to the caller.
-        """
-        if self._closed:
-            return
-        self._closed = True
-        fork.untrack(self)
-        self._signals.remove_all(tolerant=True)  # tolerant: forked off the main thread
-        self._timers.clear()
-        self._ready.clear()
-        fork.drop_inherited_selector(self._selector)
-        self._waker.close()
-
-    def _before_fork(self) -> None:
-        """Before any fork in this process (called by :mod:`reactor.io.fork`): from now
-        on a child may hold copies of the descriptors, so every close unregisters
-        first (see :attr:`EpollPath.exclusive <reactor.io.dispatch.EpollPath>`)."""
-        if self.epoll_path is not None:
-            self.epoll_path.exclusive = False
-
-    def _after_fork_in_child(self) -> None:
-        """In a child just forked (called by :mod:`reactor.io.fork`): stop sharing
-        kernel state with the parent -- the selector's descriptor and the wake-up
-        channel. A failure leaves the child a closed reactor (and is logged there).
-
-        The loop thread, if it was another thread, does not exist in the child: the
-        reactor is no longer running there.
-        """
-        try:
-            if self._thread_id is not None and self._thread_id != threading.get_ident():
-                self._thread_id = None
-            old_waker = self._waker
-            self._waker = Waker(self._signals.deliver)
-            replacement = fork.detach_selector(self._selector, self._selector_after_fork)
-            if replacement is None:  # no kernel state: a plain dict
-                self._selector.unregister(old_waker.rsock)
-                self._selector.register(self._waker.rsock, EVENT_READ, self._waker)
-            else:
-                self._selector = replacement
-                self._epoll = self.epoll_path = None
-            old_waker.close()
-            self._signals.point_wakeup_at(self._waker.wsock.fileno())
-        except Exception:
-            self._closed = True
-            raise
-
-    def _selector_after_fork(self, inherited: selectors.BaseSelector) -> selectors.BaseSelector:
-        """Make the forked child's own selector: ``inherited``'s registrations and the
-        new waker."""
-        fresh = fork.rebuild_selector(inherited, lambda key: not isinstance(key.data, Waker))
-        fresh.register(self._waker.rsock, EVENT_READ, self._waker)
-        self._use_selector(fresh)
-        return fresh
 
     def __enter__(self) -> Reactor:
         return self
