@@ -300,32 +300,34 @@ def test_syscall_count_of_an_echo_server_is_one_recv_and_one_send_per_request(
     assert 0 < t.per_unit("epoll_wait") <= 1.0
 
 
-def test_a_benchmark_report_keeps_the_syscall_section(tmp_path: Path) -> None:
-    from bench.report import SYSCALLS_SECTION, write_report
+def _rewrite_report(tmp_path: Path, markers: tuple[str, str], title: str,
+                    layout: str) -> tuple[str, str]:
+    """Write a report over an old one whose hand-kept section (between ``markers``)
+    sits where ``layout`` puts it; return the new text and the section."""
+    from bench.report import write_report
 
     results = tmp_path / "RESULTS.md"
-    section = "\n".join([SYSCALLS_SECTION[0], "## System calls", "rows",
-                         SYSCALLS_SECTION[1]])
-    results.write_text(f"# old\n\n{section}\n\n## Servers\n")
+    section = "\n".join([markers[0], title, "rows", markers[1]])
+    results.write_text(layout.format(section=section))
     env = {"command": "python -m bench.run", "date": "today", "git": "abc", "repeat": 1,
            "warmup_s": 0.5, "duration_s": 1.5, "allocator_primed": True,
            "pinning": {"server_cpu": 0, "client_cpu": 1}}
     write_report(results, Results([]), env, [], [], Plan(), 60.0)
-    text = results.read_text()
+    return results.read_text(), section
+
+
+def test_a_benchmark_report_keeps_the_syscall_section(tmp_path: Path) -> None:
+    from bench.report import SYSCALLS_SECTION
+
+    text, section = _rewrite_report(tmp_path, SYSCALLS_SECTION, "## System calls",
+                                    "# old\n\n{section}\n\n## Servers\n")
     assert "# socketreactor benchmark results" in text and "# old" not in text
     assert section in text
 
 
 def test_a_benchmark_report_keeps_the_kv_pipeline_section(tmp_path: Path) -> None:
-    from bench.report import KV_PIPELINE_SECTION, write_report
+    from bench.report import KV_PIPELINE_SECTION
 
-    results = tmp_path / "RESULTS.md"
-    section = "\n".join([KV_PIPELINE_SECTION[0], "## kv pipelining", "figures",
-                         KV_PIPELINE_SECTION[1]])
-    results.write_text(f"# old\n\n## Servers\n\n{section}\n")
-    env = {"command": "python -m bench.run", "date": "today", "git": "abc", "repeat": 1,
-           "warmup_s": 0.5, "duration_s": 1.5, "allocator_primed": True,
-           "pinning": {"server_cpu": 0, "client_cpu": 1}}
-    write_report(results, Results([]), env, [], [], Plan(), 60.0)
-    text = results.read_text()
+    text, section = _rewrite_report(tmp_path, KV_PIPELINE_SECTION, "## kv pipelining",
+                                    "# old\n\n## Servers\n\n{section}\n")
     assert "# old" not in text and section in text

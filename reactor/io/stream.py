@@ -213,7 +213,6 @@ class StreamTransport(
             except OSError as exc:
                 logger.error("%s: the selector refused the connection: %s%s; closed",
                              self.describe(), exc, _registration_hint(exc))
-                self._mask = 0
                 self.release()
                 return
         self._protocol = protocol  # a plain protocol on a plain transport: no switch
