@@ -581,9 +581,7 @@ class RequestPath:
 
     def release_row(self, row: RequestRow) -> None:
         """The row leaves the table (its socket is the handler's: not closed here)."""
-        state = row.state
-        if state is _CLOSED:
-            return
+        state = row.state  # a CLOSED row: release() does nothing, and it is not counted
         row.release(False)  # close_socket=False, by position (cheaper)
         if state is _FINISHED or state is _INLINE or state is _THREAD or (
             state is _CHILD

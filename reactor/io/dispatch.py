@@ -3,9 +3,11 @@
 Two paths with one rule. The generic one dispatches ``selector.select()``'s
 ``(key, events)`` pairs (:func:`dispatch_selected`). On Linux, with the standard
 library's own :class:`selectors.EpollSelector`, the loop takes the fast path of
-:class:`EpollPath`: :meth:`EpollPath.poll` returns ``epoll.poll``'s raw ``(fd, mask)``
-pairs and :meth:`EpollPath.dispatch` processes them, so both steps can be tested apart,
-with literal event lists, like the generic path.
+:class:`EpollPath`: the loop polls the path's ``epoll`` object itself (its raw
+``(fd, mask)`` pairs; the poll is the one blocking call, a few lines of
+:meth:`Reactor.run_once <reactor.io.loop.Reactor.run_once>`) and
+:meth:`EpollPath.dispatch` processes them, so the dispatch step is tested apart, with
+literal event lists, like the generic path.
 
 Stale keys (the rule of both paths): a callback earlier in the batch may have
 unregistered a descriptor, or closed it and let a new object register the same number.
@@ -26,7 +28,6 @@ Must not import the loop, the facades or the command line.
 from __future__ import annotations
 
 import logging
-import math
 import select
 import selectors
 from collections.abc import Mapping
@@ -186,19 +187,6 @@ class EpollPath:
         self.epoll = epoll
         self.keys = keys
         self.exclusive = True
-
-    def poll(self, timeout: float | None) -> list[tuple[int, int]]:
-        """The raw ``epoll.poll`` list: the one blocking call of the fast path.
-
-        ``timeout`` is clamped by the caller (at most a day: see
-        :data:`reactor.io.loop.MAX_WAIT`); None waits for ever.
-        """
-        if timeout is None:
-            timeout = -1
-        elif timeout > 0:
-            timeout = math.ceil(timeout * 1e3) * 1e-3  # never wake a millisecond early
-        events: list[tuple[int, int]] = self.epoll.poll(timeout, len(self.keys) or 1)
-        return events
 
     def dispatch(self, events: list[tuple[int, int]]) -> None:
         """Dispatch ``(fd, epoll mask)`` pairs, as :func:`dispatch_selected` dispatches

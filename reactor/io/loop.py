@@ -34,6 +34,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
+from math import ceil as _ceil
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from ..sansio.clock import Clock
@@ -265,7 +266,13 @@ class Reactor(fork.ReactorForking):
             wait = self._compute_timeout(timeout)
             path = self.epoll_path
             if path is not None:
-                fd_events = path.poll(wait)
+                # the fast path's poll: epoll's own units (-1 waits for ever; never wake
+                # a millisecond early) and at most one event per registration
+                if wait is None:
+                    wait = -1
+                elif wait > 0:
+                    wait = _ceil(wait * 1e3) * 1e-3
+                fd_events = path.epoll.poll(wait, len(path.keys) or 1)
                 self.now = self._clock()
                 path.dispatch(fd_events)
             else:

@@ -58,12 +58,11 @@ class TableStatistics:
 class ConnectionTable:
     """The reactor's table of connections (iterate it, ``len()`` it, snapshot it)."""
 
-    __slots__ = ("_bytes_in", "_bytes_out", "_closed", "_discarded", "_opened", "_rows")
+    __slots__ = ("_bytes_in", "_bytes_out", "_discarded", "_opened", "_rows")
 
     def __init__(self) -> None:
         self._rows: dict[Row, None] = {}
-        self._opened = 0
-        self._closed = 0
+        self._opened = 0  # rows ever added; those removed are the ones not in _rows
         self._bytes_in = 0
         self._bytes_out = 0
         self._discarded = 0
@@ -76,7 +75,6 @@ class ConnectionTable:
     def remove(self, row: Row) -> None:
         """Remove a row (once); its counters go into the running totals."""
         if self._rows.pop(row, False) is None:
-            self._closed += 1
             self._bytes_in += row.bytes_in
             self._bytes_out += row.bytes_out
 
@@ -117,7 +115,7 @@ class ConnectionTable:
             by_state=MappingProxyType(dict(Counter(r.state.name for r in rows))),
             by_kind=MappingProxyType(dict(Counter(r.kind for r in rows))),
             opened_total=self._opened,
-            closed_total=self._closed,
+            closed_total=self._opened - len(self._rows),
             bytes_in=self._bytes_in + live_in,
             bytes_out=self._bytes_out + live_out,
             write_buffered=sum(r.write_buffer_size for r in rows),
