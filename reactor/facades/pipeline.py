@@ -57,6 +57,7 @@ from .requests import (
     DatagramRequest,
     ReadyReader,
     RequestReader,
+    log_refused,
 )
 
 if TYPE_CHECKING:
@@ -477,7 +478,7 @@ class RequestPath:
         reader.stop()
         row = reader.row
         self.bump("buffer_timeouts" if timed_out else "buffer_refused")
-        logger.info("%s: %s; closing", row.describe(), reason)
+        log_refused(self.get_reactor(), row.describe(), reason, timed_out)
         if response:
             row.write(response)
         row.close()

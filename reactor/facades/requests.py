@@ -8,7 +8,9 @@ uses for its requests, and its statistics snapshot.
 * :class:`RequestReader` -- reads a request without blocking in state BUFFERING (an
   asyncio-style protocol on the row), feeding a :mod:`~reactor.sansio.request_buffer` scanner;
 * :class:`ReadyReader` -- registered for a datagram (or custom) server's descriptor;
-* :class:`ServerStatistics` -- what ``server.statistics()`` returns.
+* :class:`ServerStatistics` -- what ``server.statistics()`` returns;
+* :func:`log_refused` -- a buffered request refused or late (a 408), logged once per
+  run of them (:mod:`reactor.io.episodes`), each at DEBUG.
 
 Forbidden imports: ``handlers``.
 """
@@ -22,7 +24,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from ..io.loop import ReactorStatistics
+from ..io.episodes import episode, plural
+from ..io.loop import Reactor, ReactorStatistics
 from ..sansio.connection import Connection, ConnEvent, ConnState
 from ..sansio.request_buffer import Progress, RequestBuffer, RequestRejected
 from ..sansio.table import ConnectionTable, _empty_counts
@@ -45,6 +48,7 @@ __all__ = [
     "ReadyReader",
     "RequestReader",
     "ServerStatistics",
+    "log_refused",
     "peek_count",
 ]
 
@@ -55,6 +59,19 @@ _CLOSED: Final = ConnState.CLOSED
 _LOST: Final = ConnEvent.LOST
 WAITING: Final = "facade.waiting"  # row meta key: ready, waiting for a worker slot
 
+
+
+def log_refused(reactor: Reactor, where: str, reason: str, timed_out: bool) -> None:
+    """A request being buffered was refused (too large, malformed) or timed out, and
+    its connection (``where``) is closed: one INFO line per run of them."""
+    what = "late" if timed_out else "refused"
+
+    def summary(count: int, seconds: float) -> str:
+        return (f"request buffering: closed {plural(count, 'connection')} with a "
+                f"{what} first request in {seconds:.1f} s")
+
+    episode(reactor, "buffer:" + what, reactor, logger, summary).event(
+        "%s: %s; closing", where, reason)
 
 
 def peek_count(counter: itertools.count[int]) -> int:

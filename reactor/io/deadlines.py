@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 
 from ..sansio.errors import DeadlineExceeded
 from ..sansio.timers import TimerHandle
+from .episodes import deadline_closed
 from .transports import _GONE, TransportOptions, _water_marks
 
 if TYPE_CHECKING:
@@ -141,7 +142,9 @@ class StreamDeadlines:
             return
         when, reason = nearest
         if when <= self._reactor.time():
-            logger.info("%s: closing: %s", self.describe(), reason)
+            # once per run of such closes at INFO, each at DEBUG (not a line per
+            # connection in a flood)
+            deadline_closed(self._reactor, logger, self.describe(), reason)
             self._force_close(DeadlineExceeded(reason))
         else:
             aux.timer = self._reactor.call_at(when, self._check_deadline)

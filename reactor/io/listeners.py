@@ -18,7 +18,8 @@ is logged at error level naming the limit; retries in the same episode are silen
 first successful accept ends the episode and says so.
 
 With ``max_connections`` the listener stops polling when that many of its connections
-are open and resumes when one closes. A connection the selector refuses to register
+are open and resumes when one closes (logged once per episode, not per connection:
+:func:`.episodes.cap_reached`). A connection the selector refuses to register
 (epoll's ENOSPC or ENOMEM) is closed and frees its slot at once (see
 :meth:`~reactor.io.stream.StreamTransport.attach`); an outgoing connect whose socket
 is refused fails its future with the error.
@@ -45,6 +46,7 @@ from typing import TYPE_CHECKING, Any, Final
 from ..sansio.connection import ConnState
 from ..sansio.timers import TimerHandle
 from .datagram import DatagramTransport
+from .episodes import cap_reached, cap_released, limit_name
 from .stream import StreamTransport
 from .transports import ProtocolFactory, TransportOptions, options_from
 from .unixpath import UNIX_PATH_MAX, OwnedPath, check_mode, created_with_mode, prepare
@@ -73,20 +75,6 @@ DEFAULT_ACCEPT_BATCH: Final = 128
 ACCEPT_RETRY_DELAY: Final = 0.5
 INTERN_FROM: Final = 16  # open connections past which peer host strings are interned
 _ACCEPTED: Final = ConnState.ACCEPTED  # Enum class attributes are slow to read (3.11)
-
-
-def _limit_name(err: int) -> str:
-    if err == errno.EMFILE:
-        try:
-            import resource
-
-            soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-            return f"the process's open-file limit (RLIMIT_NOFILE={soft}; see ulimit -n)"
-        except (ImportError, OSError):
-            return "the process's open-file limit (RLIMIT_NOFILE)"
-    if err == errno.ENFILE:
-        return "the system-wide open-file limit (fs.file-max)"
-    return "kernel memory for sockets (ENOBUFS/ENOMEM)"
 
 
 class Listener:
@@ -181,8 +169,11 @@ class Listener:
                 self._retry = self.reactor.call_later(self.accept_retry_delay, self._resume)
                 self._registered = False
                 return
+            cap_released(self)  # after the cap: a quiet second ends its episode
         elif not wanted and self._registered:
             self.reactor.selector.unregister(self.sock)
+            if self._retry is None and not self._closed:  # at the cap: once per episode
+                cap_reached(self, logger)
         self._registered = wanted
 
     def release_slot(self) -> None:
@@ -267,7 +258,7 @@ class Listener:
             logger.error(
                 "%s: accept() failed: %s -- reached %s; pausing the listener and retrying "
                 "every %.1f s (pending clients wait in the backlog)",
-                self.describe(), exc, _limit_name(err), self.accept_retry_delay,
+                self.describe(), exc, limit_name(err), self.accept_retry_delay,
             )
         self._capacity_error = err
         self._retry = self.reactor.call_later(self.accept_retry_delay, self._resume)

@@ -99,6 +99,7 @@ def test_a_dribbling_client_is_closed_at_the_request_deadline(
     srv = start_server(service, "--bind", "127.0.0.1:0",
                        "--request-timeout", str(REQUEST_TIMEOUT),
                        "--idle-timeout", str(IDLE_TIMEOUT), "--first-byte-timeout", "1",
+                       "--log-level", "debug",  # each close's line (INFO: once per episode)
                        app_dir=False)
     baseline = srv.usage()
     idle = srv.connect()
