@@ -16,7 +16,8 @@ handled on the reactor thread via the wake-up descriptor): SIGTERM and SIGINT st
 graceful stop; a second SIGINT during the stop aborts what is left and returns
 :data:`EXIT_FORCED` (130) at once; a second SIGTERM is only logged (the grace period is
 already running). SIGUSR1 logs :meth:`Reactor.statistics` and the connection table's
-counts by state; ``stats_interval`` does the same periodically from a timer.
+counts by state; ``stats_interval`` does the same periodically from a timer. SIGHUP
+calls ``on_hangup`` (``reactor serve``: reopen the log files) and never stops the server.
 
 Theory of operation: the graceful stop
 --------------------------------------
@@ -77,6 +78,7 @@ from ..io.stream import StreamTransport
 from ..io.transports import TransportOptions
 from ..sansio.errors import LocalProtocolError
 from ..sansio.timers import TimerHandle
+from .access import wrap_factory
 from .addresses import BindAddress, format_listener, inherited_socket, parse_bind
 
 __all__ = [
@@ -174,6 +176,9 @@ class Server:
         name: what is served, for log messages.
         unix_mode: permission bits for the ``unix:PATH`` sockets this server binds,
             set through the umask at bind (see :func:`reactor.io.listeners.listen_unix`).
+        access_log: log every connection as it closes (see :mod:`reactor.cli.access`);
+            with the ``reactor.serve`` logger at DEBUG, accepts and closes go there.
+        on_hangup: called on SIGHUP (None: SIGHUP is only logged).
 
     Raises:
         ValueError: a bind address does not parse, or a number is out of range.
@@ -196,6 +201,8 @@ class Server:
         handle_signals: bool = True,
         name: str | None = None,
         unix_mode: int | None = None,
+        access_log: bool = False,
+        on_hangup: Callable[[], object] | None = None,
     ) -> None:
         self.binds = [b if isinstance(b, BindAddress) else parse_bind(b) for b in binds]
         if not self.binds:
@@ -220,6 +227,8 @@ class Server:
         self.linger_timeout = linger_timeout
         self.handle_signals = handle_signals
         self.unix_mode = unix_mode
+        self.access_log = access_log
+        self.on_hangup = on_hangup
         self.listeners: list[Listener] = []
         self.exit_status = EXIT_OK
         self._stopping = False
@@ -274,6 +283,8 @@ class Server:
             "options": self.options,
         }
         factory = self.protocol_factory
+        if self.access_log or logger.isEnabledFor(logging.DEBUG):  # else: no cost at all
+            factory = wrap_factory(factory, self, self.access_log)
         if bind.kind == "unix":
             assert bind.path is not None
             return self.reactor.listen_unix(bind.path, factory, mode=self.unix_mode, **common)
@@ -348,6 +359,8 @@ class Server:
         }
         if hasattr(signal, "SIGUSR1"):
             handlers[signal.SIGUSR1] = self._on_stats_signal
+        if hasattr(signal, "SIGHUP"):  # not the default: it would end the process
+            handlers[signal.SIGHUP] = self._on_hangup
         for sig, callback in handlers.items():
             try:
                 self.reactor.add_signal_handler(sig, callback, sig)
@@ -369,6 +382,15 @@ class Server:
 
     def _on_stats_signal(self, sig: int) -> None:
         self.log_statistics()
+
+    def _on_hangup(self, sig: int) -> None:
+        if self.on_hangup is None:
+            logger.info("SIGHUP: nothing to reload; still serving")
+            return
+        try:
+            self.on_hangup()
+        except Exception:
+            logger.exception("SIGHUP: the reload failed; still serving")
 
     def stop_threadsafe(self, force: bool = False, reason: str = "stop requested") -> None:
         """:meth:`stop` from any thread."""

@@ -47,6 +47,7 @@ from .. import __version__
 from ..io.listeners import DEFAULT_BACKLOG
 from ..io.loop import Reactor
 from ..io.transports import TransportOptions
+from . import logs
 from .graceful import DEFAULT_GRACEFUL_TIMEOUT, EXIT_FORCED, Server, parse_bind
 
 __all__ = [
@@ -201,7 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
             "already received is answered and flushed, connections close (each within\n"
             "--graceful-timeout, then what is left is aborted), exit status 0. A second\n"
             "SIGINT aborts every connection and exits at once with status 130.\n"
-            "SIGUSR1 logs the reactor's statistics and the connections by state.\n\n"
+            "SIGUSR1 logs the reactor's statistics and the connections by state.\n"
+            "SIGHUP reopens the --log-file (after log rotation moved it); it never stops\n"
+            "the server.\n\n"
             "Exit status: 0 stopped, 1 could not start (bind failed), 2 usage error,\n"
             "130 forced exit."
         ),
@@ -266,16 +269,39 @@ def build_parser() -> argparse.ArgumentParser:
         "--stats-interval", type=_positive_seconds, metavar="S",
         help="log statistics every S seconds (default: only on SIGUSR1)",
     )
-    serve.add_argument(
+    log = serve.add_argument_group("logging")
+    log.add_argument(
         "--log-level", type=_log_level, metavar="LEVEL",
         help="debug, info, warning, error or critical (default: info)",
     )
-    serve.add_argument(
+    log.add_argument(
         "--log-config", metavar="FILE",
         help="configure logging from FILE: a JSON logging.config.dictConfig "
              "dictionary (*.json) or a logging.config.fileConfig INI file; existing "
              "loggers stay enabled unless the file says otherwise; --log-level, if "
              "given, still sets the root level",
+    )
+    log.add_argument(
+        "--log-format", choices=logs.LOG_FORMATS, default="text",
+        help="text: 'TIME LEVEL LOGGER: MESSAGE' lines; json: one JSON object per line "
+             "(timestamp with time zone, level, logger, message, and the connection's "
+             "fields) (default: %(default)s; not with --log-config)",
+    )
+    log.add_argument(
+        "--log-file", metavar="PATH",
+        help="append the log to PATH instead of stderr; SIGHUP reopens it "
+             "(not with --log-config)",
+    )
+    log.add_argument(
+        "--access-log", action="store_true",
+        help="log one line per connection as it closes, to the logger reactor.access: "
+             "peer, local address, duration, bytes in and out, requests (kv), and the "
+             "reason (client-eof, reset, idle-timeout, first-byte-timeout, "
+             "request-timeout, write-timeout, shutdown, server-close, error)",
+    )
+    log.add_argument(
+        "--pid", metavar="PATH",
+        help="write the process id to PATH at start, remove it at exit",
     )
     serve.add_argument(
         "--app-dir", default=".", metavar="DIR",
@@ -303,8 +329,10 @@ def _version() -> str:
 # -- logging ------------------------------------------------------------------------------
 
 
-def configure_logging(level: str | None, config_file: str | None) -> None:
-    """Set up logging for the command: a config file, or one stderr handler.
+def configure_logging(level: str | None, config_file: str | None, log_format: str = "text",
+                      log_file: str | None = None) -> None:
+    """Set up logging for the command: a config file, or one handler (stderr or
+    ``log_file``, text or json lines: see :mod:`reactor.cli.logs`).
 
     Raises:
         UsageError: the configuration file cannot be read or is invalid.
@@ -330,9 +358,11 @@ def configure_logging(level: str | None, config_file: str | None) -> None:
     else:
         root = logging.getLogger()
         if not root.handlers:
-            handler = logging.StreamHandler(sys.stderr)
-            handler.setFormatter(logging.Formatter(LOG_FORMAT))
-            root.addHandler(handler)
+            try:
+                root.addHandler(logs.make_handler(log_format, log_file, LOG_FORMAT))
+            except OSError as exc:
+                raise UsageError(f"cannot open the log file {log_file} (--log-file): "
+                                 f"{exc.strerror or exc}") from exc
         root.setLevel(level or "INFO")
     if level is not None:
         logging.getLogger().setLevel(level)
@@ -427,7 +457,12 @@ def _usage_error(prog: str, message: str) -> int:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     try:
-        configure_logging(args.log_level, args.log_config)
+        if args.log_config is not None and (args.log_file or args.log_format != "text"):
+            raise UsageError("--log-file and --log-format do not combine with --log-config "
+                             "(configure the handlers in the file instead)")
+        configure_logging(args.log_level, args.log_config, args.log_format, args.log_file)
+        if args.access_log and logging.getLogger("reactor.access").level == logging.NOTSET:
+            logging.getLogger("reactor.access").setLevel(logging.INFO)  # whatever the level
     except UsageError as exc:
         return _usage_error("reactor serve", str(exc))
     reactor = Reactor()
@@ -444,27 +479,35 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         reactor.close()
         return _usage_error("reactor serve", "--unix-mode applies to unix:PATH addresses, "
                                              "and no --bind gives one")
+    pid_file = logs.PidFile(args.pid) if args.pid is not None else None
     options = TransportOptions(
         idle_timeout=args.idle_timeout,
         first_byte_timeout=args.first_byte_timeout,
         write_timeout=args.write_timeout,
     )
     try:
+        if pid_file is not None:
+            pid_file.write()  # first: nothing is bound if it cannot be written
         server = Server(
             factory, binds, reactor=reactor, backlog=args.backlog,
             max_connections=args.max_connections, reuse_port=args.reuse_port,
             options=options, graceful_timeout=args.graceful_timeout,
             stats_interval=args.stats_interval, name=name, unix_mode=args.unix_mode,
+            access_log=args.access_log, on_hangup=logs.reopen_files,
         )
         server.start()
     except (OSError, ValueError) as exc:
         logger.error("cannot start: %s", exc)
         reactor.close()
+        if pid_file is not None:
+            pid_file.remove()
         return EXIT_FAILURE
     try:
         return server.serve()
     finally:
         reactor.close()
+        if pid_file is not None:
+            pid_file.remove()
 
 
 def _cmd_run_module(args: argparse.Namespace) -> int:

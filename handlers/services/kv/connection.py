@@ -84,6 +84,11 @@ class KVProtocol(asyncio.Protocol):
 
     Callback order: ``connection_made [data_received* | pause_writing resume_writing]*
     [eof_received] connection_lost``.
+
+    Attributes:
+        requests: the commands run for this client so far (counted once per chunk of
+            input, from the server's ``commands_processed``): what ``reactor serve
+            --access-log`` reports as the connection's requests.
     """
 
     __slots__ = (
@@ -101,6 +106,7 @@ class KVProtocol(asyncio.Protocol):
         "name",
         "null",
         "peer",
+        "requests",
         "resp3",
         "store",
     )
@@ -120,6 +126,7 @@ class KVProtocol(asyncio.Protocol):
         self.lib_name = b""
         self.lib_ver = b""
         self.peer: Any = None
+        self.requests = 0  # commands run for this client (the access log reads it)
         self.resp3 = False
         self.null = NULL_BULK  # the null reply of the protocol version in use
 
@@ -217,6 +224,7 @@ class KVProtocol(asyncio.Protocol):
         out: list[bytes] = []
         pending = 0
         execute = self.execute
+        counted = self._server.commands_processed  # per chunk, not per command
         while True:
             try:
                 args = parser.next_command()
@@ -241,7 +249,9 @@ class KVProtocol(asyncio.Protocol):
                 out.clear()
                 pending = 0
                 if self._write_paused or self._transport is None:
+                    self.requests += self._server.commands_processed - counted
                     return  # the rest waits in the parser for resume_writing
+        self.requests += self._server.commands_processed - counted
         if out:
             transport.write(out[0] if len(out) == 1 else b"".join(out))
         if self._closing:
