@@ -223,3 +223,32 @@ def test_help_has_a_logging_group(capsys: pytest.CaptureFixture[str]) -> None:
                  "--access-log", "--pid"):
         assert flag in group
     assert "SIGHUP" in text
+
+
+def test_a_log_config_routes_the_access_log_apart_and_sighup_reopens_it(
+    tmp_path: Path,
+) -> None:
+    access = tmp_path / "access.log"
+    config = tmp_path / "log.json"
+    config.write_text(json.dumps({
+        "version": 1,
+        "formatters": {"plain": {"format": "%(reason)s %(bytes_in)d %(message)s"}},
+        "handlers": {"access": {"class": "logging.FileHandler", "filename": str(access),
+                                "formatter": "plain"},
+                     "stderr": {"class": "logging.StreamHandler"}},
+        "loggers": {"reactor.access": {"handlers": ["access"], "propagate": False}},
+        "root": {"handlers": ["stderr"], "level": "INFO"},
+    }))
+    with serve("echo", "--bind", "127.0.0.1:0", "--log-config", str(config),
+               "--access-log") as srv:
+        port = srv.tcp_address()[1]
+        srv.wait_for("serving echo")
+        echo_once(port)
+        first = wait_file(access, lambda t: "client-eof" in t)
+        assert first.startswith("client-eof 4 ") and "reactor.access" not in srv.log
+        access.rename(tmp_path / "access.log.1")
+        srv.signal(signal.SIGHUP)
+        srv.wait_for("SIGHUP: reopened the log file")
+        echo_once(port)
+        wait_file(access, lambda t: t.startswith("client-eof 4 "))
+        assert srv.stop() == 0

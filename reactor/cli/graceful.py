@@ -171,7 +171,7 @@ class Server:
         quiet_interval: how long nothing must move on a draining connection before it
             is half-closed.
         linger_timeout: how long a half-closed connection waits for the peer's EOF.
-        handle_signals: install SIGTERM, SIGINT and SIGUSR1 handlers while serving
+        handle_signals: install SIGTERM, SIGINT, SIGUSR1 and SIGHUP handlers while serving
             (only possible on the main thread; elsewhere a warning is logged).
         name: what is served, for log messages.
         unix_mode: permission bits for the ``unix:PATH`` sockets this server binds,

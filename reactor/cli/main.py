@@ -12,8 +12,9 @@ Installed as the ``reactor`` console script and runnable as ``python -m reactor`
 callable making one protocol per connection; ``FACTORY`` may be a dotted attribute
 path). It logs ``listening on ADDRESS`` for every bound address with its real port,
 so port 0 is fine. Signals: see :mod:`reactor.cli.graceful` (SIGTERM/SIGINT graceful,
-a second SIGINT at once, SIGUSR1 statistics). Default address: 127.0.0.1:8888, and
-127.0.0.1:6379 for ``kv`` (where Redis clients look first).
+a second SIGINT at once, SIGUSR1 statistics, SIGHUP reopens the log file). Default
+address: 127.0.0.1:8888, and 127.0.0.1:6379 for ``kv`` (where Redis clients look
+first). Logging flags: :mod:`reactor.cli.logs` and :mod:`reactor.cli.access`.
 
 ``run-module`` hands everything after it to :func:`reactor.cli.runmodule.main` (imported
 only then), which runs the module with ``socketserver`` bound to the facades.
