@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from ..sansio.connection import ConnState
 from .stream import StreamTransport
 from .transports import EVENT_READ, ProtocolFactory, TransportOptions, options_from
+from .validate import address_text, check_path, check_port, check_timeout
 
 if TYPE_CHECKING:
     from .loop import Reactor
@@ -122,8 +123,8 @@ class _Connector(asyncio.BaseProtocol):
         err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
             selector.unregister(sock)
-            self.errors.append(OSError(err, f"connect to {transport.peername!r}: "
-                                            f"{os.strerror(err)}"))
+            where = address_text(transport.peername)
+            self.errors.append(OSError(err, f"connect to {where}: {os.strerror(err)}"))
             transport.release()
             self.sock = self.transport = None
             self._next()
@@ -149,9 +150,9 @@ class _Connector(asyncio.BaseProtocol):
             logger.error("%s: the selector refused the connection: %s; closed",
                          transport.describe(), exc)
             transport.release()
-            self._fail(OSError(exc.errno, f"connect to {transport.peername!r}: cannot "
-                                          f"register the socket with the selector: "
-                                          f"{exc.strerror}"))
+            where = address_text(transport.peername)
+            self._fail(OSError(exc.errno, f"connect to {where}: cannot register the socket "
+                                          f"with the selector: {exc.strerror}"))
             return
         transport.take_registration(EVENT_READ)
         transport.attach(protocol)
@@ -191,8 +192,14 @@ def connect_tcp(
     Returns:
         A future resolved on the reactor thread with ``(transport, protocol)``, or with
         the connect error (the last address's) or :class:`TimeoutError`.
+
+    Raises:
+        ValueError, TypeError: a port out of range or a timeout that is not positive
+            (checked at the call, before anything is resolved).
     """
     opts = options_from(options, option_overrides)
+    check_port(port)
+    check_timeout(timeout)
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as exc:
@@ -212,7 +219,13 @@ def connect_unix(
     options: TransportOptions | None = None,
     **option_overrides: Any,
 ) -> Future[tuple[StreamTransport, asyncio.BaseProtocol]]:
-    """Connect to the Unix stream socket at ``path`` without blocking the reactor."""
+    """Connect to the Unix stream socket at ``path`` without blocking the reactor.
+
+    Raises:
+        ValueError, TypeError: an empty path or a timeout that is not positive.
+    """
     opts = options_from(options, option_overrides)
+    check_path(path)
+    check_timeout(timeout)
     return _Connector(reactor, [(socket.AF_UNIX, path)], protocol_factory, timeout,
                       opts).future

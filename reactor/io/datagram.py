@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from ..sansio.connection import ROW_SLOTS, ConnState, Row
+from ..sansio.words import counted
 from .transports import (
     _ABORT,
     _ATTACH,
@@ -34,6 +35,7 @@ from .transports import (
     TransportOptions,
     _registration_hint,
 )
+from .validate import address_text
 
 if TYPE_CHECKING:
     from .loop import Reactor
@@ -187,11 +189,12 @@ class DatagramTransport(Row, SelectorRegistration, asyncio.DatagramTransport):
             self.last_activity = self._reactor.now
             if flags & socket.MSG_TRUNC:
                 self.dropped += 1
-                logger.warning("%s: datagram from %r larger than %d bytes dropped",
-                               self.describe(), addr, limit)
+                peer = address_text(addr)
+                logger.warning("%s: datagram from %s larger than %d bytes dropped",
+                               self.describe(), peer, limit)
                 self._report_error(OSError(
                     errno.EMSGSIZE,
-                    f"datagram from {addr!r} larger than max_datagram_size={limit}; dropped",
+                    f"datagram from {peer} larger than max_datagram_size={limit}; dropped",
                 ))
                 if self.state is not _OPEN:
                     return
@@ -235,7 +238,8 @@ class DatagramTransport(Row, SelectorRegistration, asyncio.DatagramTransport):
                     # queuing would make the selector report it ready in a busy loop
                     self.dropped += 1
                     self._report_error(BlockingIOError(
-                        errno.EAGAIN, f"datagram to {addr!r} dropped: its queue is full"))
+                        errno.EAGAIN,
+                        f"datagram to {address_text(addr)} dropped: its queue is full"))
                     return
             except OSError as exc:
                 self._report_error(exc)
@@ -320,8 +324,8 @@ class DatagramTransport(Row, SelectorRegistration, asyncio.DatagramTransport):
             size = self._buffer_size
             self._discarded += size
             self._reactor.connections.note_discarded(size)
-            logger.debug("%s: %d queued datagrams (%d bytes) discarded, never sent (%s)",
-                         self.describe(), len(self._buffer), size,
+            logger.debug("%s: %s (%s) discarded, never sent (%s)", self.describe(),
+                         counted(len(self._buffer), "queued datagram"), counted(size, "byte"),
                          "aborted" if exc is None else f"{type(exc).__name__}: {exc}")
             self._buffer.clear()
             self._buffer_size = 0

@@ -50,6 +50,7 @@ from .episodes import cap_reached, cap_released, limit_name
 from .stream import StreamTransport
 from .transports import ProtocolFactory, TransportOptions, options_from
 from .unixpath import UNIX_PATH_MAX, OwnedPath, check_mode, created_with_mode, prepare
+from .validate import bind_or_close, check_backlog, check_path, check_port
 
 if TYPE_CHECKING:
     from .loop import Reactor
@@ -334,14 +335,6 @@ def _stream_acceptor(
     return on_accept
 
 
-def _bind_or_close(sock: socket.socket, address: Any) -> None:
-    try:
-        sock.bind(address)
-    except OSError as exc:
-        sock.close()
-        raise OSError(exc.errno, f"cannot bind {address!r}: {exc.strerror}") from exc
-
-
 def _bound_socket(family: int, type_: int, address: Any, *, reuse_address: bool,
                   reuse_port: bool, dual_stack: bool) -> socket.socket:
     """A socket with the reuse and dual-stack options, bound (closed on failure)."""
@@ -356,7 +349,7 @@ def _bound_socket(family: int, type_: int, address: Any, *, reuse_address: bool,
     except OSError:
         sock.close()
         raise
-    _bind_or_close(sock, address)
+    bind_or_close(sock, address)
     return sock
 
 
@@ -393,13 +386,16 @@ def listen_tcp(
         options / option_overrides: :class:`TransportOptions` (timeouts, read size ...).
 
     Raises:
+        ValueError, TypeError: a port or backlog out of range or of the wrong type
+            (:mod:`.validate`), before any socket exists.
         OSError: the address cannot be bound (in use, not available), or the selector
             refuses the socket (epoll's ENOSPC or ENOMEM); no socket leaks.
     """
     opts = options_from(options, option_overrides)
     if sock is None:
-        sock = _tcp_socket(host, port, backlog, reuse_address=reuse_address,
-                           reuse_port=reuse_port, dual_stack=dual_stack)
+        sock = _tcp_socket(host, check_port(port), check_backlog(backlog),
+                           reuse_address=reuse_address, reuse_port=reuse_port,
+                           dual_stack=dual_stack)
     if on_accept is None:
         if protocol_factory is None:
             raise TypeError("listen_tcp needs a protocol_factory or on_accept")
@@ -469,11 +465,12 @@ def listen_unix(
     opts = options_from(options, option_overrides)
     owned_path: str | None = None
     if sock is None:
-        check_mode(path, mode)
+        check_mode(check_path(path), mode)
+        check_backlog(backlog)
         prepare(path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         with created_with_mode(mode):  # exactly mode's permissions
-            _bind_or_close(sock, path)
+            bind_or_close(sock, path)
         try:
             sock.listen(backlog)
         except OSError:
@@ -517,6 +514,7 @@ def listen_udp(
     """
     opts = options_from(options, option_overrides)
     if sock is None:
+        check_port(port)
         family: int
         address: Any
         if not host:
@@ -560,7 +558,7 @@ def listen_unix_datagram(
     opts = options_from(options, option_overrides)
     owned: OwnedPath | None = None
     if sock is None:
-        check_mode(path, mode)
+        check_mode(check_path(path, optional=True), mode)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         if path is not None:
             try:
@@ -569,7 +567,7 @@ def listen_unix_datagram(
                 sock.close()
                 raise
             with created_with_mode(mode):
-                _bind_or_close(sock, path)
+                bind_or_close(sock, path)
             owned = OwnedPath.of(path)
         if remote is not None:
             try:

@@ -118,7 +118,7 @@ def prepare(path: str) -> None:
         return
     if not stat.S_ISSOCK(st.st_mode):
         raise FileExistsError(
-            errno.EEXIST, f"{path!r} exists and is not a socket; refusing to remove it"
+            errno.EEXIST, f"{path} exists and is not a socket; refusing to remove it"
         )
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     probe.setblocking(False)  # a live server with a full backlog must not block us
@@ -136,4 +136,4 @@ def prepare(path: str) -> None:
             raise
     finally:
         probe.close()
-    raise OSError(errno.EADDRINUSE, f"{path!r} is in use by a running server")
+    raise OSError(errno.EADDRINUSE, f"{path} is in use by a running server")
