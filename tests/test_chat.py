@@ -123,7 +123,7 @@ def test_join_and_who(room: Chat) -> None:
     room.say(b, "/who")
     assert bob.take() == ["* in lobby: alice, bob"]
     room.say(b, "/join dev")
-    assert bob.take() == ["* you are now in dev (1 members)"]
+    assert bob.take() == ["* you are now in dev (1 member)"]
     assert alice.take() == ["* bob left"]
     room.say(a, "/JOIN dev")  # command names are case-insensitive
     assert alice.take() == ["* you are now in dev (2 members)"]

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Final
 
 from handlers.framers.lines import LineHandler, LineTooLong
+from reactor.sansio.words import counted
 
 __all__ = ["ChatHandler", "ChatServer", "ChatStatistics", "default_server"]
 
@@ -323,7 +324,8 @@ class ChatHandler(LineHandler):
             self.reply(f"! you are already in {room}")
         else:
             self.server._join(self, room)
-            self.reply(f"* you are now in {room} ({len(self.server.members(room))} members)")
+            members = counted(len(self.server.members(room)), "member")
+            self.reply(f"* you are now in {room} ({members})")
 
     def _nick(self, nick: str) -> None:
         if not nick or " " in nick:

@@ -78,8 +78,17 @@ from ..io.stream import StreamTransport
 from ..io.transports import TransportOptions
 from ..sansio.errors import LocalProtocolError
 from ..sansio.timers import TimerHandle
+from ..sansio.words import counted
 from .access import wrap_factory
-from .addresses import BindAddress, format_listener, inherited_socket, parse_bind
+from .addresses import (
+    BadBindAddress,
+    BindAddress,
+    BindError,
+    format_listener,
+    inherited_socket,
+    parse_bind,
+    scope_note,
+)
 
 __all__ = [
     "DEFAULT_GRACEFUL_TIMEOUT",
@@ -88,6 +97,7 @@ __all__ = [
     "EXIT_OK",
     "QUIET_CHECKS",
     "BindAddress",
+    "BindError",
     "Server",
     "format_listener",
     "parse_bind",
@@ -259,22 +269,28 @@ class Server:
             The bound addresses, each also logged as ``listening on ADDRESS``.
 
         Raises:
-            OSError: an address cannot be bound; nothing stays bound.
-            ValueError: an inherited descriptor is not a listening stream socket, or a
-                Unix path is too long.
+            BindError: an address cannot be bound (an :class:`OSError` naming the
+                address); nothing stays bound.
+            BadBindAddress: an inherited descriptor is not a listening stream socket,
+                or a Unix path is too long (a :class:`ValueError` naming the address).
         """
         if self.listeners:
             return self.addresses
         try:
             for bind in self.binds:
-                self.listeners.append(self._bind(bind))
+                try:
+                    self.listeners.append(self._bind(bind))
+                except OSError as exc:
+                    raise BindError(bind, exc) from exc
+                except ValueError as exc:
+                    raise BadBindAddress(bind, exc) from exc
         except BaseException:
             for listener in self.listeners:
                 listener.close()
             self.listeners.clear()
             raise
         for address in self.addresses:
-            logger.info("listening on %s", address)
+            logger.info("listening on %s%s", address, scope_note(address))
         return self.addresses
 
     def _bind(self, bind: BindAddress) -> Listener:
@@ -376,8 +392,8 @@ class Server:
         elif sig == signal.SIGINT:
             self.stop(force=True, reason=f"second {name}")
         else:
-            logger.info("%s: already stopping; %d connections left, %.1f s of grace remain",
-                        name, len(self._own_rows()),
+            logger.info("%s: already stopping; %s left, %.1f s of grace remain",
+                        name, counted(len(self._own_rows()), "connection"),
                         max(0.0, self._deadline - self.reactor.time()))
 
     def _on_stats_signal(self, sig: int) -> None:
@@ -411,8 +427,9 @@ class Server:
         for listener in self.listeners:
             listener.close()
         rows = self._own_rows()
-        logger.info("%s: stopping gracefully: no longer accepting; draining %d connections "
-                    "for up to %g s", reason, len(rows), self.graceful_timeout)
+        logger.info("%s: stopping gracefully: no longer accepting; draining %s "
+                    "for up to %g s", reason, counted(len(rows), "connection"),
+                    self.graceful_timeout)
         for row in rows:
             self._drain_state(row, now)
         self._check_drain()
@@ -420,7 +437,8 @@ class Server:
     def _force(self, reason: str) -> None:
         self._stopping = True
         rows = self._own_rows()
-        logger.warning("%s: exiting at once; aborting %d connections", reason, len(rows))
+        logger.warning("%s: exiting at once; aborting %s", reason,
+                       counted(len(rows), "connection"))
         for listener in self.listeners:
             listener.close()
         for row in rows:
@@ -468,15 +486,15 @@ class Server:
             self._finished()
             return
         if now >= self._deadline + ABORT_SLACK:
-            logger.error("%d connections did not go away after being aborted; stopping anyway",
-                         len(rows))
+            logger.error("%s did not go away after being aborted; stopping anyway",
+                         counted(len(rows), "connection"))
             self._finished()
             return
         if now >= self._deadline:
             live = [row for row in rows if not row.is_closing() or row.get_write_buffer_size()]
             if live:
-                logger.warning("graceful timeout (%g s): aborting %d connections",
-                               self.graceful_timeout, len(live))
+                logger.warning("graceful timeout (%g s): aborting %s",
+                               self.graceful_timeout, counted(len(live), "connection"))
                 self._aborted += len(live)
                 for row in live:
                     row.abort()

@@ -31,17 +31,12 @@ and it does so only by name, when a service is asked for.
 from __future__ import annotations
 
 import argparse
-import importlib
-import json
 import logging
-import logging.config
 import math
-import os
 import selectors
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final
 
 from .. import __version__
@@ -49,7 +44,11 @@ from ..io.listeners import DEFAULT_BACKLOG
 from ..io.loop import Reactor
 from ..io.transports import TransportOptions
 from . import logs
+from .addresses import BadBindAddress, BindError
+from .errors import UsageError
+from .factories import import_for, load_user_factory
 from .graceful import DEFAULT_GRACEFUL_TIMEOUT, EXIT_FORCED, Server, parse_bind
+from .logconfig import apply_log_config
 
 __all__ = [
     "DEFAULT_BIND",
@@ -114,10 +113,6 @@ SERVICES: Final[dict[str, Service]] = {
     "kv": Service("handlers.services.kv", _kv_factory, "127.0.0.1:6379",
                   "a Redis-protocol key-value store", ("request_timeout",)),
 }
-
-
-class UsageError(Exception):
-    """A problem with what the user asked for; reported with exit status 2."""
 
 
 # -- argument types -----------------------------------------------------------------------
@@ -219,8 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
         "-b", "--bind", action="append", type=_bind, metavar="ADDRESS",
         help="listen on ADDRESS: HOST:PORT, [IPV6]:PORT ([::] serves IPv4 too), "
              "unix:PATH (unix:@NAME: abstract namespace) or fd://N (an inherited "
-             "listening socket). Repeatable. Port 0 picks a free port; the real one is "
-             f"logged. Default: {DEFAULT_BIND} (kv: {SERVICES['kv'].default_bind})",
+             "listening socket). Repeatable. :PORT (no host), *:PORT or 0.0.0.0:PORT "
+             "listen on all interfaces, reachable from other hosts; 127.0.0.1:PORT only "
+             "from this one. Port 0 picks a free port; the real one is logged. "
+             f"Default: {DEFAULT_BIND} (kv: {SERVICES['kv'].default_bind})",
     )
     serve.add_argument(
         "--unix-mode", type=_unix_mode, metavar="MODE",
@@ -339,23 +336,7 @@ def configure_logging(level: str | None, config_file: str | None, log_format: st
         UsageError: the configuration file cannot be read or is invalid.
     """
     if config_file is not None:
-        path = Path(config_file)
-        try:
-            if path.suffix.lower() == ".json":
-                config = json.loads(path.read_text())
-                if not isinstance(config, dict):
-                    raise ValueError("the JSON file must hold a dictConfig dictionary")
-                # the reactor's loggers exist already: keep them unless told otherwise
-                config.setdefault("disable_existing_loggers", False)
-                logging.config.dictConfig(config)
-            else:
-                if not path.is_file():
-                    raise FileNotFoundError(f"no such file: {config_file!r}")
-                logging.config.fileConfig(path, disable_existing_loggers=False)
-        except (OSError, ValueError, TypeError, KeyError, AttributeError,
-                ImportError) as exc:
-            raise UsageError(f"cannot use the log configuration {config_file!r}: "
-                             f"{type(exc).__name__}: {exc}") from exc
+        apply_log_config(config_file)
     else:
         root = logging.getLogger()
         if not root.handlers:
@@ -370,19 +351,6 @@ def configure_logging(level: str | None, config_file: str | None, log_format: st
 
 
 # -- loading the protocol factory ---------------------------------------------------------
-
-
-def _import(module_name: str, what: str, hint: str) -> Any:
-    try:
-        return importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name is not None and (module_name + ".").startswith(exc.name + "."):
-            raise UsageError(f"{what}: module {module_name!r} cannot be found{hint}") from exc
-        raise UsageError(f"importing {module_name!r} for {what} failed: {exc}") from exc
-    except Exception as exc:
-        logger.debug("importing %s failed", module_name, exc_info=True)
-        raise UsageError(f"importing {module_name!r} for {what} failed: "
-                         f"{type(exc).__name__}: {exc}") from exc
 
 
 def load_factory(
@@ -414,8 +382,8 @@ def load_factory(
                 users = [n for n, svc in SERVICES.items() if name in svc.settings]
                 raise UsageError(f"{flag} does not apply to the {spec} service "
                                  f"(only to {', '.join(users)})")
-        module = _import(service.module, f"the {spec} service",
-                         " (is the handlers package installed?)")
+        module = import_for(service.module, f"the {spec} service",
+                            " (is the handlers package installed?)")
         try:
             return spec, service.make_factory(module, reactor, **given)
         except AttributeError as exc:
@@ -426,26 +394,10 @@ def load_factory(
         raise UsageError(f"--{name.replace('_', '-')} only applies to the ready services "
                          f"that support it ({able}); configure your own protocol class "
                          "instead")
-    module_name, colon, attribute = spec.partition(":")
-    if not colon:
+    if ":" not in spec:
         raise UsageError(
-            f"unknown service {spec!r}: choose {', '.join(SERVICES)} or MODULE:FACTORY")
-    if not module_name or not attribute:
-        raise UsageError(f"{spec!r}: expected MODULE:FACTORY, e.g. mypkg.proto:Echo")
-    if app_dir is not None:
-        directory = os.path.abspath(app_dir)
-        if directory not in sys.path:
-            sys.path.insert(0, directory)
-    obj: Any = _import(module_name, spec, " (is it on the path? see --app-dir)")
-    for part in attribute.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise UsageError(f"{spec}: module {module_name!r} has no {attribute!r}") from None
-    if not callable(obj):
-        raise UsageError(f"{spec}: {attribute!r} is a {type(obj).__name__}, "
-                         "not a class or callable")
-    return spec, obj
+            f"unknown service {spec}: choose {', '.join(SERVICES)} or MODULE:FACTORY")
+    return spec, load_user_factory(spec, app_dir)
 
 
 # -- commands -----------------------------------------------------------------------------
@@ -497,6 +449,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             access_log=args.access_log, on_hangup=logs.reopen_files,
         )
         server.start()
+    except (BindError, BadBindAddress) as exc:
+        origin = "--bind" if args.bind else f"the default for {name}; choose another with --bind"
+        logger.error("cannot listen on %s (%s): %s", exc.address, origin, exc.reason)
+        reactor.close()
+        return EXIT_FAILURE
     except (OSError, ValueError) as exc:
         logger.error("cannot start: %s", exc)
         reactor.close()

@@ -58,14 +58,15 @@ def not_a_socket(tmp_path: Path) -> str:
 def test_the_command_reports_each_bind_failure_with_status_1(tmp_path: Path,
                                                             taken_port: int) -> None:
     cases = [
-        (f"127.0.0.1:{taken_port}", "Address already in use"),
+        (f"127.0.0.1:{taken_port}", "address already in use"),
         (f"unix:{long_path(tmp_path)}", f"the limit is {UNIX_PATH_MAX}"),
         (f"unix:{not_a_socket(tmp_path)}", "is not a socket; refusing to remove it"),
     ]
     for bind, message in cases:
         result = run_serve("--bind", "127.0.0.1:0", "--bind", bind)
         assert result.returncode == 1, result.stderr
-        assert "cannot start" in result.stderr and message in result.stderr, result.stderr
+        assert f"cannot listen on {bind} (--bind): " in result.stderr, result.stderr
+        assert message in result.stderr, result.stderr
         assert "Traceback" not in result.stderr
         assert "listening on" not in result.stderr  # the first address was let go too
     assert Path(tmp_path / "precious.txt").read_text() == "keep me"
