@@ -16,6 +16,9 @@ a second SIGINT at once, SIGUSR1 statistics, SIGHUP reopens the log file). Defau
 address: 127.0.0.1:8888, and 127.0.0.1:6379 for ``kv`` (where Redis clients look
 first). Logging flags: :mod:`reactor.cli.logs` and :mod:`reactor.cli.access`.
 
+Every option of ``serve`` may also come from the environment (``REACTOR_BIND``, ...) or
+a TOML file (``--config FILE``): see :mod:`reactor.cli.config`; the command line wins.
+
 ``run-module`` hands everything after it to :func:`reactor.cli.runmodule.main` (imported
 only then), which runs the module with ``socketserver`` bound to the facades.
 
@@ -33,6 +36,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import selectors
 import sys
 from collections.abc import Callable, Sequence
@@ -45,6 +49,7 @@ from ..io.loop import Reactor
 from ..io.transports import TransportOptions
 from . import logs
 from .addresses import BadBindAddress, BindError
+from .config import apply_configuration, environment_help
 from .errors import UsageError
 from .factories import import_for, load_user_factory
 from .graceful import DEFAULT_GRACEFUL_TIMEOUT, EXIT_FORCED, Server, parse_bind
@@ -305,6 +310,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--app-dir", default=".", metavar="DIR",
         help="look for MODULE in DIR first (default: the current directory)",
     )
+    serve.add_argument(
+        "--config", metavar="FILE",
+        help="read options from FILE, a TOML file of long option names and values "
+             "(see configuration below)",
+    )
     serve.set_defaults(run=_cmd_serve)
 
     run_module = commands.add_parser(
@@ -315,6 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     run_module.add_argument("argv", nargs=argparse.REMAINDER, metavar="[--log-level LEVEL] "
                             "MODULE [ARGS...]")
     run_module.set_defaults(run=_cmd_run_module)
+    # last, so that it lists every option added above
+    serve.epilog = environment_help(serve)
     return parser
 
 
@@ -501,6 +513,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_usage(sys.stderr)
         return _usage_error("reactor", "a command is required (serve, run-module)")
+    if args.command == "serve":
+        try:
+            args = apply_configuration(args, arguments, build_parser, os.environ)
+        except UsageError as exc:
+            return _usage_error("reactor serve", str(exc))
     try:
         status: int = args.run(args)
     except KeyboardInterrupt:  # Ctrl-C before the signal handlers were installed
