@@ -302,13 +302,15 @@ def test_handler_can_skip_long_lines() -> None:
     assert bytes(client.data) == b"A\nERR too long\nB\n"
 
 
-def test_handler_logs_a_partial_line_at_eof(caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize(("partial", "dropped"), [(b"partial", "7 bytes"), (b"p", "1 byte")])
+def test_handler_logs_a_partial_line_at_eof(caplog: pytest.LogCaptureFixture, partial: bytes,
+                                            dropped: str) -> None:
     handler = Recorder()
     transport = FakeTransport(handler)
     with caplog.at_level(logging.DEBUG, logger="handlers"):
-        transport.feed(b"partial")
+        transport.feed(partial)
         transport.feed_eof()
-    assert "inside a line (7 bytes dropped)" in caplog.text
+    assert f"inside a line ({dropped} dropped)" in caplog.text
     assert transport.lost
 
 

@@ -19,6 +19,7 @@ from handlers.base import (
     start_request_deadline,
     stop_request_deadline,
 )
+from reactor.sansio.words import counted
 
 __all__ = ["DEFAULT_MAX_LINE_LENGTH", "LineFramer", "LineHandler", "LineTooLong"]
 
@@ -291,8 +292,8 @@ class LineHandler(StreamHandler):
     def eof_received(self) -> bool | None:
         left = len(self._lines.pending())
         if left:
-            self.logger.debug("%s: the stream ended inside a line (%d bytes dropped)",
-                              self.describe(), left)
+            self.logger.debug("%s: the stream ended inside a line (%s dropped)",
+                              self.describe(), counted(left, "byte"))
         if self._deadline is not None:  # nothing more can arrive: no request to wait for
             stop_request_deadline(self._deadline)
             self._deadline = None

@@ -14,6 +14,7 @@ import logging
 from typing import ClassVar, Final, Literal, Protocol
 
 from handlers.base import FramingError, StreamHandler
+from reactor.sansio.words import counted
 
 __all__ = [
     "DEFAULT_MAX_RECORD_SIZE",
@@ -203,8 +204,8 @@ class RecordStreamHandler(StreamHandler):
 
     def eof_received(self) -> bool | None:
         if self._framer.buffered:
-            self.logger.debug("%s: the stream ended inside a record (%d bytes dropped)",
-                              self.describe(), self._framer.buffered)
+            self.logger.debug("%s: the stream ended inside a record (%s dropped)",
+                              self.describe(), counted(self._framer.buffered, "byte"))
         return super().eof_received()
 
     def record_received(self, record: bytes) -> None:

@@ -145,7 +145,8 @@ class _Lingering(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.discarded:
-            logger.debug("discarded %d bytes received after the drain point", self.discarded)
+            logger.debug("discarded %s received after the drain point",
+                         counted(self.discarded, "byte"))
         self.inner.connection_lost(exc)
 
 
