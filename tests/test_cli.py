@@ -38,7 +38,7 @@ def run_cli(*args: str, timeout: float = WAIT) -> subprocess.CompletedProcess[st
 SERVE_FLAGS = [
     "--bind", "--max-connections", "--idle-timeout", "--first-byte-timeout",
     "--write-timeout", "--request-timeout", "--backlog", "--reuse-port", "--graceful-timeout",
-    "--stats-interval", "--log-level", "--log-config", "--app-dir",
+    "--stats-interval", "--log-level", "--log-config", "--app-dir", "--config",
 ]
 
 

@@ -96,6 +96,7 @@ __all__ = [
     "EXIT_FORCED",
     "EXIT_OK",
     "QUIET_CHECKS",
+    "BadBindAddress",
     "BindAddress",
     "BindError",
     "Server",
