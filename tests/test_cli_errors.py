@@ -9,6 +9,8 @@ bound.
 
 from __future__ import annotations
 
+import importlib
+import logging
 import socket
 import subprocess
 import sys
@@ -16,9 +18,12 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from servekit import ROOT, WAIT, ServerProcess
+from servekit import ROOT, TESTS, WAIT, ServerProcess
 
 from reactor.cli import main
+
+# the module (reactor.cli's "main" attribute is the function of the same name)
+cli_main = importlib.import_module("reactor.cli.main")
 
 
 def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
@@ -76,6 +81,18 @@ def test_an_address_in_use_is_named_without_a_tuple() -> None:
         text = error_of(run_cli("serve", "echo", "--bind", f"127.0.0.1:{port}"), status=1)
     assert f"cannot listen on 127.0.0.1:{port} (--bind): address already in use" in text
     assert "choose another port, or 0 for a free one" in text
+
+
+def test_a_default_address_in_use_says_how_to_choose_another(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "level", root.level)  # serve sets the root level: restore it
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        monkeypatch.setattr(cli_main, "DEFAULT_BIND", f"127.0.0.1:{port}")
+        assert main(["serve", "servekit:SlowLines", "--app-dir", str(TESTS)]) == 1
+    assert (f"cannot listen on 127.0.0.1:{port} (the default for servekit:SlowLines; "
+            "choose another with --bind): address already in use") in caplog.text
 
 
 @pytest.mark.timeout(60)
