@@ -223,17 +223,26 @@ def test_an_option_added_later_is_covered_without_a_list_to_keep() -> None:
     def build() -> argparse.ArgumentParser:
         parser = build_parser()
         serve = subcommand(parser, "serve")
-        serve.add_argument("--log-format", choices=["text", "json"], default="text")
-        serve.add_argument("--access-log", action="store_true")
+        serve.add_argument("--colour", choices=["red", "blue"], default="red")
+        serve.add_argument("--frobnicate", action="store_true")
         return parser
 
-    args = resolve(["serve", "echo"], {"REACTOR_LOG_FORMAT": "json",
-                                       "REACTOR_ACCESS_LOG": "yes"}, build)
-    assert args.log_format == "json" and args.access_log is True
-    with pytest.raises(UsageError, match=r"REACTOR_LOG_FORMAT .*: xml is not one of text, json"):
-        resolve(["serve", "echo"], {"REACTOR_LOG_FORMAT": "xml"}, build)
+    args = resolve(["serve", "echo"], {"REACTOR_COLOUR": "blue",
+                                       "REACTOR_FROBNICATE": "yes"}, build)
+    assert args.colour == "blue" and args.frobnicate is True
+    with pytest.raises(UsageError, match=r"REACTOR_COLOUR .*: green is not one of red, blue"):
+        resolve(["serve", "echo"], {"REACTOR_COLOUR": "green"}, build)
     epilog = environment_help(subcommand(build(), "serve"))
-    assert "REACTOR_LOG_FORMAT" in epilog and "REACTOR_ACCESS_LOG" in epilog
+    assert "REACTOR_COLOUR" in epilog and "REACTOR_FROBNICATE" in epilog
+
+
+def test_the_logging_flags_come_from_the_environment_too() -> None:
+    args = resolve(["serve", "echo"], {"REACTOR_LOG_FORMAT": "json",
+                                       "REACTOR_ACCESS_LOG": "1"}, build_parser)
+    assert args.log_format == "json" and args.access_log is True
+    epilog = environment_help(subcommand(build_parser(), "serve"))
+    for name in ("REACTOR_LOG_FORMAT", "REACTOR_ACCESS_LOG", "REACTOR_LOG_FILE", "REACTOR_PID"):
+        assert name in epilog
 
 
 # -- the real command -----------------------------------------------------------------------
