@@ -45,3 +45,11 @@ def test_wheel_ships_both_packages_and_py_typed(tmp_path: Path) -> None:
     assert not any(n.startswith(("tests/", "bench/")) for n in names)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "reactor = reactor.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    # the licence the metadata names is in the wheel, with the authors
+    archive = zipfile.ZipFile(wheel)
+    licence = next(n for n in names if n.endswith(".dist-info/LICENSE")
+                   or "/licenses/LICENSE" in n)
+    assert archive.read(licence).decode().startswith("MIT License")
+    metadata = archive.read(next(n for n in names if n.endswith(".dist-info/METADATA")))
+    text = metadata.decode()
+    assert "License: MIT" in text and "Author: The socketreactor developers" in text

@@ -57,3 +57,21 @@ def test_server_snippet_serves(index: int, tmp_path: Path) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def kit_snippets() -> list[str]:
+    """The README's examples of the test kit (they import ``reactor.testing``)."""
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    return [b for b in blocks if "from reactor.testing import" in b]
+
+
+@pytest.mark.timeout(60)
+def test_the_test_kit_examples_run_as_written(tmp_path: Path) -> None:
+    snippets = kit_snippets()
+    assert snippets, "the README shows reactor.testing at work"
+    for index, snippet in enumerate(snippets):
+        script = tmp_path / f"kit{index}.py"
+        script.write_text(snippet)
+        done = subprocess.run([sys.executable, str(script)], capture_output=True,
+                              text=True, cwd=tmp_path, timeout=50)
+        assert done.returncode == 0, done.stderr
