@@ -24,12 +24,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from ..io.episodes import episode, plural
+from ..io.episodes import episode
 from ..io.loop import Reactor, ReactorStatistics
 from ..sansio.connection import Connection, ConnEvent, ConnState
 from ..sansio.request_buffer import Progress, RequestBuffer, RequestRejected
 from ..sansio.table import ConnectionTable, _empty_counts
 from ..sansio.timers import TimerHandle
+from ..sansio.words import counted
 
 if TYPE_CHECKING:
     from typing import TypeAlias
@@ -67,7 +68,7 @@ def log_refused(reactor: Reactor, where: str, reason: str, timed_out: bool) -> N
     what = "late" if timed_out else "refused"
 
     def summary(count: int, seconds: float) -> str:
-        return (f"request buffering: closed {plural(count, 'connection')} with a "
+        return (f"request buffering: closed {counted(count, 'connection')} with a "
                 f"{what} first request in {seconds:.1f} s")
 
     episode(reactor, "buffer:" + what, reactor, logger, summary).event(

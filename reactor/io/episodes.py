@@ -28,12 +28,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from ..sansio.episodes import DEFAULT_QUIET, Cancellable, Episode
+from ..sansio.words import counted
 
 if TYPE_CHECKING:
     from .listeners import Listener
     from .loop import Reactor
 
-__all__ = ["cap_reached", "cap_released", "deadline_closed", "episode", "limit_name", "plural"]
+__all__ = ["cap_reached", "cap_released", "deadline_closed", "episode", "limit_name"]
 
 _BOOK: Final[weakref.WeakKeyDictionary[Any, dict[str, Episode]]] = (
     weakref.WeakKeyDictionary())
@@ -45,11 +46,6 @@ _DEADLINE_NAMES: Final = {
     "request deadline": "the request deadline",
     "write stalled": "the write timeout",
 }
-
-
-def plural(count: int, noun: str) -> str:
-    """``1 connection``, ``2 connections``."""
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def episode(
@@ -89,7 +85,7 @@ def deadline_closed(reactor: Reactor, logger: logging.Logger, where: str,
     name = _DEADLINE_NAMES.get(reason, reason)
 
     def summary(count: int, seconds: float) -> str:
-        return f"{name}: closed {plural(count, 'connection')} in {seconds:.1f} s"
+        return f"{name}: closed {counted(count, 'connection')} in {seconds:.1f} s"
 
     episode(reactor, "deadline:" + reason, reactor, logger, summary).event(
         "%s: closing: %s", where, reason)
@@ -103,7 +99,7 @@ def cap_reached(listener: Listener, logger: logging.Logger) -> None:
 
     def summary(count: int, seconds: float) -> str:
         return (f"{where}: accepting again: under max_connections={cap} for "
-                f"{DEFAULT_QUIET:g} s (the cap was reached {plural(count, 'time')} in "
+                f"{DEFAULT_QUIET:g} s (the cap was reached {counted(count, 'time')} in "
                 f"{seconds:.1f} s)")
 
     found = episode(listener, "cap", listener.reactor, logger, summary,
