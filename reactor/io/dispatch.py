@@ -33,7 +33,7 @@ import selectors
 from collections.abc import Mapping
 from typing import Any, Final, Protocol
 
-__all__ = ["BatchKeyMap", "EpollPath", "ReadyTarget", "dispatch_failed",
+__all__ = ["BatchKeyMap", "DirectTarget", "EpollPath", "ReadyTarget", "dispatch_failed",
            "dispatch_selected", "epoll_path"]
 
 logger = logging.getLogger("reactor")  # the loop's logger: these lines came from it
@@ -96,9 +96,37 @@ def dispatch_selected(
             dispatch_failed(obj, exc)
 
 
-class BatchKeyMap(dict[int, selectors.SelectorKey]):
+_KEY: Final = selectors.SelectorKey
+_new_key = tuple.__new__
+_dict_get = dict.get
+_dict_pop = dict.pop
+
+
+class DirectTarget(ReadyTarget, Protocol):
+    """A target registered with the fast path without a :class:`~selectors.SelectorKey`:
+    it is its own key, and ``_mask`` is the events it is registered for (a transport)."""
+
+    _mask: int
+    _sock: Any
+
+
+def _target(value: Any) -> Any:
+    """The object a raw value of :class:`BatchKeyMap` dispatches to."""
+    return value[3] if type(value) is _KEY else value
+
+
+class BatchKeyMap(dict[int, Any]):
     """An EpollSelector's fd-to-key map that keeps the stale-key rule for the batch
     being dispatched, so that :meth:`EpollPath.dispatch` checks nothing per event.
+
+    Two kinds of value. What registers through the ``selectors`` API (listeners, the
+    waker, an embedding host) is stored as the selector stores it, a
+    :class:`~selectors.SelectorKey`. A transport registered by the fast path
+    (:meth:`put`) is stored as itself, its own key: ``_mask`` is its events, and the
+    80-byte named tuple per connection is never made. Read through the selector's API
+    (``__getitem__``, ``get``, ``pop``, ``values``, ``items``), such a value is shown as
+    the SelectorKey the selector would have stored, made on demand; the dispatch step
+    and the fast path read the raw values.
 
     Outside a batch it is a plain dict (a check of ``batch`` per registration change).
     During one, the first change to a descriptor records the object it was registered
@@ -117,11 +145,48 @@ class BatchKeyMap(dict[int, selectors.SelectorKey]):
         self.polled: dict[int, Any] = {}  # fd -> its object at poll time
         self.held: dict[int, list[tuple[int, int]]] = {}  # fd -> (index, mask) held
 
-    def pop(self, fd: int, *default: Any) -> Any:
-        key = dict.pop(self, fd, *default)
-        if self.batch is not None and key is not None and fd not in self.polled:
-            self.polled[fd] = key[3]
+    # -- the fast path's own access (raw values) ----------------------------------------
+
+    def put(self, fd: int, target: DirectTarget) -> None:
+        """Register ``target`` as its own key (its ``_mask`` says for what)."""
+        if self.batch is not None and (fd in self or fd in self.polled):
+            self._changed(fd, target)
+        dict.__setitem__(self, fd, target)
+
+    def drop(self, fd: int) -> None:
+        """Unregister ``fd`` (no error when it is not registered)."""
+        value = _dict_pop(self, fd, None)
+        if self.batch is not None and value is not None and fd not in self.polled:
+            self.polled[fd] = _target(value)
+
+    # -- the selectors API (SelectorKeys in and out) ------------------------------------
+
+    def _as_key(self, fd: int, value: Any) -> selectors.SelectorKey:
+        if type(value) is _KEY:
+            return value
+        key: selectors.SelectorKey = _new_key(_KEY, (value._sock, fd, value._mask, value))
         return key
+
+    def __getitem__(self, fd: int) -> selectors.SelectorKey:
+        return self._as_key(fd, dict.__getitem__(self, fd))
+
+    def get(self, fd: int, default: Any = None) -> Any:
+        value = _dict_get(self, fd)
+        return default if value is None else self._as_key(fd, value)
+
+    def pop(self, fd: int, *default: Any) -> Any:
+        value = _dict_pop(self, fd, *default)
+        if value is None or (default and value is default[0]):
+            return value
+        if self.batch is not None and fd not in self.polled:
+            self.polled[fd] = _target(value)
+        return self._as_key(fd, value)
+
+    def values(self) -> Any:
+        return [self._as_key(fd, value) for fd, value in dict.items(self)]
+
+    def items(self) -> Any:
+        return [(fd, self._as_key(fd, value)) for fd, value in dict.items(self)]
 
     def __setitem__(self, fd: int, key: selectors.SelectorKey) -> None:
         # a descriptor neither registered now nor dropped in this batch (a new
@@ -135,10 +200,10 @@ class BatchKeyMap(dict[int, selectors.SelectorKey]):
         if fd in polled:
             was = polled[fd]
         else:
-            old = dict.get(self, fd)
+            old = _dict_get(self, fd)
             if old is None:
                 return  # not registered at poll time: no event of this batch is its
-            was = polled[fd] = old[3]
+            was = polled[fd] = _target(old)
         batch = self.batch
         assert batch is not None
         if data is not was:
@@ -196,18 +261,21 @@ class EpollPath:
         readable and writable, masked by what the key is registered for now.
         """
         fd_to_key = self.keys
-        get_key = fd_to_key.get
+        get_value = _dict_get.__get__(fd_to_key)  # the raw values, not SelectorKeys
         fd_to_key.batch = events
         try:
-            # keys are indexed, not read by name: SelectorKey is a named tuple and
-            # key[2]/key[3] (events/data) are much cheaper than its attribute getters
             for fd, event in events:
-                key = get_key(fd)
-                if key is None:
+                obj = get_value(fd)
+                if obj is None:
                     continue
-                obj = key[3]
+                if type(obj) is _KEY:  # registered through the selectors API
+                    # indexed, not read by name: key[2]/key[3] (events/data) are much
+                    # cheaper than the named tuple's attribute getters
+                    wanted = obj[2]
+                    obj = obj[3]
+                else:  # a transport, its own key
+                    wanted = obj._mask
                 try:
-                    wanted = key[2]
                     if event == _EPOLLIN and wanted == 1:  # the common case: readable
                         obj._read_ready()
                         continue

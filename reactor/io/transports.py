@@ -158,8 +158,6 @@ class _HasSelector(Protocol):
 # the epoll bits of a selectors mask (EVENT_READ 1, EVENT_WRITE 2), by index
 _EPOLL_BITS: Final = (0, select.EPOLLIN, select.EPOLLOUT, select.EPOLLIN | select.EPOLLOUT) \
     if hasattr(select, "EPOLLIN") else (0, 1, 4, 5)
-_SelectorKey: Final = selectors.SelectorKey
-_new_key: Final = tuple.__new__  # a SelectorKey made without its Python __new__
 
 
 class SelectorRegistration:
@@ -210,27 +208,29 @@ class SelectorRegistration:
         fd = sock.fileno()
         keys = path.keys
         if mask == 0:
-            keys.pop(fd, None)
+            keys.drop(fd)
             self._mask = 0
             try:
                 path.epoll.unregister(fd)
             except OSError:  # as selectors do: the descriptor may be closed already
                 pass
             return
+        # the transport is its own key in the map (BatchKeyMap.put): _mask is read as
+        # the key's events, so it is set before any event can be dispatched
         if old == 0:
-            keys[fd] = _new_key(_SelectorKey, (sock, fd, mask, self))
+            keys.put(fd, self)  # type: ignore[arg-type]  # the host stores _mask and _sock
             try:
                 path.epoll.register(fd, _EPOLL_BITS[mask])
             except OSError:
-                keys.pop(fd, None)
+                keys.drop(fd)
                 raise
         else:
             try:
                 path.epoll.modify(fd, _EPOLL_BITS[mask])
             except OSError:
-                keys.pop(fd, None)
+                keys.drop(fd)
                 raise
-            keys[fd] = _new_key(_SelectorKey, (sock, fd, mask, self))
+            keys.put(fd, self)  # type: ignore[arg-type]
         self._mask = mask
 
     def _unwatch(self) -> None:
@@ -249,7 +249,7 @@ class SelectorRegistration:
         if path is None or not path.exclusive or self._flags & _F_SHARED:
             self._set_mask(0)
             return
-        path.keys.pop(self._sock.fileno(), None)
+        path.keys.drop(self._sock.fileno())
         self._mask = 0
 
     def take_registration(self, mask: int) -> None:
