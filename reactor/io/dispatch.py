@@ -228,9 +228,9 @@ class EpollPath:
     """The poll and dispatch steps over a plain :class:`selectors.EpollSelector`.
 
     Transports register through it too (see
-    :meth:`reactor.io.transports.SelectorRegistration._set_mask`): ``epoll`` and a
-    :class:`~selectors.SelectorKey` in ``keys``, as the selector's own ``register``
-    would leave them, without its layers of Python calls.
+    :meth:`reactor.io.transports.SelectorRegistration._set_mask`): ``epoll`` directly,
+    and the transport itself in ``keys`` (:meth:`BatchKeyMap.put`), without the
+    selector's layers of Python calls and without a SelectorKey per connection.
 
     Attributes:
         epoll: the selector's ``select.epoll`` object.
