@@ -431,6 +431,9 @@ def environment(args: argparse.Namespace, server_cpu: int | None,
 SYSCALLS_SECTION = ("<!-- bench.syscalls -->", "<!-- /bench.syscalls -->")
 # the pipelined kv figures of ``python -m bench.kv_pipeline``, kept after the kv table
 KV_PIPELINE_SECTION = ("<!-- bench.kv_pipeline -->", "<!-- /bench.kv_pipeline -->")
+# where an idle connection's bytes go (tracemalloc, written by hand), kept after the
+# idle table
+MEMORY_SECTION = ("<!-- memory -->", "<!-- /memory -->")
 
 
 def kept_section(text: str, markers: tuple[str, str] = SYSCALLS_SECTION) -> str | None:
@@ -453,6 +456,7 @@ def write_report(path: Path, res: Results, env: dict[str, Any], verdicts: list[V
         old_text = ""
     kept = kept_section(old_text)
     kept_kv = kept_section(old_text, KV_PIPELINE_SECTION)
+    kept_memory = kept_section(old_text, MEMORY_SECTION)
     lines = [
         "# socketreactor benchmark results",
         "",
@@ -500,6 +504,8 @@ def write_report(path: Path, res: Results, env: dict[str, Any], verdicts: list[V
                   "(RSS sums the pages a forking server's children share, PSS divides them, "
                   "so compare forking servers by PSS; the ratio column uses PSS). "
                   "Kernel socket buffers are not in either.", "", *idle_table(res), ""]
+    if kept_memory is not None:
+        lines += [kept_memory, ""]
     if plan.skipped:
         lines += ["## Not measured", ""]
         lines += [f"- {what}: {why}" for what, why in sorted(plan.skipped.items())]

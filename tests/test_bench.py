@@ -331,3 +331,11 @@ def test_a_benchmark_report_keeps_the_kv_pipeline_section(tmp_path: Path) -> Non
     text, section = _rewrite_report(tmp_path, KV_PIPELINE_SECTION, "## kv pipelining",
                                     "# old\n\n## Servers\n\n{section}\n")
     assert "# old" not in text and section in text
+
+
+def test_a_benchmark_report_keeps_the_memory_section(tmp_path: Path) -> None:
+    from bench.report import MEMORY_SECTION
+
+    text, section = _rewrite_report(tmp_path, MEMORY_SECTION, "### Where the bytes go",
+                                    "# old\n\n{section}\n\n## Servers\n")
+    assert "# old" not in text and section in text
