@@ -31,7 +31,7 @@ from reactor import Reactor
 
 from .protocols import EchoProtocol
 
-__all__ = ["Line", "measure", "main"]
+__all__ = ["Line", "main", "measure"]
 
 
 @dataclass(frozen=True)
