@@ -100,6 +100,7 @@ if TYPE_CHECKING:
 __all__ = ["StreamTransport"]
 
 logger = logging.getLogger("reactor.transports")
+_DEBUG: Final = logging.DEBUG
 
 _BYTES_LIKE: Final = (bytes, bytearray, memoryview)
 _BUFFERED_PROTOCOL: Final = asyncio.BufferedProtocol
@@ -541,7 +542,8 @@ class StreamTransport(
     def _connection_error(self, exc: OSError) -> None:
         """The peer reset, the pipe broke, or another socket error: drop the connection."""
         if isinstance(exc, (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)):
-            logger.debug("%s: %s", self.describe(), exc)
+            if logger.isEnabledFor(_DEBUG):  # describe() is not free: a reset is common
+                logger.debug("%s: %s", self.describe(), exc)
         else:
             logger.info("%s: socket error: %s", self.describe(), exc)
         self._force_close(exc)

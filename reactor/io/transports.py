@@ -23,7 +23,7 @@ import errno
 import select
 import selectors
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from ..sansio.connection import ConnEvent, ConnState
@@ -98,9 +98,10 @@ def _water_marks(high: int | None, low: int | None) -> tuple[int, int]:
     return high, low
 
 
-@dataclass
+@dataclass(frozen=True)
 class TransportOptions:
     """Settings shared by every connection of one listener (no per-connection cost).
+    Frozen: what is derived from them (:attr:`has_deadlines`) is computed once.
 
     Attributes:
         read_size: the most bytes one ``recv`` asks for.
@@ -122,6 +123,8 @@ class TransportOptions:
     high_water: int = DEFAULT_HIGH_WATER
     low_water: int | None = None
     max_datagram_size: int = 65536
+    #: any of the three timeouts is set (read once per connection, as it is attached)
+    has_deadlines: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name in ("idle_timeout", "first_byte_timeout", "write_timeout"):
@@ -130,11 +133,11 @@ class TransportOptions:
                 raise ValueError(f"{name} must be positive or None, not {value!r}")
         if self.read_size <= 0:
             raise ValueError("read_size must be positive")
-        self.high_water, self.low_water = _water_marks(self.high_water, self.low_water)
-
-    @property
-    def has_deadlines(self) -> bool:
-        return bool(self.idle_timeout or self.first_byte_timeout or self.write_timeout)
+        high, low = _water_marks(self.high_water, self.low_water)
+        object.__setattr__(self, "high_water", high)  # frozen: set once, here
+        object.__setattr__(self, "low_water", low)
+        object.__setattr__(self, "has_deadlines", bool(
+            self.idle_timeout or self.first_byte_timeout or self.write_timeout))
 
 
 DEFAULT_OPTIONS: Final = TransportOptions()
