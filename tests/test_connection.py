@@ -194,6 +194,7 @@ FAST_TRANSITIONS: list[tuple[str, tuple[ConnEvent, ...]]] = [
     ("on_eof", (ConnEvent.EOF,)),
     ("on_close", (ConnEvent.CLOSE,)),
     ("on_flushed", (ConnEvent.FLUSHED,)),
+    ("on_abort", (ConnEvent.ABORT,)),
     ("lose", (ConnEvent.LOST,)),
 ]
 

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any, Final
 from ..sansio.connection import ROW_SLOTS, ConnState, Row
 from ..sansio.words import counted
 from .transports import (
-    _ABORT,
     _ATTACH,
     _CLOSE,
     _CLOSED,
@@ -319,7 +318,7 @@ class DatagramTransport(Row, SelectorRegistration, asyncio.DatagramTransport):
     def _force_close(self, exc: BaseException | None) -> None:
         if self.state in _GONE:
             return
-        self.advance(_ABORT)  # to ENDING
+        self.on_abort()  # to ENDING
         if self._buffer:
             size = self._buffer_size
             self._discarded += size

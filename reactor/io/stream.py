@@ -65,7 +65,6 @@ from .buffered import BufferedReads
 from .deadlines import StreamDeadlines, _Aux
 from .handover import SocketHandover
 from .transports import (
-    _ABORT,
     _CLOSED,
     _CLOSING,
     _EOF,
@@ -524,7 +523,7 @@ class StreamTransport(
     def _force_close(self, exc: BaseException | None) -> None:
         if self.state in _GONE:
             return
-        self.advance(_ABORT)  # to ENDING
+        self.on_abort()  # to ENDING
         buffer = self._buffer
         if buffer:
             self._discard(len(buffer), exc)

@@ -153,6 +153,8 @@ _READ_CLOSED_FROM_OPEN: Final = LIFECYCLE.next(_S.OPEN, _E.EOF)
 _CLOSING_FROM_OPEN: Final = LIFECYCLE.next(_S.OPEN, _E.CLOSE)
 _CLOSING_FROM_READ_CLOSED: Final = LIFECYCLE.next(_S.READ_CLOSED, _E.CLOSE)
 _ENDING_FROM_CLOSING: Final = LIFECYCLE.next(_S.CLOSING, _E.FLUSHED)
+_ENDING_FROM_OPEN: Final = LIFECYCLE.next(_S.OPEN, _E.ABORT)
+_ENDING_FROM_READ_CLOSED: Final = LIFECYCLE.next(_S.READ_CLOSED, _E.ABORT)
 
 
 ROW_SLOTS: Final = (
@@ -272,6 +274,16 @@ class Row:
             self.state = _ENDING_FROM_CLOSING
         else:
             self.advance(_E.FLUSHED)
+
+    def on_abort(self) -> None:
+        """``advance(ABORT)``: close at once (an abort, a socket error, a deadline)."""
+        state = self.state
+        if state is _OPEN:
+            self.state = _ENDING_FROM_OPEN
+        elif state is _READ_CLOSED:
+            self.state = _ENDING_FROM_READ_CLOSED
+        else:
+            self.advance(_E.ABORT)
 
     def verify_inline(self) -> None:
         """:meth:`verify` then :meth:`dispatch_inline`, in one call: a facade's
