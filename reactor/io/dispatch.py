@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import select
 import selectors
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final, Protocol
 
 __all__ = ["BatchKeyMap", "DirectTarget", "EpollPath", "ReadyTarget", "dispatch_failed",
@@ -137,10 +137,11 @@ class BatchKeyMap(dict[int, Any]):
     write that blocks), never on an event.
     """
 
-    __slots__ = ("batch", "held", "polled")
+    __slots__ = ("batch", "held", "polled", "raw_get")
 
     def __init__(self, keys: dict[int, selectors.SelectorKey]) -> None:
         super().__init__(keys)
+        self.raw_get: Callable[[int], Any] = _dict_get.__get__(self)  # dict's own get
         self.batch: list[tuple[int, int]] | None = None
         self.polled: dict[int, Any] = {}  # fd -> its object at poll time
         self.held: dict[int, list[tuple[int, int]]] = {}  # fd -> (index, mask) held
@@ -261,7 +262,7 @@ class EpollPath:
         readable and writable, masked by what the key is registered for now.
         """
         fd_to_key = self.keys
-        get_value = _dict_get.__get__(fd_to_key)  # the raw values, not SelectorKeys
+        get_value = fd_to_key.raw_get  # the raw values, not SelectorKeys
         fd_to_key.batch = events
         try:
             for fd, event in events:
