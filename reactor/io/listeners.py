@@ -40,13 +40,14 @@ import logging
 import os
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Final
 
 from ..sansio.connection import ConnState
 from ..sansio.timers import TimerHandle
 from .datagram import DatagramTransport
 from .episodes import cap_reached, cap_released, limit_name
+from .proxy import DEFAULT_PROXY_TIMEOUT, proxy_acceptor
 from .stream import StreamTransport
 from .transports import ProtocolFactory, TransportOptions, options_from
 from .unixpath import UNIX_PATH_MAX, OwnedPath, check_mode, created_with_mode, prepare
@@ -368,6 +369,8 @@ def listen_tcp(
     accept_batch: int = DEFAULT_ACCEPT_BATCH,
     on_accept: AcceptCallback | None = None,
     options: TransportOptions | None = None,
+    proxy_protocol: str | None = None, proxy_allow_from: Iterable[str] | None = None,
+    proxy_timeout: float = DEFAULT_PROXY_TIMEOUT,
     **option_overrides: Any,
 ) -> Listener:
     """Listen on TCP and serve each connection with a protocol from ``protocol_factory``.
@@ -384,6 +387,7 @@ def listen_tcp(
             from systemd); host, port and the socket options are then ignored.
         max_connections: stop accepting while this many connections are open.
         options / option_overrides: :class:`TransportOptions` (timeouts, read size ...).
+        proxy_protocol / proxy_allow_from / proxy_timeout: see :mod:`reactor.io.proxy`.
 
     Raises:
         ValueError, TypeError: a port or backlog out of range or of the wrong type
@@ -392,14 +396,13 @@ def listen_tcp(
             refuses the socket (epoll's ENOSPC or ENOMEM); no socket leaks.
     """
     opts = options_from(options, option_overrides)
+    on_accept = proxy_acceptor(on_accept, _stream_acceptor, protocol_factory, opts,
+                               proxy_protocol=proxy_protocol, proxy_timeout=proxy_timeout,
+                               proxy_allow_from=proxy_allow_from)
     if sock is None:
         sock = _tcp_socket(host, check_port(port), check_backlog(backlog),
                            reuse_address=reuse_address, reuse_port=reuse_port,
                            dual_stack=dual_stack)
-    if on_accept is None:
-        if protocol_factory is None:
-            raise TypeError("listen_tcp needs a protocol_factory or on_accept")
-        on_accept = _stream_acceptor(protocol_factory, opts)
     return Listener(reactor, sock, on_accept, max_connections=max_connections,
                     accept_batch=min(accept_batch, max(backlog, 1)))
 
@@ -440,6 +443,8 @@ def listen_unix(
     accept_batch: int = DEFAULT_ACCEPT_BATCH,
     on_accept: AcceptCallback | None = None,
     options: TransportOptions | None = None,
+    proxy_protocol: str | None = None, proxy_allow_from: Iterable[str] | None = None,
+    proxy_timeout: float = DEFAULT_PROXY_TIMEOUT,
     mode: int | None = None,
     **option_overrides: Any,
 ) -> Listener:
@@ -463,6 +468,9 @@ def listen_unix(
         OSError: a running server listens at ``path``, or bind fails.
     """
     opts = options_from(options, option_overrides)
+    on_accept = proxy_acceptor(on_accept, _stream_acceptor, protocol_factory, opts,
+                               proxy_protocol=proxy_protocol, proxy_timeout=proxy_timeout,
+                               proxy_allow_from=proxy_allow_from)
     owned_path: str | None = None
     if sock is None:
         check_mode(check_path(path), mode)
@@ -477,10 +485,6 @@ def listen_unix(
             sock.close()
             raise
         owned_path = path
-    if on_accept is None:
-        if protocol_factory is None:
-            raise TypeError("listen_unix needs a protocol_factory or on_accept")
-        on_accept = _stream_acceptor(protocol_factory, opts)
     return Listener(reactor, sock, on_accept, max_connections=max_connections,
                     accept_batch=min(accept_batch, max(backlog, 1)), unix_path=owned_path)
 

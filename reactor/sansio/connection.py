@@ -26,6 +26,11 @@ the socketserver facades the right one::
                        v                                      v
                      CLOSED  <----- LOST from every state ----+
 
+A listener that expects the PROXY protocol (:mod:`reactor.sansio.proxy`) first reads
+the header, in PROXY_HEADER, off the diagram: ACCEPTED --PROXY_HEADER--> PROXY_HEADER
+--PROXIED--> ACCEPTED, now as from the client the header named (or ABORT, on a bad
+header).
+
 The end of a connection is three states, and no transport keeps a flag that repeats
 them: CLOSING is an orderly close that still flushes queued output (``close()``, or
 both halves closed); ENDING means the teardown is scheduled: no more I/O, writes are
@@ -59,6 +64,7 @@ class ConnState(Enum):
 
     CONNECTING = "connecting"  # outgoing connect in progress
     ACCEPTED = "accepted"  # accepted, no handler yet
+    PROXY_HEADER = "proxy-header"  # the reactor reads a PROXY protocol header first
     VERIFIED = "verified"  # a facade's verify_request said yes
     BUFFERING = "buffering"  # the reactor reads the first request for a blocking handler
     DISPATCHED_INLINE = "dispatched-inline"  # a blocking handler runs on the reactor thread
@@ -81,6 +87,8 @@ class ConnEvent(Enum):
     """What can happen to a connection."""
 
     ATTACH = "attach"  # a protocol was attached (connection_made)
+    PROXY_HEADER = "proxy-header"  # a PROXY header is expected: read it first
+    PROXIED = "proxied"  # the PROXY header was read: accepted as from its client
     VERIFY = "verify"
     BUFFER = "buffer"
     DISPATCH_INLINE = "dispatch-inline"
@@ -111,7 +119,10 @@ LIFECYCLE: Final[TransitionTable[ConnState, ConnEvent]] = TransitionTable(
     "connection",
     {
         _S.CONNECTING: {_E.ATTACH: _S.OPEN, **_END},
-        _S.ACCEPTED: {_E.ATTACH: _S.OPEN, _E.VERIFY: _S.VERIFIED, **_END},
+        _S.ACCEPTED: {_E.ATTACH: _S.OPEN, _E.VERIFY: _S.VERIFIED,
+                      _E.PROXY_HEADER: _S.PROXY_HEADER, **_END},
+        # the PROXY header read, the connection is accepted again, from its real client
+        _S.PROXY_HEADER: {_E.PROXIED: _S.ACCEPTED, _E.EOF: _S.PROXY_HEADER, **_END},
         _S.VERIFIED: {_E.ATTACH: _S.OPEN, _E.BUFFER: _S.BUFFERING, **_DISPATCH, **_END},
         # EOF while buffering: the facade decides (dispatch what arrived, or close)
         _S.BUFFERING: {_E.EOF: _S.BUFFERING, **_DISPATCH, **_END},

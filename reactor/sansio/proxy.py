@@ -45,6 +45,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Final
 
+from .errors import RemoteProtocolError
+
 __all__ = [
     "TLV_ALPN",
     "TLV_AUTHORITY",
@@ -84,8 +86,9 @@ TLV_SSL: Final = 0x20
 TLV_NETNS: Final = 0x30
 
 
-class ProxyHeaderError(ValueError):
-    """The bytes are not a valid PROXY header; :attr:`reason` says why."""
+class ProxyHeaderError(RemoteProtocolError):
+    """The bytes are not a valid PROXY header (the peer misbehaved); :attr:`reason`
+    says why."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
