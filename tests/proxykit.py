@@ -1,13 +1,16 @@
 """Helpers for the PROXY protocol tests (not a test module): headers built by hand, the
 way a load balancer writes them, so the parser is checked against an independent
-encoder rather than against itself."""
+encoder rather than against itself; and :class:`WhoAmI`, served as ``proxykit:WhoAmI``
+(``reactor serve --app-dir tests``), which tells each client who it thinks it is."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import struct
+from typing import Any
 
-__all__ = ["SIGNATURE", "tlvs", "v1", "v2", "v2_inet", "v2_inet6", "v2_local", "v2_unix"]
+__all__ = ["SIGNATURE", "WhoAmI", "tlvs", "v1", "v2", "v2_inet", "v2_inet6", "v2_local", "v2_unix"]
 
 SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 
@@ -51,3 +54,19 @@ def v2_unix(src: bytes = b"/run/client.sock", dst: bytes = b"/run/server.sock",
 
 def v2_local(body: bytes = b"") -> bytes:
     return v2(0, 0x00, body)
+
+
+class WhoAmI(asyncio.Protocol):
+    """Says ``peer HOST PORT via PROXY-HOST`` (the client as the service sees it, and the
+    address the connection came from), then echoes what it receives."""
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        via = transport.get_extra_info("proxy")
+        host, port = (peer[0], peer[1]) if isinstance(peer, tuple) else (peer or "-", 0)
+        where = via[0] if isinstance(via, tuple) else "-"
+        transport.write(f"peer {host} {port} via {where}\n".encode())
+
+    def data_received(self, data: bytes) -> None:
+        self.transport.write(data)

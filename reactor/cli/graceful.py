@@ -76,7 +76,9 @@ from ..io.listeners import DEFAULT_BACKLOG, Listener
 from ..io.loop import Reactor
 from ..io.stream import StreamTransport
 from ..io.transports import TransportOptions
+from ..sansio.connection import ConnState
 from ..sansio.errors import LocalProtocolError
+from ..sansio.proxy_policy import DEFAULT_PROXY_TIMEOUT, ProxyPolicy
 from ..sansio.timers import TimerHandle
 from ..sansio.words import counted
 from .access import wrap_factory
@@ -115,6 +117,7 @@ DRAIN_CHECK_INTERVAL: Final = 0.025
 QUIET_CHECKS: Final = 2
 ABORT_SLACK: Final = 1.0  # after the deadline, how long aborted connections may take to go
 FINAL_ACCEPT_ROUNDS: Final = 8
+_PROXY_HEADER: Final = ConnState.PROXY_HEADER
 
 ProtocolFactory = Callable[[], Any]
 
@@ -191,6 +194,9 @@ class Server:
         access_log: log every connection as it closes (see :mod:`reactor.cli.access`);
             with the ``reactor.serve`` logger at DEBUG, accepts and closes go there.
         on_hangup: called on SIGHUP (None: SIGHUP is only logged).
+        proxy_protocol / proxy_allow_from / proxy_timeout: every listener requires a
+            PROXY header (see :mod:`reactor.io.proxy`); a connection still sending its
+            header when a stop begins is not drained, only bounded by the deadlines.
 
     Raises:
         ValueError: a bind address does not parse, or a number is out of range.
@@ -215,6 +221,9 @@ class Server:
         unix_mode: int | None = None,
         access_log: bool = False,
         on_hangup: Callable[[], object] | None = None,
+        proxy_protocol: str | None = None,
+        proxy_allow_from: Iterable[str] | None = None,
+        proxy_timeout: float = DEFAULT_PROXY_TIMEOUT,
     ) -> None:
         self.binds = [b if isinstance(b, BindAddress) else parse_bind(b) for b in binds]
         if not self.binds:
@@ -241,6 +250,11 @@ class Server:
         self.unix_mode = unix_mode
         self.access_log = access_log
         self.on_hangup = on_hangup
+        # checked now (a bad value fails before anything is bound), passed to listeners
+        self.proxy: dict[str, Any] = {} if proxy_protocol is None else {
+            "proxy_protocol": ProxyPolicy.of(proxy_protocol, proxy_allow_from,
+                                             proxy_timeout).accept,
+            "proxy_allow_from": proxy_allow_from, "proxy_timeout": proxy_timeout}
         self.listeners: list[Listener] = []
         self.exit_status = EXIT_OK
         self._stopping = False
@@ -298,7 +312,7 @@ class Server:
     def _bind(self, bind: BindAddress) -> Listener:
         common: dict[str, Any] = {
             "backlog": self.backlog, "max_connections": self.max_connections,
-            "options": self.options,
+            "options": self.options, **self.proxy,
         }
         factory = self.protocol_factory
         if self.access_log or logger.isEnabledFor(logging.DEBUG):  # else: no cost at all
@@ -510,6 +524,9 @@ class Server:
 
     def _check_row(self, row: StreamTransport, state: _Drain, now: float) -> None:
         if row.is_closing() or state.phase == "protocol":
+            return
+        if row.state is _PROXY_HEADER:  # no request yet; the header's deadline bounds it
+            self._drains.pop(row, None)  # its protocol's begin_shutdown is still to come
             return
         if state.phase == "lingering":
             if now >= state.linger_until:

@@ -47,7 +47,7 @@ from .. import __version__
 from ..io.listeners import DEFAULT_BACKLOG
 from ..io.loop import Reactor
 from ..io.transports import TransportOptions
-from . import logs
+from . import logs, proxyflags
 from .addresses import BadBindAddress, BindError
 from .config import apply_configuration, environment_help
 from .errors import UsageError
@@ -306,6 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--pid", metavar="PATH",
         help="write the process id to PATH at start, remove it at exit",
     )
+    proxyflags.add_arguments(serve)
     serve.add_argument(
         "--app-dir", default=".", metavar="DIR",
         help="look for MODULE in DIR first (default: the current directory)",
@@ -426,9 +427,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             raise UsageError("--log-file and --log-format do not combine with --log-config "
                              "(configure the handlers in the file instead)")
         configure_logging(args.log_level, args.log_config, args.log_format, args.log_file)
+        proxy = proxyflags.listener_options(args)
         if args.access_log and logging.getLogger("reactor.access").level == logging.NOTSET:
             logging.getLogger("reactor.access").setLevel(logging.INFO)  # whatever the level
-    except UsageError as exc:
+    except (UsageError, ValueError) as exc:
         return _usage_error("reactor serve", str(exc))
     reactor = Reactor()
     try:
@@ -458,7 +460,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             max_connections=args.max_connections, reuse_port=args.reuse_port,
             options=options, graceful_timeout=args.graceful_timeout,
             stats_interval=args.stats_interval, name=name, unix_mode=args.unix_mode,
-            access_log=args.access_log, on_hangup=logs.reopen_files,
+            access_log=args.access_log, on_hangup=logs.reopen_files, **proxy,
         )
         server.start()
     except (BindError, BadBindAddress) as exc:

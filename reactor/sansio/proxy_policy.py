@@ -38,10 +38,9 @@ def _networks(allow_from: Iterable[str] | str | None) -> tuple[Network, ...] | N
     if allow_from is None:
         allow_from = DEFAULT_ALLOW_FROM
     if isinstance(allow_from, str):
-        allow_from = [part for part in allow_from.replace(",", " ").split() if part]
+        allow_from = [allow_from]
     found: list[Network] = []
-    for entry in allow_from:
-        text = str(entry).strip()
+    for text in (part for entry in allow_from for part in entry.replace(",", " ").split()):
         if text == "*":
             return None
         try:
@@ -85,9 +84,9 @@ class ProxyPolicy:
     @classmethod
     def of(cls, accept: str, allow_from: Iterable[str] | str | None = None,
            timeout: float = DEFAULT_PROXY_TIMEOUT) -> ProxyPolicy:
-        """A policy from the listener options' spelling: ``allow_from`` as CIDR strings
-        (or one string of them, comma- or space-separated), None for the loopback
-        addresses, ``"*"`` for every address.
+        """A policy from the listener options' spelling: ``allow_from`` as addresses or
+        CIDR networks (each string may hold several, comma- or space-separated), None
+        for the loopback addresses, ``"*"`` for every address.
 
         Raises:
             ValueError: a version, network or timeout that is not valid.
