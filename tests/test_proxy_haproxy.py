@@ -1,0 +1,122 @@
+"""The PROXY protocol against a real HAProxy (``mode tcp``, ``send-proxy`` and
+``send-proxy-v2``): the service sees the address HAProxy's client connected from."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import pytest
+from haproxy_tools import HAProxy, haproxy, listening
+
+from reactor import Reactor
+from reactor.sansio.proxy import TLV_UNIQUE_ID, ProxyHeader
+from tests.netkit import WAIT, Recorder, requires_ipv6
+
+pytestmark = pytest.mark.timeout(300)  # a first run may install haproxy
+
+
+@pytest.fixture(scope="module")
+def haproxy_path() -> str:
+    return haproxy()
+
+
+def serve(reactor: Reactor, version: str, host: str = "127.0.0.1") -> tuple[Any, list[Recorder]]:
+    protocols: list[Recorder] = []
+
+    def factory() -> Recorder:
+        proto = Recorder(on_data=lambda p, data: p.transport.write(data))
+        protocols.append(proto)
+        return proto
+
+    listener = reactor.listen_tcp(host, 0, factory, proxy_protocol=version,
+                                  proxy_allow_from=["127.0.0.1", "::1"])
+    return listener, protocols
+
+
+def round_trip(reactor: Reactor, protocols: list[Recorder], frontend: socket.socket,
+               family: int = socket.AF_INET) -> tuple[socket.socket, Recorder]:
+    """Connect to HAProxy's frontend, send a line, get it echoed through our service."""
+    client = socket.socket(family, socket.SOCK_STREAM)
+    client.settimeout(WAIT)
+    client.connect(frontend.getsockname()[:2])
+    n = len(protocols)
+    client.sendall(b"through haproxy\n")
+    reactor.run_until(lambda: len(protocols) > n and
+                      protocols[n].data == b"through haproxy\n", WAIT)
+    got = b""
+    while len(got) < 16:
+        chunk = client.recv(64)
+        assert chunk, got
+        got += chunk
+    assert got == b"through haproxy\n"
+    return client, protocols[n]
+
+
+@pytest.mark.parametrize(("version", "option", "number"), [
+    ("v1", "send-proxy", 1), ("v2", "send-proxy-v2", 2), ("any", "send-proxy", 1),
+    ("any", "send-proxy-v2", 2),
+])
+def test_the_service_sees_haproxys_client(haproxy_path: str, version: str, option: str,
+                                          number: int) -> None:
+    with Reactor() as reactor:
+        listener, protocols = serve(reactor, version)
+        frontend = listening()
+        with HAProxy(("127.0.0.1", listener.port), [(frontend, option)]):
+            client, proto = round_trip(reactor, protocols, frontend)
+            with client:
+                transport = proto.transport
+                assert transport.get_extra_info("peername") == client.getsockname()
+                assert transport.peername == client.getsockname()  # the row
+                header = transport.get_extra_info("proxy_header")
+                assert isinstance(header, ProxyHeader) and header.version == number
+                assert header.destination == frontend.getsockname()
+                proxy = transport.get_extra_info("proxy")
+                assert proxy[0] == "127.0.0.1" and proxy != client.getsockname()
+        listener.close()
+
+
+def test_v2_tlvs_from_haproxy(haproxy_path: str) -> None:
+    with Reactor() as reactor:
+        listener, protocols = serve(reactor, "v2")
+        frontend = listening()
+        with HAProxy(("127.0.0.1", listener.port),
+                     [(frontend, "send-proxy-v2 proxy-v2-options unique-id")],
+                     extra='    unique-id-format "req-%{+X}o%ci"'):
+            client, proto = round_trip(reactor, protocols, frontend)
+            client.close()
+            header = proto.transport.get_extra_info("proxy_header")
+            unique = header.tlv(TLV_UNIQUE_ID)
+            assert unique is not None and unique.startswith(b"req-"), header.tlvs
+        listener.close()
+
+
+@requires_ipv6
+def test_an_ipv6_client_through_haproxy(haproxy_path: str) -> None:
+    with Reactor() as reactor:
+        listener, protocols = serve(reactor, "any")
+        frontend = listening("::1")
+        with HAProxy(("127.0.0.1", listener.port), [(frontend, "send-proxy-v2")]):
+            client, proto = round_trip(reactor, protocols, frontend, socket.AF_INET6)
+            with client:
+                peer = proto.transport.get_extra_info("peername")
+                assert peer == ("::1", client.getsockname()[1], 0, 0)
+        listener.close()
+
+
+def test_haproxy_without_send_proxy_is_refused(haproxy_path: str) -> None:
+    """A proxy that sends no header: the service never sees the connection."""
+    with Reactor() as reactor:
+        listener, protocols = serve(reactor, "any")
+        frontend = listening()
+        with HAProxy(("127.0.0.1", listener.port), [(frontend, "")]):
+            with socket.create_connection(frontend.getsockname(), timeout=WAIT) as client:
+                client.sendall(b"no header here\n")
+                reactor.run_until(lambda: listener.accepted == 1
+                                  and not reactor.connections, WAIT)
+                try:  # HAProxy closes once we did
+                    assert client.recv(64) == b""
+                except ConnectionResetError:
+                    pass
+            assert not protocols
+        listener.close()
