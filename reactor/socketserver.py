@@ -27,7 +27,7 @@ from types import ModuleType
 
 from handlers.classic import BaseRequestHandler, DatagramRequestHandler, StreamRequestHandler
 
-from .facades.mixins import ForkingMixIn, MultiplexingMixIn, ThreadingMixIn
+from .facades.mixins import ForkingMixIn, MultiplexingMixIn, ProxyProtocolMixIn, ThreadingMixIn
 from .facades.servers import BaseServer, ServerStatistics, TCPServer, UDPServer
 from .sansio.request_buffer import (
     FirstBytesRequestBuffer,
@@ -46,6 +46,7 @@ __all__ = [
     "MultiplexingMixIn",
     "MultiplexingTCPServer",
     "MultiplexingUDPServer",
+    "ProxyProtocolMixIn",
     "RequestBuffer",
     "ServerStatistics",
     "StreamRequestHandler",

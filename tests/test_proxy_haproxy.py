@@ -120,3 +120,28 @@ def test_haproxy_without_send_proxy_is_refused(haproxy_path: str) -> None:
                     pass
             assert not protocols
         listener.close()
+
+
+@pytest.mark.parametrize("option", ["send-proxy", "send-proxy-v2"])
+def test_a_threading_server_behind_haproxy(haproxy_path: str, option: str) -> None:
+    """The facades: the handler's client_address is HAProxy's client."""
+    from sskit import serving
+
+    from reactor import socketserver
+
+    class Tell(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            self.rfile.readline()
+            host, port = self.client_address[:2]
+            self.wfile.write(f"{host} {port}\n".encode())
+
+    class Server(socketserver.ProxyProtocolMixIn, socketserver.ThreadingTCPServer):
+        pass
+
+    with Server(("127.0.0.1", 0), Tell) as server, serving(server, close=False):
+        frontend = listening()
+        with HAProxy(server.server_address, [(frontend, option)]), \
+                socket.create_connection(frontend.getsockname(), timeout=WAIT) as client:
+            client.sendall(b"who am I?\n")
+            host, port = client.getsockname()
+            assert client.makefile("rb").readline() == f"{host} {port}\n".encode()

@@ -4,7 +4,10 @@ the bases -- ``class Server(ThreadingMixIn, TCPServer)``:
 * :class:`~reactor.facades.threads.ThreadingMixIn` -- a thread per request, or a pool;
 * :class:`~reactor.facades.children.ForkingMixIn` -- a child process per request;
 * :class:`~reactor.facades.multiplexing.MultiplexingMixIn` -- a non-blocking handler
-  per connection, inside the reactor.
+  per connection, inside the reactor;
+
+and, beside them, :class:`~reactor.facades.proxied.ProxyProtocolMixIn`: the clients
+behind a load balancer that sends the PROXY protocol.
 
 Without one, a server handles each request inline, on the reactor thread.
 """
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 from .children import ForkingMixIn
 from .multiplexing import MultiplexingMixIn
+from .proxied import ProxyProtocolMixIn
 from .threads import ThreadingMixIn
 
-__all__ = ["ForkingMixIn", "MultiplexingMixIn", "ThreadingMixIn"]
+__all__ = ["ForkingMixIn", "MultiplexingMixIn", "ProxyProtocolMixIn", "ThreadingMixIn"]

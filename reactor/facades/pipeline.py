@@ -80,9 +80,10 @@ _CLOSED: Final = ConnState.CLOSED
 _VERIFIED: Final = ConnState.VERIFIED
 _FINISHED: Final = ConnState.FINISHED
 _BUFFERING: Final = ConnState.BUFFERING
-# a facade row in these states is still the reactor's (being read for a request buffer,
-# or closing after it was refused): its transport ends it, with connection_lost
-TRANSPORT_ENDS: Final = frozenset({ConnState.BUFFERING, ConnState.CLOSING, ConnState.ENDING})
+# a facade row in these states is still the reactor's (being read for a request buffer
+# or its PROXY header, or closing after it was refused): its transport ends it
+TRANSPORT_ENDS: Final = frozenset({ConnState.BUFFERING, ConnState.CLOSING, ConnState.ENDING,
+                                   ConnState.PROXY_HEADER})
 _FINISH: Final = ConnEvent.FINISH
 _LOST: Final = ConnEvent.LOST
 _VERIFY: Final = ConnEvent.VERIFY

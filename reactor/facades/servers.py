@@ -50,11 +50,12 @@ from __future__ import annotations
 import logging
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, Final, TypeVar
 
 from ..io.loop import Reactor
 from ..sansio.connection import ConnEvent
+from ..sansio.proxy_policy import DEFAULT_PROXY_TIMEOUT
 from ..sansio.request_buffer import RequestBuffer
 from ..sansio.table import ConnectionTable
 from .engine import InlineWork, RequestEngine
@@ -125,7 +126,10 @@ class BaseServer:
     Class attributes (also settable on instances): ``timeout`` (for
     ``handle_request``), ``request_buffer`` (read the first request in the reactor
     before dispatching it; None by default), ``max_connections`` (stop accepting while
-    that many requests are in flight; None by default).
+    that many requests are in flight; None by default), and for stream servers behind a
+    load balancer ``proxy_protocol`` (``"v1"``, ``"v2"`` or ``"any"``: read a PROXY
+    header first and take its client as ``client_address``; None by default),
+    ``proxy_allow_from`` and ``proxy_timeout`` (see :mod:`reactor.facades.proxied`).
 
     Instance attributes: ``server_address``, ``RequestHandlerClass``.
 
@@ -137,6 +141,9 @@ class BaseServer:
     timeout: float | None = None
     request_buffer: RequestBuffer | None = None
     max_connections: int | None = None
+    proxy_protocol: str | None = None
+    proxy_allow_from: Iterable[str] | str | None = None  # None: the loopback addresses
+    proxy_timeout: float = DEFAULT_PROXY_TIMEOUT
 
     # the engine's kind for this server, and where its requests run (the mix-ins'
     # own kind of work): class attributes, so no method is added to the class

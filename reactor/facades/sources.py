@@ -28,6 +28,7 @@ from ..io.stream import StreamTransport
 from ..sansio.connection import ConnState
 from .engine import RequestEngine
 from .pipeline import EVENT_READ
+from .proxied import proxy_policy, read_header_first
 from .requests import BufferedRequestSocket, ReadyReader
 
 if TYPE_CHECKING:
@@ -95,13 +96,14 @@ class OwnAcceptListener(Listener):
 class StreamEngine(RequestEngine):
     """The engine of a stream server (``TCPServer``, ``UnixStreamServer``)."""
 
-    __slots__ = ()
+    __slots__ = ("proxy",)
     server: TCPServer
 
     def register(self, reactor: Reactor) -> None:
         """Serve the listening socket with a listener."""
         server = self.server
         self.socket_timeout = server.socket.gettimeout()
+        self.proxy = proxy_policy(server)  # the PROXY protocol (reactor.facades.proxied)
         # overridden in a subclass or on the instance (not through vars(server): making
         # the instance's __dict__ real would slow every attribute access after it)
         from .servers import TCPServer
@@ -109,14 +111,17 @@ class StreamEngine(RequestEngine):
         if getattr(server.get_request, "__func__", None) is not TCPServer.get_request:
             # the override accepts (also through super().get_request(), which then finds
             # nothing staged and calls accept itself)
+            if self.proxy is not None:
+                raise TypeError(f"{type(server).__name__}: proxy_protocol needs the "
+                                "server's own get_request (it is overridden)")
             self.own_accept = True
             self.listener = OwnAcceptListener(self, reactor, server.socket,
                                               server.max_connections)
             return
         if self.work.nonblocking:
             factory: Callable[[int, int, int, int], Any] = _nonblocking_socket
-        elif server.request_buffer is not None:
-            factory = BufferedRequestSocket
+        elif server.request_buffer is not None or self.proxy is not None:
+            factory = BufferedRequestSocket  # replays the bytes the reactor read first
         else:
             factory = _HANDLER_SOCKET
         self.listener = Listener(reactor, server.socket, self.accept,
@@ -135,8 +140,9 @@ class StreamEngine(RequestEngine):
         # one for a multiplexed handler, a BufferedRequestSocket when requests are
         # buffered first.
         sock = raw
-        if server.request_buffer is not None and type(sock) is not BufferedRequestSocket \
-                and not self.work.nonblocking:  # request_buffer was set after the listener began
+        if (server.request_buffer is not None or self.proxy is not None) and type(
+                sock) is not BufferedRequestSocket and not self.work.nonblocking:
+            # request_buffer was set after the listener began
             sock = BufferedRequestSocket(raw.family, raw.type, raw.proto, fileno=raw.detach())
         row = StreamTransport(listener.reactor, sock, addr, _ACCEPTED, listener)
         self.staged = (sock, addr)
@@ -152,6 +158,9 @@ class StreamEngine(RequestEngine):
                 self.defer(exc)
             return
         self.staged = None  # an override of get_request may not have taken it
+        if self.proxy is not None:
+            read_header_first(self, self.proxy, request, client_address, row)
+            return
         self.serve_request(request, client_address, row)
 
     def take_own(self, listener: OwnAcceptListener) -> None:

@@ -151,6 +151,7 @@ class HeaderReader(asyncio.Protocol):
         if header.source is not None:
             transport.peername = header.source
         transport.advance(_PROXIED)
+        self.on_lost = None  # the connection is the protocol's (or the facade's) now
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("%s: PROXY v%d header from %r", transport.describe(),
                          header.version, transport.get_extra_info("proxy"))
