@@ -55,8 +55,6 @@ class HAProxy:
 
     def __init__(self, server: tuple[str, int], frontends: list[tuple[socket.socket, str]],
                  extra: str = "") -> None:
-        self.binary = haproxy()
-        self.dir = tempfile.TemporaryDirectory(prefix="haproxy-")
         lines = ["global", "    maxconn 100", "", "defaults", "    mode tcp",
                  "    timeout connect 5s", "    timeout client 30s",
                  "    timeout server 30s", ""]
@@ -66,9 +64,21 @@ class HAProxy:
             lines += [f"frontend f{n}", f"    bind fd@{sock.fileno()}",
                       f"    default_backend b{n}", extra,
                       f"backend b{n}", f"    server s{n} {target} {options}", ""]
+        self._start("\n".join(lines), [sock for sock, _options in frontends])
+
+    @classmethod
+    def from_config(cls, config: str, frontends: list[socket.socket]) -> HAProxy:
+        """Run ``config`` as written (its binds on ``fd@N`` of ``frontends``)."""
+        self = cls.__new__(cls)
+        self._start(config, frontends)
+        return self
+
+    def _start(self, config: str, frontends: list[socket.socket]) -> None:
+        self.binary = haproxy()
+        self.dir = tempfile.TemporaryDirectory(prefix="haproxy-")
         self.config = Path(self.dir.name) / "haproxy.cfg"
-        self.config.write_text("\n".join(lines))
-        self.frontends = [sock for sock, _options in frontends]
+        self.config.write_text(config)
+        self.frontends = frontends
         fds = tuple(sock.fileno() for sock in self.frontends)
         self.process = subprocess.Popen(
             [self.binary, "-db", "-f", str(self.config)], pass_fds=fds,

@@ -3,7 +3,12 @@
 
 from __future__ import annotations
 
+import re
+import signal
 import socket
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +17,8 @@ from haproxy_tools import HAProxy, haproxy, listening
 from reactor import Reactor
 from reactor.sansio.proxy import TLV_UNIQUE_ID, ProxyHeader
 from tests.netkit import WAIT, Recorder, requires_ipv6
+
+ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.timeout(300)  # a first run may install haproxy
 
@@ -145,3 +152,70 @@ def test_a_threading_server_behind_haproxy(haproxy_path: str, option: str) -> No
             client.sendall(b"who am I?\n")
             host, port = client.getsockname()
             assert client.makefile("rb").readline() == f"{host} {port}\n".encode()
+
+
+# -- the README's example, as written (ports swapped for the test's own) ------------------
+
+README = ROOT / "README.md"
+
+
+def readme_blocks() -> tuple[str, str]:
+    """The README's haproxy.cfg and its socketserver program for the PROXY protocol."""
+    text = README.read_text()
+    config = re.search(r"```\n(# haproxy\.cfg\n.*?)```", text, re.S)
+    program = re.search(r"```python\n(from reactor import socketserver\n.*?"
+                        r"ProxyProtocolMixIn.*?)```", text, re.S)
+    assert config is not None and program is not None
+    return config.group(1), program.group(1)
+
+
+def readme_haproxy(backend_port: int, frontend: socket.socket) -> HAProxy:
+    config, _program = readme_blocks()
+    assert "bind 127.0.0.1:8000" in config and "127.0.0.1:8888 send-proxy-v2" in config
+    config = config.replace("bind 127.0.0.1:8000", f"bind fd@{frontend.fileno()}")
+    config = config.replace("127.0.0.1:8888", f"127.0.0.1:{backend_port}")
+    return HAProxy.from_config(config, [frontend])
+
+
+def test_the_readme_example_with_reactor_serve(haproxy_path: str) -> None:
+    from servekit import serve
+
+    with serve("echo", "--bind", "127.0.0.1:0", "--proxy-protocol", "v2",
+               "--proxy-allow-from", "127.0.0.1", "--access-log") as srv:
+        port = int(srv.addresses(1)[0].rsplit(":", 1)[1])
+        frontend = listening()
+        with readme_haproxy(port, frontend), \
+                socket.create_connection(frontend.getsockname(), timeout=WAIT) as client:
+            client.sendall(b"hello\n")
+            assert client.makefile("rb").readline() == b"hello\n"
+            host, client_port = client.getsockname()
+        srv.wait_for(rf"{re.escape(host)}:{client_port}\b")  # the access log names nc
+        srv.signal(signal.SIGTERM)
+        assert srv.wait() == 0
+
+
+def test_the_readme_socketserver_program(haproxy_path: str, tmp_path: Path) -> None:
+    _config, program = readme_blocks()
+    assert '("127.0.0.1", 8888)' in program
+    program = program.replace('("127.0.0.1", 8888)', '("127.0.0.1", 0)').replace(
+        "    server.serve_forever()",
+        "    print(server.server_address[1], flush=True)\n    server.serve_forever()")
+    script = tmp_path / "program.py"
+    script.write_text(program)
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                            text=True, cwd=ROOT)
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline())
+        frontend = listening()
+        with readme_haproxy(port, frontend), \
+                socket.create_connection(frontend.getsockname(), timeout=WAIT) as client:
+            host, client_port = client.getsockname()
+            assert client.makefile("rb").readline() == f"hello {host}:{client_port}\n".encode()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
