@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 import signal
 import socket
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -195,27 +194,22 @@ def test_the_readme_example_with_reactor_serve(haproxy_path: str) -> None:
 
 
 def test_the_readme_socketserver_program(haproxy_path: str, tmp_path: Path) -> None:
+    from servekit import ServerProcess
+
     _config, program = readme_blocks()
     assert '("127.0.0.1", 8888)' in program
     program = program.replace('("127.0.0.1", 8888)', '("127.0.0.1", 0)').replace(
         "    server.serve_forever()",
-        "    print(server.server_address[1], flush=True)\n    server.serve_forever()")
+        "    import sys\n    print('listening on 127.0.0.1:%d' % server.server_address[1],"
+        " file=sys.stderr)\n    server.serve_forever()")
     script = tmp_path / "program.py"
     script.write_text(program)
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
-                            text=True, cwd=ROOT)
-    try:
-        assert proc.stdout is not None
-        port = int(proc.stdout.readline())
+    with ServerProcess(command=[sys.executable, str(script)]) as srv:
+        port = srv.tcp_address()[1]
         frontend = listening()
         with readme_haproxy(port, frontend), \
                 socket.create_connection(frontend.getsockname(), timeout=WAIT) as client:
             host, client_port = client.getsockname()
             assert client.makefile("rb").readline() == f"hello {host}:{client_port}\n".encode()
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        srv.signal(signal.SIGINT)
+        srv.wait()
