@@ -249,3 +249,18 @@ def test_policy_matching() -> None:
     assert link.trusts(("fe80::1%lo", 1, 0, 1))
     with pytest.raises(ValueError, match="empty"):
         ProxyPolicy.of("v1", [])
+
+
+def test_the_first_byte_deadline_waits_for_the_clients_first_byte(net: Net) -> None:
+    """The proxy sends its header at once; a silent client behind it must still meet
+    first_byte_timeout."""
+    listener = proxied(net, first_byte_timeout=0.3)
+    silent = connect(net, listener, pk.v1())
+    proto = made(net)
+    assert proto.transport.bytes_in == 0
+    closed(net, silent)
+    assert proto.closed
+    connect(net, listener, pk.v1() + b"x")
+    proto = made(net, 2)
+    net.wait(lambda: proto.data == b"x")
+    assert proto.transport.bytes_in == 1

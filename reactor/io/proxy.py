@@ -18,7 +18,9 @@ nothing. For each accepted connection:
   the client's address, ``get_extra_info('proxy')`` gives the address the connection
   really came from (the proxy's), and ``get_extra_info('proxy_header')`` the parsed
   :class:`~reactor.sansio.proxy.ProxyHeader` (TLVs included). A LOCAL header, v1's
-  UNKNOWN and v2's UNSPEC keep the real peer. Then the protocol is made and attached
+  UNKNOWN and v2's UNSPEC keep the real peer. The row's ``bytes_in`` leaves the
+  header out (its size is the header's ``size``): a ``first_byte_timeout`` waits for
+  the client's own first byte. Then the protocol is made and attached
   (``connection_made``), and the bytes that followed the header in the same read are
   handed to it at once;
 * a malformed, truncated, oversized or late header, or a refused peer, closes the
@@ -150,6 +152,9 @@ class HeaderReader(asyncio.Protocol):
         transport.set_meta("proxy_header", header)
         if header.source is not None:
             transport.peername = header.source
+        # the row counts the client's bytes from now on, so that a first-byte deadline
+        # waits for the client's first byte, not for the proxy's header
+        transport.bytes_in -= header.size
         transport.advance(_PROXIED)
         self.on_lost = None  # the connection is the protocol's (or the facade's) now
         if logger.isEnabledFor(logging.DEBUG):
