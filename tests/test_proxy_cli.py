@@ -73,7 +73,7 @@ def test_a_stop_does_not_wait_on_a_header_past_its_deadline() -> None:
         srv.addresses(1)
         with srv.connect() as client:
             client.sendall(pk.v2_inet()[:10])  # and never the rest
-            srv.wait_for(r"statistics|listening")
+            srv.wait_for(r"serving .* \(graceful timeout")  # the signal handlers are in
             srv.signal(signal.SIGTERM)
             srv.wait_for(r"stopping gracefully")
             assert read_until_closed(client) == b""

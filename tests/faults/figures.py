@@ -42,6 +42,7 @@ ROWS: list[tuple[str, list[str]]] = [
     ("connect storm larger than the backlog", [r"^connect storm \("]),
     ("bind failures", [r"^bind failures "]),
     ("IPv6 and dual stack; UDP datagrams over the limit", [r"^dual stack ", r"^UDP \("]),
+    ("PROXY header spoofing or malformation", [r"^proxy "]),
     # measured by the suite, not rows of the table
     ("(not in the table) half-close, close and abort", [r"^half-close: ",
                                                           r"^while \d+ closes wait"]),

@@ -36,6 +36,7 @@ def every_row() -> list[tuple[str, float, str]]:
         ("connect storm (echo, 5000 clients): slowest", 17.5, "ms"),
         ("bind failures (in use): descriptors leaked", 0, ""),
         ("UDP (::1): datagrams reported", 2, "of 2"),
+        ("proxy header flood: server CPU", 0.0, "%"),
     ]
 
 
