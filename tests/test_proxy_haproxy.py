@@ -14,7 +14,7 @@ import pytest
 from haproxy_tools import HAProxy, haproxy, listening
 
 from reactor import Reactor
-from reactor.sansio.proxy import TLV_UNIQUE_ID, ProxyHeader
+from reactor.sansio.proxy import TLV_CRC32C, TLV_UNIQUE_ID, ProxyHeader
 from tests.netkit import WAIT, Recorder, requires_ipv6
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,18 +82,19 @@ def test_the_service_sees_haproxys_client(haproxy_path: str, version: str, optio
         listener.close()
 
 
-def test_v2_tlvs_from_haproxy(haproxy_path: str) -> None:
+def test_v2_tlvs_and_checksum_from_haproxy(haproxy_path: str) -> None:
     with Reactor() as reactor:
         listener, protocols = serve(reactor, "v2")
         frontend = listening()
         with HAProxy(("127.0.0.1", listener.port),
-                     [(frontend, "send-proxy-v2 proxy-v2-options unique-id")],
+                     [(frontend, "send-proxy-v2 proxy-v2-options unique-id,crc32c")],
                      extra='    unique-id-format "req-%{+X}o%ci"'):
             client, proto = round_trip(reactor, protocols, frontend)
             client.close()
             header = proto.transport.get_extra_info("proxy_header")
             unique = header.tlv(TLV_UNIQUE_ID)
             assert unique is not None and unique.startswith(b"req-"), header.tlvs
+            assert header.tlv(TLV_CRC32C) is not None  # and it matched HAProxy's bytes
         listener.close()
 
 

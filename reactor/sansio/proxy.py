@@ -27,7 +27,8 @@ anything up to the CRLF, which is ignored: the connection's real endpoints are u
 length, then the addresses and type-length-value records (TLVs). The length must hold
 the family's addresses (12 bytes for IPv4, 36 for IPv6, 216 for Unix paths); the
 whole header may not exceed ``max_size`` (checked as soon as the length is known, before
-its bytes are read); the TLVs must tile the rest exactly. They are kept, read-only, in
+its bytes are read); the TLVs must tile the rest exactly, and a CRC32C TLV must match
+the header's checksum. They are kept, read-only, in
 :attr:`ProxyHeader.tlvs`. A LOCAL header (a health check from the proxy itself) carries
 no client: :attr:`ProxyHeader.source` is None and the real peer stands.
 
@@ -64,6 +65,7 @@ __all__ = [
     "ProxyHeaderError",
     "ProxyHeaderParser",
     "ProxyTransport",
+    "crc32c",
     "parse_proxy_header",
 ]
 
@@ -394,9 +396,46 @@ def _parse_tlvs(data: bytes, at: int) -> tuple[tuple[int, bytes], ...]:
         if at + length > end:
             raise ProxyHeaderError(f"PROXY v2 header: TLV {kind:#04x} of {length} bytes "
                                    f"overruns the header by {at + length - end}")
+        if kind == TLV_CRC32C:
+            _check_crc32c(data, at, length)
         found.append((kind, data[at:at + length]))
         at += length
     return tuple(found)
+
+
+def _crc32c_table() -> tuple[int, ...]:
+    """CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), one entry per byte."""
+    table = []
+    for n in range(256):
+        crc = n
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
+        table.append(crc)
+    return tuple(table)
+
+
+_CRC32C: Final = _crc32c_table()
+
+
+def crc32c(data: bytes) -> int:
+    """The CRC-32C of ``data`` (the checksum of v2's ``TLV_CRC32C``)."""
+    crc = 0xFFFFFFFF
+    table = _CRC32C
+    for byte in data:
+        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+def _check_crc32c(data: bytes, at: int, length: int) -> None:
+    """A CRC32C TLV (value at ``at``) must hold the checksum of the whole header with
+    its own four bytes zeroed."""
+    if length != 4:
+        raise ProxyHeaderError(f"PROXY v2 header: a CRC32C TLV of {length} bytes (4 expected)")
+    (sent,) = struct.unpack_from("!I", data, at)
+    wanted = crc32c(data[:at] + bytes(4) + data[at + 4:])
+    if sent != wanted:
+        raise ProxyHeaderError(f"PROXY v2 header: CRC32C mismatch (the header says "
+                               f"{sent:#010x}, its bytes give {wanted:#010x})")
 
 
 # -- version 1's line ---------------------------------------------------------------------
