@@ -22,7 +22,8 @@ nothing. For each accepted connection:
   header out (its size is the header's ``size``): a ``first_byte_timeout`` waits for
   the client's own first byte. Then the protocol is made and attached
   (``connection_made``), and the bytes that followed the header in the same read are
-  handed to it at once;
+  handed to it at once, as the read that brought them (also when ``connection_made``
+  paused reading: they were read already);
 * a malformed, truncated, oversized or late header, or a refused peer, closes the
   connection (the protocol is never made) with its reason logged once per episode
   (:func:`~reactor.io.episodes.episode`: the first at INFO, the rest at DEBUG, then
