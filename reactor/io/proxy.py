@@ -48,7 +48,8 @@ from ..sansio.connection import ConnEvent, ConnState
 from ..sansio.proxy import ProxyHeader, ProxyHeaderError, ProxyHeaderParser
 from ..sansio.proxy_policy import DEFAULT_PROXY_TIMEOUT, ProxyPolicy
 from ..sansio.timers import TimerHandle
-from .episodes import episode, plural
+from ..sansio.words import counted
+from .episodes import episode
 from .stream import StreamTransport
 from .transports import ProtocolFactory, TransportOptions
 
@@ -74,7 +75,7 @@ def log_refused(transport: StreamTransport, reason: str) -> None:
     reactor = transport.reactor
 
     def summary(count: int, seconds: float) -> str:
-        return (f"PROXY protocol: closed {plural(count, 'connection')} for their header "
+        return (f"PROXY protocol: closed {counted(count, 'connection')} for their header "
                 f"or peer in {seconds:.1f} s")
 
     episode(reactor, "proxy:refused", reactor, logger, summary).event(
