@@ -130,6 +130,12 @@ _bulk_header: Final = _BULK_HEADERS.__getitem__
 _RUN_MAX: Final = 32  # commands of one shape checked together, at most
 
 
+def _shown(raw: bytes) -> str:
+    """``raw`` quoted for a log line: printable ASCII as it is, any other byte as
+    ``\\xNN`` (a user reads the bytes the client sent, not a Python repr)."""
+    return "'" + "".join(chr(c) if 32 <= c < 127 else f"\\x{c:02x}" for c in raw) + "'"
+
+
 def _length_error(what: str, detail: object) -> RespProtocolError:
     """A refused ``*N`` (``what`` = "multibulk") or ``$N`` ("bulk") header: the reply
     is redis-server's, the log message says why."""
@@ -147,7 +153,7 @@ def _header_value(buf: bytes, start: int, stop: int, what: str) -> int:
         value = int(text)
         if -(2**63) <= value < 2**63:  # a C long long, as Redis parses it
             return value
-    raise _length_error(what, repr(text[:32]))
+    raise _length_error(what, _shown(text[:32]))
 
 
 class RespParser:
