@@ -394,7 +394,7 @@ def test_multi_exec(client: FakeClient) -> None:
 
 def test_connection_commands(client: FakeClient) -> None:
     assert client.cmd("SELECT", "0") == b"+OK\r\n"
-    assert client.cmd("SELECT", "1") == b"-ERR DB index is out of range\r\n"
+    assert client.cmd("SELECT", "16") == b"-ERR DB index is out of range\r\n"
     assert client.cmd("SELECT", "x") == b"-ERR value is not an integer or out of range\r\n"
     assert client.cmd("CLIENT", "SETNAME", "worker-1") == b"+OK\r\n"
     assert client.cmd("CLIENT", "GETNAME") == b"$8\r\nworker-1\r\n"

@@ -10,15 +10,19 @@ sees its transport, and time and timers come from the loop it is bound to.
 
 Pieces (one module each, imported in this order)
 ------------------------------------------------
-* :mod:`.glob` -- :func:`compile_glob` and :func:`glob_match`, the ``KEYS`` patterns.
-* :mod:`.store` -- :class:`KVStore`, the data (strings and lists), shared by every
-  connection of one server, with expiry: *lazy* (a read of an expired key deletes it)
-  and *active* (one timer on the loop, armed for the nearest deadline, deletes keys
-  nobody reads).
+* :mod:`.glob` -- :func:`compile_glob` and :func:`glob_match`, the ``KEYS`` and ``SCAN``
+  patterns.
+* :mod:`.scan` -- :class:`ScanIndex`, the order ``SCAN`` walks a database in, and its
+  cursors.
+* :mod:`.watch` -- :class:`Watch`, the keys one connection WATCHes.
+* :mod:`.store` -- :class:`KVStore`, one database (the server has :data:`DATABASES`,
+  shared by every connection; SELECT picks one per connection): strings, lists, hashes
+  and sets, with expiry: *lazy* (a read of an expired key deletes it) and *active* (one
+  timer on the loop, armed for the nearest deadline, deletes keys nobody reads).
 * :mod:`.table` -- :class:`Command`, :data:`COMMANDS` and :class:`CommandError`.
-* :mod:`.session_commands`, :mod:`.data_commands`, :mod:`.server_commands` -- the
-  commands, registered in :data:`COMMANDS` as they are imported (the order ``COMMAND``
-  lists them in).
+* :mod:`.session_commands`, :mod:`.data_commands`, :mod:`.collection_commands`,
+  :mod:`.server_commands` -- the commands, registered in :data:`COMMANDS` as they are
+  imported (the order ``COMMAND`` lists them in).
 * :mod:`.connection` -- :class:`KVProtocol`, one per connection: feeds a
   :class:`~handlers.framers.resp.RespParser`, runs every complete command of a chunk
   and writes all their replies in one ``write``; the request deadline and flow control.
@@ -32,16 +36,19 @@ from __future__ import annotations
 
 # isort: off
 # the command modules first, in the order COMMAND lists the commands
-from . import session_commands, data_commands, server_commands  # noqa: F401
+from . import session_commands, data_commands, collection_commands, server_commands  # noqa: F401
 # isort: on
 from .connection import FLUSH_SIZE, KVProtocol
 from .glob import compile_glob, glob_match
+from .scan import ScanIndex
 from .server import KVServer, KVStatistics
 from .store import KVStore, Scheduler
-from .table import COMMANDS, Command, CommandError
+from .table import COMMANDS, DATABASES, Command, CommandError
+from .watch import Watch
 
 __all__ = [
     "COMMANDS",
+    "DATABASES",
     "FLUSH_SIZE",
     "Command",
     "CommandError",
@@ -49,7 +56,9 @@ __all__ = [
     "KVServer",
     "KVStatistics",
     "KVStore",
+    "ScanIndex",
     "Scheduler",
+    "Watch",
     "compile_glob",
     "glob_match",
 ]

@@ -45,9 +45,10 @@ from handlers.framers.resp import (
 )
 
 from .session_commands import _exec
-from .store import Scheduler
+from .store import KVStore, Scheduler
 from .table import COMMANDS as _COMMANDS
 from .table import Command, CommandError, _arity_error, _unknown_command
+from .watch import Watch
 
 if TYPE_CHECKING:
     from .server import KVServer
@@ -99,8 +100,10 @@ class KVProtocol(asyncio.Protocol):
         "_parser",
         "_server",
         "_transport",
+        "_watch",
         "_write_paused",
         "client_id",
+        "db",
         "lib_name",
         "lib_ver",
         "name",
@@ -121,6 +124,8 @@ class KVProtocol(asyncio.Protocol):
         self._deadline: object | None = None  # see handlers.base.start_request_deadline
         self._multi: list[tuple[Command, list[bytes]]] | None = None
         self._multi_dirty = False
+        self._watch: Watch | None = None  # see .watch; None until the first WATCH
+        self.db = 0  # the index of the selected database, self.store
         self.client_id = 0
         self.name = b""
         self.lib_name = b""
@@ -135,10 +140,10 @@ class KVProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
         server = self._server
-        if self.store.loop is None:
+        if not server.bound:
             loop = _loop_of(transport)
             if loop is not None:
-                self.store.bind(loop)
+                server.bind(loop, keep_bound=True)
         server.connections_total += 1
         self.client_id = server.connections_total
         server.clients[self.client_id] = self
@@ -162,6 +167,7 @@ class KVProtocol(asyncio.Protocol):
         self._closing = True
         self._transport = None
         self._multi = None
+        self.unwatch()
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -209,7 +215,7 @@ class KVProtocol(asyncio.Protocol):
         self._deadline = None
         if self._transport is not None and not self._closing:
             logger.info("kv client %s: closing: request deadline: no complete command "
-                        "within %s s", self.peer, self._server.request_timeout)
+                        "within %s s", self.address, self._server.request_timeout)
             self._closing = True
             self._transport.abort()
 
@@ -230,7 +236,7 @@ class KVProtocol(asyncio.Protocol):
                 args = parser.next_command()
             except RespProtocolError as exc:
                 self._server.protocol_errors += 1
-                logger.info("kv client %s: %s%s", self.peer, exc.message,
+                logger.info("kv client %s: %s%s", self.address, exc.message,
                             "; closing" if exc.fatal else "")
                 out.append(exc.reply)
                 if exc.fatal:
@@ -272,6 +278,7 @@ class KVProtocol(asyncio.Protocol):
         if (len(args) != arity) if arity > 0 else (len(args) < -arity):
             if command.handler is _exec:  # a refused EXEC aborts, in MULTI or not (Redis 7)
                 self._multi = None
+                self.unwatch()
                 return encode_error("EXECABORT Transaction discarded because of: wrong "
                                     "number of arguments for 'exec' command")
             if self._multi is not None:
@@ -289,18 +296,48 @@ class KVProtocol(asyncio.Protocol):
         """Close the connection once the pending replies are written."""
         self._closing = True
 
+    def select(self, index: int) -> None:
+        """Make database ``index`` (checked by the caller) this connection's."""
+        self.store = self._server.databases[index]
+        self.db = index
+
+    def watch(self, store: KVStore, key: bytes) -> None:
+        """WATCH ``key`` of ``store`` until :meth:`unwatch`."""
+        if self._watch is None:
+            self._watch = Watch()
+        self._watch.add(store, key)
+
+    def unwatch(self) -> None:
+        """Forget every watched key (UNWATCH, EXEC, DISCARD, the end)."""
+        if self._watch is not None:
+            self._watch.clear()
+
+    def watched_key_changed(self) -> bool:
+        """Whether a key this connection watches changed since it was watched."""
+        return self._watch is not None and self._watch.changed()
+
     def set_protocol_version(self, version: int) -> None:
         """Encode later replies in RESP2 or RESP3."""
         self.resp3 = version == 3
         self.null = NULL_RESP3 if self.resp3 else NULL_BULK
 
+    @property
+    def address(self) -> str:
+        """The client's address as people write it: ``host:port``, ``[v6]:port``, a
+        Unix socket's path (empty for an unnamed client socket)."""
+        peer = self.peer
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            host = str(peer[0])
+            return f"[{host}]:{peer[1]}" if ":" in host else f"{host}:{peer[1]}"
+        if isinstance(peer, bytes):  # a Linux abstract socket address
+            return peer.decode("utf-8", "backslashreplace")
+        return str(peer or "")
+
     def describe(self) -> str:
         """One line in the format of ``CLIENT LIST``."""
-        peer = self.peer
-        addr = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else peer
         return (
-            f"id={self.client_id} addr={addr} name={self.name.decode('utf-8', 'replace')} "
-            f"db=0 multi={-1 if self._multi is None else len(self._multi)} "
+            f"id={self.client_id} addr={self.address} name={self.name.decode('utf-8', 'replace')} "
+            f"db={self.db} multi={-1 if self._multi is None else len(self._multi)} "
             f"resp={3 if self.resp3 else 2} lib-name={self.lib_name.decode('utf-8', 'replace')} "
             f"lib-ver={self.lib_ver.decode('utf-8', 'replace')}"
         )

@@ -1,7 +1,7 @@
 """The key-value service's commands on data: strings, keys and lists.
 
-Role: GET, SET and the other string commands; DEL, EXISTS, KEYS, EXPIRE, TTL and the
-other key commands; LPUSH, LPOP, LRANGE and the other list commands. Each function is
+Role: GET, SET and the other string commands; DEL, EXISTS, KEYS, SCAN, EXPIRE, TTL and
+the other key commands; LPUSH, LPOP, LRANGE and the other list commands. Each function is
 registered in :data:`~handlers.services.kv.table.COMMANDS` by ``@_command`` when this
 module is imported; the package imports the command modules in the order ``COMMAND``
 lists them.
@@ -15,10 +15,11 @@ from __future__ import annotations
 import itertools
 import time
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from handlers.framers.resp import NULL_ARRAY, NULL_RESP3, OK, encode_bulk, encode_integer
 
+from .glob import compile_glob
 from .table import (
     _ALL_KEYS,
     _ONE_KEY,
@@ -35,6 +36,7 @@ from .table import (
     _list,
     _parse_int,
     _string,
+    _type_name,
 )
 
 if TYPE_CHECKING:
@@ -123,6 +125,7 @@ def _set(c: KVProtocol, a: list[bytes]) -> bytes:
         return c.null if old is None else encode_bulk(old)
     if deadline is not None and deadline <= store.time():
         store.delete(key)  # EXAT/PXAT in the past: set, and gone at once
+        store.touch(key)  # a change even where there was no key (WATCH)
     else:
         store.set(key, a[2], deadline=deadline, keep_ttl=keep_ttl)
     if get:
@@ -244,13 +247,70 @@ def _type(c: KVProtocol, a: list[bytes]) -> bytes:
     value = c.store.get(a[1])
     if value is None:
         return b"+none\r\n"
-    return b"+string\r\n" if type(value) is bytes else b"+list\r\n"
+    return b"+%b\r\n" % _type_name(value)
 
 
 @_command("keys", 2, "readonly", "generic",
           "Returns all key names that match a pattern.")
 def _keys(c: KVProtocol, a: list[bytes]) -> bytes:
     return _array(c.store.keys(a[1]))
+
+
+_UINT64: Final = 2**64
+_SPACES: Final = frozenset(b" \t\n\v\f\r")
+
+
+def _parse_cursor(raw: bytes) -> int:
+    """A SCAN cursor, read as redis-server reads one (C's ``strtoul`` in base 10, the
+    argument ending at a NUL): an optional sign then digits, nothing before or after
+    them, at most 2**64 - 1; ``-N`` wraps around to 2**64 - N; an empty one is 0.
+
+    Raises:
+        CommandError: not such a cursor.
+    """
+    text = _c_string(raw)
+    if not text:
+        return 0
+    negative = text[0] == 45  # -
+    digits = text[1:] if text[0] in (43, 45) else text  # + -
+    if text[0] in _SPACES or not digits.isdigit():
+        raise CommandError("ERR invalid cursor")
+    digits = digits.lstrip(b"0")
+    if len(digits) > 20 or int(digits or b"0") >= _UINT64:
+        raise CommandError("ERR invalid cursor")
+    value = int(digits or b"0")
+    return (_UINT64 - value) % _UINT64 if negative else value
+
+
+@_command("scan", -2, "readonly", "generic",
+          "Iterates over the key names in the database.")
+def _scan(c: KVProtocol, a: list[bytes]) -> bytes:
+    cursor = _parse_cursor(a[1])
+    count = 10
+    match = None
+    wanted = None
+    for i in range(2, len(a), 2):  # Redis's order: each option checked as it comes
+        option = a[i].lower()
+        if i + 1 == len(a):
+            raise CommandError(E_SYNTAX)
+        if option == b"count":
+            count = _parse_int(a[i + 1])
+            if count < 1:
+                raise CommandError(E_SYNTAX)
+        elif option == b"match":
+            match = None if a[i + 1] == b"*" else compile_glob(a[i + 1])
+        elif option == b"type":
+            wanted = a[i + 1].lower()
+        else:
+            raise CommandError(E_SYNTAX)
+    store = c.store
+    cursor, found = store.scan_index.scan(cursor, count, match)
+    keys = []
+    for key in found:
+        value = store.get(key)  # deletes a key whose time has passed, as Redis does
+        if value is not None and (wanted is None or _type_name(value) == wanted):
+            keys.append(key)
+    return b"*2\r\n" + encode_bulk(b"%d" % cursor) + _array(keys)
 
 
 def _expire_generic(c: KVProtocol, a: list[bytes], scale: float, name: str) -> bytes:
@@ -348,6 +408,7 @@ def _push(c: KVProtocol, a: list[bytes], left: bool) -> bytes:
         items.extendleft(a[2:])
     else:
         items.extend(a[2:])
+    c.store.touch(a[1])
     return encode_integer(len(items))
 
 
@@ -379,6 +440,7 @@ def _pop(c: KVProtocol, a: list[bytes], left: bool) -> bytes:
         return (NULL_RESP3 if c.resp3 else NULL_ARRAY) if count is not None else c.null
     popped = [items.popleft() if left else items.pop()
               for _ in range(min(len(items), 1 if count is None else count))]
+    c.store.touch(a[1])  # even when none was popped (Redis)
     if not items:
         c.store.delete(a[1])
     if count is None:

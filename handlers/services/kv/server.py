@@ -1,9 +1,10 @@
 """The key-value service's protocol factory and its statistics.
 
 Role: :class:`KVServer`, the factory a listener calls once per connection (every
-:class:`~handlers.services.kv.connection.KVProtocol` it makes shares one
-:class:`~handlers.services.kv.store.KVStore`), its settings (parser limits, the request
-deadline, what ``CONFIG GET`` reports) and :class:`KVStatistics`.
+:class:`~handlers.services.kv.connection.KVProtocol` it makes shares its
+:data:`DATABASES` databases, each a :class:`~handlers.services.kv.store.KVStore`), its
+settings (parser limits, the request deadline, what ``CONFIG GET`` reports) and
+:class:`KVStatistics`.
 
 Must not import ``socket``, ``selectors``, ``threading`` or ``os``.
 """
@@ -22,8 +23,9 @@ from handlers.framers.resp import (
 
 from .connection import KVProtocol
 from .store import KVStore, Scheduler
+from .table import DATABASES
 
-__all__ = ["KVServer", "KVStatistics"]
+__all__ = ["DATABASES", "KVServer", "KVStatistics"]
 
 
 @dataclass(frozen=True)
@@ -31,7 +33,7 @@ class KVStatistics:
     """An immutable snapshot of a :class:`KVServer`.
 
     Attributes:
-        keys: keys in the store (expired ones not yet deleted included).
+        keys: keys in all databases (expired ones not yet deleted included).
         expiring: keys with a TTL.
         expired_keys: keys deleted because their TTL passed.
         clients: connections open now.
@@ -50,12 +52,13 @@ class KVStatistics:
 
 
 class KVServer:
-    """The protocol factory of a key-value service; every protocol shares one store.
+    """The protocol factory of a key-value service; every protocol shares its databases.
 
     Args:
         loop: the reactor or asyncio loop the service runs on (timers for expiry);
             None: bound to the loop of the first connection.
-        store: the store to serve (a new one by default).
+        store: the store to serve as database 0 (a new one by default); databases 1
+            to 15 are new stores.
         max_bulk_length: the longest bulk string accepted (a longer one is refused
             before its payload is read, and the connection closed).
         max_array_length: the most arguments one command may have.
@@ -86,8 +89,10 @@ class KVServer:
                              f"{request_timeout!r}")
         self.request_timeout = request_timeout
         self.store = store if store is not None else KVStore()
+        self.databases = [self.store, *(KVStore() for _ in range(DATABASES - 1))]
+        self.bound = False
         if loop is not None:
-            self.store.bind(loop)
+            self.bind(loop)
         self.max_bulk_length = max_bulk_length
         self.max_array_length = max_array_length
         self.max_inline_length = max_inline_length
@@ -100,6 +105,19 @@ class KVServer:
 
     def __call__(self) -> KVProtocol:
         return KVProtocol(self)
+
+    def bind(self, loop: Scheduler, *, keep_bound: bool = False) -> None:
+        """Drive every database's expiry with ``loop``'s clock and timers; with
+        ``keep_bound``, a database bound to another loop stays so.
+
+        Raises:
+            LocalProtocolError: a database is already bound to another loop (and not
+                ``keep_bound``).
+        """
+        for store in self.databases:
+            if not keep_bound or store.loop is None:
+                store.bind(loop)
+        self.bound = True
 
     def new_parser(self) -> RespParser:
         """A parser with this server's limits."""
@@ -116,7 +134,7 @@ class KVServer:
             "save": "",
             "appendonly": "no",
             "appendfsync": "no",
-            "databases": "1",
+            "databases": str(DATABASES),
             "maxmemory": "0",
             "maxmemory-policy": "noeviction",
             "maxclients": "0",
@@ -130,12 +148,12 @@ class KVServer:
         }
 
     def statistics(self) -> KVStatistics:
-        """A snapshot of the store and connection counters."""
-        store = self.store
+        """A snapshot of the databases and connection counters."""
+        databases = self.databases
         return KVStatistics(
-            keys=len(store),
-            expiring=store.expiring,
-            expired_keys=store.expired_keys,
+            keys=sum(len(store) for store in databases),
+            expiring=sum(store.expiring for store in databases),
+            expired_keys=sum(store.expired_keys for store in databases),
             clients=len(self.clients),
             connections_total=self.connections_total,
             commands_processed=self.commands_processed,

@@ -24,6 +24,7 @@ from .table import (
     CommandError,
     _arity_error,
     _array,
+    _c_string,
     _command,
     _unknown_subcommand,
 )
@@ -43,21 +44,24 @@ def _dbsize(c: KVProtocol, a: list[bytes]) -> bytes:
     return encode_integer(len(c.store))
 
 
-def _flush(c: KVProtocol, a: list[bytes]) -> bytes:
+def _check_flush_mode(a: list[bytes]) -> None:
     if len(a) > 2 or (len(a) == 2 and a[1].upper() not in (b"ASYNC", b"SYNC")):
         raise CommandError(E_SYNTAX)
-    c.store.flush()
-    return OK
 
 
 @_command("flushdb", -1, "write", "server", "Removes all keys from the database.")
 def _flushdb(c: KVProtocol, a: list[bytes]) -> bytes:
-    return _flush(c, a)
+    _check_flush_mode(a)
+    c.store.flush()
+    return OK
 
 
 @_command("flushall", -1, "write", "server", "Removes all keys from all databases.")
 def _flushall(c: KVProtocol, a: list[bytes]) -> bytes:
-    return _flush(c, a)
+    _check_flush_mode(a)
+    for store in c._server.databases:
+        store.flush()
+    return OK
 
 
 @_command("time", 1, "fast", "server", "Returns the server time.")
@@ -80,8 +84,8 @@ def _info(c: KVProtocol, a: list[bytes]) -> bytes:
                   f"expired_keys:{stats.expired_keys}",
                   f"protocol_errors:{stats.protocol_errors}"],
         "replication": ["role:master", "connected_slaves:0"],
-        "keyspace": [f"db0:keys={stats.keys},expires={stats.expiring},avg_ttl=0"]
-                    if stats.keys else [],
+        "keyspace": [f"db{index}:keys={len(store)},expires={store.expiring},avg_ttl=0"
+                     for index, store in enumerate(server.databases) if len(store)],
     }
     wanted = {arg.decode("utf-8", "replace").lower() for arg in a[1:]}
     if not wanted or wanted & {"all", "everything", "default"}:
@@ -110,14 +114,13 @@ def _config(c: KVProtocol, a: list[bytes]) -> bytes:
     if sub == b"set":
         if len(a) < 4 or len(a) % 2:
             return _arity_error("config|set")
-        raise CommandError(
-            f"ERR Unknown option or number of arguments for CONFIG SET - "
-            f"'{a[2].decode('utf-8', 'replace')}'"
-        )
+        raise CommandError(b"ERR Unknown option or number of arguments for CONFIG SET - "
+                           b"'%b'" % _c_string(a[2]))
     if sub == b"resetstat" and len(a) == 2:
         server = c._server
         server.commands_processed = server.protocol_errors = 0
-        c.store.expired_keys = 0
+        for store in server.databases:
+            store.expired_keys = 0
         return OK
     raise _unknown_subcommand(a)
 

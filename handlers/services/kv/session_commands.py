@@ -1,6 +1,7 @@
 """The key-value service's connection and transaction commands.
 
-Role: PING, ECHO, QUIT, SELECT, AUTH, HELLO, CLIENT; MULTI, EXEC, DISCARD. Each
+Role: PING, ECHO, QUIT, SELECT, AUTH, HELLO, CLIENT; MULTI, EXEC, DISCARD, WATCH,
+UNWATCH. Each
 function is registered in :data:`~handlers.services.kv.table.COMMANDS` by ``@_command``
 when this module is imported; the package imports the command modules in the order
 ``COMMAND`` lists them.
@@ -13,15 +14,26 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from handlers.framers.resp import OK, PONG, encode_bulk, encode_integer, encode_map
+from handlers.framers.resp import (
+    NULL_ARRAY,
+    NULL_RESP3,
+    OK,
+    PONG,
+    encode_bulk,
+    encode_integer,
+    encode_map,
+)
 
 from .table import (
+    _ALL_KEYS,
+    DATABASES,
     E_SYNTAX,
     INT32_MAX,
     INT32_MIN,
     SERVER_VERSION,
     CommandError,
     _arity_error,
+    _c_string,
     _command,
     _parse_int,
     _unknown_subcommand,
@@ -62,8 +74,9 @@ def _select(c: KVProtocol, a: list[bytes]) -> bytes:
     if not INT32_MIN <= index <= INT32_MAX:  # Redis parses the index as a C int first
         raise CommandError(
             f"ERR value is out of range, value must between {INT32_MIN} and {INT32_MAX}")
-    if index != 0:
+    if not 0 <= index < DATABASES:
         raise CommandError("ERR DB index is out of range")
+    c.select(index)
     return OK
 
 
@@ -115,8 +128,7 @@ def _hello(c: KVProtocol, a: list[bytes]) -> bytes:
             _check_name(name, "Client names")
             i += 2
         else:
-            option_text = a[i].decode("utf-8", "replace")
-            raise CommandError(f"ERR Syntax error in HELLO option '{option_text}'")
+            raise CommandError(b"ERR Syntax error in HELLO option '%b'" % _c_string(a[i]))
     if name is not None:
         c.name = name
     c.set_protocol_version(version)
@@ -154,7 +166,7 @@ def _client(c: KVProtocol, a: list[bytes]) -> bytes:
             _check_name(a[3], "lib-ver")
             c.lib_ver = a[3]
         else:
-            raise CommandError(f"ERR Unrecognized option '{a[2].decode('utf-8', 'replace')}'")
+            raise CommandError(b"ERR Unrecognized option '%b'" % _c_string(a[2]))
         return OK
     if sub == b"info" and len(a) == 2:
         return encode_bulk(c.describe().encode() + b"\n")
@@ -184,8 +196,12 @@ def _exec(c: KVProtocol, a: list[bytes]) -> bytes:
     if queued is None:
         raise CommandError("ERR EXEC without MULTI")
     c._multi = None
+    changed = c.watched_key_changed()
+    c.unwatch()
     if c._multi_dirty:
         raise CommandError("EXECABORT Transaction discarded because of previous errors.")
+    if changed:
+        return NULL_RESP3 if c.resp3 else NULL_ARRAY
     replies = []
     for command, args in queued:
         try:
@@ -200,4 +216,24 @@ def _discard(c: KVProtocol, a: list[bytes]) -> bytes:
     if c._multi is None:
         raise CommandError("ERR DISCARD without MULTI")
     c._multi = None
+    c.unwatch()
+    return OK
+
+
+@_command("watch", -2, "fast", "transactions",
+          "Monitors changes to keys to determine the execution of a transaction.",
+          keys=_ALL_KEYS, immediate=True)
+def _watch(c: KVProtocol, a: list[bytes]) -> bytes:
+    if c._multi is not None:
+        raise CommandError("ERR WATCH inside MULTI is not allowed")
+    store = c.store
+    for key in a[1:]:
+        c.watch(store, key)
+    return OK
+
+
+@_command("unwatch", 1, "fast", "transactions",
+          "Forgets about watched keys of a transaction.")
+def _unwatch(c: KVProtocol, a: list[bytes]) -> bytes:
+    c.unwatch()
     return OK

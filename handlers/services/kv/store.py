@@ -1,8 +1,10 @@
 """The keyspace of the key-value service, with expiry in loop time.
 
-Role: :class:`KVStore`, the data (strings and lists) shared by every connection of one
-server, with expiry: *lazy* (a read of an expired key deletes it) and *active* (one
-timer on the loop, armed for the nearest deadline, deletes keys nobody reads).
+Role: :class:`KVStore`, one database: the data (strings, lists, hashes and sets) shared
+by every connection of one server that selected it, with expiry: *lazy* (a read of an
+expired key deletes it) and *active* (one timer on the loop, armed for the nearest
+deadline, deletes keys nobody reads); the connections that WATCH its keys (every change
+of a key marks them); and the order SCAN walks it in (:mod:`.scan`).
 
 Must not import ``socket``, ``selectors``, ``threading`` or ``os`` (time and
 timers come from the loop it is bound to), nor the command table or the connection.
@@ -19,12 +21,14 @@ from typing import Final, Protocol
 from reactor.sansio.errors import LocalProtocolError
 
 from .glob import compile_glob
+from .scan import ScanIndex
+from .watch import Watch
 
 __all__ = ["MAX_EXPIRE_BATCH", "KVStore", "Scheduler", "Value"]
 
 MAX_EXPIRE_BATCH: Final = 1000  # keys one active-expiry callback deletes at most
 
-Value = bytes | deque[bytes]
+Value = bytes | deque[bytes] | dict[bytes, bytes] | set[bytes]
 
 
 class _Cancellable(Protocol):
@@ -40,7 +44,12 @@ class Scheduler(Protocol):
 
 
 class KVStore:
-    """The keyspace: string and list values, with expiry deadlines in loop time.
+    """One database: string, list, hash and set values, with expiry deadlines in loop
+    time.
+
+    Who changes a value in place (a list, hash or set) calls :meth:`touch` for it;
+    :meth:`set`, :meth:`delete`, expiry and :meth:`flush` do it themselves. An emptied
+    list, hash or set is deleted by its command.
 
     Args:
         loop: the loop whose clock and timers drive expiry; None binds later (until
@@ -56,7 +65,9 @@ class KVStore:
         "_loop",
         "_timer",
         "_timer_when",
+        "_watched",
         "expired_keys",
+        "scan_index",
     )
 
     def __init__(self, loop: Scheduler | None = None) -> None:
@@ -66,7 +77,9 @@ class KVStore:
         self._loop: Scheduler | None = None
         self._timer: _Cancellable | None = None
         self._timer_when = 0.0
+        self._watched: dict[bytes, set[Watch]] = {}
         self.expired_keys = 0
+        self.scan_index = ScanIndex(self._data)
         if loop is not None:
             self.bind(loop)
 
@@ -120,6 +133,8 @@ class KVStore:
             self.set_deadline(key, deadline)
         elif not keep_ttl and self._expires:
             self._expires.pop(key, None)
+        if self._watched:
+            self.touch(key)
 
     def delete(self, key: bytes) -> bool:
         """Remove ``key``; whether it existed (and had not expired)."""
@@ -127,6 +142,9 @@ class KVStore:
             return False
         del self._data[key]
         self._expires.pop(key, None)
+        self.scan_index.forget(key)
+        if self._watched:
+            self.touch(key)
         return True
 
     def deadline(self, key: bytes) -> float | None:
@@ -136,6 +154,8 @@ class KVStore:
     def set_deadline(self, key: bytes, when: float) -> None:
         """Expire the existing ``key`` at loop time ``when``."""
         self._expires[key] = when
+        if self._watched:
+            self.touch(key)
         heap = self._heap
         heapq.heappush(heap, (when, key))
         if len(heap) > 2 * len(self._expires) + 64:  # mostly stale entries: rebuild
@@ -146,7 +166,11 @@ class KVStore:
 
     def persist(self, key: bytes) -> bool:
         """Drop the TTL of ``key``; whether it had one."""
-        return self._expires.pop(key, None) is not None
+        if self._expires.pop(key, None) is None:
+            return False
+        if self._watched:
+            self.touch(key)
+        return True
 
     def keys(self, pattern: bytes = b"*") -> list[bytes]:
         """Live keys matching the Redis glob ``pattern``."""
@@ -163,17 +187,50 @@ class KVStore:
 
     def flush(self) -> None:
         """Delete every key."""
-        self._data.clear()
+        data = self._data
+        for key in [key for key in self._watched if key in data]:
+            self.touch(key)
+        data.clear()
+        self.scan_index.clear()
         self._expires.clear()
         self._heap.clear()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
+    # -- WATCH ----------------------------------------------------------------------------
+
+    def touch(self, key: bytes) -> None:
+        """``key`` changed: mark every connection watching it."""
+        watches = self._watched.pop(key, None) if self._watched else None
+        if watches:
+            for watch in watches:
+                watch.dirty = True
+
+    def add_watch(self, key: bytes, watch: Watch) -> None:
+        """Mark ``watch`` dirty when ``key`` changes (see :class:`~.watch.Watch`)."""
+        self._watched.setdefault(key, set()).add(watch)
+
+    def remove_watch(self, key: bytes, watch: Watch) -> None:
+        """Forget ``watch`` for ``key`` (gone already if the key changed)."""
+        watches = self._watched.get(key)
+        if watches is not None:
+            watches.discard(watch)
+            if not watches:
+                del self._watched[key]
+
+    @property
+    def watched(self) -> int:
+        """Keys some connection watches."""
+        return len(self._watched)
+
     def _expire(self, key: bytes) -> None:
         del self._data[key]
         del self._expires[key]
         self.expired_keys += 1
+        self.scan_index.forget(key)
+        if self._watched:
+            self.touch(key)
 
     # Active expiry: the heap holds (deadline, key) for every deadline ever set; an
     # entry is live when the key's current deadline still equals it. One timer is armed

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = ["COMMANDS", "Command", "CommandError", "Handler"]
 
 SERVER_VERSION: Final = "7.0.0"  # what INFO and HELLO report, for clients that check
+DATABASES: Final = 16  # SELECT 0 to 15, as in redis-server's default configuration
 INT64_MIN: Final = -(2**63)
 INT64_MAX: Final = 2**63 - 1
 INT32_MIN: Final = -(2**31)
@@ -70,10 +71,9 @@ def _unknown_command(args: list[bytes]) -> bytes:
 
 
 def _unknown_subcommand(args: list[bytes]) -> CommandError:
-    sub = args[1][:128].decode("utf-8", "replace")
-    return CommandError(
-        f"ERR unknown subcommand '{sub}'. Try {args[0].decode('utf-8', 'replace').upper()} HELP."
-    )
+    # the bytes as they came, as Redis prints them (%.128s)
+    return CommandError(b"ERR unknown subcommand '%b'. Try %b HELP."
+                        % (_c_string(args[1])[:128], _c_string(args[0]).upper()))
 
 
 def _parse_int(raw: bytes) -> int:
@@ -196,3 +196,12 @@ def _list(c: KVProtocol, key: bytes) -> deque[bytes] | None:
 def _array(items: Iterable[bytes]) -> bytes:
     encoded = [encode_bulk(item) for item in items]
     return b"*%d\r\n" % len(encoded) + b"".join(encoded)
+
+
+_TYPE_NAMES: Final[dict[type, bytes]] = {bytes: b"string", deque: b"list", dict: b"hash",
+                                         set: b"set"}
+
+
+def _type_name(value: object) -> bytes:
+    """What TYPE answers for a value of the store."""
+    return _TYPE_NAMES[type(value)]
