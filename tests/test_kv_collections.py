@@ -14,6 +14,7 @@ import re
 import subprocess
 from collections.abc import Iterator
 from types import SimpleNamespace
+from unittest import mock
 
 import pytest
 import redis
@@ -24,7 +25,8 @@ from test_kv import Served
 
 from handlers.framers.resp import encode_command
 from handlers.services.kv import COMMANDS, DATABASES, KVServer, KVStore, ScanIndex
-from handlers.services.kv.scan import MAX_EPOCHS, MAX_SCAN_COUNT, SLACK
+from handlers.services.kv import scan as scan_module
+from handlers.services.kv.scan import CHUNK, MAX_SCAN_COUNT, SYNC_BATCH
 from reactor import FakeClock, Reactor
 from reactor.testing import FakeSelector, FakeTransport
 
@@ -532,11 +534,20 @@ steps = st.lists(st.tuples(
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.sets(st.integers(0, 400), max_size=400), steps)
+@given(st.sets(st.integers(0, 400), max_size=400), steps, st.sampled_from([1, 3, 8]))
 def test_scan_returns_every_key_present_throughout(initial: set[int],
                                                    plan: list[tuple[int, list[int], list[int],
-                                                                    bool]]) -> None:
+                                                                    bool]],
+                                                   chunk_bits: int) -> None:
     world = World()
+    # small chunks: many emptied and dropped, as a big keyspace has
+    with mock.patch.object(scan_module, "CHUNK_BITS", chunk_bits), \
+            mock.patch.object(scan_module, "CHUNK", 1 << chunk_bits):
+        run_scan_plan(world, initial, plan)
+
+
+def run_scan_plan(world: World, initial: set[int],
+                  plan: list[tuple[int, list[int], list[int], bool]]) -> None:
     try:
         client = world.client()
         for i in sorted(initial):
@@ -567,39 +578,53 @@ def test_scan_returns_every_key_present_throughout(initial: set[int],
         world.reactor.close()
 
 
-def test_scan_index_survives_rebuilds_and_starts_again_when_too_old() -> None:
+def test_scan_index_keeps_slots_and_frees_memory() -> None:
     store = KVStore()
-    for i in range(200):
-        store.set(b"k%d" % i, b"v")
     index = store.scan_index
+    for i in range(10 * CHUNK):
+        store.set(b"k%d" % i, b"v")
     cursor, first = index.scan(0, 50)
     assert first == [b"k%d" % i for i in range(50)]
-    # delete enough keys before the cursor to rebuild the list of slots
-    for i in range(0, 50):
+    # deleting keys before and after the cursor moves no other key
+    for i in range(0, 10 * CHUNK, 2):
         store.delete(b"k%d" % i)
-    for i in range(150, 200, 2):
-        store.delete(b"k%d" % i)
-    assert index.slots <= 2 * len(store) + SLACK
     cursor, second = index.scan(cursor, 50)
-    assert second == [b"k%d" % i for i in range(50, 100)]  # where it left off
-    # a cursor survives MAX_EPOCHS rebuilds; an older one starts again (nothing
-    # missed, some keys twice)
-    def churn() -> None:
-        for i in range(300):
-            store.set(b"tmp%d" % i, b"v")
-        index.scan(0, 1)  # the new keys get slots
-        for i in range(300):
-            store.delete(b"tmp%d" % i)
-
-    for _ in range(MAX_EPOCHS):
-        churn()
-    assert index.scan(cursor, 1)[1] == [b"k100"]
-    churn()
-    assert index.scan(cursor, 1)[1] == [b"k50"]
-    # FLUSHDB: the scan of an emptied store ends at once
+    assert second == [b"k%d" % i for i in range(51, 151, 2)]
+    # emptied chunks go, and so do their numbers once they outnumber the rest
+    for i in range(1, 10 * CHUNK, 2):
+        store.delete(b"k%d" % i)
+    assert index.numbered == 0 and index.chunks <= 10
+    for round_ in range(200):
+        for i in range(CHUNK):
+            store.set(b"r%d-%d" % (round_, i), b"v")
+        index.scan(0, 1)
+        for i in range(CHUNK):
+            store.delete(b"r%d-%d" % (round_, i))
+    assert index.chunks <= 64 + 2
+    # a scan of an emptied store ends; an old cursor too
+    store.set(b"a", b"v")
+    index.scan(0, 1)
     store.flush()
     assert index.scan(cursor, 10) == (0, [])
-    assert ScanIndex({}).scan(12345 << 16, 10) == (0, [])
+    assert ScanIndex({}).scan(2**64 - 1, 10) == (0, [])
+
+
+def test_scan_gives_slots_a_batch_at_a_time() -> None:
+    store = KVStore()
+    total = 3 * SYNC_BATCH + 7
+    for i in range(total):
+        store.set(b"k%d" % i, b"v")
+    index = store.scan_index
+    cursor, keys = index.scan(0, 10)
+    assert index.numbered == SYNC_BATCH and cursor != 0 and len(keys) == 10
+    found = set(keys)
+    calls = 1
+    while cursor:
+        cursor, keys = index.scan(cursor, MAX_SCAN_COUNT)
+        found.update(keys)
+        calls += 1
+    assert len(found) == total and index.numbered == total
+    assert calls <= total // MAX_SCAN_COUNT + 5
 
 
 def test_scan_costs_nothing_until_used() -> None:
@@ -607,7 +632,7 @@ def test_scan_costs_nothing_until_used() -> None:
     for i in range(1000):
         store.set(b"k%d" % i, b"v")
         store.delete(b"k%d" % i)
-    assert store.scan_index.slots == 0
+    assert store.scan_index.numbered == store.scan_index.chunks == 0
 
 
 # -- no Python reprs in what users read -------------------------------------------------
