@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import subprocess
+import tracemalloc
 from collections.abc import Iterator
 from types import SimpleNamespace
 from unittest import mock
@@ -24,7 +25,14 @@ from redis_tools import redis_tool
 from test_kv import Served
 
 from handlers.framers.resp import encode_command
-from handlers.services.kv import COMMANDS, DATABASES, KVServer, KVStore, ScanIndex
+from handlers.services.kv import (
+    COMMANDS,
+    DATABASES,
+    KVServer,
+    KVStore,
+    ScanIndex,
+    compile_glob,
+)
 from handlers.services.kv import scan as scan_module
 from handlers.services.kv.scan import CHUNK, MAX_SCAN_COUNT, SYNC_BATCH
 from reactor import FakeClock, Reactor
@@ -633,6 +641,21 @@ def test_scan_costs_nothing_until_used() -> None:
         store.set(b"k%d" % i, b"v")
         store.delete(b"k%d" % i)
     assert store.scan_index.numbered == store.scan_index.chunks == 0
+
+
+def test_a_huge_match_pattern_costs_memory_in_proportion(client: Client) -> None:
+    pattern = b"[k]" * 350_000 + b"*"  # 1 MiB: as many classes, all the same
+    client.cmd("SET", "k" * 350_000 + "tail", "v")
+    tracemalloc.start()
+    try:
+        assert full_scan(client, "MATCH", pattern)[0] == [b"k" * 350_000 + b"tail"]
+        assert client.cmd("KEYS", pattern).startswith(b"*1\r\n")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * len(pattern)  # one table for the one class; 256 bytes each before
+    assert compile_glob(pattern) is not compile_glob(pattern)  # not kept after the call
+    assert compile_glob(b"k*") is compile_glob(b"k*")
 
 
 # -- no Python reprs in what users read -------------------------------------------------

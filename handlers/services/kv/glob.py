@@ -24,6 +24,7 @@ def _glob_tokens(pattern: bytes) -> list[bytes | None]:
     next byte (a trailing one is literal), ``[^...]`` negates, ``a-z`` is a range (ends
     swapped if reversed), and an unterminated ``[`` class ends with the pattern."""
     tokens: list[bytes | None] = []
+    classes: dict[bytes, bytes] = {}  # one table per distinct class, however often it is used
     i = 0
     n = len(pattern)
     while i < n:
@@ -58,7 +59,8 @@ def _glob_tokens(pattern: bytes) -> list[bytes | None]:
                     i += 1
             if negate:
                 table = bytearray(1 - bit for bit in table)
-            tokens.append(bytes(table))
+            key = bytes(table)
+            tokens.append(classes.setdefault(key, key))
         elif c == 92 and n - i >= 2:  # \x
             tokens.append(_LITERALS[pattern[i + 1]])
             i += 2
@@ -96,16 +98,27 @@ def _match_tokens(tokens: list[bytes | None], text: bytes) -> bool:
     return p == m
 
 
-@functools.lru_cache(maxsize=256)
 def compile_glob(pattern: bytes) -> Callable[[bytes], bool]:
     """Compile a Redis glob (``*``, ``?``, ``[abc]``, ``[^a]``, ``[a-z]``, ``\\`` escapes)
-    into a predicate on bytes."""
+    into a predicate on bytes (the last 256 patterns up to 1 KiB are kept compiled)."""
+    if len(pattern) > _CACHED_LENGTH:  # a client's huge pattern is not kept
+        return _compile(pattern)
+    return _compile_cached(pattern)
+
+
+_CACHED_LENGTH: Final = 1024
+
+
+def _compile(pattern: bytes) -> Callable[[bytes], bool]:
     if not any(c in pattern for c in b"*?[\\"):
         return pattern.__eq__
     tokens = _glob_tokens(pattern)
     if tokens == [None]:
         return lambda text: True
     return functools.partial(_match_tokens, tokens)
+
+
+_compile_cached = functools.lru_cache(maxsize=256)(_compile)
 
 
 def glob_match(pattern: bytes, text: bytes) -> bool:
