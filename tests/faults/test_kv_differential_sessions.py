@@ -152,8 +152,10 @@ keyspace = names.flatmap(lambda ns: st.lists(st.sampled_from(KINDS), min_size=le
     lambda kinds: list(zip(sorted(ns), kinds, strict=True))))
 match_option = st.sampled_from([[], [b"MATCH", b"*"], [b"MATCH", b"key:1*"], [b"MATCH", b"?"],
                                  [b"MATCH", b"*[0-4]"], [b"MATCH", b"nothing*"]])
+# not TYPE none: redis-server 7.0 returns the keys whose time has passed and it has not
+# deleted yet (a documented difference, in test_kv_differential.py)
 type_option = st.sampled_from([[], [b"TYPE", b"string"], [b"TYPE", b"hash"], [b"TYPE", b"SET"],
-                               [b"TYPE", b"list"], [b"TYPE", b"none"]])
+                               [b"TYPE", b"list"], [b"TYPE", b"zset"]])
 counts = st.lists(st.integers(1, 30) | st.sampled_from([1000, 2**63 - 1]), min_size=1,
                   max_size=4)
 

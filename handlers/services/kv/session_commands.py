@@ -1,10 +1,9 @@
 """The key-value service's connection and transaction commands.
 
 Role: PING, ECHO, QUIT, SELECT, AUTH, HELLO, CLIENT; MULTI, EXEC, DISCARD, WATCH,
-UNWATCH. Each
-function is registered in :data:`~handlers.services.kv.table.COMMANDS` by ``@_command``
-when this module is imported; the package imports the command modules in the order
-``COMMAND`` lists them.
+UNWATCH. Each function is registered in :data:`~handlers.services.kv.table.COMMANDS`
+by ``@_command`` when this module is imported; the package imports the command modules
+in the order ``COMMAND`` lists them.
 
 Must not import ``socket``, ``selectors``, ``threading`` or ``os``; imports the
 connection only for type checking.
