@@ -9,11 +9,13 @@ redis-benchmark.
 
 from __future__ import annotations
 
+import ast
 import logging
 import re
 import subprocess
 import tracemalloc
 from collections.abc import Iterator
+from pathlib import Path
 from types import SimpleNamespace
 from unittest import mock
 
@@ -24,6 +26,7 @@ from hypothesis import strategies as st
 from redis_tools import redis_tool
 from test_kv import Served
 
+import handlers.services.kv
 from handlers.framers.resp import encode_command
 from handlers.services.kv import (
     COMMANDS,
@@ -688,6 +691,18 @@ def test_error_replies_and_logs_have_no_python_reprs(
     for message in caplog.messages:
         assert "[2001:db8::1]:6379" in message
         assert "b'" not in message and "('" not in message, message
+
+
+def test_no_repr_in_the_text_of_errors_and_log_lines() -> None:
+    # the grep, as a test: nothing that builds a reply or a log line uses repr()
+    package = Path(handlers.services.kv.__file__).parent
+    for path in [*package.glob("*.py"), package.parent.parent / "framers" / "resp.py"]:
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FormattedValue):
+                assert node.conversion != ord("r"), f"{path}:{node.lineno}: !r"
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+                assert node.func.id != "repr", f"{path}:{node.lineno}: repr()"
 
 
 # -- real clients -----------------------------------------------------------------------

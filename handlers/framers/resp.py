@@ -211,7 +211,7 @@ class RespParser:
             ("max_command_size", max_command_size),
         ):
             if value <= 0:
-                raise ValueError(f"{name} must be positive, not {value!r}")
+                raise ValueError(f"{name} must be positive, not {value}")
         self.max_bulk_length = max_bulk_length
         self.max_array_length = max_array_length
         self.max_inline_length = max_inline_length

@@ -85,8 +85,8 @@ class KVServer:
         request_timeout: float | None = None,
     ) -> None:
         if request_timeout is not None and not request_timeout > 0:
-            raise ValueError(f"request_timeout must be positive or None, not "
-                             f"{request_timeout!r}")
+            raise ValueError(f"request_timeout must be a positive number of seconds or "
+                             f"None, not {request_timeout}")
         self.request_timeout = request_timeout
         self.store = store if store is not None else KVStore()
         self.databases = [self.store, *(KVStore() for _ in range(DATABASES - 1))]
