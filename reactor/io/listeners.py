@@ -14,7 +14,7 @@ When ``accept`` fails for lack of resources (EMFILE, ENFILE, ENOBUFS, ENOMEM) th
 listener is *paused*: unregistered from the selector, so a level-triggered selector
 cannot spin on the pending connection, and re-registered after ``accept_retry_delay``.
 Pending clients wait in the kernel's backlog meanwhile. The first failure of an episode
-is logged at error level naming the limit; retries in the same episode are silent; the
+is logged at warning level naming the limit; retries in the same episode are silent; the
 first successful accept ends the episode and says so.
 
 With ``max_connections`` the listener stops polling when that many of its connections
@@ -215,7 +215,7 @@ class Listener:
                 self._pause(exc)
                 return
             if self._capacity_error is not None:
-                logger.warning("%s: accepting again after %s", self.describe(),
+                logger.info("%s: accepting again after %s", self.describe(),
                                errno.errorcode.get(self._capacity_error, "error"))
                 self._capacity_error = None
             self.accepted += 1
@@ -256,8 +256,8 @@ class Listener:
             # not a resource limit: say what failed, once per episode, and name no limit
             logger.error("%s: accept() failed: %s; pausing the listener and retrying every "
                          "%.1f s", self.describe(), exc, self.accept_retry_delay)
-        elif self._capacity_error is None:
-            logger.error(
+        elif self._capacity_error is None:  # a limit, not a fault: the server waits
+            logger.warning(
                 "%s: accept() failed: %s -- reached %s; pausing the listener and retrying "
                 "every %.1f s (pending clients wait in the backlog)",
                 self.describe(), exc, limit_name(err), self.accept_retry_delay,
