@@ -18,10 +18,12 @@ import logging
 import os
 import socket
 from concurrent.futures import Future
+from ssl import SSLContext
 from typing import TYPE_CHECKING, Any
 
 from ..sansio.connection import ConnState
 from .stream import StreamTransport
+from .tlsendpoints import connect as tls_connect
 from .transports import EVENT_READ, ProtocolFactory, TransportOptions, options_from
 from .validate import address_text, check_path, check_port, check_timeout
 
@@ -182,16 +184,27 @@ def connect_tcp(
     *,
     timeout: float | None = None,
     options: TransportOptions | None = None,
+    ssl: SSLContext | None = None,
+    server_hostname: str | None = None,
+    ssl_handshake_timeout: float | None = None,
     **option_overrides: Any,
-) -> Future[tuple[StreamTransport, asyncio.BaseProtocol]]:
+) -> Future[tuple[Any, asyncio.BaseProtocol]]:
     """Connect to ``host:port`` without blocking the reactor.
 
     Name resolution uses :func:`socket.getaddrinfo` (numeric addresses never block).
     Every resolved address is tried in order.
 
+    Args:
+        ssl: speak TLS with this client context; the future resolves once the
+            handshake is done, the transport is then a :class:`~reactor.io.tls.TLSLayer`.
+        server_hostname: the name the server's certificate is checked against
+            (default: ``host``).
+        ssl_handshake_timeout: seconds the handshake may take (default 10).
+
     Returns:
         A future resolved on the reactor thread with ``(transport, protocol)``, or with
-        the connect error (the last address's) or :class:`TimeoutError`.
+        the connect error (the last address's), the TLS handshake's, or
+        :class:`TimeoutError`.
 
     Raises:
         ValueError, TypeError: a port out of range or a timeout that is not positive
@@ -200,6 +213,11 @@ def connect_tcp(
     opts = options_from(options, option_overrides)
     check_port(port)
     check_timeout(timeout)
+    if ssl is not None or ssl_handshake_timeout is not None:
+        return tls_connect(reactor, lambda factory: connect_tcp(
+            reactor, host, port, factory, timeout=timeout, options=opts),
+            protocol_factory, ssl, server_hostname=server_hostname or host,
+            timeout=ssl_handshake_timeout)
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as exc:
@@ -217,9 +235,14 @@ def connect_unix(
     *,
     timeout: float | None = None,
     options: TransportOptions | None = None,
+    ssl: SSLContext | None = None,
+    server_hostname: str | None = None,
+    ssl_handshake_timeout: float | None = None,
     **option_overrides: Any,
-) -> Future[tuple[StreamTransport, asyncio.BaseProtocol]]:
-    """Connect to the Unix stream socket at ``path`` without blocking the reactor.
+) -> Future[tuple[Any, asyncio.BaseProtocol]]:
+    """Connect to the Unix stream socket at ``path`` without blocking the reactor
+    (``ssl``, ``server_hostname`` and ``ssl_handshake_timeout`` as for
+    :func:`connect_tcp`, but no default server name).
 
     Raises:
         ValueError, TypeError: an empty path or a timeout that is not positive.
@@ -227,5 +250,10 @@ def connect_unix(
     opts = options_from(options, option_overrides)
     check_path(path)
     check_timeout(timeout)
+    if ssl is not None or ssl_handshake_timeout is not None:
+        return tls_connect(reactor, lambda factory: connect_unix(
+            reactor, path, factory, timeout=timeout, options=opts),
+            protocol_factory, ssl, server_hostname=server_hostname,
+            timeout=ssl_handshake_timeout)
     return _Connector(reactor, [(socket.AF_UNIX, path)], protocol_factory, timeout,
                       opts).future

@@ -41,6 +41,7 @@ import os
 import socket
 import sys
 from collections.abc import Callable, Iterable
+from ssl import SSLContext
 from typing import TYPE_CHECKING, Any, Final
 
 from ..sansio.connection import ConnState
@@ -49,6 +50,7 @@ from .datagram import DatagramTransport
 from .episodes import cap_reached, cap_released, limit_name
 from .proxy import DEFAULT_PROXY_TIMEOUT, proxy_acceptor
 from .stream import StreamTransport
+from .tlsendpoints import server_factory as tls_server
 from .transports import ProtocolFactory, TransportOptions, options_from
 from .unixpath import UNIX_PATH_MAX, OwnedPath, check_mode, created_with_mode, prepare
 from .validate import bind_or_close, check_backlog, check_path, check_port
@@ -371,6 +373,8 @@ def listen_tcp(
     options: TransportOptions | None = None,
     proxy_protocol: str | None = None, proxy_allow_from: Iterable[str] | None = None,
     proxy_timeout: float = DEFAULT_PROXY_TIMEOUT,
+    ssl: SSLContext | None = None,
+    ssl_handshake_timeout: float | None = None,
     **option_overrides: Any,
 ) -> Listener:
     """Listen on TCP and serve each connection with a protocol from ``protocol_factory``.
@@ -388,6 +392,10 @@ def listen_tcp(
         max_connections: stop accepting while this many connections are open.
         options / option_overrides: :class:`TransportOptions` (timeouts, read size ...).
         proxy_protocol / proxy_allow_from / proxy_timeout: see :mod:`reactor.io.proxy`.
+        ssl: serve TLS with this server context: each connection's protocol runs over
+            a :class:`~reactor.io.tls.TLSLayer` and is made once the handshake is done
+            (after the PROXY header, when both are asked for).
+        ssl_handshake_timeout: seconds the handshake may take (default 10).
 
     Raises:
         ValueError, TypeError: a port or backlog out of range or of the wrong type
@@ -396,6 +404,9 @@ def listen_tcp(
             refuses the socket (epoll's ENOSPC or ENOMEM); no socket leaks.
     """
     opts = options_from(options, option_overrides)
+    if ssl is not None or ssl_handshake_timeout is not None:  # checked before binding
+        protocol_factory = tls_server(reactor, protocol_factory, ssl, ssl_handshake_timeout,
+                                      custom_accept=on_accept is not None)
     on_accept = proxy_acceptor(on_accept, _stream_acceptor, protocol_factory, opts,
                                proxy_protocol=proxy_protocol, proxy_timeout=proxy_timeout,
                                proxy_allow_from=proxy_allow_from)
@@ -446,6 +457,8 @@ def listen_unix(
     proxy_protocol: str | None = None, proxy_allow_from: Iterable[str] | None = None,
     proxy_timeout: float = DEFAULT_PROXY_TIMEOUT,
     mode: int | None = None,
+    ssl: SSLContext | None = None,
+    ssl_handshake_timeout: float | None = None,
     **option_overrides: Any,
 ) -> Listener:
     """Listen on a Unix stream socket at ``path``.
@@ -468,6 +481,9 @@ def listen_unix(
         OSError: a running server listens at ``path``, or bind fails.
     """
     opts = options_from(options, option_overrides)
+    if ssl is not None or ssl_handshake_timeout is not None:  # checked before binding
+        protocol_factory = tls_server(reactor, protocol_factory, ssl, ssl_handshake_timeout,
+                                      custom_accept=on_accept is not None)
     on_accept = proxy_acceptor(on_accept, _stream_acceptor, protocol_factory, opts,
                                proxy_protocol=proxy_protocol, proxy_timeout=proxy_timeout,
                                proxy_allow_from=proxy_allow_from)

@@ -1,0 +1,110 @@
+"""The socket-free part of TLS (reactor/sansio/tls.py): the session's lifecycle table,
+the record tracker fed whole, byte by byte and in random chunks, and subjects."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from reactor.sansio.errors import IllegalTransition
+from reactor.sansio.tls import (
+    TLS_LIFECYCLE,
+    RecordTracker,
+    TLSEvent,
+    TLSSession,
+    TLSState,
+    subject_text,
+)
+
+
+def test_every_state_but_closed_reaches_closed() -> None:
+    for state in TLSState:
+        if state is not TLSState.CLOSED:
+            assert TLS_LIFECYCLE.next(state, TLSEvent.LOST) is TLSState.CLOSED
+    assert TLS_LIFECYCLE.events(TLSState.CLOSED) == frozenset()
+
+
+def test_the_orderly_path() -> None:
+    session = TLSSession(server_side=True)
+    assert session.state is TLSState.HANDSHAKING
+    session.established("TLSv1.3", "TLS_AES_128_GCM_SHA256", "CN=client")
+    assert session.state is TLSState.ESTABLISHED
+    assert session.describe() == "established TLSv1.3 TLS_AES_128_GCM_SHA256 peer=CN=client"
+    session.begin_close()
+    assert session.state is TLSState.SHUTTING_DOWN
+    session.lost()
+    session.lost()  # once CLOSED, nothing
+    assert session.state is TLSState.CLOSED
+
+
+def test_a_failure_is_reported_once() -> None:
+    session = TLSSession(server_side=False)
+    assert session.fail("handshake timed out after 1 s")
+    assert not session.fail("the connection was lost during the handshake")
+    assert session.state is TLSState.FAILED
+    assert session.reason == "handshake timed out after 1 s"
+    assert "failed (handshake timed out" in repr(session)
+    session.lost()
+    assert not session.fail("late")
+
+
+@pytest.mark.parametrize(("state", "event"), [
+    (TLSState.HANDSHAKING, TLSEvent.CLOSE),
+    (TLSState.ESTABLISHED, TLSEvent.HANDSHAKE_DONE),
+    (TLSState.SHUTTING_DOWN, TLSEvent.CLOSE),
+    (TLSState.FAILED, TLSEvent.HANDSHAKE_DONE),
+    (TLSState.CLOSED, TLSEvent.LOST),
+])
+def test_illegal_moves_raise(state: TLSState, event: TLSEvent) -> None:
+    session = TLSSession(server_side=True)
+    session.state = state
+    with pytest.raises(IllegalTransition):
+        session.advance(event)
+
+
+def records(*sizes: int) -> bytes:
+    return b"".join(b"\x17\x03\x03" + size.to_bytes(2, "big") + b"r" * size for size in sizes)
+
+
+STREAM = records(10, 0, 16384, 1, 300)
+
+
+def test_record_tracker_whole_and_byte_by_byte() -> None:
+    whole = RecordTracker()
+    whole.feed(STREAM)
+    assert whole.at_boundary and whole.missing == 0
+    ends = {5 + 10, 5 + 10 + 5, 5 + 10 + 5 + 5 + 16384, len(STREAM) - 305, len(STREAM)}
+    tracker = RecordTracker()
+    for n in range(len(STREAM)):
+        tracker.feed(STREAM[n:n + 1])
+        assert tracker.at_boundary == (n + 1 in ends), n + 1
+
+
+def test_record_tracker_counts_what_is_missing() -> None:
+    tracker = RecordTracker()
+    tracker.feed(STREAM[:3])
+    assert not tracker.at_boundary and tracker.missing == 2
+    tracker.feed(STREAM[3:9])
+    assert tracker.missing == 6
+
+
+@given(st.lists(st.integers(min_value=0, max_value=len(STREAM)), max_size=12))
+def test_record_tracker_any_chunking(cuts: list[int]) -> None:
+    points = sorted({0, len(STREAM), *cuts})
+    tracker = RecordTracker()
+    for start, end in itertools.pairwise(points):
+        tracker.feed(memoryview(STREAM)[start:end])
+    assert tracker.at_boundary
+    tracker.feed(STREAM[:-1])
+    assert tracker.missing == 1
+
+
+def test_subject_text() -> None:
+    cert = {"subject": ((("countryName", "FR"),), (("organizationName", "Example"),),
+                        (("commonName", "client"),))}
+    assert subject_text(cert) == "CN=client,O=Example,C=FR"
+    assert subject_text({}) is None and subject_text(None) is None
+    assert subject_text({"subject": ()}) is None
