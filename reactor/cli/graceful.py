@@ -70,6 +70,7 @@ import signal
 import socket
 import threading
 from collections.abc import Callable, Iterable
+from ssl import SSLContext
 from typing import Any, Final, Literal
 
 from ..io.listeners import DEFAULT_BACKLOG, Listener
@@ -197,6 +198,10 @@ class Server:
         proxy_protocol / proxy_allow_from / proxy_timeout: every listener requires a
             PROXY header (see :mod:`reactor.io.proxy`); a connection still sending its
             header when a stop begins is not drained, only bounded by the deadlines.
+        ssl: serve TLS on every address with this server context (see
+            :mod:`reactor.io.tls`); a quiet connection's lingering close is then
+            close_notify and a close (TLS has no half-close).
+        ssl_handshake_timeout: seconds the TLS handshake may take (None: the default).
 
     Raises:
         ValueError: a bind address does not parse, or a number is out of range.
@@ -224,6 +229,8 @@ class Server:
         proxy_protocol: str | None = None,
         proxy_allow_from: Iterable[str] | None = None,
         proxy_timeout: float = DEFAULT_PROXY_TIMEOUT,
+        ssl: SSLContext | None = None,
+        ssl_handshake_timeout: float | None = None,
     ) -> None:
         self.binds = [b if isinstance(b, BindAddress) else parse_bind(b) for b in binds]
         if not self.binds:
@@ -255,6 +262,7 @@ class Server:
             "proxy_protocol": ProxyPolicy.of(proxy_protocol, proxy_allow_from,
                                              proxy_timeout).accept,
             "proxy_allow_from": proxy_allow_from, "proxy_timeout": proxy_timeout}
+        self._tls = {"ssl": ssl, "ssl_handshake_timeout": ssl_handshake_timeout} if ssl else {}
         self.listeners: list[Listener] = []
         self.exit_status = EXIT_OK
         self._stopping = False
@@ -312,7 +320,7 @@ class Server:
     def _bind(self, bind: BindAddress) -> Listener:
         common: dict[str, Any] = {
             "backlog": self.backlog, "max_connections": self.max_connections,
-            "options": self.options, **self.proxy,
+            "options": self.options, **self.proxy, **self._tls,
         }
         factory = self.protocol_factory
         if self.access_log or logger.isEnabledFor(logging.DEBUG):  # else: no cost at all
@@ -356,7 +364,8 @@ class Server:
         self._install_signals()
         if self.stats_interval is not None:
             self._stats_timer = self.reactor.call_later(self.stats_interval, self._stats_tick)
-        logger.info("serving %s (graceful timeout %g s)", self.name, self.graceful_timeout)
+        logger.info("serving %s%s (graceful timeout %g s)", self.name,
+                    " over TLS" if self._tls else "", self.graceful_timeout)
         try:
             self.reactor.run()
             for _ in range(3):  # let aborted connections run connection_lost
@@ -544,6 +553,9 @@ class Server:
         # quiet: every request read so far has been answered and sent to the kernel
         state.phase = "lingering"
         state.linger_until = min(now + self.linger_timeout, self._deadline)
+        if row.get_extra_info("tls") is not None:  # no half-close in TLS:
+            row.get_protocol().close()  # its layer sends close_notify, then closes
+            return
         if not row.can_write_eof():
             row.close()
             return

@@ -54,6 +54,7 @@ from .errors import UsageError
 from .factories import import_for, load_user_factory
 from .graceful import DEFAULT_GRACEFUL_TIMEOUT, EXIT_FORCED, Server, parse_bind
 from .logconfig import apply_log_config
+from .tlsflags import add_tls_arguments, server_context
 
 __all__ = [
     "DEFAULT_BIND",
@@ -272,6 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--stats-interval", type=_positive_seconds, metavar="S",
         help="log statistics every S seconds (default: only on SIGUSR1)",
     )
+    add_tls_arguments(serve, _positive_seconds)
     log = serve.add_argument_group("logging")
     log.add_argument(
         "--log-level", type=_log_level, metavar="LEVEL",
@@ -436,6 +438,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     try:
         name, factory = load_factory(args.service, reactor, args.app_dir,
                                      request_timeout=args.request_timeout)
+        tls = server_context(args)
     except UsageError as exc:
         reactor.close()
         return _usage_error("reactor serve", str(exc))
@@ -461,6 +464,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             options=options, graceful_timeout=args.graceful_timeout,
             stats_interval=args.stats_interval, name=name, unix_mode=args.unix_mode,
             access_log=args.access_log, on_hangup=logs.reopen_files, **proxy,
+            ssl=tls, ssl_handshake_timeout=args.tls_handshake_timeout if tls else None,
         )
         server.start()
     except (BindError, BadBindAddress) as exc:

@@ -519,6 +519,12 @@ class TLSLayer(asyncio.Protocol, asyncio.Transport):
 
     # -- the rest -------------------------------------------------------------------------
 
+    def begin_shutdown(self) -> Any:
+        """The application protocol's ``begin_shutdown`` hook, if it has one (a graceful
+        server asks the row's protocol, which is this layer)."""
+        hook = getattr(self._app, "begin_shutdown", None)
+        return hook() if callable(hook) else None
+
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
         self._app = protocol
 
