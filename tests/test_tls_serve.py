@@ -9,6 +9,7 @@ Certificates come from trustme (tests/tlskit.py); every server listens on port 0
 from __future__ import annotations
 
 import os
+import re
 import selectors
 import signal
 import socket
@@ -269,3 +270,36 @@ def test_tls_options_from_the_environment(server_of: list[ServerProcess],
     with tls_connect(server, certs.client_context()) as sock:
         sock.sendall(b"env")
         assert recv_exactly(sock, 3) == b"env"
+
+
+# -- the README's example ------------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_the_readmes_tls_example_runs(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
+    section = readme.split("\n## TLS\n", 1)[1].split("\n## ", 1)[0]
+    snippet = re.findall(r"```python\n(.*?)```", section, re.S)[0]
+    assert "python -m trustme" in section
+    subprocess.run([sys.executable, "-m", "trustme", "-q"], cwd=tmp_path, check=True,
+                   timeout=WAIT)
+    (tmp_path / "example.py").write_text(snippet.replace("8443", "0"))  # any free port
+    proc = subprocess.Popen([sys.executable, "example.py"], cwd=tmp_path, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "PYTHONPATH": str(root)})
+    try:
+        assert proc.stdout is not None
+        host, port = proc.stdout.readline().split()[-2:]
+        ctx = ssl.create_default_context(cafile=str(tmp_path / "client.pem"))
+        with socket.create_connection((host, int(port)), timeout=WAIT) as raw, \
+                ctx.wrap_socket(raw, server_hostname="localhost") as sock:
+            sock.sendall(b"from the README")
+            assert recv_exactly(sock, 15) == b"from the README"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(WAIT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(WAIT)

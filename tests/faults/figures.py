@@ -43,6 +43,7 @@ ROWS: list[tuple[str, list[str]]] = [
     ("bind failures", [r"^bind failures "]),
     ("IPv6 and dual stack; UDP datagrams over the limit", [r"^dual stack ", r"^UDP \("]),
     ("PROXY header spoofing or malformation", [r"^proxy "]),
+    ("TLS: bad handshakes, stalled handshakes, clients that never read", [r"^tls: "]),
     # measured by the suite, not rows of the table
     ("(not in the table) half-close, close and abort", [r"^half-close: ",
                                                           r"^while \d+ closes wait"]),
