@@ -12,6 +12,7 @@ from .io.datagram import DatagramTransport
 from .io.listeners import Listener
 from .io.loop import Reactor, ReactorStatistics
 from .io.stream import StreamTransport
+from .io.tls import TLSLayer
 from .io.transports import TransportOptions
 from .sansio.clock import Clock, FakeClock, MonotonicClock
 from .sansio.connection import LIFECYCLE, Connection, ConnEvent, ConnState, Row
@@ -26,6 +27,7 @@ from .sansio.errors import (
 )
 from .sansio.table import ConnectionTable, TableStatistics
 from .sansio.timers import Handle, TimerHandle
+from .sansio.tls import TLSSession, TLSState
 
 __all__ = [
     "LIFECYCLE",
@@ -50,6 +52,9 @@ __all__ = [
     "RemoteProtocolError",
     "Row",
     "StreamTransport",
+    "TLSLayer",
+    "TLSSession",
+    "TLSState",
     "TableStatistics",
     "TimerHandle",
     "TransportOptions",

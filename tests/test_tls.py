@@ -207,6 +207,41 @@ def test_argument_errors(rnet: Net, certs: Certs) -> None:
     assert reactor.listeners == [] and len(reactor.connections) == 0
 
 
+def test_a_client_protocol_that_raises_fails_the_connect(rnet: Net, certs: Certs) -> None:
+    listener = rnet.listen_tcp(ssl=certs.server_context())
+
+    def explode(_proto: Recorder) -> None:
+        raise RuntimeError("boom")
+
+    future = rnet.reactor.connect_tcp("127.0.0.1", listener.port,
+                                      lambda: Recorder(on_made=explode),
+                                      ssl=certs.client_context())
+    with pytest.raises(RuntimeError, match="boom"):
+        rnet.reactor.run_until_complete(future, WAIT)
+    wait_empty(rnet)
+
+
+def test_records_received_while_paused_are_delivered_on_resume(rnet: Net,
+                                                                certs: Certs) -> None:
+    listener = rnet.listen_tcp(on_made=lambda p: p.transport.pause_reading(),
+                               ssl=certs.server_context())
+    peer = rnet.connect(listener.address)
+    client = MemoryClient(certs.client_context(), rnet.reactor, peer)
+    last = client.handshake(send_last=False)
+    # the last handshake flight and two records in one write: the records reach the
+    # layer with the end of the handshake, and its protocol pauses reading at once
+    peer.write(last + client.record(b"one") + client.record(b"two"))
+    rnet.wait(lambda: rnet.protocols)
+    server = rnet.protocols[0]
+    for _ in range(10):
+        rnet.reactor.run_once(0.01)
+    assert server.data == b""
+    server.transport.resume_reading()
+    rnet.wait(lambda: server.data == b"onetwo")
+    peer.close()
+    wait_empty(rnet)
+
+
 def test_plain_listener_has_no_layer(rnet: Net) -> None:
     listener = rnet.listen_tcp()
     peer, proto = rnet.accept(listener)

@@ -51,6 +51,16 @@ def test_a_failure_is_reported_once() -> None:
     assert not session.fail("late")
 
 
+# a way to each state through legal moves
+PATHS = {
+    TLSState.HANDSHAKING: [],
+    TLSState.ESTABLISHED: [TLSEvent.HANDSHAKE_DONE],
+    TLSState.SHUTTING_DOWN: [TLSEvent.HANDSHAKE_DONE, TLSEvent.CLOSE],
+    TLSState.FAILED: [TLSEvent.FAIL],
+    TLSState.CLOSED: [TLSEvent.LOST],
+}
+
+
 @pytest.mark.parametrize(("state", "event"), [
     (TLSState.HANDSHAKING, TLSEvent.CLOSE),
     (TLSState.ESTABLISHED, TLSEvent.HANDSHAKE_DONE),
@@ -60,9 +70,12 @@ def test_a_failure_is_reported_once() -> None:
 ])
 def test_illegal_moves_raise(state: TLSState, event: TLSEvent) -> None:
     session = TLSSession(server_side=True)
-    session.state = state
+    for step in PATHS[state]:
+        session.advance(step)
+    assert session.state is state
     with pytest.raises(IllegalTransition):
         session.advance(event)
+    assert session.state is state
 
 
 def records(*sizes: int) -> bytes:

@@ -94,8 +94,9 @@ class MemoryClient:
         self.incoming.write(bytes(self.peer.received))
         self.peer.received.clear()
 
-    def handshake(self) -> None:
-        """Run the whole handshake through the peer."""
+    def handshake(self, send_last: bool = True) -> bytes:
+        """Run the handshake through the peer; with ``send_last`` false the client's
+        last flight is returned instead of sent (to send it with more)."""
         while True:
             try:
                 self.obj.do_handshake()
@@ -104,8 +105,11 @@ class MemoryClient:
                 self._pump_in()
                 continue
             break
-        if self.outgoing.pending:
-            self.peer.write(self.outgoing.read())
+        last = self.outgoing.read()
+        if send_last and last:
+            self.peer.write(last)
+            return b""
+        return last
 
     def record(self, data: bytes) -> bytes:
         """``data`` encrypted: the records to send (not sent)."""

@@ -221,7 +221,14 @@ class TLSLayer(asyncio.Protocol, asyncio.Transport):
         if session.state is _HANDSHAKING:
             reason = (f"the connection was lost during the handshake"
                       f"{f': {exc}' if exc is not None else ''}")
-            self._fail(reason, exc or ConnectionAbortedError(reason), abort=False)
+            error = exc or ConnectionAbortedError(reason)
+            if self._closing:  # we closed it (a server's graceful stop): no complaint
+                session.fail("closed during the handshake")
+                self._fail_waiter(error)
+            else:
+                self._fail(reason, error, abort=False)
+        # a client whose connection_made raised: its connect fails, never hangs
+        self._fail_waiter(exc or ConnectionAbortedError("the TLS connection was lost"))
         session.lost()
         self._closing = True
         self._pending.clear()
@@ -277,6 +284,8 @@ class TLSLayer(asyncio.Protocol, asyncio.Transport):
             waiter.set_result((self, app))
         if self._pending:
             self._encrypt_pending()
+        else:
+            self._update_app_pause()  # the raw queue may be paused already
         if self.session.state is _ESTABLISHED:
             self._deliver()  # application data that came with the handshake's end
 
@@ -340,6 +349,8 @@ class TLSLayer(asyncio.Protocol, asyncio.Transport):
             app.data_received(data)
         if self._outgoing.pending:  # e.g. a TLS 1.3 key update's answer
             self._flush()
+        if self._pending and session.state is _ESTABLISHED:  # the engine may take it now
+            self._encrypt_pending()
 
     def _peer_ended(self) -> None:
         """The peer's close_notify (or end of stream between records): the end of
@@ -439,17 +450,19 @@ class TLSLayer(asyncio.Protocol, asyncio.Transport):
 
     def _update_app_pause(self) -> None:
         """Pause the application while the raw queue is paused or the waiting
-        plaintext is over the high mark; resume it when neither holds."""
+        plaintext is over the high mark; resume it when neither holds (nothing to do
+        before the application's protocol exists: it is checked once it does)."""
+        app = self._app
+        if app is None:
+            return
         if self._app_paused:
             if self._raw_paused or self._pending_size > self._low:
                 return
             self._app_paused = False
-            if self._app is not None:
-                self._app.resume_writing()
+            app.resume_writing()
         elif self._raw_paused or self._pending_size > self._high:
             self._app_paused = True
-            if self._app is not None:
-                self._app.pause_writing()
+            app.pause_writing()
 
     # -- asyncio.ReadTransport ------------------------------------------------------------
 

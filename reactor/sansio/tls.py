@@ -114,7 +114,7 @@ class TLSSession:
     """A TLS session's state and what its handshake negotiated.
 
     Attributes:
-        state: the :class:`TLSState`; change it only through :meth:`advance`.
+        state: the :class:`TLSState` (read-only; :meth:`advance` moves it).
         server_side: whether we are the server.
         version: the negotiated protocol version (e.g. ``"TLSv1.3"``), once established.
         cipher: the negotiated cipher suite's name, once established.
@@ -123,15 +123,20 @@ class TLSSession:
         reason: why the session failed, or None.
     """
 
-    __slots__ = ("cipher", "peer_subject", "reason", "server_side", "state", "version")
+    __slots__ = ("_state", "cipher", "peer_subject", "reason", "server_side", "version")
 
     def __init__(self, server_side: bool) -> None:
-        self.state = _S.HANDSHAKING
+        self._state = _S.HANDSHAKING
         self.server_side = server_side
         self.version: str | None = None
         self.cipher: str | None = None
         self.peer_subject: str | None = None
         self.reason: str | None = None
+
+    @property
+    def state(self) -> TLSState:
+        """The session's state (read-only: it moves through :meth:`advance`)."""
+        return self._state
 
     def advance(self, event: TLSEvent) -> TLSState:
         """Apply ``event`` and return the new state.
@@ -139,8 +144,8 @@ class TLSSession:
         Raises:
             IllegalTransition: :data:`TLS_LIFECYCLE` forbids ``event`` in this state.
         """
-        self.state = TLS_LIFECYCLE.next(self.state, event)
-        return self.state
+        self._state = TLS_LIFECYCLE.next(self._state, event)
+        return self._state
 
     def established(self, version: str | None, cipher: str | None,
                     peer_subject: str | None) -> None:
