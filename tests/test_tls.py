@@ -190,6 +190,19 @@ def test_tls_version_mismatch_fails_the_handshake(rnet: Net, certs: Certs,
     assert any("version" in line for line in lines)
 
 
+def test_tls_1_2_with_renegotiation_off(rnet: Net, certs: Certs) -> None:
+    ctx = certs.server_context(maximum=ssl.TLSVersion.TLSv1_2)
+    listener = rnet.listen_tcp(on_data=echo, ssl=ctx)
+    if hasattr(ssl, "OP_NO_RENEGOTIATION"):  # set by the layer on the context it uses
+        assert ctx.options & ssl.OP_NO_RENEGOTIATION
+    transport, client = connect_client(rnet.reactor, listener.port, certs.client_context())
+    assert transport.get_extra_info("tls").version == "TLSv1.2"
+    transport.write(b"one two")
+    rnet.wait(lambda: client.data == b"one two")
+    transport.close()
+    wait_empty(rnet)
+
+
 def test_argument_errors(rnet: Net, certs: Certs) -> None:
     reactor = rnet.reactor
     with pytest.raises(ValueError, match="only meaningful with ssl"):

@@ -167,7 +167,10 @@ class TLSLayer(asyncio.Protocol, asyncio.Transport):
 
     def _describe(self) -> str:
         raw = self._raw
-        return raw.describe() if raw is not None else "tls (not connected)"
+        if raw is None:
+            return "tls (not connected)"
+        describe = getattr(raw, "describe", None)  # a row says kind, peer and state
+        return str(describe() if describe is not None else raw.get_extra_info("peername"))
 
     # -- the raw transport's protocol ---------------------------------------------------
 
@@ -175,7 +178,9 @@ class TLSLayer(asyncio.Protocol, asyncio.Transport):
         """The raw connection is up: start the handshake and its deadline."""
         raw: Any = transport
         self._raw = raw
-        raw.set_meta("tls", self.session)
+        set_meta = getattr(raw, "set_meta", None)  # a row; any asyncio transport will do
+        if set_meta is not None:
+            set_meta("tls", self.session)
         high, low = raw.get_write_buffer_limits()[::-1]
         self._high, self._low = high, low
         self._timer = self._reactor.call_later(self._timeout, self._handshake_timed_out)

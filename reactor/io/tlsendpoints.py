@@ -17,7 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
-from .tls import DEFAULT_HANDSHAKE_TIMEOUT, TLSLayer
+from .tls import DEFAULT_HANDSHAKE_TIMEOUT, TLSLayer, refuse_renegotiation
 from .transports import ProtocolFactory
 
 if TYPE_CHECKING:
@@ -70,6 +70,7 @@ def server_factory(
     if protocol_factory is None or custom_accept:
         raise TypeError("ssl needs a protocol_factory (not on_accept)")
     inner, context = protocol_factory, ssl
+    refuse_renegotiation(context)  # once here; each layer checks it again
 
     def make_layer() -> TLSLayer:
         return TLSLayer(reactor, context, inner, server_side=True,
@@ -105,6 +106,7 @@ def connect(
     if ssl.check_hostname and not server_hostname:
         raise ValueError("server_hostname is required when the context checks host names")
     context = ssl
+    refuse_renegotiation(context)
     waiter: Future[ConnectResult] = Future()
     waiter.set_running_or_notify_cancel()
 
