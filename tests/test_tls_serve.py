@@ -232,6 +232,18 @@ def test_graceful_stop_ends_with_close_notify(server_of: list[ServerProcess],
     assert server.wait() == 0
 
 
+def test_graceful_stop_closes_a_handshake_in_progress_quietly(
+        server_of: list[ServerProcess], certs: Certs) -> None:
+    server = start(server_of, "echo", *tls_args(certs))
+    server.wait_for(r"serving echo over TLS")
+    with socket.create_connection(server.tcp_address(), timeout=WAIT) as sock:
+        sock.sendall(b"\x16\x03\x01")  # the start of a record, then nothing
+        server.signal(signal.SIGTERM)
+        assert sock.recv(1) == b""
+    assert server.wait() == 0
+    assert "reactor.tls" not in server.log  # the server closed it: nothing to report
+
+
 # -- usage ---------------------------------------------------------------------------------
 
 
