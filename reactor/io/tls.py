@@ -69,6 +69,7 @@ logger = logging.getLogger("reactor.tls")
 
 DEFAULT_HANDSHAKE_TIMEOUT: Final = 10.0
 _READ_SIZE: Final = 64 * 1024
+_WRITE_SLICE: Final = 256 * 1024
 _HANDSHAKING: Final = TLSState.HANDSHAKING
 _ESTABLISHED: Final = TLSState.ESTABLISHED
 _EXIT_EXC: Final = (SystemExit, KeyboardInterrupt)
@@ -187,14 +188,15 @@ class TLSLayer(asyncio.Protocol, asyncio.Transport):
         self._handshake()
 
     def data_received(self, data: bytes) -> None:
+        state = self.session.state
+        if state is not _ESTABLISHED and state is not _HANDSHAKING:
+            return  # SHUTTING_DOWN, FAILED: nothing more is read, nor kept
         self._records.feed(data)
         self._incoming.write(data)
-        state = self.session.state
         if state is _ESTABLISHED:
             self._deliver()
-        elif state is _HANDSHAKING:
+        else:
             self._handshake()
-        # SHUTTING_DOWN, FAILED: nothing more is read
 
     def eof_received(self) -> bool:
         """The peer ended its stream: an error during the handshake or mid-record,
@@ -392,17 +394,19 @@ class TLSLayer(asyncio.Protocol, asyncio.Transport):
         self._encrypt(data)
 
     def _encrypt(self, data: bytes | bytearray | memoryview) -> None:
+        # in slices, each handed on at once: a large write never holds its whole
+        # ciphertext in the engine's buffer besides the raw transport's queue
         view = memoryview(data).cast("B")
+        write, raw = self._sslobj.write, self._raw
         try:
-            while view:
-                done = self._sslobj.write(view)
+            while view and not raw.is_closing():  # a send may fail and end it meanwhile
+                done = write(view[:_WRITE_SLICE])
                 view = view[done:]
+                self._flush()
         except ssl.SSLWantReadError:
             self._queue_plaintext(bytes(view))
         except (ssl.SSLError, ValueError) as exc:
             self._fail(f"protocol error while writing: {_reason(exc)}", exc, abort=True)
-            return
-        self._flush()
 
     def _queue_plaintext(self, data: bytes) -> None:
         self._pending.append(data)
@@ -554,7 +558,7 @@ class TLSLayer(asyncio.Protocol, asyncio.Transport):
         ``compression``, ``sslcontext``; also ``tls`` (the :class:`TLSSession`);
         anything else from the raw transport (``peername``, ``sockname``, ``socket``,
         ``connection``: the row)."""
-        established = self.session.state is not _HANDSHAKING
+        established = self.session.version is not None  # the handshake completed
         if name == "ssl_object":
             return self._sslobj
         if name == "sslcontext":
