@@ -116,6 +116,20 @@ def test_echo_with_pythons_ssl_client(server_of: list[ServerProcess], certs: Cer
     assert server.stop(signal.SIGTERM) == 0
 
 
+def test_a_unix_socket_over_tls(server_of: list[ServerProcess], certs: Certs,
+                                sockdir: str) -> None:
+    path = os.path.join(sockdir, "tls.sock")
+    server = start(server_of, "echo", "-b", f"unix:{path}", "--tls-cert",
+                   str(certs.cert_file), "--tls-key", str(certs.key_file))
+    with socket.socket(socket.AF_UNIX) as raw:
+        raw.settimeout(WAIT)
+        raw.connect(path)
+        with certs.client_context().wrap_socket(raw, server_hostname="localhost") as sock:
+            sock.sendall(b"over a unix socket")
+            assert recv_exactly(sock, 18) == b"over a unix socket"
+    assert server.stop(signal.SIGTERM) == 0
+
+
 def test_echo_with_openssl_s_client(server_of: list[ServerProcess], certs: Certs) -> None:
     server = start(server_of, "echo", *tls_args(certs))
     status, output = s_client(server, certs, b"hello over tls\n", b"tls\n")
