@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import ssl
+import threading
 from typing import Any
 
 import pytest
@@ -518,3 +520,30 @@ def test_tls_log_names_the_peer(rnet: Net, certs: Certs,
     rnet.wait(lambda: peer.eof or peer.error)
     wait_empty(rnet)
     assert str(port) in single_failure(caplog, "handshake failed")
+
+
+def test_a_proxy_header_comes_before_the_handshake(rnet: Net, certs: Certs) -> None:
+    """PROXY and TLS on one listener: the header is read from the socket first (as
+    HAProxy sends it, in clear before the ClientHello), then the handshake runs; the
+    protocol over TLS sees the client the header names."""
+    listener = rnet.listen_tcp(on_data=echo, ssl=certs.server_context(),
+                               proxy_protocol="v1")
+    result: dict[str, Any] = {}
+
+    def client() -> None:
+        raw = socket.create_connection(("127.0.0.1", listener.port), timeout=WAIT)
+        raw.sendall(b"PROXY TCP4 203.0.113.7 127.0.0.1 40000 8888\r\n")
+        with certs.client_context().wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.sendall(b"ping")
+            result["reply"] = tls.recv(10)
+
+    thread = threading.Thread(target=client)
+    thread.start()
+    rnet.wait(lambda: "reply" in result)
+    thread.join(WAIT)
+    assert result["reply"] == b"ping"
+    server = rnet.protocols[0].transport
+    assert isinstance(server, TLSLayer)
+    assert server.get_extra_info("peername") == ("203.0.113.7", 40000)
+    assert server.get_extra_info("cipher") is not None
+    wait_empty(rnet)
