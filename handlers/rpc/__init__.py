@@ -8,7 +8,9 @@ Role: the layers an RPC service is built from, each usable alone:
   (:func:`load_xdr`), so one file describes a C client made by ``rpcgen`` and our server;
 * :mod:`.message` -- the call and reply messages, credentials;
 * :mod:`.dispatch` -- programs, versions, procedures and the :class:`Dispatcher`:
-  the bytes of a call in, the bytes of the reply out.
+  the bytes of a call in, the bytes of the reply out;
+* :mod:`.server` -- :class:`RPCServer`: a dispatcher served over TCP (record marking)
+  and UDP from one reactor, handed in by the caller.
 
 Must not import ``socket``, ``selectors``, ``threading`` or ``os`` (checked for the whole
 folder by ``tests/test_layering.py``).
@@ -29,6 +31,7 @@ from .message import (
     decode_reply,
     encode_call,
 )
+from .server import RPCDatagramProtocol, RPCEndpoints, RPCServer, RPCStreamHandler
 from .xdr import (
     DEFAULT_MAX_DEPTH,
     DEFAULT_MAX_LENGTH,
@@ -88,6 +91,10 @@ __all__ = [
     "ProcedureDef",
     "Program",
     "ProgramDef",
+    "RPCDatagramProtocol",
+    "RPCEndpoints",
+    "RPCServer",
+    "RPCStreamHandler",
     "RejectStat",
     "Reply",
     "ReplyStat",
