@@ -7,11 +7,14 @@ PROG_UNAVAIL.
 
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,12 +27,14 @@ from handlers.framers.rpcrecord import RecordMarkingFramer, encode_record
 from handlers.rpc.dispatch import Call, Dispatcher, Procedure, Program, Version
 from handlers.rpc.message import AcceptStat, RejectStat, decode_reply, encode_call
 from handlers.rpc.server import RPCEndpoints, RPCServer
-from handlers.rpc.xdr import Int, Opaque, decode, encode
+from handlers.rpc.xdr import Int, Opaque, String, decode, encode
+from handlers.rpc.xdrlang import load_xdr
 from reactor import Reactor
 from reactor.testing import FakeTransport
 
 PROG = 0x2000_0777
 DEADLINE = 20.0
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def echo(call: Call, data: bytes) -> bytes:
@@ -222,3 +227,33 @@ def test_rpcinfo_reaches_null(served: RPCEndpoints, netid: str) -> None:
     done = run(tool, "-a", uaddr, "-T", netid, str(PROG + 1), "1")
     assert done.returncode != 0
     assert "Program unavailable" in done.stderr
+
+
+@pytest.mark.timeout(60)
+def test_the_readme_example_serves_the_inventory() -> None:
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    [snippet] = [b for b in blocks if "RPCServer(" in b]
+    proc = subprocess.Popen([sys.executable, "-c", snippet], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        match = re.search(r"-a 127\.0\.0\.1\.(\d+)\.(\d+) -T tcp (\d+) 1", line)
+        assert match, line
+        port = int(match[1]) * 256 + int(match[2])
+        prog = int(match[3])
+        spec = load_xdr(str(ROOT / "tests" / "data" / "inventory.x"))
+        item = spec.types["item"].cls(name="saw", kind=2, count=1, serial=5, weight=2.5,
+                                      fragile=True, tags="", sum=bytes(16))
+        calls = [encode_call(1, prog, 1, 1, encode(spec.types["item"], item)),
+                 encode_call(2, prog, 1, 2, encode(String(), "saw")),
+                 encode_call(3, prog, 2, 3, encode(Int(), 1))]  # REPORT: not written
+        with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as s:
+            s.sendall(b"".join(map(encode_record, calls)))
+            added, found, report = read_records(s, 3)
+        assert decode(spec.types["status"], added.results) == 0
+        assert decode(spec.types["lookup_result"], found.results).value == item
+        assert report.accept_stat == AcceptStat.PROC_UNAVAIL
+    finally:
+        proc.kill()  # the example has nothing to flush
+        proc.communicate(timeout=DEADLINE)
