@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rpckit import Inventory
 
 from handlers.rpc.dispatch import AuthError, Call, Dispatcher, Procedure, Program, Version
 from handlers.rpc.message import (
@@ -245,40 +246,9 @@ def test_reply_decoding_refuses_garbage() -> None:
 # -- a program from a .x file ------------------------------------------------------------
 
 
-class Inventory:
-    def __init__(self) -> None:
-        self.items: dict[str, Any] = {}
-
-    def ADD_ITEM(self, call: Call, item: Any) -> int:
-        if len(self.items) >= 2:
-            return 2  # FULL
-        self.items[item.name] = item
-        return 0
-
-    def find_item(self, call: Call, name: str) -> tuple[int, Any]:
-        item = self.items.get(name)
-        return (1, None) if item is None else (0, item)
-
-    def list_items_1(self, call: Call, args: None) -> list[Any]:
-        return list(self.items.values())
-
-    def REPORT(self, call: Call, kind: int) -> Any:
-        raise NotImplementedError
-
-    def chain(self, call: Call, count: int) -> Any:
-        node = None
-        for item in list(self.items.values())[:count]:
-            node = {"entry": item, "next": node}
-        return node
-
-    def count_kind(self, call: Call, args: Any) -> int:
-        return sum(1 for i in self.items.values()
-                   if i.kind == args.arg1 and i.fragile == args.arg2)
-
-
 def test_a_program_from_a_x_file_with_two_versions() -> None:
     spec = load_xdr(str(INVENTORY))
-    program = Program.from_spec(spec, Inventory())
+    program = Program.from_spec(spec, Inventory(spec))
     dispatcher = Dispatcher([program])
     number = spec.constants["INVENTORY_PROG"]
     item_type = spec.types["item"]

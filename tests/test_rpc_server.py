@@ -12,7 +12,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from handlerkit import three_ways
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from redis_tools import install_package
+from rpckit import DEADLINE, read_replies, serving
 
 from handlers.framers.rpcrecord import RecordMarkingFramer, encode_record
 from handlers.rpc.dispatch import Call, Dispatcher, Procedure, Program, Version
@@ -29,11 +29,9 @@ from handlers.rpc.message import AcceptStat, RejectStat, decode_reply, encode_ca
 from handlers.rpc.server import RPCEndpoints, RPCServer
 from handlers.rpc.xdr import Int, Opaque, String, decode, encode
 from handlers.rpc.xdrlang import load_xdr
-from reactor import Reactor
 from reactor.testing import FakeTransport
 
 PROG = 0x2000_0777
-DEADLINE = 20.0
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -119,30 +117,8 @@ def test_bad_limits_are_refused() -> None:
 
 @pytest.fixture
 def served() -> Iterator[RPCEndpoints]:
-    reactor = Reactor()
-    server = RPCServer(Dispatcher(programs()), max_udp_reply=2000)
-    endpoints = server.listen(reactor, "127.0.0.1", 0)
-    thread = threading.Thread(target=reactor.run, name="rpc-reactor", daemon=True)
-    thread.start()
-    try:
+    with serving(RPCServer(Dispatcher(programs()), max_udp_reply=2000)) as endpoints:
         yield endpoints
-    finally:
-        reactor.call_soon_threadsafe(reactor.stop)
-        thread.join(DEADLINE)
-        assert not thread.is_alive(), "the reactor did not stop"
-        reactor.close()
-
-
-def read_records(sock: socket.socket, count: int) -> list[Any]:
-    framer = RecordMarkingFramer()
-    replies: list[Any] = []
-    while len(replies) < count:
-        data = sock.recv(65536)
-        assert data, f"closed after {len(replies)} of {count} replies"
-        framer.feed(data)
-        while (record := framer.next_record()) is not None:
-            replies.append(decode_reply(record))
-    return replies
 
 
 @pytest.mark.timeout(60)
@@ -151,10 +127,10 @@ def test_tcp_and_udp_on_one_port(served: RPCEndpoints) -> None:
     with socket.create_connection(("127.0.0.1", served.port), timeout=DEADLINE) as tcp:
         tcp.sendall(b"".join(encode_record(call(i, args=encode(Int(), i)))
                              for i in range(200)))
-        replies = read_records(tcp, 200)
+        replies = read_replies(tcp, 200)
         assert [decode(Int(), r.results) for r in replies] == [2 * i for i in range(200)]
         tcp.sendall(encode_record(call(1, vers=9)))
-        mismatch = read_records(tcp, 1)[0]
+        mismatch = read_replies(tcp, 1)[0]
         assert (mismatch.accept_stat, mismatch.low, mismatch.high) == (
             AcceptStat.PROG_MISMATCH, 1, 2)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
@@ -181,7 +157,7 @@ def test_garbage_on_tcp_closes_only_that_connection(served: RPCEndpoints) -> Non
         bad.sendall(b"\x7f\xff\xff\xff")  # a fragment of 2 GiB - 1: over the maximum
         assert bad.recv(100) == b""
         good.sendall(encode_record(call(5, proc=0)))
-        assert read_records(good, 1)[0].accept_stat == AcceptStat.SUCCESS
+        assert read_replies(good, 1)[0].accept_stat == AcceptStat.SUCCESS
 
 
 # -- the system's rpcinfo ----------------------------------------------------------------
@@ -250,7 +226,7 @@ def test_the_readme_example_serves_the_inventory() -> None:
                  encode_call(3, prog, 2, 3, encode(Int(), 1))]  # REPORT: not written
         with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as s:
             s.sendall(b"".join(map(encode_record, calls)))
-            added, found, report = read_records(s, 3)
+            added, found, report = read_replies(s, 3)
         assert decode(spec.types["status"], added.results) == 0
         assert decode(spec.types["lookup_result"], found.results).value == item
         assert report.accept_stat == AcceptStat.PROC_UNAVAIL
