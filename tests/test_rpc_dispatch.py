@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from rpckit import Inventory
 
 from handlers.rpc.dispatch import AuthError, Call, Dispatcher, Procedure, Program, Version
@@ -290,3 +292,18 @@ def test_a_missing_method_is_named_unless_partial() -> None:
         Program.from_spec(spec, Half(), "NOPE")
     with pytest.raises(ValueError, match="has no versions"):
         Dispatcher([Program(5)])
+
+
+# -- any input ---------------------------------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=120), st.integers(0, 200), st.binary(min_size=1, max_size=8))
+def test_any_message_gets_a_well_formed_reply_or_none(noise: bytes, at: int, patch: bytes
+                                                      ) -> None:
+    good = encode_call(9, PROG, 2, 1, encode(Array(Int(), 4), [1, 2]), cred=auth_sys())
+    mutated = good[:at] + patch + good[at + len(patch):]
+    for message in (noise, mutated, good[:at]):
+        reply = make_dispatcher().dispatch(message)
+        if reply is not None:
+            assert decode_reply(reply).xid == int.from_bytes(message[:4], "big")

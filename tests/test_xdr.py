@@ -334,3 +334,18 @@ def test_bad_type_definitions_are_refused() -> None:
         Opaque(-1)
     with pytest.raises(XDREncodeError, match="type later is not defined"):
         encode(Ref("later"), 1)
+
+
+# -- any input ---------------------------------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_any_bytes_decode_or_raise_a_decode_error(data: bytes) -> None:
+    for xdr_type in (ARGS, NUMBER, NODE, FILE, Optional(NODE), Void(), Double()):
+        try:
+            value = decode(xdr_type, data)
+        except XDRDecodeError as exc:
+            assert str(exc).startswith("value")
+        else:
+            assert encode(xdr_type, value) == data  # only a canonical encoding decodes
