@@ -9,6 +9,7 @@ Role: the layers an RPC service is built from, each usable alone:
 * :mod:`.message` -- the call and reply messages, credentials;
 * :mod:`.dispatch` -- programs, versions, procedures and the :class:`Dispatcher`:
   the bytes of a call in, the bytes of the reply out;
+* :mod:`.replycache` -- :class:`ReplyCache`, the duplicate-request cache of UDP;
 * :mod:`.server` -- :class:`RPCServer`: a dispatcher served over TCP (record marking)
   and UDP from one reactor, handed in by the caller.
 
@@ -31,6 +32,7 @@ from .message import (
     decode_reply,
     encode_call,
 )
+from .replycache import ReplyCache
 from .server import RPCDatagramProtocol, RPCEndpoints, RPCServer, RPCStreamHandler
 from .xdr import (
     DEFAULT_MAX_DEPTH,
@@ -97,6 +99,7 @@ __all__ = [
     "RPCStreamHandler",
     "RejectStat",
     "Reply",
+    "ReplyCache",
     "ReplyStat",
     "Specification",
     "String",

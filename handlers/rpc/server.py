@@ -9,7 +9,9 @@
   record over the maximum.
 * :class:`RPCDatagramProtocol` -- UDP: one call per datagram, one reply datagram. A
   reply larger than ``max_udp_reply`` is not cut: the caller gets SYSTEM_ERR instead.
-  Datagrams that get no reply are dropped.
+  Datagrams that get no reply are dropped. A retransmitted call (same client, xid and
+  bytes) gets the reply already sent, from a :class:`~.replycache.ReplyCache`, and
+  the procedure does not run twice.
 * :class:`RPCServer` -- makes both, and :meth:`RPCServer.listen` serves them from one
   reactor on one port number (TCP and UDP alike, as ``rpcinfo -n PORT`` expects).
 
@@ -36,6 +38,7 @@ from handlers.framers.rpcrecord import (
 
 from .dispatch import Dispatcher, Program
 from .message import AcceptStat, accepted_reply
+from .replycache import ReplyCache
 
 __all__ = [
     "DEFAULT_MAX_UDP_REPLY",
@@ -86,22 +89,33 @@ class RPCDatagramProtocol(asyncio.DatagramProtocol):
     """The UDP side of an RPC server: a reply datagram for each call datagram."""
 
     def __init__(self, dispatcher: Dispatcher,
-                 max_udp_reply: int = DEFAULT_MAX_UDP_REPLY) -> None:
+                 max_udp_reply: int = DEFAULT_MAX_UDP_REPLY,
+                 cache: ReplyCache | None = None) -> None:
         self._dispatcher = dispatcher
         self.max_udp_reply = max_udp_reply
+        self.cache = ReplyCache() if cache is None else cache
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
+        if self.transport is None:
+            return
+        reply = self.cache.lookup(addr, data)
+        if reply is not None:
+            logger.debug("RPC call %#x from %s retransmitted: the cached reply sent",
+                         int.from_bytes(data[:4], "big"), addr)
+            self.transport.sendto(reply, addr)
+            return
         reply = self._dispatcher.dispatch(data, addr)
-        if reply is None or self.transport is None:
+        if reply is None:
             return
         if len(reply) > self.max_udp_reply:
             logger.warning("RPC reply of %d bytes to %s is over max_udp_reply=%d: "
                            "SYSTEM_ERR sent instead", len(reply), addr, self.max_udp_reply)
             reply = accepted_reply(int.from_bytes(reply[:4], "big"), AcceptStat.SYSTEM_ERR)
+        self.cache.store(addr, data, reply)
         self.transport.sendto(reply, addr)
 
     def error_received(self, exc: Exception) -> None:
@@ -151,6 +165,8 @@ class RPCServer:
         programs: the programs, or a ready :class:`Dispatcher`.
         max_record_size: the largest call record accepted over TCP.
         max_udp_reply: the largest reply sent over UDP (SYSTEM_ERR instead above it).
+        cache: the duplicate-request cache of the UDP side (one with the default
+            limits unless given).
 
     Raises:
         ValueError: a negative or zero limit.
@@ -158,7 +174,8 @@ class RPCServer:
 
     def __init__(self, programs: Iterable[Program] | Dispatcher, *,
                  max_record_size: int = DEFAULT_MAX_RPC_RECORD_SIZE,
-                 max_udp_reply: int = DEFAULT_MAX_UDP_REPLY) -> None:
+                 max_udp_reply: int = DEFAULT_MAX_UDP_REPLY,
+                 cache: ReplyCache | None = None) -> None:
         if max_record_size <= 0 or max_udp_reply <= 0:
             raise ValueError(f"limits must be positive, not max_record_size="
                              f"{max_record_size!r}, max_udp_reply={max_udp_reply!r}")
@@ -166,6 +183,7 @@ class RPCServer:
                            else Dispatcher(programs))
         self.max_record_size = max_record_size
         self.max_udp_reply = max_udp_reply
+        self.cache = ReplyCache() if cache is None else cache
 
     def stream_handler(self) -> RPCStreamHandler:
         """A protocol for one TCP connection (a ``protocol_factory``)."""
@@ -173,7 +191,7 @@ class RPCServer:
 
     def datagram_protocol(self) -> RPCDatagramProtocol:
         """The protocol of a UDP endpoint (a ``protocol_factory``)."""
-        return RPCDatagramProtocol(self.dispatcher, self.max_udp_reply)
+        return RPCDatagramProtocol(self.dispatcher, self.max_udp_reply, self.cache)
 
     def listen(self, reactor: ReactorLike, host: str = "127.0.0.1", port: int = 0, *,
                tcp: bool = True, udp: bool = True) -> RPCEndpoints:
