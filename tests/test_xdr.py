@@ -299,19 +299,62 @@ def test_bad_values_are_a_clear_error(xdr_type: XDRType, value: Any, message: st
         encode(xdr_type, value)
 
 
+TREE = Struct("tree")
+TREE.define([("left", Optional(TREE)), ("value", Int()), ("right", Optional(TREE))])
+
+
 def test_nesting_is_bounded_both_ways() -> None:
-    linked = None
-    for value in range(50):
-        linked = NODE.cls(value=value, next=linked)
-    data = encode(NODE, linked)
+    tree = None
+    for value in range(20):
+        tree = {"left": tree, "value": value, "right": None}
+    data = encode(TREE, tree)
+    assert decode(TREE, data).left.left.value == 17
     with pytest.raises(XDREncodeError, match="nested deeper than 10"):
-        encode(NODE, linked, max_depth=10)
+        encode(TREE, tree, max_depth=10)
     with pytest.raises(XDRDecodeError, match="nested deeper than 10"):
-        decode(NODE, data, max_depth=10)
-    # a chain of a million "present" flags is refused at the limit, not by RecursionError
-    endless = b"\0\0\0\0\0\0\0\1" * 1_000_000
+        decode(TREE, data, max_depth=10)
+    # a million "present" flags down the left: refused at the limit, not by RecursionError
+    endless = b"\0\0\0\1" * 1_000_000
     with pytest.raises(XDRDecodeError, match="nested deeper than 128"):
-        decode(NODE, endless)
+        decode(TREE, endless)
+
+
+def linked(values: list[int]) -> Any:
+    head = None
+    for value in reversed(values):
+        head = NODE.cls(value=value, next=head)
+    return head
+
+
+def test_linked_lists_are_read_node_after_node() -> None:
+    values = list(range(5000))  # far deeper than max_depth or Python's recursion limit
+    data = encode(NODE, linked(values))
+    assert data == b"".join(v.to_bytes(4, "big") + b"\0\0\0" + bytes([v != 4999])
+                            for v in values)
+    back = decode(Optional(NODE), b"\0\0\0\1" + data)
+    for value in values:
+        assert back.value == value
+        back = back.next
+    assert back is None
+    with pytest.raises(XDRDecodeError, match=r"^value: list longer than 100"):
+        decode(NODE, data, default_max=100)
+    with pytest.raises(XDREncodeError, match="list longer than 100"):
+        encode(NODE, linked(values), default_max=100)
+
+
+def test_errors_inside_a_list_name_the_node() -> None:
+    data = encode(NODE, linked([1, 2, 3, 4]))
+    with pytest.raises(XDRDecodeError, match=r"^value\.next\*2\.next: bool must be 0 or 1"):
+        decode(NODE, data[:20] + b"\0\0\0\7" + data[24:])
+    with pytest.raises(XDRDecodeError, match=r"^value\.next\*3\.value: truncated"):
+        decode(NODE, data[:26])
+    bad = {"value": 1, "next": {"value": 2, "next": {"value": "x", "next": None}}}
+    with pytest.raises(XDREncodeError, match=r"^value\.next\*2\.value: int expects"):
+        encode(NODE, bad)
+    cycle: dict[str, Any] = {"value": 1}
+    cycle["next"] = cycle
+    with pytest.raises(XDREncodeError, match="list longer than 1000"):
+        encode(NODE, cycle, default_max=1000)
 
 
 def test_struct_values_are_dataclasses_with_safe_names() -> None:

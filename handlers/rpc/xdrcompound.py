@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import keyword
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from .xdr import (
     UINT32_MAX,
@@ -142,20 +142,80 @@ class Optional(XDRType):
 
     def pack(self, value: Any, w: Writer) -> None:
         if value is None:
-            Bool().pack(False, w)
+            _BOOL.pack(False, w)
             return
-        Bool().pack(True, w)
+        _BOOL.pack(True, w)
         w.enter()
         self.element.pack(value, w)
         w.depth -= 1
 
     def unpack(self, r: Reader) -> Any:
-        if not Bool().unpack(r):
+        if not _BOOL.unpack(r):
             return None
         r.enter()
         value = self.element.unpack(r)
         r.depth -= 1
         return value
+
+
+_BOOL: Final = Bool()
+
+
+def _resolve(xdr_type: XDRType) -> XDRType | None:
+    while isinstance(xdr_type, Ref):
+        if xdr_type.target is None:
+            return None
+        xdr_type = xdr_type.target
+    return xdr_type
+
+
+def _node_path(node: Struct, index: int) -> str:
+    return f".{node.fields[-1][0]}*{index}" if index else ""
+
+
+def _pack_list(node: Struct, value: Any, w: Writer) -> None:
+    count = len(node.fields) - 1
+    name, attr, _ = node.fields[-1]
+    index = 0
+    while True:
+        if index >= w.default_max:
+            raise XDREncodeError(f"list longer than {w.default_max}")
+        try:
+            node.pack_fields(value, w, count)
+            value = node.field(value, name, attr)
+        except XDRError as exc:
+            if index:
+                exc.push(_node_path(node, index))
+            raise
+        _BOOL.pack(value is not None, w)
+        if value is None:
+            return
+        index += 1
+
+
+def _unpack_list(node: Struct, r: Reader) -> Any:
+    count = len(node.fields) - 1
+    rows: list[list[Any]] = []
+    more = True
+    while more:
+        index = len(rows)
+        if index >= r.default_max:
+            raise XDRDecodeError(f"list longer than {r.default_max}")
+        try:
+            rows.append(node.unpack_fields(r, count))
+            try:
+                more = _BOOL.unpack(r)
+            except XDRError as exc:
+                exc.push(f".{node.fields[-1][0]}")
+                raise
+        except XDRError as exc:
+            if index:
+                exc.push(_node_path(node, index))
+            raise
+    value = None
+    for row in reversed(rows):
+        value = node.cls(*row, value)
+    return value
 
 
 def _field_name(name: str) -> str:
@@ -165,6 +225,11 @@ def _field_name(name: str) -> str:
 
 class Struct(XDRType):
     """``struct { ... }``: the fields in order.
+
+    A linked list's node (a struct whose last field points to the same struct, as
+    RFC 4506 section 4.19 writes lists) is read and written node after node, not by
+    recursion: the list's length is bounded like an array's (``default_max``), not by
+    the nesting depth, and an error in the fourth node reads ``value.next*3.name``.
 
     Args:
         name: the struct's name (its dataclass's name).
@@ -199,36 +264,61 @@ class Struct(XDRType):
     def min_size(self) -> int:
         return sum(xdr_type.min_size for _, _, xdr_type in self.fields)
 
+    def field(self, value: Any, name: str, attr: str) -> Any:
+        """The field ``name`` of ``value`` (a mapping's key, else an attribute)."""
+        try:
+            if isinstance(value, Mapping):
+                return value[name] if name in value else value[attr]
+            return getattr(value, attr)
+        except (KeyError, AttributeError):
+            raise XDREncodeError(f"struct {self.name} needs the field {name!r}; "
+                                 f"{type(value).__name__} lacks it") from None
+
+    @property
+    def is_list(self) -> bool:
+        """True for a linked list's node: the last field points to this struct."""
+        if not self.fields:
+            return False
+        last = _resolve(self.fields[-1][2])
+        return isinstance(last, Optional) and _resolve(last.element) is self
+
     def pack(self, value: Any, w: Writer) -> None:
         w.enter()
-        is_mapping = isinstance(value, Mapping)
-        for name, attr, xdr_type in self.fields:
-            try:
-                if is_mapping:
-                    field = value[name] if name in value else value[attr]
-                else:
-                    field = getattr(value, attr)
-            except (KeyError, AttributeError):
-                raise XDREncodeError(f"struct {self.name} needs the field {name!r}; "
-                                     f"{type(value).__name__} lacks it") from None
+        if self.is_list:
+            _pack_list(self, value, w)
+        else:
+            self.pack_fields(value, w, len(self.fields))
+        w.depth -= 1
+
+    def pack_fields(self, value: Any, w: Writer, count: int) -> None:
+        """Write the first ``count`` fields of ``value``."""
+        for name, attr, xdr_type in self.fields[:count]:
+            field = self.field(value, name, attr)
             try:
                 xdr_type.pack(field, w)
             except XDRError as exc:
                 exc.push(f".{name}")
                 raise
-        w.depth -= 1
 
     def unpack(self, r: Reader) -> Any:
         r.enter()
+        if self.is_list:
+            value = _unpack_list(self, r)
+        else:
+            value = self.cls(*self.unpack_fields(r, len(self.fields)))
+        r.depth -= 1
+        return value
+
+    def unpack_fields(self, r: Reader, count: int) -> list[Any]:
+        """Read the first ``count`` fields."""
         values = []
-        for name, _, xdr_type in self.fields:
+        for name, _, xdr_type in self.fields[:count]:
             try:
                 values.append(xdr_type.unpack(r))
             except XDRError as exc:
                 exc.push(f".{name}")
                 raise
-        r.depth -= 1
-        return self.cls(*values)
+        return values
 
 
 class UnionValue(NamedTuple):
