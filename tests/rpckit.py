@@ -4,15 +4,20 @@
   port number picked by the kernel) on a reactor run in a background thread.
 * :func:`read_replies` -- read ``count`` record-marked replies from a blocking socket.
 * :class:`Inventory` -- the procedures of tests/data/inventory.x.
+* :func:`rpcinfo` -- the system's rpcinfo, installed when possible, else a skip.
 """
 
 from __future__ import annotations
 
+import shutil
 import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+
+import pytest
+from redis_tools import install_package
 
 from handlers.framers.rpcrecord import RecordMarkingFramer
 from handlers.rpc.dispatch import Call
@@ -51,6 +56,18 @@ def read_replies(sock: socket.socket, count: int) -> list[Reply]:
         while (record := framer.next_record()) is not None:
             replies.append(decode_reply(record))
     return replies
+
+
+def rpcinfo() -> str:
+    """The path of rpcinfo, installing the rpcbind package when possible, else skip."""
+    search = "/usr/sbin:/usr/bin:/sbin:/bin"
+    path = shutil.which("rpcinfo") or shutil.which("rpcinfo", path=search)
+    if path is None:
+        reason = install_package("rpcbind")
+        path = shutil.which("rpcinfo", path=search)
+        if path is None:
+            pytest.skip(reason or "rpcinfo is missing after installing rpcbind")
+    return path
 
 
 class Inventory:

@@ -8,7 +8,6 @@ PROG_UNAVAIL.
 from __future__ import annotations
 
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -20,8 +19,7 @@ import pytest
 from handlerkit import three_ways
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from redis_tools import install_package
-from rpckit import DEADLINE, read_replies, serving
+from rpckit import DEADLINE, read_replies, rpcinfo, serving
 
 from handlers.framers.rpcrecord import RecordMarkingFramer, encode_record
 from handlers.rpc.dispatch import Call, Dispatcher, Procedure, Program, Version
@@ -161,18 +159,6 @@ def test_garbage_on_tcp_closes_only_that_connection(served: RPCEndpoints) -> Non
 
 
 # -- the system's rpcinfo ----------------------------------------------------------------
-
-
-def rpcinfo() -> str:
-    """The path of rpcinfo, installing the rpcbind package when possible, else skip."""
-    search = "/usr/sbin:/usr/bin:/sbin:/bin"
-    path = shutil.which("rpcinfo") or shutil.which("rpcinfo", path=search)
-    if path is None:
-        reason = install_package("rpcbind")
-        path = shutil.which("rpcinfo", path=search)
-        if path is None:
-            pytest.skip(reason or "rpcinfo is missing after installing rpcbind")
-    return path
 
 
 def run(*argv: str) -> subprocess.CompletedProcess[str]:

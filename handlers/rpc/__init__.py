@@ -9,6 +9,7 @@ Role: the layers an RPC service is built from, each usable alone:
 * :mod:`.message` -- the call and reply messages, credentials;
 * :mod:`.dispatch` -- programs, versions, procedures and the :class:`Dispatcher`:
   the bytes of a call in, the bytes of the reply out;
+* :mod:`.portmap` -- :class:`Portmapper`, program 100000 version 2, on any port;
 * :mod:`.replycache` -- :class:`ReplyCache`, the duplicate-request cache of UDP;
 * :mod:`.server` -- :class:`RPCServer`: a dispatcher served over TCP (record marking)
   and UDP from one reactor, handed in by the caller.
@@ -32,6 +33,7 @@ from .message import (
     decode_reply,
     encode_call,
 )
+from .portmap import Portmapper
 from .replycache import ReplyCache
 from .server import RPCDatagramProtocol, RPCEndpoints, RPCServer, RPCStreamHandler
 from .xdr import (
@@ -89,6 +91,7 @@ __all__ = [
     "Opaque",
     "OpaqueAuth",
     "Optional",
+    "Portmapper",
     "Procedure",
     "ProcedureDef",
     "Program",
