@@ -31,7 +31,7 @@ from typing import Any, Final
 from .dispatch import Call, Program
 from .xdrlang import parse_xdr
 
-__all__ = ["IPPROTO_TCP", "IPPROTO_UDP", "PMAP_PROG", "PMAP_X", "Mapping_", "Portmapper"]
+__all__ = ["IPPROTO_TCP", "IPPROTO_UDP", "PMAP_PROG", "PMAP_X", "PortMapping", "Portmapper"]
 
 logger = logging.getLogger("handlers.rpc")
 
@@ -73,7 +73,7 @@ _LOOPBACK: Final = ("127.", "::1", "::ffff:127.")
 
 
 @dataclass(frozen=True)
-class Mapping_:
+class PortMapping:
     """One mapping: (program, version, protocol) served on a port."""
 
     prog: int
@@ -99,9 +99,9 @@ class Portmapper:
         self._table: dict[tuple[int, int, int], int] = {}
 
     @property
-    def mappings(self) -> list[Mapping_]:
+    def mappings(self) -> list[PortMapping]:
         """The mappings, in the order they were made."""
-        return [Mapping_(prog, vers, prot, port)
+        return [PortMapping(prog, vers, prot, port)
                 for (prog, vers, prot), port in self._table.items()]
 
     def set(self, prog: int, vers: int, prot: int, port: int) -> bool:
