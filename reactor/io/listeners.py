@@ -1,5 +1,6 @@
-"""Listening sockets and datagram endpoints: the code that calls ``accept``, ``bind``
-and ``listen`` (outgoing connections are :mod:`.connect`'s).
+"""Listening sockets: the code that calls ``accept``, ``bind`` and ``listen`` (datagram
+endpoints are :mod:`.endpoints`', re-exported here; outgoing connections are
+:mod:`.connect`'s).
 
 Theory of operation
 -------------------
@@ -46,14 +47,14 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ..sansio.connection import ConnState
 from ..sansio.timers import TimerHandle
-from .datagram import DatagramTransport
+from .endpoints import listen_udp, listen_unix_datagram
 from .episodes import cap_reached, cap_released, limit_name
 from .proxy import DEFAULT_PROXY_TIMEOUT, proxy_acceptor
 from .stream import StreamTransport
 from .tlsendpoints import server_factory as tls_server
 from .transports import ProtocolFactory, TransportOptions, options_from
 from .unixpath import UNIX_PATH_MAX, OwnedPath, check_mode, created_with_mode, prepare
-from .validate import bind_or_close, check_backlog, check_path, check_port
+from .validate import bind_or_close, bound_socket, check_backlog, check_path, check_port
 
 if TYPE_CHECKING:
     from .loop import Reactor
@@ -338,24 +339,6 @@ def _stream_acceptor(
     return on_accept
 
 
-def _bound_socket(family: int, type_: int, address: Any, *, reuse_address: bool,
-                  reuse_port: bool, dual_stack: bool) -> socket.socket:
-    """A socket with the reuse and dual-stack options, bound (closed on failure)."""
-    sock = socket.socket(family, type_)
-    try:
-        if reuse_address:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if dual_stack else 1)
-    except OSError:
-        sock.close()
-        raise
-    bind_or_close(sock, address)
-    return sock
-
-
 def listen_tcp(
     reactor: Reactor,
     host: str | None,
@@ -433,7 +416,7 @@ def _tcp_socket(
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
                                    flags=socket.AI_PASSIVE)
         family, _t, _p, _c, address = infos[0]
-    sock = _bound_socket(family, socket.SOCK_STREAM, address, reuse_address=reuse_address,
+    sock = bound_socket(family, socket.SOCK_STREAM, address, reuse_address=reuse_address,
                          reuse_port=reuse_port, dual_stack=dual_stack)
     try:
         sock.listen(backlog)
@@ -503,107 +486,3 @@ def listen_unix(
         owned_path = path
     return Listener(reactor, sock, on_accept, max_connections=max_connections,
                     accept_batch=min(accept_batch, max(backlog, 1)), unix_path=owned_path)
-
-
-def _datagram_endpoint(
-    reactor: Reactor, sock: socket.socket, protocol_factory: ProtocolFactory,
-    opts: TransportOptions, connected: bool,
-) -> DatagramTransport:
-    sock.setblocking(False)
-    transport = DatagramTransport(reactor, sock, options=opts, connected=connected)
-    transport.attach(protocol_factory())
-    return transport
-
-
-def listen_udp(
-    reactor: Reactor,
-    host: str | None,
-    port: int,
-    protocol_factory: ProtocolFactory,
-    *,
-    reuse_port: bool = False,
-    dual_stack: bool = False,
-    remote: tuple[str, int] | None = None,
-    sock: socket.socket | None = None,
-    options: TransportOptions | None = None,
-    **option_overrides: Any,
-) -> DatagramTransport:
-    """Open a UDP endpoint served by an :class:`asyncio.DatagramProtocol`.
-
-    ``remote`` connects the socket to one peer (then ``sendto(data)`` needs no address).
-    """
-    opts = options_from(options, option_overrides)
-    if sock is None:
-        check_port(port)
-        family: int
-        address: Any
-        if not host:
-            family, address = ((socket.AF_INET6, ("::", port)) if dual_stack
-                               else (socket.AF_INET, ("0.0.0.0", port)))
-        else:
-            info = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
-            family, address = info[0], info[4]
-        sock = _bound_socket(family, socket.SOCK_DGRAM, address, reuse_address=False,
-                             reuse_port=reuse_port, dual_stack=dual_stack)
-        if remote is not None:
-            try:
-                sock.connect(remote)
-            except OSError:
-                sock.close()
-                raise
-    return _datagram_endpoint(reactor, sock, protocol_factory, opts, remote is not None)
-
-
-def listen_unix_datagram(
-    reactor: Reactor,
-    path: str | None,
-    protocol_factory: ProtocolFactory,
-    *,
-    remote: str | None = None,
-    sock: socket.socket | None = None,
-    options: TransportOptions | None = None,
-    mode: int | None = None,
-    **option_overrides: Any,
-) -> DatagramTransport:
-    """Open a Unix datagram endpoint at ``path`` (None: unbound, e.g. a client).
-
-    ``mode`` sets the socket file's permissions through the umask at ``bind``, as for
-    :func:`listen_unix`.
-
-    Raises:
-        ValueError: as for :func:`listen_unix`.
-        OSError: bind or connect fails, or the selector refuses the socket (the path
-            is removed again then).
-    """
-    opts = options_from(options, option_overrides)
-    owned: OwnedPath | None = None
-    if sock is None:
-        check_mode(check_path(path, optional=True), mode)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        if path is not None:
-            try:
-                prepare(path)
-            except BaseException:
-                sock.close()
-                raise
-            with created_with_mode(mode):
-                bind_or_close(sock, path)
-            owned = OwnedPath.of(path)
-        if remote is not None:
-            try:
-                sock.connect(remote)
-            except OSError:
-                sock.close()
-                if owned is not None:
-                    owned.remove()
-                raise
-    try:
-        transport = _datagram_endpoint(reactor, sock, protocol_factory, opts,
-                                       remote is not None)
-    except BaseException:
-        if owned is not None:
-            owned.remove()
-        raise
-    if owned is not None:
-        transport.after_close(owned.remove)
-    return transport

@@ -28,6 +28,7 @@ from typing import Any
 __all__ = [
     "address_text",
     "bind_or_close",
+    "bound_socket",
     "check_backlog",
     "check_path",
     "check_port",
@@ -140,3 +141,21 @@ def bind_or_close(sock: socket.socket, address: Any) -> None:
     except OSError as exc:
         sock.close()
         raise OSError(exc.errno, f"cannot bind {address_text(address)}: {exc.strerror}") from exc
+
+
+def bound_socket(family: int, type_: int, address: Any, *, reuse_address: bool,
+                  reuse_port: bool, dual_stack: bool) -> socket.socket:
+    """A socket with the reuse and dual-stack options, bound (closed on failure)."""
+    sock = socket.socket(family, type_)
+    try:
+        if reuse_address:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if dual_stack else 1)
+    except OSError:
+        sock.close()
+        raise
+    bind_or_close(sock, address)
+    return sock
