@@ -117,7 +117,7 @@ SERVICES: Final[dict[str, Service]] = {
                     "line-based chat rooms (/join, /nick, /who, /quit)",
                     ("request_timeout",)),
     "kv": Service("handlers.services.kv", _kv_factory, "127.0.0.1:6379",
-                  "a Redis-protocol key-value store", ("request_timeout",)),
+                  "a Redis-protocol key-value store", ("request_timeout", "requirepass")),
 }
 
 
@@ -254,6 +254,13 @@ def build_parser() -> argparse.ArgumentParser:
              "not complete S seconds after its first byte arrived, however steadily it "
              "trickles in (against slowloris clients; an idle timer cannot catch them). "
              "Only for services with requests: chat and kv",
+    )
+    serve.add_argument(
+        "--requirepass", metavar="PASSWORD",
+        help="kv only: clients must authenticate (AUTH PASSWORD, redis-cli -a, "
+             "redis-py's password=) before any other command. Give it through "
+             "REACTOR_REQUIREPASS or the --config file rather than here: a command "
+             "line is visible to every user of the host (ps)",
     )
     serve.add_argument(
         "--backlog", type=_positive_int, default=DEFAULT_BACKLOG, metavar="N",
@@ -437,7 +444,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     reactor = Reactor()
     try:
         name, factory = load_factory(args.service, reactor, args.app_dir,
-                                     request_timeout=args.request_timeout)
+                                     request_timeout=args.request_timeout,
+                                     requirepass=args.requirepass)
         tls = server_context(args)
     except UsageError as exc:
         reactor.close()

@@ -19,6 +19,8 @@ Pieces (one module each, imported in this order)
   shared by every connection; SELECT picks one per connection): strings, lists, hashes
   and sets, with expiry: *lazy* (a read of an expired key deletes it) and *active* (one
   timer on the loop, armed for the nearest deadline, deletes keys nobody reads).
+* :mod:`.auth` -- the password (``requirepass``): :func:`password_matches` and the
+  NOAUTH and WRONGPASS replies.
 * :mod:`.table` -- :class:`Command`, :data:`COMMANDS` and :class:`CommandError`.
 * :mod:`.session_commands`, :mod:`.data_commands`, :mod:`.collection_commands`,
   :mod:`.server_commands` -- the commands, registered in :data:`COMMANDS` as they are

@@ -44,6 +44,7 @@ from handlers.framers.resp import (
     encode_error,
 )
 
+from .auth import EXECABORT_NOAUTH, NOAUTH
 from .session_commands import _exec
 from .store import KVStore, Scheduler
 from .table import COMMANDS as _COMMANDS
@@ -87,6 +88,8 @@ class KVProtocol(asyncio.Protocol):
     [eof_received] connection_lost``.
 
     Attributes:
+        authenticated: False while the server has a password this connection has not
+            given yet (AUTH or HELLO AUTH); see :mod:`.auth`.
         requests: the commands run for this client so far (counted once per chunk of
             input, from the server's ``commands_processed``): what ``reactor serve
             --access-log`` reports as the connection's requests.
@@ -102,6 +105,7 @@ class KVProtocol(asyncio.Protocol):
         "_transport",
         "_watch",
         "_write_paused",
+        "authenticated",
         "client_id",
         "db",
         "lib_name",
@@ -134,6 +138,8 @@ class KVProtocol(asyncio.Protocol):
         self.requests = 0  # commands run for this client (the access log reads it)
         self.resp3 = False
         self.null = NULL_BULK  # the null reply of the protocol version in use
+        # without a password every connection is authenticated from the start
+        self.authenticated = server.requirepass is None
 
     # -- asyncio.Protocol -------------------------------------------------------------
 
@@ -229,7 +235,8 @@ class KVProtocol(asyncio.Protocol):
         assert transport is not None
         out: list[bytes] = []
         pending = 0
-        execute = self.execute
+        # one test per chunk, none per command: see _execute_unauthenticated
+        execute = self.execute if self.authenticated else self._execute_unauthenticated
         counted = self._server.commands_processed  # per chunk, not per command
         while True:
             try:
@@ -291,6 +298,21 @@ class KVProtocol(asyncio.Protocol):
             return command.handler(self, args)
         except CommandError as exc:
             return exc.reply
+
+    def _execute_unauthenticated(self, args: list[bytes]) -> bytes:
+        """:meth:`execute` for a connection that has not authenticated yet: as Redis 7,
+        an unknown command or a wrong number of arguments gets its usual error, a
+        command flagged ``no_auth`` (AUTH, HELLO, QUIT) runs, any other gets NOAUTH."""
+        if self.authenticated:  # an AUTH earlier in the same chunk
+            return self.execute(args)
+        command = COMMANDS.get(args[0]) or COMMANDS.get(args[0].lower())
+        if command is None or command.no_auth:
+            return self.execute(args)
+        arity = command.arity
+        if (len(args) != arity) if arity > 0 else (len(args) < -arity):
+            return self.execute(args)
+        self._server.commands_processed += 1
+        return EXECABORT_NOAUTH if command.handler is _exec else NOAUTH
 
     def close(self) -> None:
         """Close the connection once the pending replies are written."""

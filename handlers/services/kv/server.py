@@ -66,6 +66,9 @@ class KVServer:
         max_command_size: the most bytes one command may declare.
         request_timeout: seconds a client has to finish sending a command once its
             first bytes arrived (None: no limit).
+        requirepass: the password a client must give (``AUTH``, ``HELLO 3 AUTH
+            default``) before any other command; None: none (see :mod:`.auth`). Kept
+            out of logs and of ``CONFIG GET``.
 
     Example::
 
@@ -83,11 +86,17 @@ class KVServer:
         max_inline_length: int = DEFAULT_MAX_INLINE_LENGTH,
         max_command_size: int = DEFAULT_MAX_COMMAND_SIZE,
         request_timeout: float | None = None,
+        requirepass: str | bytes | None = None,
     ) -> None:
         if request_timeout is not None and not request_timeout > 0:
             raise ValueError(f"request_timeout must be a positive number of seconds or "
                              f"None, not {request_timeout}")
         self.request_timeout = request_timeout
+        if isinstance(requirepass, str):
+            requirepass = requirepass.encode()
+        if requirepass == b"":  # as Redis: an empty requirepass means no password
+            requirepass = None
+        self.requirepass: bytes | None = requirepass
         self.store = store if store is not None else KVStore()
         self.databases = [self.store, *(KVStore() for _ in range(DATABASES - 1))]
         self.bound = False

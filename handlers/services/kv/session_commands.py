@@ -11,6 +11,7 @@ connection only for type checking.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 from handlers.framers.resp import (
@@ -23,6 +24,7 @@ from handlers.framers.resp import (
     encode_map,
 )
 
+from .auth import DEFAULT_USER, E_HELLO_NOAUTH, E_NO_PASSWORD, E_WRONGPASS, password_matches
 from .table import (
     _ALL_KEYS,
     DATABASES,
@@ -43,6 +45,8 @@ if TYPE_CHECKING:
 
 __all__: list[str] = []  # the commands are reached through COMMANDS
 
+logger = logging.getLogger("handlers.kv")  # the service's logger (see .connection)
+
 
 # connection
 
@@ -61,7 +65,8 @@ def _echo(c: KVProtocol, a: list[bytes]) -> bytes:
     return encode_bulk(a[1])
 
 
-@_command("quit", -1, "fast", "connection", "Closes the connection.", immediate=True)
+@_command("quit", -1, "fast", "connection", "Closes the connection.", immediate=True,
+          no_auth=True)
 def _quit(c: KVProtocol, a: list[bytes]) -> bytes:
     c.close()
     return OK
@@ -79,20 +84,26 @@ def _select(c: KVProtocol, a: list[bytes]) -> bytes:
     return OK
 
 
-@_command("auth", -2, "fast", "connection", "Authenticates the connection.")
+@_command("auth", -2, "fast", "connection", "Authenticates the connection.", no_auth=True)
 def _auth(c: KVProtocol, a: list[bytes]) -> bytes:
     if len(a) > 3:
         raise CommandError(E_SYNTAX)
+    requirepass = c._server.requirepass
     if len(a) == 2:
-        raise CommandError(
-            "ERR AUTH <password> called without any password configured for the default "
-            "user. Are you sure your configuration is correct?"
-        )
-    if a[1] != b"default":
-        raise CommandError(
-            "WRONGPASS invalid username-password pair or user is disabled."
-        )
+        if requirepass is None:
+            raise CommandError(E_NO_PASSWORD)
+        _authenticate(c, DEFAULT_USER, a[1])
+    else:
+        _authenticate(c, a[1], a[2])
     return OK
+
+
+def _authenticate(c: KVProtocol, user: bytes, password: bytes) -> None:
+    """Mark ``c`` authenticated, or raise WRONGPASS (and log it, without the password)."""
+    if not password_matches(c._server.requirepass, user, password):
+        logger.info("kv client %s: authentication failed", c.address)
+        raise CommandError(E_WRONGPASS)
+    c.authenticated = True
 
 
 def _check_name(value: bytes, what: str) -> None:
@@ -100,7 +111,8 @@ def _check_name(value: bytes, what: str) -> None:
         raise CommandError(f"ERR {what} cannot contain spaces, newlines or special characters.")
 
 
-@_command("hello", -1, "fast", "connection", "Handshakes with the server.")
+@_command("hello", -1, "fast", "connection", "Handshakes with the server.",
+          no_auth=True)
 def _hello(c: KVProtocol, a: list[bytes]) -> bytes:
     version = 3 if c.resp3 else 2
     if len(a) >= 2:
@@ -114,13 +126,11 @@ def _hello(c: KVProtocol, a: list[bytes]) -> bytes:
             raise CommandError("NOPROTO unsupported protocol version")
     i = 2
     name: bytes | None = None
+    credentials: tuple[bytes, bytes] | None = None
     while i < len(a):
         option = a[i].upper()
         if option == b"AUTH" and i + 2 < len(a):
-            if a[i + 1] != b"default":
-                raise CommandError(
-                    "WRONGPASS invalid username-password pair or user is disabled."
-                )
+            credentials = (a[i + 1], a[i + 2])
             i += 3
         elif option == b"SETNAME" and i + 1 < len(a):
             name = a[i + 1]
@@ -128,6 +138,10 @@ def _hello(c: KVProtocol, a: list[bytes]) -> bytes:
             i += 2
         else:
             raise CommandError(b"ERR Syntax error in HELLO option '%b'" % _c_string(a[i]))
+    if credentials is not None:  # as Redis: the options are parsed first
+        _authenticate(c, *credentials)
+    if not c.authenticated:
+        raise CommandError(E_HELLO_NOAUTH)
     if name is not None:
         c.name = name
     c.set_protocol_version(version)

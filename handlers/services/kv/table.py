@@ -115,6 +115,8 @@ class Command:
         summary: one line for ``COMMAND DOCS``.
         handler: runs the command, returns the encoded reply.
         immediate: runs even inside MULTI instead of being queued.
+        no_auth: runs before the connection authenticated (Redis's ``no_auth`` flag:
+            AUTH, HELLO, QUIT), when the server has a password.
     """
 
     name: str
@@ -127,6 +129,7 @@ class Command:
     summary: str
     handler: Handler
     immediate: bool = False
+    no_auth: bool = False
 
     def info(self, resp3: bool = False) -> bytes:
         """The encoded ``COMMAND INFO`` entry (Redis 7's ten fields)."""
@@ -164,10 +167,11 @@ _COMMAND_LIST: list[Command] = []
 def _command(
     name: str, arity: int, flags: str, group: str, summary: str,
     *, keys: tuple[int, int, int] = (0, 0, 0), immediate: bool = False,
+    no_auth: bool = False,
 ) -> Callable[[Handler], Handler]:
     def register(handler: Handler) -> Handler:
         command = Command(name, arity, tuple(flags.split()), *keys, group, summary, handler,
-                          immediate)
+                          immediate, no_auth)
         COMMANDS[name.encode()] = COMMANDS[name.upper().encode()] = command
         _COMMAND_LIST.append(command)
         return handler
