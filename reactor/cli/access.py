@@ -45,6 +45,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, Final, Protocol
 
+from ..io.validate import address_text
 from ..sansio.errors import DeadlineExceeded
 
 __all__ = ["BufferedLogged", "Logged", "close_reason", "format_address", "wrap_factory"]
@@ -53,12 +54,6 @@ access_logger = logging.getLogger("reactor.access")
 serve_logger = logging.getLogger("reactor.serve")
 
 # DeadlineExceeded's text (see reactor.io.deadlines) -> the access log's reason
-DEADLINE_REASONS: Final = {
-    "idle timeout": "idle-timeout",
-    "no data received": "first-byte-timeout",
-    "request deadline": "request-timeout",
-    "write stalled": "write-timeout",
-}
 _RESETS: Final = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
 
 
@@ -68,23 +63,21 @@ class _Stopping(Protocol):
 
 
 def format_address(address: Any) -> str:
-    """A socket address as the access log writes it."""
-    if isinstance(address, tuple) and len(address) >= 2:
-        host = str(address[0])
-        return f"[{host}]:{address[1]}" if ":" in host else f"{host}:{address[1]}"
-    if isinstance(address, bytes):
-        address = address.decode(errors="replace")
-    if isinstance(address, str):
-        if address.startswith("\0"):
-            return "unix:@" + address[1:]
-        return "unix:" + address if address else "unix:(unnamed)"
-    return "-" if address is None else str(address)
+    """A socket address as the access log writes it: :func:`address_text`'s notation,
+    with ``unix:`` before a Unix socket's path and ``-`` for none."""
+    if address is None:
+        return "-"
+    text = address_text(address)
+    if isinstance(address, (str, bytes)):
+        return "unix:" + (text or "(unnamed)")
+    return text
 
 
 def close_reason(exc: BaseException | None, eof: bool, stopping: bool) -> str:
     """Why a connection closed (see the module docstring), from what ended it."""
     if isinstance(exc, DeadlineExceeded):
-        return DEADLINE_REASONS.get(str(exc), "timeout")
+        kind = exc.kind
+        return "timeout" if kind is None else f"{kind}-timeout"
     if isinstance(exc, _RESETS):
         return "reset"
     if exc is not None:

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from ..sansio.episodes import DEFAULT_QUIET, Cancellable, Episode
+from ..sansio.errors import DEADLINE_KINDS
 from ..sansio.words import counted
 
 if TYPE_CHECKING:
@@ -39,12 +40,12 @@ __all__ = ["cap_reached", "cap_released", "deadline_closed", "episode", "limit_n
 _BOOK: Final[weakref.WeakKeyDictionary[Any, dict[str, Episode]]] = (
     weakref.WeakKeyDictionary())
 
-# what a deadline's reason (DeadlineExceeded's text) is called in a summary
+# what a deadline of each kind (DEADLINE_KINDS) is called in a summary
 _DEADLINE_NAMES: Final = {
-    "idle timeout": "the idle timeout",
-    "no data received": "the first-byte timeout",
-    "request deadline": "the request deadline",
-    "write stalled": "the write timeout",
+    "idle": "the idle timeout",
+    "first-byte": "the first-byte timeout",
+    "request": "the request deadline",
+    "write": "the write timeout",
 }
 
 
@@ -82,7 +83,7 @@ def episode(
 def deadline_closed(reactor: Reactor, logger: logging.Logger, where: str,
                     reason: str) -> None:
     """A connection (``where``: its description) was closed at a deadline."""
-    name = _DEADLINE_NAMES.get(reason, reason)
+    name = _DEADLINE_NAMES.get(DEADLINE_KINDS.get(reason, ""), reason)
 
     def summary(count: int, seconds: float) -> str:
         return f"{name}: closed {counted(count, 'connection')} in {seconds:.1f} s"

@@ -339,6 +339,24 @@ def _stream_acceptor(
     return on_accept
 
 
+def _layered_acceptor(  # noqa: PLR0917 -- the listen_* options, passed on
+    reactor: Reactor, on_accept: AcceptCallback | None,
+    protocol_factory: ProtocolFactory | None, opts: TransportOptions,
+    ssl: SSLContext | None, ssl_handshake_timeout: float | None,
+    proxy_protocol: str | None, proxy_allow_from: Iterable[str] | None,
+    proxy_timeout: float,
+) -> AcceptCallback:
+    """A stream listener's accept callback with its layers, checked before binding: TLS
+    wraps the protocol factory, and a PROXY header, when asked for, is read before that
+    (in clear, as a balancer sends it)."""
+    if ssl is not None or ssl_handshake_timeout is not None:
+        protocol_factory = tls_server(reactor, protocol_factory, ssl, ssl_handshake_timeout,
+                                      custom_accept=on_accept is not None)
+    return proxy_acceptor(on_accept, _stream_acceptor, protocol_factory, opts,
+                          proxy_protocol=proxy_protocol, proxy_timeout=proxy_timeout,
+                          proxy_allow_from=proxy_allow_from)
+
+
 def listen_tcp(
     reactor: Reactor,
     host: str | None,
@@ -387,12 +405,9 @@ def listen_tcp(
             refuses the socket (epoll's ENOSPC or ENOMEM); no socket leaks.
     """
     opts = options_from(options, option_overrides)
-    if ssl is not None or ssl_handshake_timeout is not None:  # checked before binding
-        protocol_factory = tls_server(reactor, protocol_factory, ssl, ssl_handshake_timeout,
-                                      custom_accept=on_accept is not None)
-    on_accept = proxy_acceptor(on_accept, _stream_acceptor, protocol_factory, opts,
-                               proxy_protocol=proxy_protocol, proxy_timeout=proxy_timeout,
-                               proxy_allow_from=proxy_allow_from)
+    on_accept = _layered_acceptor(reactor, on_accept, protocol_factory, opts, ssl,
+                                  ssl_handshake_timeout, proxy_protocol, proxy_allow_from,
+                                  proxy_timeout)
     if sock is None:
         sock = _tcp_socket(host, check_port(port), check_backlog(backlog),
                            reuse_address=reuse_address, reuse_port=reuse_port,
@@ -464,12 +479,9 @@ def listen_unix(
         OSError: a running server listens at ``path``, or bind fails.
     """
     opts = options_from(options, option_overrides)
-    if ssl is not None or ssl_handshake_timeout is not None:  # checked before binding
-        protocol_factory = tls_server(reactor, protocol_factory, ssl, ssl_handshake_timeout,
-                                      custom_accept=on_accept is not None)
-    on_accept = proxy_acceptor(on_accept, _stream_acceptor, protocol_factory, opts,
-                               proxy_protocol=proxy_protocol, proxy_timeout=proxy_timeout,
-                               proxy_allow_from=proxy_allow_from)
+    on_accept = _layered_acceptor(reactor, on_accept, protocol_factory, opts, ssl,
+                                  ssl_handshake_timeout, proxy_protocol, proxy_allow_from,
+                                  proxy_timeout)
     owned_path: str | None = None
     if sock is None:
         check_mode(check_path(path), mode)

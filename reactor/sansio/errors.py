@@ -15,6 +15,7 @@ Socket-free: imports nothing but the standard library's ``builtins``.
 from __future__ import annotations
 
 __all__ = [
+    "DEADLINE_KINDS",
     "ClosedError",
     "DeadlineExceeded",
     "IllegalTransition",
@@ -49,5 +50,21 @@ class ClosedError(LocalProtocolError):
     """An operation was attempted on a closed reactor, listener or connection."""
 
 
+#: every per-connection deadline: the reason a :class:`DeadlineExceeded` carries (what
+#: the connection's log line says) -> its kind (what the access log and the episode
+#: summaries name it by)
+DEADLINE_KINDS: dict[str, str] = {
+    "idle timeout": "idle",
+    "no data received": "first-byte",
+    "request deadline": "request",
+    "write stalled": "write",
+}
+
+
 class DeadlineExceeded(ReactorError, TimeoutError):
     """A per-connection deadline passed; the connection was closed with this reason."""
+
+    @property
+    def kind(self) -> str | None:
+        """The deadline's kind (:data:`DEADLINE_KINDS`), None for another reason."""
+        return DEADLINE_KINDS.get(str(self))
