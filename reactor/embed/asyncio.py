@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from .io.loop import Reactor
+from ..io.loop import Reactor
 
 __all__ = ["AsyncioEmbedding", "attach"]
 
