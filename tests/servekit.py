@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import socket
@@ -163,6 +164,25 @@ class ServerProcess(procs.ServerProcess):
 def serve(*args: str, **kwargs: Any) -> ServerProcess:
     """Start ``reactor serve`` with the test modules importable."""
     return ServerProcess(*args, "--app-dir", str(TESTS), **kwargs)
+
+
+def json_records(srv: ServerProcess, logger: str | None = None) -> list[dict[str, Any]]:
+    """The server's ``--log-format json`` lines so far, of ``logger`` when given."""
+    found = [json.loads(line) for line in srv.log.splitlines() if line.startswith("{")]
+    return [r for r in found if logger is None or r["logger"] == logger]
+
+
+def json_tcp_address(srv: ServerProcess) -> tuple[str, int]:
+    """The first ``listening on HOST:PORT`` of a server logging JSON lines."""
+    match = srv.wait_for(r"listening on ([^\"\s]+)")
+    host, _, port = match.group(1).rpartition(":")
+    return host, int(port)
+
+
+def access_records(srv: ServerProcess, count: int) -> list[dict[str, Any]]:
+    """The access log's JSON lines, once there are ``count`` of them."""
+    srv.wait_for(r'"logger": "reactor.access"', count=count)
+    return json_records(srv, "reactor.access")
 
 
 def read_until_closed(sock: socket.socket, timeout: float = WAIT) -> bytes:

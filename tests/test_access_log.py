@@ -10,7 +10,6 @@ value, begin_shutdown's value).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import signal
@@ -20,7 +19,14 @@ import threading
 from typing import Any
 
 import pytest
-from servekit import WAIT, ServerProcess, read_until_closed, serve
+from servekit import (
+    WAIT,
+    access_records,
+    json_records,
+    json_tcp_address,
+    read_until_closed,
+    serve,
+)
 
 from reactor.cli.access import BufferedLogged, Logged, close_reason, format_address
 from reactor.cli.graceful import Server
@@ -29,20 +35,9 @@ from reactor.sansio.errors import DeadlineExceeded
 pytestmark = pytest.mark.timeout(60)
 
 
-def records(srv: ServerProcess, logger: str | None = None) -> list[dict[str, Any]]:
-    found = [json.loads(line) for line in srv.log.splitlines() if line.startswith("{")]
-    return [r for r in found if logger is None or r["logger"] == logger]
-
-
-def address(srv: ServerProcess) -> tuple[str, int]:
-    match = srv.wait_for(r"listening on ([^\"\s]+)")
-    host, _, port = match.group(1).rpartition(":")
-    return host, int(port)
-
-
-def wait_access(srv: ServerProcess, count: int) -> list[dict[str, Any]]:
-    srv.wait_for(r'"logger": "reactor.access"', count=count)
-    return records(srv, "reactor.access")
+records = json_records
+address = json_tcp_address
+wait_access = access_records
 
 
 def name(sock: socket.socket) -> str:

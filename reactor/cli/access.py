@@ -24,9 +24,10 @@ gives them as keys:
 * ``reason`` -- why it closed: ``client-eof`` (the client closed first), ``reset``
   (the client reset the connection, or the pipe broke), ``idle-timeout``,
   ``first-byte-timeout``, ``request-timeout``, ``write-timeout`` (the connection's
-  deadlines), ``shutdown`` (the server was stopping: drained, or aborted at the graceful
-  timeout), ``server-close`` (the service closed it: a QUIT, a protocol error, a size
-  limit), ``error`` (a socket error, or a callback raised);
+  deadlines), ``cap`` (refused at ``--max-connections`` with ``--on-max-connections
+  refuse``: closed at once), ``shutdown`` (the server was stopping: drained, or aborted
+  at the graceful timeout), ``server-close`` (the service closed it: a QUIT, a protocol
+  error, a size limit), ``error`` (a socket error, or a callback raised);
 * ``error`` -- the exception behind ``reset`` and ``error``, else None.
 
 At ``--log-level debug`` (on ``reactor.serve``) the same wrapper also logs each accept,
@@ -48,7 +49,8 @@ from typing import Any, Final, Protocol
 from ..io.validate import address_text
 from ..sansio.errors import DeadlineExceeded
 
-__all__ = ["BufferedLogged", "Logged", "close_reason", "format_address", "wrap_factory"]
+__all__ = ["BufferedLogged", "Logged", "close_reason", "format_address", "log_refused",
+           "wrap_factory"]
 
 access_logger = logging.getLogger("reactor.access")
 serve_logger = logging.getLogger("reactor.serve")
@@ -146,7 +148,7 @@ class Logged(asyncio.Protocol):
         reactor = getattr(row, "reactor", None)
         duration = (reactor.time() - row.created) if reactor is not None else 0.0
         requests = getattr(self.inner, "requests", None)
-        fields = {
+        _write(self._access, {
             "peer": self._peer,
             "local": self._local,
             "duration": round(max(duration, 0.0), 6),
@@ -155,14 +157,34 @@ class Logged(asyncio.Protocol):
             "requests": requests if isinstance(requests, int) else None,
             "reason": close_reason(exc, self._eof, self._server.stopping),
             "error": None if exc is None else f"{type(exc).__name__}: {exc}",
-        }
-        counted = "" if fields["requests"] is None else (
-            f", {fields['requests']} request{'' if fields['requests'] == 1 else 's'}")
-        log = access_logger.info if self._access else serve_logger.debug
-        log("%s on %s: %s after %.3f s, %d bytes in, %d out%s%s", fields["peer"],
-            fields["local"], fields["reason"], fields["duration"], fields["bytes_in"],
-            fields["bytes_out"], counted, "" if exc is None else f" ({fields['error']})",
-            extra=fields)
+        })
+
+
+def _write(access: bool, fields: dict[str, Any]) -> None:
+    """One line for one closed connection, to the access log (or at DEBUG)."""
+    counted = "" if fields["requests"] is None else (
+        f", {fields['requests']} request{'' if fields['requests'] == 1 else 's'}")
+    error = fields["error"]
+    log = access_logger.info if access else serve_logger.debug
+    log("%s on %s: %s after %.3f s, %d bytes in, %d out%s%s", fields["peer"],
+        fields["local"], fields["reason"], fields["duration"], fields["bytes_in"],
+        fields["bytes_out"], counted, "" if error is None else f" ({error})", extra=fields)
+
+
+def log_refused(access: bool) -> Callable[[Any, Any, int], None]:
+    """A listener's ``on_refused`` that writes the line of a client refused at the cap
+    (reason ``cap``; the reply it was sent counts as its bytes out)."""
+
+    def refused(listener: Any, address: Any, sent: int) -> None:
+        if not access and not serve_logger.isEnabledFor(logging.DEBUG):
+            return
+        _write(access, {
+            "peer": format_address(address), "local": format_address(listener.address),
+            "duration": 0.0, "bytes_in": 0, "bytes_out": sent,
+            "requests": None, "reason": "cap", "error": None,
+        })
+
+    return refused
 
 
 class BufferedLogged(Logged, asyncio.BufferedProtocol):

@@ -4,11 +4,12 @@
 clients; a ``%scope`` is kept), ``unix:PATH`` (``unix:@NAME`` for the Linux abstract
 namespace) and ``fd://N``, a listening stream socket inherited from the parent
 (systemd, a supervisor), into a :class:`BindAddress`; :func:`inherited_socket` adopts
-such a descriptor after checking it; :func:`format_listener` writes a bound listener's
-address back in the same notation, with the real port.
+such a descriptor after checking it; :func:`listen_on` makes a listener for one;
+:func:`format_listener` writes a bound listener's address back in the same notation,
+with the real port.
 
-Part of the command line layer; imports only the listener's type from below. Never
-imports ``handlers``.
+Part of the command line layer; uses the reactor's ``listen_*`` methods. Never imports
+``handlers``.
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ import ipaddress
 import os
 import re
 import socket
-from typing import TYPE_CHECKING, Final, Literal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 if TYPE_CHECKING:
     from ..io.listeners import Listener
+    from ..io.loop import Reactor
 
 __all__ = [
     "BadBindAddress",
@@ -30,6 +33,7 @@ __all__ = [
     "BindError",
     "format_listener",
     "inherited_socket",
+    "listen_on",
     "parse_bind",
     "scope_note",
 ]
@@ -188,6 +192,25 @@ def inherited_socket(fd: int) -> socket.socket:
         sock.detach()  # not ours to close
         raise ValueError(f"fd://{fd} {problem}")
     return sock
+
+
+def listen_on(
+    reactor: Reactor, bind: BindAddress, factory: Callable[[], Any], *,
+    unix_mode: int | None = None, reuse_port: bool = False, **common: Any,
+) -> Listener:
+    """A listener on ``bind`` serving ``factory``, with the ``listen_*`` keywords in
+    ``common`` (``unix_mode`` for a path bound here, ``reuse_port`` for TCP)."""
+    if bind.kind == "unix":
+        assert bind.path is not None
+        return reactor.listen_unix(bind.path, factory, mode=unix_mode, **common)
+    if bind.kind == "fd":
+        assert bind.fd is not None
+        sock = inherited_socket(bind.fd)
+        if sock.family == getattr(socket, "AF_UNIX", None):
+            return reactor.listen_unix(str(bind), factory, sock=sock, **common)
+        return reactor.listen_tcp(None, 0, factory, sock=sock, **common)
+    return reactor.listen_tcp(bind.host, bind.port, factory, reuse_port=reuse_port,
+                              dual_stack=bind.host == "::", **common)
 
 
 def scope_note(address: str) -> str:

@@ -67,7 +67,6 @@ import asyncio
 import dataclasses
 import logging
 import signal
-import socket
 import threading
 from collections.abc import Callable, Iterable
 from ssl import SSLContext
@@ -82,13 +81,13 @@ from ..sansio.errors import LocalProtocolError
 from ..sansio.proxy_policy import DEFAULT_PROXY_TIMEOUT, ProxyPolicy
 from ..sansio.timers import TimerHandle
 from ..sansio.words import counted
-from .access import wrap_factory
+from .access import log_refused, wrap_factory
 from .addresses import (
     BadBindAddress,
     BindAddress,
     BindError,
     format_listener,
-    inherited_socket,
+    listen_on,
     parse_bind,
     scope_note,
 )
@@ -202,6 +201,9 @@ class Server:
             :mod:`reactor.io.tls`); a quiet connection's lingering close is then
             close_notify and a close (TLS has no half-close).
         ssl_handshake_timeout: seconds the TLS handshake may take (None: the default).
+        at_cap / cap_reply: at ``max_connections``, wait or refuse, and what a refused
+            client is sent (see :mod:`reactor.io.refusal`); with the access log, each
+            refused client has its line, reason ``cap``.
 
     Raises:
         ValueError: a bind address does not parse, or a number is out of range.
@@ -231,6 +233,8 @@ class Server:
         proxy_timeout: float = DEFAULT_PROXY_TIMEOUT,
         ssl: SSLContext | None = None,
         ssl_handshake_timeout: float | None = None,
+        at_cap: str = "wait",
+        cap_reply: bytes = b"",
     ) -> None:
         self.binds = [b if isinstance(b, BindAddress) else parse_bind(b) for b in binds]
         if not self.binds:
@@ -263,6 +267,7 @@ class Server:
                                              proxy_timeout).accept,
             "proxy_allow_from": proxy_allow_from, "proxy_timeout": proxy_timeout}
         self._tls = {"ssl": ssl, "ssl_handshake_timeout": ssl_handshake_timeout} if ssl else {}
+        self._cap = {"at_cap": at_cap, "cap_reply": cap_reply}
         self.listeners: list[Listener] = []
         self.exit_status = EXIT_OK
         self._stopping = False
@@ -320,24 +325,16 @@ class Server:
     def _bind(self, bind: BindAddress) -> Listener:
         common: dict[str, Any] = {
             "backlog": self.backlog, "max_connections": self.max_connections,
-            "options": self.options, **self.proxy, **self._tls,
+            "options": self.options, **self.proxy, **self._tls, **self._cap,
         }
         factory = self.protocol_factory
         if self.access_log or logger.isEnabledFor(logging.DEBUG):  # else: no cost at all
             factory = wrap_factory(factory, self, self.access_log)
-        if bind.kind == "unix":
-            assert bind.path is not None
-            return self.reactor.listen_unix(bind.path, factory, mode=self.unix_mode, **common)
-        if bind.kind == "fd":
-            assert bind.fd is not None
-            sock = inherited_socket(bind.fd)
-            if sock.family == getattr(socket, "AF_UNIX", None):
-                return self.reactor.listen_unix(str(bind), factory, sock=sock, **common)
-            return self.reactor.listen_tcp(None, 0, factory, sock=sock, **common)
-        return self.reactor.listen_tcp(
-            bind.host, bind.port, factory, reuse_port=self.reuse_port,
-            dual_stack=bind.host == "::", **common,
-        )
+        listener = listen_on(self.reactor, bind, factory, unix_mode=self.unix_mode,
+                             reuse_port=self.reuse_port, **common)
+        if self.access_log or logger.isEnabledFor(logging.DEBUG):
+            listener.on_refused = log_refused(self.access_log)
+        return listener
 
     # -- running ----------------------------------------------------------------------
 

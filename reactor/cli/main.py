@@ -102,6 +102,8 @@ class Service:
         default_bind: where it listens when no ``--bind`` is given.
         about: a few words for ``--help``.
         settings: the keyword settings the service accepts.
+        cap_reply: what a client refused at ``--max-connections`` with
+            ``--on-max-connections refuse`` is sent before the close.
     """
 
     module: str
@@ -109,15 +111,17 @@ class Service:
     default_bind: str
     about: str
     settings: tuple[str, ...] = ()
+    cap_reply: bytes = b""
 
 
 SERVICES: Final[dict[str, Service]] = {
     "echo": Service("handlers.services.echo", _echo_factory, DEFAULT_BIND, "send every byte back"),
     "chat": Service("handlers.services.chat", _chat_factory, DEFAULT_BIND,
                     "line-based chat rooms (/join, /nick, /who, /quit)",
-                    ("request_timeout",)),
+                    ("request_timeout",), b"* the server is full; try again later\r\n"),
     "kv": Service("handlers.services.kv", _kv_factory, "127.0.0.1:6379",
-                  "a Redis-protocol key-value store", ("request_timeout", "requirepass")),
+                  "a Redis-protocol key-value store", ("request_timeout", "requirepass"),
+                  b"-ERR max number of clients reached\r\n"),  # Redis's maxclients reply
 }
 
 
@@ -235,6 +239,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-connections", type=_positive_int, metavar="N",
         help="per address, stop accepting while N connections are open; "
              "further clients wait in the backlog (default: no limit)",
+    )
+    serve.add_argument(
+        "--on-max-connections", choices=("wait", "refuse"), default="wait",
+        help="at --max-connections: 'wait' (clients wait in the backlog; the default) or "
+             "'refuse' (each is accepted and closed at once, after the service's "
+             "'server full' reply where it has one: kv sends Redis's 'max number of "
+             "clients reached')",
     )
     serve.add_argument(
         "--idle-timeout", type=_positive_seconds, metavar="S",
@@ -469,6 +480,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         server = Server(
             factory, binds, reactor=reactor, backlog=args.backlog,
             max_connections=args.max_connections, reuse_port=args.reuse_port,
+            at_cap=args.on_max_connections,
+            cap_reply=(service.cap_reply if service is not None
+                       and args.on_max_connections == "refuse" else b""),
             options=options, graceful_timeout=args.graceful_timeout,
             stats_interval=args.stats_interval, name=name, unix_mode=args.unix_mode,
             access_log=args.access_log, on_hangup=logs.reopen_files, **proxy,

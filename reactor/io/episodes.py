@@ -2,10 +2,10 @@
 run of events (see :class:`reactor.sansio.episodes.Episode`).
 
 * :func:`cap_reached` / :func:`cap_released` -- a listener reached its
-  ``max_connections`` and stopped accepting (new clients wait in the kernel's backlog),
-  then accepts again. WARNING when the cap is first reached, then one INFO line once
-  the listener has stayed under it for a quiet second, with how often it was reached
-  meanwhile.
+  ``max_connections`` and stopped accepting (new clients wait in the kernel's backlog,
+  or are refused with ``at_cap="refuse"``), then accepts again. WARNING when the cap
+  is first reached, then one INFO line once the listener has stayed under it for a
+  quiet second, with how often it was reached meanwhile.
 * :func:`deadline_closed` -- a connection closed at its idle, first-byte, request or
   write deadline. The first close of a run is logged at INFO with the connection and
   the reason, the others at DEBUG; the run ends with one INFO count.
@@ -98,15 +98,23 @@ def cap_reached(listener: Listener, logger: logging.Logger) -> None:
     cap = listener.max_connections
     where = _Described(listener)
 
+    refusing = listener.at_cap == "refuse"
+
     def summary(count: int, seconds: float) -> str:
+        refused = (f"; {counted(listener.refused, 'client')} refused since the start"
+                   if refusing else "")
         return (f"{where}: accepting again: under max_connections={cap} for "
                 f"{DEFAULT_QUIET:g} s (the cap was reached {counted(count, 'time')} in "
-                f"{seconds:.1f} s)")
+                f"{seconds:.1f} s{refused})")
 
     found = episode(listener, "cap", listener.reactor, logger, summary,
                     level=logging.WARNING, always_summarize=True)
-    found.event("%s: at max_connections=%s: not accepting; new clients wait in the "
-                "backlog until a connection closes", where, cap)
+    if refusing:
+        found.event("%s: at max_connections=%s: refusing new clients (closed at once) "
+                    "until a connection closes", where, cap)
+    else:
+        found.event("%s: at max_connections=%s: not accepting; new clients wait in the "
+                    "backlog until a connection closes", where, cap)
     found.hold()
 
 

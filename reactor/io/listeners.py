@@ -20,8 +20,9 @@ first successful accept ends the episode and says so.
 
 With ``max_connections`` the listener stops polling when that many of its connections
 are open and resumes when one closes (logged once per episode, not per connection:
-:func:`.episodes.cap_reached`). A connection the selector refuses to register
-(epoll's ENOSPC or ENOMEM) is closed and frees its slot at once (see
+:func:`.episodes.cap_reached`); with ``at_cap="refuse"`` it accepts and closes the
+clients that come while it is full instead (:mod:`.refusal`). A connection the
+selector refuses to register (epoll's ENOSPC or ENOMEM) is closed and frees its slot at once (see
 :meth:`~reactor.io.stream.StreamTransport.attach`); an outgoing connect whose socket
 is refused fails its future with the error.
 
@@ -50,6 +51,7 @@ from ..sansio.timers import TimerHandle
 from .endpoints import listen_udp, listen_unix_datagram
 from .episodes import cap_reached, cap_released, limit_name
 from .proxy import DEFAULT_PROXY_TIMEOUT, proxy_acceptor
+from .refusal import CapRefuser, check_at_cap
 from .stream import StreamTransport
 from .tlsendpoints import server_factory as tls_server
 from .transports import ProtocolFactory, TransportOptions, options_from
@@ -69,6 +71,9 @@ logger = logging.getLogger("reactor.listeners")
 AcceptCallback = Callable[["Listener", Any, Any], None]
 # makes the accepted connection's socket object from (family, type, proto, fd)
 ConnectionFactory = Callable[[int, int, int, int], Any]
+# told of each client refused at the cap: the listener, the client's address and how
+# many bytes of the reply it was sent
+RefusedCallback = Callable[["Listener", Any, int], None]
 
 EVENT_READ: Final = 1
 CAPACITY_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
@@ -88,8 +93,14 @@ class Listener:
     Attributes:
         sock: the listening socket.
         max_connections: the cap on this listener's open connections, or None.
+        at_cap: ``"wait"`` (stop accepting while full) or ``"refuse"`` (accept and close
+            the clients that come while full, after sending ``cap_reply``).
+        cap_reply: bytes sent to a refused client (best effort), or empty.
+        on_refused: called with the listener, the address of each refused client and
+            the bytes of ``cap_reply`` it was sent.
         active: this listener's connections open now.
         accepted: connections accepted so far.
+        refused: clients refused at the cap so far.
     """
 
     def __init__(
@@ -103,13 +114,21 @@ class Listener:
         accept_retry_delay: float = ACCEPT_RETRY_DELAY,
         unix_path: str | None = None,
         connection_factory: ConnectionFactory | None = None,
+        at_cap: str = "wait",
+        cap_reply: bytes = b"",
     ) -> None:
         if max_connections is not None and max_connections < 1:
             raise ValueError("max_connections must be at least 1")
+        self.at_cap = check_at_cap(at_cap, cap_reply)
+        self.cap_reply = bytes(cap_reply)
+        self.on_refused: RefusedCallback | None = None
+        self.refused = 0
+        # while full with at_cap="refuse": what the selector holds instead of self
+        self.refuser: CapRefuser | None = None
         self.reactor = reactor
         self.sock = sock
         # read once: socket.socket's family/type properties convert to enums in Python
-        self._kind = (int(sock.family), int(sock.type), sock.proto)
+        self.kind = (int(sock.family), int(sock.type), sock.proto)
         self._on_accept = on_accept
         # None: the connection is a non-blocking _socket.socket; otherwise this makes it
         # from (family, type, proto, fd), left as the factory made it (a facade's
@@ -159,6 +178,7 @@ class Listener:
     def _update_registration(self, refusal_is_fatal: bool = False) -> None:
         wanted = self._wants_accept()
         if wanted and not self._registered:
+            self._drop_refuser()
             try:
                 self.reactor.selector.register(self.sock, 1, self)
             except OSError as exc:
@@ -180,6 +200,19 @@ class Listener:
             if self._retry is None and not self._closed:  # at the cap: once per episode
                 cap_reached(self, logger)
         self._registered = wanted
+        if not wanted:
+            if self.at_cap == "refuse" and self._retry is None and not self._closed:
+                if self.refuser is None:  # full: refuse the clients who come meanwhile
+                    self.refuser = CapRefuser(self)
+                    self.reactor.selector.register(self.sock, 1, self.refuser)
+            else:
+                self._drop_refuser()
+
+    def _drop_refuser(self) -> None:
+        if self.refuser is not None:
+            self.refuser = None
+            if not self.reactor.is_closed():
+                self.reactor.selector.unregister(self.sock)
 
     def release_slot(self) -> None:
         """One of this listener's connections ended: its slot of ``max_connections``
@@ -199,7 +232,7 @@ class Listener:
 
     def _read_ready(self) -> None:
         sock = self.sock
-        family, type_, proto = self._kind
+        family, type_, proto = self.kind
         for _ in range(self.accept_batch):
             if not self._registered:
                 return
@@ -210,12 +243,9 @@ class Listener:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                if exc.errno in CAPACITY_ERRNOS:
-                    self._pause(exc)
-                    return
                 if exc.errno in _TRANSIENT_ERRNOS:
                     continue
-                self._pause(exc)
+                self.accept_failed(exc)
                 return
             if self._capacity_error is not None:
                 logger.info("%s: accepting again after %s", self.describe(),
@@ -252,6 +282,12 @@ class Listener:
 
     def _write_ready(self) -> None:  # never registered for writing
         pass
+
+    def accept_failed(self, exc: OSError) -> None:
+        """``accept`` failed with ``exc``: a transient error is ignored (the selector
+        reports the socket again), any other pauses the listener."""
+        if exc.errno not in _TRANSIENT_ERRNOS:
+            self._pause(exc)
 
     def _pause(self, exc: OSError) -> None:
         err = exc.errno or 0
@@ -305,6 +341,7 @@ class Listener:
         if self._registered and not self.reactor.is_closed():
             self.reactor.selector.unregister(self.sock)
         self._registered = False
+        self._drop_refuser()
         self.sock.close()
         if self._owned_path is not None:
             self._owned_path.remove()
@@ -376,6 +413,8 @@ def listen_tcp(
     proxy_timeout: float = DEFAULT_PROXY_TIMEOUT,
     ssl: SSLContext | None = None,
     ssl_handshake_timeout: float | None = None,
+    at_cap: str = "wait",
+    cap_reply: bytes = b"",
     **option_overrides: Any,
 ) -> Listener:
     """Listen on TCP and serve each connection with a protocol from ``protocol_factory``.
@@ -391,6 +430,10 @@ def listen_tcp(
         sock: an already bound and listening socket (e.g. inherited from a parent or
             from systemd); host, port and the socket options are then ignored.
         max_connections: stop accepting while this many connections are open.
+        at_cap: at ``max_connections``, ``"wait"`` (new clients wait in the backlog) or
+            ``"refuse"`` (each is accepted, sent ``cap_reply`` and closed: see
+            :mod:`.refusal`).
+        cap_reply: what a client refused at the cap is sent, best effort.
         options / option_overrides: :class:`TransportOptions` (timeouts, read size ...).
         proxy_protocol / proxy_allow_from / proxy_timeout: see :mod:`reactor.io.proxy`.
         ssl: serve TLS with this server context: each connection's protocol runs over
@@ -405,6 +448,7 @@ def listen_tcp(
             refuses the socket (epoll's ENOSPC or ENOMEM); no socket leaks.
     """
     opts = options_from(options, option_overrides)
+    check_at_cap(at_cap, cap_reply)
     on_accept = _layered_acceptor(reactor, on_accept, protocol_factory, opts, ssl,
                                   ssl_handshake_timeout, proxy_protocol, proxy_allow_from,
                                   proxy_timeout)
@@ -413,7 +457,8 @@ def listen_tcp(
                            reuse_address=reuse_address, reuse_port=reuse_port,
                            dual_stack=dual_stack)
     return Listener(reactor, sock, on_accept, max_connections=max_connections,
-                    accept_batch=min(accept_batch, max(backlog, 1)))
+                    accept_batch=min(accept_batch, max(backlog, 1)), at_cap=at_cap,
+                    cap_reply=cap_reply)
 
 
 def _tcp_socket(
@@ -457,6 +502,8 @@ def listen_unix(
     mode: int | None = None,
     ssl: SSLContext | None = None,
     ssl_handshake_timeout: float | None = None,
+    at_cap: str = "wait",
+    cap_reply: bytes = b"",
     **option_overrides: Any,
 ) -> Listener:
     """Listen on a Unix stream socket at ``path``.
@@ -479,6 +526,7 @@ def listen_unix(
         OSError: a running server listens at ``path``, or bind fails.
     """
     opts = options_from(options, option_overrides)
+    check_at_cap(at_cap, cap_reply)
     on_accept = _layered_acceptor(reactor, on_accept, protocol_factory, opts, ssl,
                                   ssl_handshake_timeout, proxy_protocol, proxy_allow_from,
                                   proxy_timeout)
@@ -497,4 +545,5 @@ def listen_unix(
             raise
         owned_path = path
     return Listener(reactor, sock, on_accept, max_connections=max_connections,
-                    accept_batch=min(accept_batch, max(backlog, 1)), unix_path=owned_path)
+                    accept_batch=min(accept_batch, max(backlog, 1)), unix_path=owned_path,
+                    at_cap=at_cap, cap_reply=cap_reply)
