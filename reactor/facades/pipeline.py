@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from ..io.loop import Reactor
 from ..io.stream import StreamTransport
+from ..io.validate import address_text
 from ..sansio.connection import ConnEvent, ConnState, Row
 from ..sansio.errors import ClosedError, IllegalTransition
 from ..sansio.request_buffer import RequestBuffer
@@ -317,7 +318,7 @@ class RequestPath:
         :func:`_logging_cannot_block`)."""
         self.get_request_errors += 1
         if logger.isEnabledFor(logging.DEBUG) and _logging_cannot_block(logger):
-            where = "" if client_address is None else f" for {client_address!r}"
+            where = "" if client_address is None else f" for {address_text(client_address)}"
             logger.debug("%s: get_request() failed%s: %s", type(self.server).__name__, where,
                          exc)
 

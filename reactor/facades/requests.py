@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ..io.episodes import episode
 from ..io.loop import Reactor, ReactorStatistics
+from ..io.validate import address_text
 from ..sansio.connection import Connection, ConnEvent, ConnState
 from ..sansio.request_buffer import Progress, RequestBuffer, RequestRejected
 from ..sansio.table import ConnectionTable, _empty_counts
@@ -234,7 +235,7 @@ class ReadyReader:
 
     def describe(self) -> str:
         server = self.engine.server
-        return f"{type(server).__name__} {server.server_address!r}"
+        return f"{type(server).__name__} {address_text(server.server_address)}"
 
 
 class RequestReader:

@@ -54,6 +54,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, Final, TypeVar
 
 from ..io.loop import Reactor
+from ..io.validate import address_text
 from ..sansio.connection import ConnEvent
 from ..sansio.proxy_policy import DEFAULT_PROXY_TIMEOUT
 from ..sansio.request_buffer import RequestBuffer
@@ -416,8 +417,9 @@ class UDPServer(TCPServer):
         data, _ancillary, flags, client_address = self.socket.recvmsg(
             self.max_packet_size, 0, _DONTWAIT)
         if flags & _TRUNC:
-            logger.warning("%s: datagram from %r cut to max_packet_size=%d bytes",
-                           type(self).__name__, client_address, self.max_packet_size)
+            logger.warning("%s: datagram from %s cut to max_packet_size=%d bytes",
+                           type(self).__name__, address_text(client_address),
+                           self.max_packet_size)
         return (data, self.socket), client_address
 
     def shutdown_request(self, request: Any) -> None:

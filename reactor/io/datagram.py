@@ -146,8 +146,8 @@ class DatagramTransport(Row, SelectorRegistration, asyncio.DatagramTransport):
                 self._reactor.selector.register(sock, EVENT_READ, self)
             except OSError as exc:
                 where = self.sockname
-                logger.error("%s %r: the selector refused the endpoint: %s%s; closed",
-                             self.kind, where, exc, _registration_hint(exc))
+                logger.error("%s %s: the selector refused the endpoint: %s%s; closed",
+                             self.kind, address_text(where), exc, _registration_hint(exc))
                 self._sock = None
                 sock.close()
                 self.lose()
