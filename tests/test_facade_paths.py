@@ -2,7 +2,9 @@
 
 ``RequestPath.serve_request`` runs ``BaseServer.process_request``'s work itself when a
 server does not override it (the one specialisation of the request path, kept because
-it saves about 3 % of a connection's instructions in the facade's churn). These tests
+it saves about 3 % of a connection's instructions in the facade's churn; its row is
+released by ``end_request`` itself, without ``release_row``, and counted the same: the
+statistics below hold both to it). These tests
 run the same clients against a server on that path and one whose ``process_request``
 override only calls ``super()`` (the general path), and compare everything a program
 can observe: the hooks' order, the row's state while the handler runs, the statistics,

@@ -317,3 +317,32 @@ def test_a_failing_timer_without_an_owner_still_logs(
         default_reactor.run_once(0)
     [record] = [r for r in caplog.records if r.exc_info]
     assert record.getMessage().startswith("callback <TimerHandle")
+
+
+@pytest.mark.parametrize("limit", [None, 0.0, 0.5, 7.0, MAX_WAIT * 2, math.inf],
+                         ids=["none", "zero", "half", "seven", "over_max", "inf"])
+@pytest.mark.parametrize("setup", ["nothing", "ready", "stopping", "timer", "timer_late",
+                                   "cancelled_only"])
+def test_run_once_waits_as_compute_timeout_says(setup: str, limit: float | None) -> None:
+    """Whatever the state, the wait run_once hands the selector is what
+    _compute_timeout (the one computation, also behind next_timeout) gives for it."""
+    clock = FakeClock()
+    selector = FakeSelector()
+    r = Reactor(selector=selector, clock=clock)
+    try:
+        if setup == "ready":
+            r.call_soon(lambda: None)
+        elif setup == "stopping":
+            r.stop()
+        elif setup == "timer":
+            r.call_later(3.0, lambda: None)
+        elif setup == "timer_late":
+            r.call_later(3.0, lambda: None)
+            clock.advance(5.0)
+        elif setup == "cancelled_only":
+            r.call_later(3.0, lambda: None).cancel()
+        expected = r._compute_timeout(limit)
+        r.run_once(limit)
+        assert selector.timeouts[-1] == expected
+    finally:
+        r.close()

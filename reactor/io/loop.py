@@ -263,14 +263,7 @@ class Reactor(fork.ReactorForking):
             self._check_closed()  # raises
         self._in_iteration = True
         try:
-            # _compute_timeout's common cases inline: a call less per iteration
-            wait: float | None
-            if self._ready or self._stopping:
-                wait = 0
-            elif not self._timers.heap:
-                wait = timeout if timeout is None else _clamp_wait(timeout)
-            else:
-                wait = self._compute_timeout(timeout)
+            wait = self._compute_timeout(timeout)
             path = self.epoll_path
             if path is not None:
                 # the fast path's poll: epoll's own units (-1 waits for ever; never wake
