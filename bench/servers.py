@@ -96,6 +96,9 @@ SERVERS: dict[str, ServerSpec] = {
         ServerSpec("reactor-protocol", "echo", True,
                    "bench.protocols.EchoProtocol (asyncio.Protocol) on the reactor",
                    ("reactor",)),
+        ServerSpec("reactor-deferred", "echo", True,
+                   "reactor-protocol with defer_accept=1 (TCP_DEFER_ACCEPT, first read at "
+                   "once)", ("reactor",)),
         ServerSpec("reactor-handler", "echo", True,
                    "handlers.services.echo.EchoHandler on the reactor",
                    ("reactor", "handlers.services.echo")),
@@ -257,12 +260,12 @@ def _serve_socketserver(server: Any) -> None:
         server.server_close()
 
 
-def _run_reactor(host: str, port: int, factory: Callable[[], Any]) -> None:
+def _run_reactor(host: str, port: int, factory: Callable[[], Any], **options: Any) -> None:
     from reactor import Reactor
 
     reactor = Reactor()
     listener = reactor.listen_tcp(host, port, factory, backlog=BACKLOG, read_size=READ_SIZE,
-                                  nodelay=True)
+                                  nodelay=True, **options)
     reactor.add_signal_handler(signal.SIGTERM, reactor.stop)
     reactor.add_signal_handler(signal.SIGINT, reactor.stop)
     _announce(listener.port)
@@ -353,6 +356,10 @@ def serve(name: str, host: str, port: int) -> None:
         from bench.protocols import EchoProtocol
 
         _run_reactor(host, port, EchoProtocol)
+    elif name == "reactor-deferred":
+        from bench.protocols import EchoProtocol
+
+        _run_reactor(host, port, EchoProtocol, defer_accept=1)
     elif name == "reactor-handler":
         from handlers.services.echo import EchoHandler
 

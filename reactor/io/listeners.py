@@ -26,6 +26,11 @@ selector refuses to register (epoll's ENOSPC or ENOMEM) is closed and frees its 
 :meth:`~reactor.io.stream.StreamTransport.attach`); an outgoing connect whose socket
 is refused fails its future with the error.
 
+With ``defer_accept`` (Linux's ``TCP_DEFER_ACCEPT``, nginx's ``deferred``) the kernel
+hands over a TCP connection only once its first bytes have arrived (or the deferral ran
+out), and the listener reads them at once after ``connection_made`` instead of waiting
+for the next poll.
+
 A Unix socket path gets the care of :mod:`.unixpath`: a stale one is removed before
 bind, a requested ``mode`` is set through the umask at bind, and the path is removed on
 close by the process that bound it.
@@ -39,6 +44,7 @@ from __future__ import annotations
 import _socket
 import errno
 import logging
+import math
 import os
 import socket
 import sys
@@ -56,7 +62,14 @@ from .stream import StreamTransport
 from .tlsendpoints import server_factory as tls_server
 from .transports import ProtocolFactory, TransportOptions, options_from
 from .unixpath import UNIX_PATH_MAX, OwnedPath, check_mode, created_with_mode, prepare
-from .validate import bind_or_close, bound_socket, check_backlog, check_path, check_port
+from .validate import (
+    bind_or_close,
+    bound_socket,
+    check_backlog,
+    check_path,
+    check_port,
+    check_timeout,
+)
 
 if TYPE_CHECKING:
     from .loop import Reactor
@@ -83,6 +96,7 @@ _TRANSIENT_ERRNOS: Final = frozenset(
 DEFAULT_BACKLOG: Final = 1024
 DEFAULT_ACCEPT_BATCH: Final = 128
 ACCEPT_RETRY_DELAY: Final = 0.5
+MAX_DEFER_ACCEPT: Final = 3600  # seconds; the kernel counts SYN-ACK retransmits anyway
 INTERN_FROM: Final = 16  # open connections past which peer host strings are interned
 _ACCEPTED: Final = ConnState.ACCEPTED  # Enum class attributes are slow to read (3.11)
 
@@ -355,7 +369,7 @@ class Listener:
 
 
 def _stream_acceptor(
-    protocol_factory: ProtocolFactory, options: TransportOptions
+    protocol_factory: ProtocolFactory, options: TransportOptions, read_at_once: bool = False
 ) -> AcceptCallback:
     nodelay = options.nodelay
 
@@ -372,6 +386,8 @@ def _stream_acceptor(
             transport.abort()
             return
         transport.attach(protocol)
+        if read_at_once and transport._mask & EVENT_READ:  # still reading after attach
+            transport._read_ready()  # the first bytes are there (TCP_DEFER_ACCEPT)
 
     return on_accept
 
@@ -381,7 +397,7 @@ def _layered_acceptor(  # noqa: PLR0917 -- the listen_* options, passed on
     protocol_factory: ProtocolFactory | None, opts: TransportOptions,
     ssl: SSLContext | None, ssl_handshake_timeout: float | None,
     proxy_protocol: str | None, proxy_allow_from: Iterable[str] | None,
-    proxy_timeout: float,
+    proxy_timeout: float, read_at_once: bool = False,
 ) -> AcceptCallback:
     """A stream listener's accept callback with its layers, checked before binding: TLS
     wraps the protocol factory, and a PROXY header, when asked for, is read before that
@@ -389,6 +405,8 @@ def _layered_acceptor(  # noqa: PLR0917 -- the listen_* options, passed on
     if ssl is not None or ssl_handshake_timeout is not None:
         protocol_factory = tls_server(reactor, protocol_factory, ssl, ssl_handshake_timeout,
                                       custom_accept=on_accept is not None)
+    if read_at_once and on_accept is None and proxy_protocol is None:
+        return _stream_acceptor(protocol_factory, opts, read_at_once=True)  # type: ignore[arg-type]
     return proxy_acceptor(on_accept, _stream_acceptor, protocol_factory, opts,
                           proxy_protocol=proxy_protocol, proxy_timeout=proxy_timeout,
                           proxy_allow_from=proxy_allow_from)
@@ -415,6 +433,7 @@ def listen_tcp(
     ssl_handshake_timeout: float | None = None,
     at_cap: str = "wait",
     cap_reply: bytes = b"",
+    defer_accept: float | None = None,
     **option_overrides: Any,
 ) -> Listener:
     """Listen on TCP and serve each connection with a protocol from ``protocol_factory``.
@@ -434,6 +453,9 @@ def listen_tcp(
             ``"refuse"`` (each is accepted, sent ``cap_reply`` and closed: see
             :mod:`.refusal`).
         cap_reply: what a client refused at the cap is sent, best effort.
+        defer_accept: seconds (whole, 1 to 3600) the kernel may hold a connection that
+            has sent nothing yet before handing it over (Linux's TCP_DEFER_ACCEPT); the
+            first bytes are then read at once, not at the next poll.
         options / option_overrides: :class:`TransportOptions` (timeouts, read size ...).
         proxy_protocol / proxy_allow_from / proxy_timeout: see :mod:`reactor.io.proxy`.
         ssl: serve TLS with this server context: each connection's protocol runs over
@@ -449,16 +471,37 @@ def listen_tcp(
     """
     opts = options_from(options, option_overrides)
     check_at_cap(at_cap, cap_reply)
+    deferral = check_defer_accept(defer_accept)
     on_accept = _layered_acceptor(reactor, on_accept, protocol_factory, opts, ssl,
                                   ssl_handshake_timeout, proxy_protocol, proxy_allow_from,
-                                  proxy_timeout)
+                                  proxy_timeout, read_at_once=deferral is not None)
     if sock is None:
         sock = _tcp_socket(host, check_port(port), check_backlog(backlog),
                            reuse_address=reuse_address, reuse_port=reuse_port,
                            dual_stack=dual_stack)
+    if deferral is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, deferral)
     return Listener(reactor, sock, on_accept, max_connections=max_connections,
                     accept_batch=min(accept_batch, max(backlog, 1)), at_cap=at_cap,
                     cap_reply=cap_reply)
+
+
+def check_defer_accept(seconds: object) -> int | None:
+    """``defer_accept`` as TCP_DEFER_ACCEPT takes it (whole seconds), or None.
+
+    Raises:
+        TypeError / ValueError: not a number of seconds from 1 to 3600.
+        ValueError: the platform has no TCP_DEFER_ACCEPT (Linux only).
+    """
+    if check_timeout(seconds, "defer_accept") is None:
+        return None
+    assert isinstance(seconds, (int, float))
+    if seconds > MAX_DEFER_ACCEPT:
+        raise ValueError(f"defer_accept must be at most {MAX_DEFER_ACCEPT} seconds, "
+                         f"not {seconds}")
+    if not hasattr(socket, "TCP_DEFER_ACCEPT"):
+        raise ValueError("defer_accept needs TCP_DEFER_ACCEPT, which only Linux has")
+    return math.ceil(seconds)
 
 
 def _tcp_socket(
