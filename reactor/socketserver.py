@@ -3,7 +3,8 @@
 Every name the standard library's module exports, with the same attributes, defaults,
 hooks and call order, built on the reactor (see :mod:`reactor.facades.servers` and
 :mod:`reactor.facades.mixins`), plus what its docstring left as future work: the multiplexing
-servers and request buffering. The classic request handlers come from
+servers, request buffering, the PROXY protocol and TLS with the handshake in the
+reactor (:class:`TLSMixIn`). The classic request handlers come from
 :mod:`handlers.classic`. Nothing of the standard library's module is imported.
 
 Use it in place of ``socketserver``::
@@ -27,7 +28,13 @@ from types import ModuleType
 
 from handlers.classic import BaseRequestHandler, DatagramRequestHandler, StreamRequestHandler
 
-from .facades.mixins import ForkingMixIn, MultiplexingMixIn, ProxyProtocolMixIn, ThreadingMixIn
+from .facades.mixins import (
+    ForkingMixIn,
+    MultiplexingMixIn,
+    ProxyProtocolMixIn,
+    ThreadingMixIn,
+    TLSMixIn,
+)
 from .facades.servers import BaseServer, ServerStatistics, TCPServer, UDPServer
 from .sansio.request_buffer import (
     FirstBytesRequestBuffer,
@@ -51,6 +58,7 @@ __all__ = [
     "ServerStatistics",
     "StreamRequestHandler",
     "TCPServer",
+    "TLSMixIn",
     "ThreadingMixIn",
     "ThreadingTCPServer",
     "ThreadingUDPServer",

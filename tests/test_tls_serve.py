@@ -10,20 +10,18 @@ from __future__ import annotations
 
 import os
 import re
-import selectors
 import signal
 import socket
 import ssl
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from redis_tools import redis_tool
 from servekit import WAIT, ServerProcess, serve
-from tlskit import Certs, openssl
+from tlskit import Certs, openssl, run_s_client
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -70,35 +68,8 @@ def recv_exactly(sock: ssl.SSLSocket, size: int) -> bytes:
 
 def s_client(server: ServerProcess, certs: Certs, stdin: bytes, until: bytes,
              *extra: str) -> tuple[int, bytes]:
-    """Run ``openssl s_client``: send ``stdin``, read until ``until`` appears, then end
-    its input (it sends close_notify and exits); its exit status and output."""
-    host, port = server.tcp_address()
-    proc = subprocess.Popen(
-        [openssl(), "s_client", "-connect", f"{host}:{port}", "-CAfile", str(certs.ca_file),
-         "-servername", "localhost", "-verify_return_error", "-quiet", "-no_ign_eof",
-         *extra],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    assert proc.stdin is not None and proc.stdout is not None
-    output = b""
-    try:
-        proc.stdin.write(stdin)
-        proc.stdin.flush()
-        deadline = time.monotonic() + WAIT
-        with selectors.DefaultSelector() as sel:
-            sel.register(proc.stdout, selectors.EVENT_READ)
-            while until not in output and time.monotonic() < deadline:
-                if sel.select(deadline - time.monotonic()):
-                    chunk = os.read(proc.stdout.fileno(), 65536)
-                    if not chunk:
-                        break
-                    output += chunk
-        proc.stdin.close()
-        output += proc.stdout.read()
-        return proc.wait(WAIT), output
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(WAIT)
+    """Run ``openssl s_client`` against the server (see :func:`tlskit.s_client`)."""
+    return run_s_client(server.tcp_address(), certs, stdin, until, *extra)
 
 
 # -- the services with real clients --------------------------------------------------------

@@ -8,14 +8,19 @@
   a ClientHello, a truncated record).
 * :func:`openssl` -- the ``openssl`` program, installed with apt-get when missing and
   the tests run as root, else the test skips with the reason.
+* :func:`run_s_client` -- ``openssl s_client`` sends a text and reads until a marker.
 * :func:`tls_messages` -- the reactor.tls log lines of a caplog.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import selectors
 import shutil
 import ssl
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +31,7 @@ from redis_tools import install_package
 
 from reactor import Reactor
 
-__all__ = ["Certs", "MemoryClient", "openssl", "tls_messages"]
+__all__ = ["Certs", "MemoryClient", "openssl", "run_s_client", "tls_messages"]
 
 
 class Certs:
@@ -141,6 +146,40 @@ def openssl() -> str:
     if path is None:
         pytest.skip(_openssl_outcome[0] or "openssl is still missing after installing it")
     return path
+
+
+def run_s_client(address: tuple[str, int], certs: Certs, stdin: bytes, until: bytes,
+                 *extra: str) -> tuple[int, bytes]:
+    """Run ``openssl s_client`` against ``address``: send ``stdin``, read until
+    ``until`` appears, then end its input (it sends close_notify and exits); its exit
+    status and output."""
+    host, port = address
+    proc = subprocess.Popen(
+        [openssl(), "s_client", "-connect", f"{host}:{port}", "-CAfile", str(certs.ca_file),
+         "-servername", "localhost", "-verify_return_error", "-quiet", "-no_ign_eof",
+         *extra],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert proc.stdin is not None and proc.stdout is not None
+    output = b""
+    try:
+        proc.stdin.write(stdin)
+        proc.stdin.flush()
+        deadline = time.monotonic() + WAIT
+        with selectors.DefaultSelector() as sel:
+            sel.register(proc.stdout, selectors.EVENT_READ)
+            while until not in output and time.monotonic() < deadline:
+                if sel.select(deadline - time.monotonic()):
+                    chunk = os.read(proc.stdout.fileno(), 65536)
+                    if not chunk:
+                        break
+                    output += chunk
+        proc.stdin.close()
+        output += proc.stdout.read()
+        return proc.wait(WAIT), output
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(WAIT)
 
 
 def tls_messages(caplog: Any, level: int = logging.INFO) -> list[str]:

@@ -232,6 +232,7 @@ class RequestEngine(RequestPath):
             finished=self.finished,
             errors=errors,
             get_request_errors=self.get_request_errors,
+            tls_failed=getattr(self, "tls_failed", 0),  # a stream server's (sources)
         )
 
     # -- closing ----------------------------------------------------------------------

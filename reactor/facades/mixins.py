@@ -7,7 +7,8 @@ the bases -- ``class Server(ThreadingMixIn, TCPServer)``:
   per connection, inside the reactor;
 
 and, beside them, :class:`~reactor.facades.proxied.ProxyProtocolMixIn`: the clients
-behind a load balancer that sends the PROXY protocol.
+behind a load balancer that sends the PROXY protocol; :class:`~reactor.facades.tls.
+TLSMixIn`: TLS, with the handshake in the reactor.
 
 Without one, a server handles each request inline, on the reactor thread.
 """
@@ -18,5 +19,7 @@ from .children import ForkingMixIn
 from .multiplexing import MultiplexingMixIn
 from .proxied import ProxyProtocolMixIn
 from .threads import ThreadingMixIn
+from .tls import TLSMixIn
 
-__all__ = ["ForkingMixIn", "MultiplexingMixIn", "ProxyProtocolMixIn", "ThreadingMixIn"]
+__all__ = ["ForkingMixIn", "MultiplexingMixIn", "ProxyProtocolMixIn", "TLSMixIn",
+           "ThreadingMixIn"]

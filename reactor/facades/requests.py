@@ -103,6 +103,8 @@ class ServerStatistics:
         errors: calls of ``handle_error``.
         get_request_errors: calls of ``get_request`` that raised an :class:`OSError`
             (silent, as in the standard library; logged at debug level where safe).
+        tls_failed: TLS handshakes that failed or timed out (the connection was
+            closed before any hook saw it; see :mod:`reactor.facades.tls`).
         waiting: requests ready and waiting for a worker thread or child slot.
         in_flight: this server's requests in the table now.
         by_state: this server's rows per lifecycle state name.
@@ -126,6 +128,7 @@ class ServerStatistics:
     finished: int = 0
     errors: int = 0
     get_request_errors: int = 0
+    tls_failed: int = 0
     waiting: int = 0
     in_flight: int = 0
     by_state: Mapping[str, int] = field(default_factory=_empty_counts)

@@ -51,9 +51,11 @@ import logging
 import socket
 import sys
 from collections.abc import Callable, Iterable
+from ssl import SSLContext
 from typing import Any, ClassVar, Final, TypeVar
 
 from ..io.loop import Reactor
+from ..io.tls import DEFAULT_HANDSHAKE_TIMEOUT
 from ..io.validate import address_text
 from ..sansio.connection import ConnEvent
 from ..sansio.proxy_policy import DEFAULT_PROXY_TIMEOUT
@@ -130,7 +132,9 @@ class BaseServer:
     that many requests are in flight; None by default), and for stream servers behind a
     load balancer ``proxy_protocol`` (``"v1"``, ``"v2"`` or ``"any"``: read a PROXY
     header first and take its client as ``client_address``; None by default),
-    ``proxy_allow_from`` and ``proxy_timeout`` (see :mod:`reactor.facades.proxied`).
+    ``proxy_allow_from`` and ``proxy_timeout`` (see :mod:`reactor.facades.proxied`),
+    and for stream servers over TLS ``ssl_context`` and ``ssl_handshake_timeout`` (the
+    handshake runs in the reactor; see :mod:`reactor.facades.tls`).
 
     Instance attributes: ``server_address``, ``RequestHandlerClass``.
 
@@ -145,6 +149,8 @@ class BaseServer:
     proxy_protocol: str | None = None
     proxy_allow_from: Iterable[str] | str | None = None  # None: the loopback addresses
     proxy_timeout: float = DEFAULT_PROXY_TIMEOUT
+    ssl_context: SSLContext | None = None  # TLS, the handshake in the reactor
+    ssl_handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
 
     # the engine's kind for this server, and where its requests run (the mix-ins'
     # own kind of work): class attributes, so no method is added to the class
@@ -306,7 +312,9 @@ class TCPServer(BaseServer):
     those of :class:`BaseServer`.
 
     A listening socket wrapped with :meth:`ssl.SSLContext.wrap_socket` hands out
-    wrapped connections, as its own ``accept`` would.
+    wrapped connections, as its own ``accept`` would (the handshake then blocks the
+    serving thread, as on the standard library); with ``ssl_context`` instead the
+    handshake runs in the reactor (:mod:`reactor.facades.tls`).
     """
 
     address_family: int = socket.AF_INET

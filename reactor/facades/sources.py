@@ -25,11 +25,14 @@ from typing import TYPE_CHECKING, Any, Final
 from ..io.listeners import Listener
 from ..io.loop import Reactor
 from ..io.stream import StreamTransport
+from ..io.tlsaccept import ExactHeaderSocket
 from ..sansio.connection import ConnState
+from ..sansio.proxy_policy import ProxyPolicy
 from .engine import RequestEngine
 from .pipeline import EVENT_READ
 from .proxied import proxy_policy, read_header_first
 from .requests import BufferedRequestSocket, ReadyReader
+from .tls import TLSSettings, accept_tls, tls_settings
 
 if TYPE_CHECKING:
     from .servers import TCPServer, UDPServer
@@ -96,14 +99,21 @@ class OwnAcceptListener(Listener):
 class StreamEngine(RequestEngine):
     """The engine of a stream server (``TCPServer``, ``UnixStreamServer``)."""
 
-    __slots__ = ("proxy",)
+    __slots__ = ("proxy", "tls", "tls_failed")
     server: TCPServer
+
+    def __init__(self, server: TCPServer, reactor: Reactor | None) -> None:
+        super().__init__(server, reactor)
+        self.proxy: ProxyPolicy | None = None
+        self.tls: TLSSettings | None = None  # the server's TLS (reactor.facades.tls)
+        self.tls_failed = 0  # handshakes that failed or timed out
 
     def register(self, reactor: Reactor) -> None:
         """Serve the listening socket with a listener."""
         server = self.server
         self.socket_timeout = server.socket.gettimeout()
         self.proxy = proxy_policy(server)  # the PROXY protocol (reactor.facades.proxied)
+        self.tls = tls_settings(server, self.work)
         # overridden in a subclass or on the instance (not through vars(server): making
         # the instance's __dict__ real would slow every attribute access after it)
         from .servers import TCPServer
@@ -111,15 +121,20 @@ class StreamEngine(RequestEngine):
         if getattr(server.get_request, "__func__", None) is not TCPServer.get_request:
             # the override accepts (also through super().get_request(), which then finds
             # nothing staged and calls accept itself)
-            if self.proxy is not None:
-                raise TypeError(f"{type(server).__name__}: proxy_protocol needs the "
-                                "server's own get_request (it is overridden)")
+            if self.proxy is not None or self.tls is not None:
+                what = "proxy_protocol" if self.tls is None else "ssl_context"
+                raise TypeError(f"{type(server).__name__}: {what} needs the server's own "
+                                "get_request (it is overridden)")
             self.own_accept = True
             self.listener = OwnAcceptListener(self, reactor, server.socket,
                                               server.max_connections)
             return
-        if self.work.nonblocking:
-            factory: Callable[[int, int, int, int], Any] = _nonblocking_socket
+        if self.tls is not None:
+            # non-blocking for the handshake, stopping at the end of a PROXY header
+            factory: Callable[[int, int, int, int], Any] = (
+                ExactHeaderSocket if self.proxy is not None else _nonblocking_socket)
+        elif self.work.nonblocking:
+            factory = _nonblocking_socket
         elif server.request_buffer is not None or self.proxy is not None:
             factory = BufferedRequestSocket  # replays the bytes the reactor read first
         else:
@@ -133,6 +148,9 @@ class StreamEngine(RequestEngine):
         """The listener accepted a connection: make its row and run the hooks."""
         if self.ended:  # rows workers ended since the last sweep
             self.release_ended()
+        if self.tls is not None:  # the handshake first, in the reactor
+            accept_tls(self, self.tls, listener, raw, addr)
+            return
         server = self.server
         # The listener made ``sock`` as the server wants it (see register): a blocking
         # socket.socket for a blocking handler (the row is never registered with the
@@ -151,16 +169,34 @@ class StreamEngine(RequestEngine):
         except Exception as exc:
             self.staged = None
             row.release()
-            if isinstance(exc, OSError):  # a TLS handshake that failed, say: silent
-                self.get_request_failed(exc, addr)
-                self.done()
-            else:  # raised from serve_forever / handle_request, as in the standard library
-                self.defer(exc)
+            self.get_request_raised(exc, addr)
             return
         self.staged = None  # an override of get_request may not have taken it
         if self.proxy is not None:
             read_header_first(self, self.proxy, request, client_address, row)
             return
+        self.serve_request(request, client_address, row)
+
+    def get_request_raised(self, exc: Exception, addr: Any) -> None:
+        """``get_request`` raised for a connection the listener accepted."""
+        if isinstance(exc, OSError):  # a TLS handshake that failed, say: silent
+            self.get_request_failed(exc, addr)
+            self.done()
+        else:  # raised from serve_forever / handle_request, as in the standard library
+            self.defer(exc)
+
+    def take_staged(self, sock: Any, addr: Any, row: StreamTransport) -> None:
+        """A connection made ready in the reactor (its TLS handshake done):
+        ``get_request`` returns it, then the hooks run."""
+        self.staged = (sock, addr)
+        try:
+            request, client_address = self.server.get_request()
+        except Exception as exc:
+            self.staged = None
+            row.release()
+            self.get_request_raised(exc, addr)
+            return
+        self.staged = None
         self.serve_request(request, client_address, row)
 
     def take_own(self, listener: OwnAcceptListener) -> None:
