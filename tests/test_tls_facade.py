@@ -168,14 +168,18 @@ def read_to_end(sock: socket.socket) -> bytes:
         got += chunk
 
 
-def test_garbage_instead_of_a_client_hello(certs: Certs,
-                                           caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize("sent", [b"GET / HTTP/1.0\r\n\r\n", b"\x16\x03\x01\x02\x00\x01"],
+                         ids=["garbage", "vanishes-mid-hello"])
+def test_garbage_or_a_vanishing_client_instead_of_a_client_hello(
+        certs: Certs, caplog: pytest.LogCaptureFixture, sent: bytes) -> None:
     server = make(ThreadingTLS, certs)
     caplog.set_level(logging.INFO, logger="reactor.tls")
     with serving(server):
         with socket.create_connection(server.server_address, timeout=WAIT) as sock:
             port = sock.getsockname()[1]
-            sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            sock.sendall(sent)
+            if sent.startswith(b"\x16"):
+                sock.shutdown(socket.SHUT_WR)  # half a ClientHello, then gone
             answer = read_to_end(sock)  # closed (an alert at most), not served
         assert b"HTTP" not in answer
         wait_for(lambda: server.statistics().tls_failed == 1, what="the failure counted")
@@ -254,6 +258,10 @@ def test_forking_server_over_tls(certs: Certs) -> None:
 
     server = make(ForkingTLS, certs)
     with serving(server):
+        with socket.create_connection(server.server_address, timeout=WAIT) as bad:
+            bad.sendall(b"not a hello\r\n")
+            read_to_end(bad)
+        wait_for(lambda: server.statistics().tls_failed == 1, what="the failure counted")
         replies = [ask(server.server_address, certs, f"c{n}".encode()).split()
                    for n in range(3)]
         wait_for(lambda: server.statistics().children == 0, what="children reaped")
@@ -261,7 +269,7 @@ def test_forking_server_over_tls(certs: Certs) -> None:
         assert reply[0] == f"c{n}".encode()
         assert reply[3:5] == [b"True", b"None"]
         assert int(reply[5]) != os.getpid()
-    assert server.statistics().dispatched_child == 3
+    assert server.statistics().dispatched_child == 3  # none for the failed handshake
 
 
 def test_threading_server_with_a_pool_over_tls(certs: Certs) -> None:
