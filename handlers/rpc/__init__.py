@@ -10,6 +10,8 @@ Role: the layers an RPC service is built from, each usable alone:
 * :mod:`.dispatch` -- programs, versions, procedures and the :class:`Dispatcher`:
   the bytes of a call in, the bytes of the reply out;
 * :mod:`.portmap` -- :class:`Portmapper`, program 100000 version 2, on any port;
+* :mod:`.blocking` -- :func:`blocking` marks a procedure that blocks, and a
+  :class:`BlockingPool` runs it off the reactor's thread;
 * :mod:`.replycache` -- :class:`ReplyCache`, the duplicate-request cache of UDP;
 * :mod:`.server` -- :class:`RPCServer`: a dispatcher served over TCP (record marking)
   and UDP from one reactor, handed in by the caller.
@@ -20,7 +22,8 @@ folder by ``tests/test_layering.py``).
 
 from __future__ import annotations
 
-from .dispatch import AuthError, Call, Dispatcher, Procedure, Program, Version
+from .blocking import BlockingPool, blocking
+from .dispatch import AuthError, Call, Dispatcher, PreparedCall, Procedure, Program, Version
 from .message import (
     AcceptStat,
     AuthFlavor,
@@ -78,6 +81,7 @@ __all__ = [
     "AuthFlavor",
     "AuthStat",
     "AuthSys",
+    "BlockingPool",
     "Bool",
     "Call",
     "Dispatcher",
@@ -92,6 +96,7 @@ __all__ = [
     "OpaqueAuth",
     "Optional",
     "Portmapper",
+    "PreparedCall",
     "Procedure",
     "ProcedureDef",
     "Program",
@@ -119,6 +124,7 @@ __all__ = [
     "XDRError",
     "XDRSyntaxError",
     "XDRType",
+    "blocking",
     "decode",
     "decode_reply",
     "encode",

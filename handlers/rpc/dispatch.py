@@ -33,6 +33,10 @@ Procedures are called as ``function(call, args)``: ``call`` is the :class:`Call`
 (transaction id, numbers, credential, the decoded AUTH_SYS identity, the peer's
 address), ``args`` the decoded arguments (None for void).
 
+:meth:`Dispatcher.prepare` does all of it but run the procedure: it returns a
+:class:`PreparedCall` that a server runs at once, or in a worker thread when the
+procedure is marked :func:`~.blocking.blocking`.
+
 Unknown credential flavours get AUTH_BADCRED as issue 15 asks (some C libraries answer
 AUTH_REJECTEDCRED; both are AUTH_ERROR to a client). The reply's verifier is always
 AUTH_NONE: AUTH_SYS has no server verifier.
@@ -47,6 +51,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .blocking import is_blocking
 from .message import (
     AcceptStat,
     AuthFlavor,
@@ -73,7 +78,8 @@ from .xdr import (
 )
 from .xdrlang import ProgramDef, Specification
 
-__all__ = ["AuthError", "Call", "Dispatcher", "Procedure", "Program", "Version"]
+__all__ = ["AuthError", "Call", "Dispatcher", "PreparedCall", "Procedure", "Program",
+           "Version"]
 
 logger = logging.getLogger("handlers.rpc")
 
@@ -116,13 +122,23 @@ def _void_procedure(call: Call, args: Any) -> None:
 
 @dataclass
 class Procedure:
-    """A numbered procedure: how its arguments and result are encoded, what runs."""
+    """A numbered procedure: how its arguments and result are encoded, what runs.
+
+    ``blocking``: run it in the server's thread pool, not in the reactor's thread
+    (see :mod:`.blocking`); by default, whether ``function`` was marked with
+    :func:`~.blocking.blocking`.
+    """
 
     number: int
     function: ProcedureFunction
     arg: XDRType = field(default_factory=Void)
     result: XDRType = field(default_factory=Void)
     name: str = ""
+    blocking: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.blocking is None:
+            self.blocking = is_blocking(self.function)
 
 
 @dataclass
@@ -248,7 +264,15 @@ class Dispatcher:
     def dispatch(self, data: bytes | bytearray | memoryview, peer: Any = None
                  ) -> bytes | None:
         """The reply to the call in ``data``, or None when it gets none (see the
-        module's table)."""
+        module's table). The procedure runs here, blocking or not."""
+        prepared = self.prepare(data, peer)
+        return prepared.run() if isinstance(prepared, PreparedCall) else prepared
+
+    def prepare(self, data: bytes | bytearray | memoryview, peer: Any = None
+                ) -> PreparedCall | bytes | None:
+        """Everything of :meth:`dispatch` but running the procedure: the reply when
+        the call gets one without running it (an error, or None for no reply), else
+        the :class:`PreparedCall` to run, here or in a worker thread."""
         try:
             header, reader = decode_call(data)
         except NotACall as exc:
@@ -277,7 +301,7 @@ class Dispatcher:
         except XDRDecodeError as exc:
             logger.debug("RPC call %#x from %s: garbage arguments: %s", xid, peer, exc)
             return accepted_reply(xid, AcceptStat.GARBAGE_ARGS)
-        return self._run(call, program, procedure, args)
+        return PreparedCall(self, call, program, procedure, args)
 
     def _lookup(self, header: CallHeader
                 ) -> tuple[Procedure | None, Program | None, bytes | None]:
@@ -321,6 +345,32 @@ class Dispatcher:
                          call.proc, exc)
             return accepted_reply(xid, AcceptStat.SYSTEM_ERR)
         return accepted_reply(xid, AcceptStat.SUCCESS, results)
+
+
+@dataclass(frozen=True)
+class PreparedCall:
+    """A call that decoded, found its procedure and waits to run (see
+    :meth:`Dispatcher.prepare`)."""
+
+    dispatcher: Dispatcher
+    call: Call
+    program: Program
+    procedure: Procedure
+    args: Any
+
+    @property
+    def blocking(self) -> bool:
+        """Whether the procedure asked to run off the reactor's thread."""
+        return bool(self.procedure.blocking)
+
+    def run(self) -> bytes:
+        """Run the procedure (the authenticator first) and return the reply; never
+        raises for the procedure's errors (SYSTEM_ERR, or AUTH_ERROR, instead)."""
+        return self.dispatcher._run(self.call, self.program, self.procedure, self.args)
+
+    def system_error(self) -> bytes:
+        """The SYSTEM_ERR reply to this call."""
+        return accepted_reply(self.call.xid, AcceptStat.SYSTEM_ERR)
 
 
 def _credentials(header: CallHeader) -> tuple[AuthSys | None, AuthStat | None]:

@@ -11,6 +11,13 @@ call (after a restart, or after 2**32 calls) gets that call run. The cache is bo
 twice, by entries and by the bytes of the replies it holds; the least recently used
 entries go first. Only calls that got a reply are kept.
 
+A call whose procedure still runs (in a worker thread, see :mod:`.blocking`) has no
+reply yet, but its retransmissions must not run it again: :meth:`ReplyCache.begin`
+marks it running, :meth:`ReplyCache.running` says so to the server, which drops the
+retransmission (the reply goes out when the procedure is done), and
+:meth:`ReplyCache.store` (or :meth:`ReplyCache.forget`) ends the mark. Running marks
+are few (the thread pool bounds them), but they are bounded by ``max_entries`` too.
+
 Socket-free: must not import socket, selectors, threading or os.
 """
 
@@ -55,6 +62,7 @@ class ReplyCache:
         self._entries: OrderedDict[tuple[Hashable, bytes], tuple[bytes, bytes]] = (
             OrderedDict())
         self._bytes = 0
+        self._running: OrderedDict[tuple[Hashable, bytes], bytes] = OrderedDict()
         self.hits = 0
 
     def __len__(self) -> int:
@@ -77,11 +85,34 @@ class ReplyCache:
         self.hits += 1
         return entry[1]
 
+    def begin(self, client: Hashable, call: bytes) -> None:
+        """Mark ``call`` from ``client`` as running: it has no reply yet."""
+        if len(call) < 4 or self.max_entries == 0:
+            return
+        self._running[(client, call[:4])] = _digest(call)
+        while len(self._running) > self.max_entries:
+            self._running.popitem(last=False)
+
+    def running(self, client: Hashable, call: bytes) -> bool:
+        """Whether this very call from ``client`` is still running (see :meth:`begin`)."""
+        if len(call) < 4 or not self._running:
+            return False
+        return self._running.get((client, call[:4])) == _digest(call)
+
+    def forget(self, client: Hashable, call: bytes) -> None:
+        """End the running mark of ``call`` without keeping a reply."""
+        if len(call) >= 4:
+            self._running.pop((client, call[:4]), None)
+
     def store(self, client: Hashable, call: bytes, reply: bytes) -> None:
-        """Remember ``reply`` as the answer to ``call`` from ``client``."""
-        if len(call) < 4 or len(reply) > self.max_bytes or self.max_entries == 0:
+        """Remember ``reply`` as the answer to ``call`` from ``client`` (ending its
+        running mark)."""
+        if len(call) < 4:
             return
         key = (client, call[:4])
+        self._running.pop(key, None)
+        if len(reply) > self.max_bytes or self.max_entries == 0:
+            return
         old = self._entries.pop(key, None)
         if old is not None:
             self._bytes -= len(old[1])
