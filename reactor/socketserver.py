@@ -3,8 +3,9 @@
 Every name the standard library's module exports, with the same attributes, defaults,
 hooks and call order, built on the reactor (see :mod:`reactor.facades.servers` and
 :mod:`reactor.facades.mixins`), plus what its docstring left as future work: the multiplexing
-servers, request buffering, the PROXY protocol and TLS with the handshake in the
-reactor (:class:`TLSMixIn`). The classic request handlers come from
+servers, request buffering, the PROXY protocol, TLS with the handshake in the reactor
+(:class:`TLSMixIn`) and Sun RPC (:class:`RPCTCPServer`, :class:`RPCUDPServer`, to
+which the mix-ins apply as to any server). The classic request handlers come from
 :mod:`handlers.classic`. Nothing of the standard library's module is imported.
 
 Use it in place of ``socketserver``::
@@ -27,7 +28,10 @@ import sys
 from types import ModuleType
 
 from handlers.classic import BaseRequestHandler, DatagramRequestHandler, StreamRequestHandler
+from handlers.rpc.classic import RPCDatagramRequestHandler, RPCStreamRequestHandler
+from handlers.rpc.server import RPCServer
 
+from .facades import rpcservers
 from .facades.mixins import (
     ForkingMixIn,
     MultiplexingMixIn,
@@ -54,6 +58,10 @@ __all__ = [
     "MultiplexingTCPServer",
     "MultiplexingUDPServer",
     "ProxyProtocolMixIn",
+    "RPCDatagramRequestHandler",
+    "RPCStreamRequestHandler",
+    "RPCTCPServer",
+    "RPCUDPServer",
     "RequestBuffer",
     "ServerStatistics",
     "StreamRequestHandler",
@@ -84,6 +92,21 @@ class MultiplexingTCPServer(MultiplexingMixIn, TCPServer):
 
 class MultiplexingUDPServer(MultiplexingMixIn, UDPServer):
     """A UDP server running one non-blocking datagram handler inside the reactor."""
+
+
+class RPCTCPServer(rpcservers.RPCTCPServer):
+    """Sun RPC over TCP: ``RPCTCPServer(address, programs)``, a connection per request
+    (see :mod:`reactor.facades.rpcservers`)."""
+
+    rpc_factory = RPCServer
+    default_handler_class = RPCStreamRequestHandler
+
+
+class RPCUDPServer(rpcservers.RPCUDPServer):
+    """Sun RPC over UDP: ``RPCUDPServer(address, programs)``, a datagram per request."""
+
+    rpc_factory = RPCServer
+    default_handler_class = RPCDatagramRequestHandler
 
 
 if hasattr(os, "fork"):

@@ -53,6 +53,7 @@ __all__ = [
     "RPCEndpoints",
     "RPCServer",
     "RPCStreamHandler",
+    "fit_datagram",
 ]
 
 logger = logging.getLogger("handlers.rpc")
@@ -222,16 +223,22 @@ class RPCDatagramProtocol(asyncio.DatagramProtocol):
         self._reply(data, addr, prepared.system_error() if reply is None else reply)
 
     def _reply(self, data: bytes, addr: Any, reply: bytes) -> None:
-        if len(reply) > self.max_udp_reply:
-            logger.warning("RPC reply of %d bytes to %s is over max_udp_reply=%d: "
-                           "SYSTEM_ERR sent instead", len(reply), addr, self.max_udp_reply)
-            reply = accepted_reply(_xid(reply), AcceptStat.SYSTEM_ERR)
+        reply = fit_datagram(reply, self.max_udp_reply, addr)
         self.cache.store(addr, data, reply)
         assert self.transport is not None
         self.transport.sendto(reply, addr)
 
     def error_received(self, exc: Exception) -> None:
         logger.debug("RPC over UDP: %r", exc)
+
+
+def fit_datagram(reply: bytes, max_udp_reply: int, addr: Any) -> bytes:
+    """``reply``, or SYSTEM_ERR when it is over ``max_udp_reply`` (logged)."""
+    if len(reply) <= max_udp_reply:
+        return reply
+    logger.warning("RPC reply of %d bytes to %s is over max_udp_reply=%d: "
+                   "SYSTEM_ERR sent instead", len(reply), addr, max_udp_reply)
+    return accepted_reply(_xid(reply), AcceptStat.SYSTEM_ERR)
 
 
 def _xid(message: bytes) -> int:
