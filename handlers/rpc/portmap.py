@@ -172,6 +172,14 @@ def _is_loopback(peer: Any) -> bool:
     return isinstance(host, str) and host.startswith(_LOOPBACK)
 
 
+def _linked(items: list[Any], value: str, link: str) -> dict[str, Any] | None:
+    """``items`` as the nodes of an XDR linked list (optional data)."""
+    head: dict[str, Any] | None = None
+    for item in reversed(items):
+        head = {value: item, link: head}
+    return head
+
+
 def _port_of(uaddr: str) -> int:
     try:
         return from_uaddr(uaddr)[1]
@@ -274,10 +282,7 @@ class Portmapper:
         return self.getport(m.prog, m.vers, m.prot)
 
     def PMAPPROC_DUMP(self, call: Call, args: None) -> Any:
-        head: dict[str, Any] | None = None
-        for m in reversed(self.mappings):
-            head = {"map": m, "next": head}
-        return head
+        return _linked(self.mappings, "map", "next")
 
     def RPCBPROC_SET(self, call: Call, r: Any) -> bool:
         if not self._may_change(call, "SET"):
@@ -305,10 +310,7 @@ class Portmapper:
         return self.getaddr(r.r_prog, r.r_vers, r.r_netid)
 
     def RPCBPROC_DUMP(self, call: Call, args: None) -> Any:
-        head: dict[str, Any] | None = None
-        for b in reversed(self.bindings):
-            head = {"rpcb_map": b, "rpcb_next": head}
-        return head
+        return _linked(self.bindings, "rpcb_map", "rpcb_next")
 
     def program(self) -> Program:
         """The portmapper as an RPC program, ready for a dispatcher or a server."""
