@@ -338,3 +338,16 @@ def test_udp_retransmissions_during_a_run_are_dropped_on_the_reactor() -> None:
         assert decode_reply(sock.recv(65536)).xid == 3  # no second reply to 1 came
     server.close()
     assert gate.runs == 1
+
+
+def test_a_graceful_stop_waits_for_the_calls_in_flight() -> None:
+    _, executor, loop, server = setup()
+    idle, busy = (server.stream_handler() for _ in range(2))
+    FakeTransport(idle)
+    transport = FakeTransport(busy)
+    transport.feed(encode_record(call(1, SLOW, 1)))
+    assert not idle.begin_shutdown() and busy.begin_shutdown()
+    assert not transport.is_closing()
+    executor.run(0)
+    loop.drain()
+    assert results(replies(transport)) == [(1, 10)] and transport.is_closing()

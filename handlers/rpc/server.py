@@ -69,11 +69,12 @@ class RPCStreamHandler(RPCRecordHandler):
     meanwhile; its reply is sent when it comes back (RPC matches replies by xid, so
     they may leave in another order than the calls came). When the pool is full the
     call is held, later records wait behind it and reading stops until the pool has
-    room. At the peer's EOF the connection stays open until the calls in flight have
-    answered.
+    room. At the peer's EOF, or when a graceful stop begins (:meth:`begin_shutdown`),
+    the connection stays open until the calls in flight have answered.
     """
 
-    __slots__ = ("_backlog", "_dispatcher", "_held", "_in_flight", "_pool", "_waiting")
+    __slots__ = ("_backlog", "_dispatcher", "_held", "_in_flight", "_pool", "_stopping",
+                 "_waiting")
 
     logger: ClassVar[logging.Logger] = logger
 
@@ -88,6 +89,7 @@ class RPCStreamHandler(RPCRecordHandler):
         self._backlog: deque[bytes] = deque()  # records that came after it
         self._in_flight = 0  # calls of this connection in the pool
         self._waiting = False  # registered with the pool for room
+        self._stopping = False  # begin_shutdown: close once the calls have answered
 
     def record_received(self, record: bytes) -> None:
         if self._held is not None:
@@ -132,8 +134,15 @@ class RPCStreamHandler(RPCRecordHandler):
     def _answered(self, prepared: PreparedCall, reply: bytes | None) -> None:
         self._in_flight -= 1
         self.send_record(prepared.system_error() if reply is None else reply)
-        if self.peer_closed and not self._busy:
+        if (self.peer_closed or self._stopping) and not self._busy:
             self.close_when_done()
+
+    def begin_shutdown(self) -> bool:
+        """A graceful stop began (``reactor serve``): a connection with calls in the
+        pool closes itself once they have answered (True); an idle one is left to the
+        server's drain."""
+        self._stopping = self._busy
+        return self._stopping
 
     @property
     def _busy(self) -> bool:

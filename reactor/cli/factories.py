@@ -33,7 +33,7 @@ from typing import Any
 
 from .errors import UsageError
 
-__all__ = ["check_factory", "import_for", "load_user_factory"]
+__all__ = ["check_factory", "import_for", "load_user_factory", "named_object"]
 
 logger = logging.getLogger("reactor.cli")
 
@@ -69,6 +69,22 @@ def _file_advice(spec: str, module_name: str, attribute: str) -> str | None:
             "directory)")
 
 
+def named_object(spec: str) -> Any:
+    """The object ``MODULE:NAME`` names (``NAME`` may be dotted), imported.
+
+    Raises:
+        UsageError: the module cannot be imported, or has no such name.
+    """
+    module_name, _, attribute = spec.partition(":")
+    obj: Any = import_for(module_name, spec, " (is it on the path? see --app-dir)")
+    for part in attribute.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise UsageError(f"{spec}: module {module_name} has no {attribute}") from None
+    return obj
+
+
 def load_user_factory(spec: str, app_dir: str | None) -> Callable[[], Any]:
     """The callable ``MODULE:FACTORY`` names (``FACTORY`` may be dotted), checked by
     :func:`check_factory`.
@@ -87,12 +103,7 @@ def load_user_factory(spec: str, app_dir: str | None) -> Callable[[], Any]:
         directory = os.path.abspath(app_dir)
         if directory not in sys.path:
             sys.path.insert(0, directory)
-    obj: Any = import_for(module_name, spec, " (is it on the path? see --app-dir)")
-    for part in attribute.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise UsageError(f"{spec}: module {module_name} has no {attribute}") from None
+    obj = named_object(spec)
     check_factory(spec, obj)
     return obj  # type: ignore[no-any-return]
 

@@ -5,10 +5,12 @@ Installed as the ``reactor`` console script and runnable as ``python -m reactor`
     reactor serve echo                              # 127.0.0.1:8888
     reactor serve kv --bind 127.0.0.1:6380          # a Redis-protocol store
     reactor serve mymodule:MyProtocol -b [::]:9000 -b unix:/run/my.sock
+    reactor serve rpc mymodule:Inventory --portmapper  # Sun RPC over TCP and UDP
     reactor run-module http.server 8000            # socketserver programs, unchanged
 
 ``serve`` runs a ready service (``echo``, ``chat``, ``kv``, loaded lazily from the
-``handlers`` package) or a user's protocol factory (``MODULE:FACTORY``, a class or a
+``handlers`` package), a Sun RPC program (``rpc MODULE:PROGRAM``, see
+:mod:`reactor.cli.rpcserve`) or a user's protocol factory (``MODULE:FACTORY``, a class or a
 callable making one protocol per connection; ``FACTORY`` may be a dotted attribute
 path). It logs ``listening on ADDRESS`` for every bound address with its real port,
 so port 0 is fine. Signals: see :mod:`reactor.cli.graceful` (SIGTERM/SIGINT graceful,
@@ -217,8 +219,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "service", metavar="SERVICE",
-        help=f"a ready service ({services}) or MODULE:FACTORY, a class or callable that "
-             "returns one asyncio.Protocol per connection (FACTORY may be dotted)",
+        help=f"a ready service ({services}), rpc (then MODULE:PROGRAM), or "
+             "MODULE:FACTORY, a class or callable that returns one asyncio.Protocol per "
+             "connection (FACTORY may be dotted)",
+    )
+    serve.add_argument(
+        "program", nargs="?", metavar="MODULE:PROGRAM",
+        help="after rpc: a Sun RPC program (a Program, or a class whose program() "
+             "gives one), served over TCP and UDP on every HOST:PORT",
     )
     serve.add_argument(
         "-b", "--bind", action="append", type=_bind, metavar="ADDRESS",
@@ -272,6 +280,16 @@ def build_parser() -> argparse.ArgumentParser:
              "redis-py's password=) before any other command. Give it through "
              "REACTOR_REQUIREPASS or the --config file rather than here: a command "
              "line is visible to every user of the host (ps)",
+    )
+    serve.add_argument(
+        "--portmapper", action="store_true",
+        help="rpc only: serve the portmapper (rpcbind versions 2-4) on the same "
+             "addresses and register the program with it",
+    )
+    serve.add_argument(
+        "--register", action="store_true",
+        help="rpc only: register the program with the system's rpcbind (through "
+             "/run/rpcbind.sock) and unregister it at exit",
     )
     serve.add_argument(
         "--backlog", type=_positive_int, default=DEFAULT_BACKLOG, metavar="N",
@@ -453,11 +471,19 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     except (UsageError, ValueError) as exc:
         return _usage_error("reactor serve", str(exc))
     reactor = Reactor()
+    rpc: Any = None
     try:
-        name, factory = load_factory(args.service, reactor, args.app_dir,
-                                     request_timeout=args.request_timeout,
-                                     requirepass=args.requirepass)
         tls = server_context(args)
+        if args.service == "rpc":
+            rpc = _rpc_runner(args, reactor, tls)
+            name, factory = rpc.name, rpc.factory
+        else:
+            if args.program is not None or args.portmapper or args.register:
+                raise UsageError("MODULE:PROGRAM, --portmapper and --register only "
+                                 "apply to the rpc service")
+            name, factory = load_factory(args.service, reactor, args.app_dir,
+                                         request_timeout=args.request_timeout,
+                                         requirepass=args.requirepass)
     except UsageError as exc:
         reactor.close()
         return _usage_error("reactor serve", str(exc))
@@ -501,11 +527,22 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             pid_file.remove()
         return EXIT_FAILURE
     try:
-        return server.serve()
+        return server.serve() if rpc is None else int(rpc.serve(server))
     finally:
         reactor.close()
         if pid_file is not None:
             pid_file.remove()
+
+
+def _rpc_runner(args: argparse.Namespace, reactor: Reactor, tls: object) -> Any:
+    """The rpc service (:mod:`reactor.cli.rpcserve`, imported only when asked for)."""
+    from . import rpcserve
+
+    if args.app_dir is not None:
+        directory = os.path.abspath(args.app_dir)
+        if directory not in sys.path:
+            sys.path.insert(0, directory)
+    return rpcserve.RPCRunner(args, reactor, tls)
 
 
 def _cmd_run_module(args: argparse.Namespace) -> int:
