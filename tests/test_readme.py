@@ -2,7 +2,8 @@
 
 Every ``python`` block of the README that starts a server (it prints "... port N") is
 run in a subprocess, probed over loopback (over HTTPS with throwaway certificates, for
-a server over TLS), and stopped with SIGINT.
+a server over TLS), and stopped with SIGINT. The Sun RPC example (a ``.x`` file, a
+module, ``reactor serve rpc``) runs as its console session shows.
 """
 
 from __future__ import annotations
@@ -104,3 +105,65 @@ def test_the_test_kit_examples_run_as_written(tmp_path: Path) -> None:
         done = subprocess.run([sys.executable, str(script)], capture_output=True,
                               text=True, cwd=tmp_path, timeout=50)
         assert done.returncode == 0, done.stderr
+
+
+# -- the Sun RPC example: a .x file, a module, reactor serve rpc ---------------------------
+
+
+def rpc_example() -> tuple[str, str, list[str]]:
+    """The README's counter.x, counter.py and its console session's commands."""
+    text = README.read_text()
+    [xfile] = re.findall(r"```c\n(/\* counter\.x.*?)```", text, re.S)
+    [module] = re.findall(r"```python\n(# counter\.py.*?)```", text, re.S)
+    [session] = re.findall(r"```console\n(\$ reactor serve rpc counter.*?)```", text, re.S)
+    commands = [line[2:] for line in session.splitlines() if line.startswith("$ ")]
+    return xfile, module, commands
+
+
+@pytest.mark.timeout(120)
+def test_the_rpc_example_serves_as_written(tmp_path: Path) -> None:
+    from rpckit import read_replies, rpcinfo
+
+    from handlers.framers.rpcrecord import encode_record
+    from handlers.rpc import Int, String, decode, decode_reply, encode, encode_call
+
+    xfile, module, (serve, ping) = rpc_example()
+    (tmp_path / "counter.x").write_text(xfile)
+    (tmp_path / "counter.py").write_text(module)
+    argv = serve.split()
+    assert argv[:4] == ["reactor", "serve", "rpc", "counter:Counter"]
+    argv[argv.index("--bind") + 1] = "127.0.0.1:0"
+    proc = subprocess.Popen([sys.executable, "-m", *argv, "--app-dir", str(tmp_path)],
+                            stderr=subprocess.PIPE, text=True, cwd=README.parent)
+    try:
+        assert proc.stderr is not None
+        log = []
+        for line in proc.stderr:
+            log.append(line)
+            if "registered with the portmapper" in line:
+                break
+        [port] = {int(m) for m in re.findall(r"listening on (?:udp )?127\.0\.0\.1:(\d+)",
+                                             "".join(log))}
+        ping_argv = ping.split()
+        ping_argv[2] = f"127.0.0.1.{port >> 8}.{port & 0xFF}"
+        done = subprocess.run([rpcinfo(), *ping_argv[1:]], capture_output=True, text=True,
+                              timeout=20, check=False)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == "program 536872022 version 1 ready and waiting\n"
+        prog = 0x20000456
+        increment = encode(String(), "apples") + encode(Int(), 3)
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
+            s.sendall(encode_record(encode_call(1, prog, 1, 1, increment))
+                      + encode_record(encode_call(2, prog, 1, 1, increment))
+                      + encode_record(encode_call(3, prog, 1, 2, encode(String(), "apples"))))
+            replies = {r.xid: decode(Int(), r.results) for r in read_replies(s, 3)}
+        assert replies == {1: 3, 2: 6, 3: 6}  # GET came after both ADDs ran
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.settimeout(20)
+            udp.sendto(encode_call(4, prog, 1, 2, encode(String(), "apples")),
+                       ("127.0.0.1", port))
+            assert decode(Int(), decode_reply(udp.recv(65536)).results) == 6
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=20)
+    assert proc.returncode == 0
