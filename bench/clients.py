@@ -22,6 +22,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from bench.plan import BENCH, log
@@ -75,11 +76,13 @@ class LoadgenRun:
     """bench/bin/loadgen as a child: events from stderr, the JSON result from stdout."""
 
     def __init__(self, args: list[str], cpu: int | None,
-                 handlers: dict[str, Callable[[str], None]] | None = None) -> None:
+                 handlers: dict[str, Callable[[str], None]] | None = None,
+                 program: Path = LOADGEN) -> None:
         """Start it; ``handlers`` (event word -> callable taking the line) are called
         from the thread that reads its stderr, set before it starts so that none of
-        the early events (``@ready``) is missed."""
-        cmd = [str(LOADGEN), *args]
+        the early events (``@ready``) is missed. ``program``: another client that
+        speaks the same events and JSON (``bench/bin/tlsload``, ``bench/bin/rpcload``)."""
+        cmd = [str(program), *args]
         if cpu is not None:
             cmd += ["--cpu", str(cpu)]
         self.cmd = cmd
@@ -126,14 +129,15 @@ class LoadgenRun:
         except subprocess.TimeoutExpired:
             self.popen.kill()
             self.popen.wait()
-            raise RuntimeError(f"loadgen did not finish within {timeout:.0f} s") from None
+            raise RuntimeError(f"{Path(self.cmd[0]).name} did not finish within "
+                               f"{timeout:.0f} s") from None
         assert self.popen.stdout is not None
         out = self.popen.stdout.read()
         self.popen.stdout.close()
         self._reader.join(timeout=5)
         lines = [ln for ln in out.splitlines() if ln.startswith("{")]
         if self.popen.returncode != 0 or not lines:
-            raise RuntimeError(f"loadgen failed ({self.popen.returncode}): "
+            raise RuntimeError(f"{Path(self.cmd[0]).name} failed ({self.popen.returncode}): "
                                + "; ".join(self.messages[-3:]))
         data: dict[str, Any] = json.loads(lines[-1])
         data["loadgen_messages"] = self.messages[-5:]

@@ -26,6 +26,16 @@ from typing import Any
 
 import psutil
 
+from bench.kept import (
+    APART_SECTIONS,
+    KV_PIPELINE_SECTION,
+    MEMORY_SECTION,
+    RPC_SECTION,
+    SYSCALLS_SECTION,
+    TLS_SECTION,
+    kept_section,
+    kept_verdicts,
+)
 from bench.plan import (
     BASELINE,
     IDLE_CONNS,
@@ -39,13 +49,18 @@ from bench.plan import (
 from bench.servers import BACKLOG, READ_SIZE, SERVERS
 
 __all__ = [
+    "APART_SECTIONS",
     "KV_PIPELINE_SECTION",
+    "MEMORY_SECTION",
+    "RPC_SECTION",
     "SYSCALLS_SECTION",
+    "TLS_SECTION",
     "Results",
     "Stat",
     "Verdict",
     "environment",
     "kept_section",
+    "kept_verdicts",
     "md_table",
     "metric",
     "summary",
@@ -426,27 +441,6 @@ def environment(args: argparse.Namespace, server_cpu: int | None,
 # -- the report --------------------------------------------------------------------------
 
 
-# the system-call section, written by ``python -m bench.syscalls`` (strace needs minutes
-# of its own): a run of the benchmark keeps it, after the echo and churn tables
-SYSCALLS_SECTION = ("<!-- bench.syscalls -->", "<!-- /bench.syscalls -->")
-# the pipelined kv figures of ``python -m bench.kv_pipeline``, kept after the kv table
-KV_PIPELINE_SECTION = ("<!-- bench.kv_pipeline -->", "<!-- /bench.kv_pipeline -->")
-# where an idle connection's bytes go (tracemalloc, written by hand), kept after the
-# idle table
-MEMORY_SECTION = ("<!-- memory -->", "<!-- /memory -->")
-
-
-def kept_section(text: str, markers: tuple[str, str] = SYSCALLS_SECTION) -> str | None:
-    """A kept section of a report's text (the system calls' by default), markers
-    included, or None."""
-    begin, end = markers
-    start = text.find(begin)
-    stop = text.find(end, start)
-    if start < 0 or stop < 0:
-        return None
-    return text[start:stop + len(end)]
-
-
 def write_report(path: Path, res: Results, env: dict[str, Any], verdicts: list[Verdict],
                  plots: list[Path], plan: Plan, elapsed: float) -> None:
     rel = [os.path.relpath(p, path.parent) for p in plots]
@@ -457,6 +451,10 @@ def write_report(path: Path, res: Results, env: dict[str, Any], verdicts: list[V
     kept = kept_section(old_text)
     kept_kv = kept_section(old_text, KV_PIPELINE_SECTION)
     kept_memory = kept_section(old_text, MEMORY_SECTION)
+    kept_apart = [text for markers in APART_SECTIONS
+                  if (text := kept_section(old_text, markers)) is not None]
+    verdicts = [*verdicts, *(Verdict(status, line) for text in kept_apart
+                             for status, line in kept_verdicts(text))]
     lines = [
         "# socketreactor benchmark results",
         "",
@@ -506,6 +504,8 @@ def write_report(path: Path, res: Results, env: dict[str, Any], verdicts: list[V
                   "Kernel socket buffers are not in either.", "", *idle_table(res), ""]
     if kept_memory is not None:
         lines += [kept_memory, ""]
+    for text in kept_apart:
+        lines += [text, ""]
     if plan.skipped:
         lines += ["## Not measured", ""]
         lines += [f"- {what}: {why}" for what, why in sorted(plan.skipped.items())]

@@ -50,8 +50,11 @@ __all__ = [
     "READ_SIZE",
     "SERVERS",
     "ServerSpec",
+    "asyncio_main",
     "main",
     "prime_allocator",
+    "raise_fd_limit",
+    "run_reactor",
     "unavailable",
 ]
 
@@ -195,7 +198,7 @@ def prime_allocator() -> None:
     del block
 
 
-def _raise_fd_limit() -> None:
+def raise_fd_limit() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -260,12 +263,15 @@ def _serve_socketserver(server: Any) -> None:
         server.server_close()
 
 
-def _run_reactor(host: str, port: int, factory: Callable[[], Any], **options: Any) -> None:
+def run_reactor(host: str, port: int, factory: Callable[[], Any], ssl: Any = None,
+                **options: Any) -> None:
+    """Serve ``factory``'s protocol on the reactor (over TLS with ``ssl``, a server
+    ``SSLContext``; ``options``: more listen_tcp keywords) until SIGTERM/SIGINT."""
     from reactor import Reactor
 
     reactor = Reactor()
     listener = reactor.listen_tcp(host, port, factory, backlog=BACKLOG, read_size=READ_SIZE,
-                                  nodelay=True, **options)
+                                  nodelay=True, ssl=ssl, **options)
     reactor.add_signal_handler(signal.SIGTERM, reactor.stop)
     reactor.add_signal_handler(signal.SIGINT, reactor.stop)
     _announce(listener.port)
@@ -275,7 +281,9 @@ def _run_reactor(host: str, port: int, factory: Callable[[], Any], **options: An
         reactor.close()
 
 
-async def _asyncio_main(host: str, port: int, streams: bool) -> None:
+async def asyncio_main(host: str, port: int, streams: bool, ssl: Any = None) -> None:
+    """Serve :class:`bench.protocols.EchoProtocol` (or with ``streams`` an echo on
+    asyncio's streams) on the running loop, over TLS with ``ssl``, until SIGTERM/SIGINT."""
     import asyncio
 
     from bench.protocols import EchoProtocol
@@ -298,9 +306,9 @@ async def _asyncio_main(host: str, port: int, streams: bool) -> None:
                 writer.close()
 
         server = await asyncio.start_server(echo, host, port, backlog=BACKLOG,
-                                            limit=READ_SIZE)
+                                            limit=READ_SIZE, ssl=ssl)
     else:
-        server = await loop.create_server(EchoProtocol, host, port, backlog=BACKLOG)
+        server = await loop.create_server(EchoProtocol, host, port, backlog=BACKLOG, ssl=ssl)
     sockets = getattr(server, "sockets", None) or []
     _announce(sockets[0].getsockname()[1])
     await stop.wait()
@@ -355,32 +363,32 @@ def serve(name: str, host: str, port: int) -> None:
     if name == "reactor-protocol":
         from bench.protocols import EchoProtocol
 
-        _run_reactor(host, port, EchoProtocol)
+        run_reactor(host, port, EchoProtocol)
     elif name == "reactor-deferred":
         from bench.protocols import EchoProtocol
 
-        _run_reactor(host, port, EchoProtocol, defer_accept=1)
+        run_reactor(host, port, EchoProtocol, defer_accept=1)
     elif name == "reactor-handler":
         from handlers.services.echo import EchoHandler
 
-        _run_reactor(host, port, EchoHandler)
+        run_reactor(host, port, EchoHandler)
     elif name == "kv":
-        _run_reactor(host, port, _kv_factory())
+        run_reactor(host, port, _kv_factory())
     elif name in ("asyncio", "asyncio-streams"):
         import asyncio
 
-        asyncio.run(_asyncio_main(host, port, streams=name == "asyncio-streams"))
+        asyncio.run(asyncio_main(host, port, streams=name == "asyncio-streams"))
     elif name == "uvloop":
         import uvloop
 
         run = getattr(uvloop, "run", None)
         if run is not None:
-            run(_asyncio_main(host, port, streams=False))
+            run(asyncio_main(host, port, streams=False))
         else:  # uvloop before 0.18
             import asyncio
 
             uvloop.install()
-            asyncio.run(_asyncio_main(host, port, streams=False))
+            asyncio.run(asyncio_main(host, port, streams=False))
     elif name in ("stdlib-threading", "stdlib-forking"):
         base = (socketserver.ThreadingTCPServer if name == "stdlib-threading"
                 else socketserver.ForkingTCPServer)
@@ -454,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
         prime_allocator()
     if args.cpu is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {args.cpu})
-    _raise_fd_limit()
+    raise_fd_limit()
     reason = unavailable(args.name)
     if reason is not None:
         print(f"bench.servers: {args.name}: {reason}", file=sys.stderr)
