@@ -275,7 +275,9 @@ def server_setup(args: argparse.Namespace) -> None:
 def preamble(module: str, args: argparse.Namespace, conditions: str) -> str:
     """The section's first paragraph: the command, where and when, the repetitions."""
     note = f" {args.note.strip()}" if args.note.strip() else ""
-    command = " ".join(["python -m", module, *args.argv])
+    shown = [a for i, a in enumerate(args.argv)  # the note is shown as a sentence
+             if not a.startswith("--note") and args.argv[i - 1:i] != ["--note"]]
+    command = " ".join(["python -m", module, *shown])
     return (f"Measured apart from `bench/run.py`, which keeps this section: `{command}` "
             f"({conditions}).{note} Medians (min-max) of {args.reps} interleaved "
             f"repetition(s), {args.warmup} s warm-up + {args.duration} s measured each; "

@@ -61,7 +61,8 @@ def test_a_short_run_measures_both_servers_and_writes_its_section(tmp_path: Path
                      TLS_SECTION[1]])
     results.write_text(OLD_REPORT.format(section=old, old_line=OLD_LINE))
     argv = ["--reps", "1", "--duration", "0.4", "--warmup", "0.1", "--connections", "4",
-            "--slots", "2", "--results", str(results), "--out", str(tmp_path / "out")]
+            "--slots", "2", "--results", str(results), "--out", str(tmp_path / "out"),
+            "--note", "A busy machine."]
     assert tls.main(argv) == 0
 
     records = (tmp_path / "out" / "tls.jsonl").read_text().splitlines()
@@ -69,6 +70,9 @@ def test_a_short_run_measures_both_servers_and_writes_its_section(tmp_path: Path
     text = results.read_text()
     section = kept_section(text, TLS_SECTION)
     assert section is not None and "an old run" not in text and "0.50x (old)" not in text
+    # the command that made it, and the note once, as a sentence
+    assert "`python -m bench.tls --reps 1 --duration 0.4" in section
+    assert section.count("A busy machine.") == 1
     for server in ("reactor", "asyncio"):
         for workload in ("tls-echo-1KiB-c4", "tls-handshake-c2"):
             row = next(ln for ln in section.splitlines()
