@@ -71,8 +71,10 @@ def build_c_server() -> str | None:
     work = RPC_SERVER.parent
     work.mkdir(parents=True, exist_ok=True)
     shutil.copy(SPEC, work / SPEC.name)
-    commands = [["rpcgen", flag, "-o", out, SPEC.name] for flag, out in (
-        ("-h", "rpcbench.h"), ("-c", "rpcbench_xdr.c"), ("-m", "rpcbench_svc.c"))]
+    generated = (("-h", "rpcbench.h"), ("-c", "rpcbench_xdr.c"), ("-m", "rpcbench_svc.c"))
+    for _flag, out in generated:  # rpcgen refuses to overwrite what an older build left
+        (work / out).unlink(missing_ok=True)
+    commands = [["rpcgen", flag, "-o", out, SPEC.name] for flag, out in generated]
     # the generated files warn under -Wall; rpc_server.c is kept clean of warnings
     commands.append(["cc", "-O2", "-w", "-I/usr/include/tirpc", "-I.", "-o", RPC_SERVER.name,
                      str(RPC_SERVER_SRC), "rpcbench_svc.c", "rpcbench_xdr.c", "-ltirpc"])
