@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+from .io.control import ControlServer, serve_control
 from .io.datagram import DatagramTransport
 from .io.listeners import Listener
 from .io.loop import Reactor, ReactorStatistics
@@ -37,6 +38,7 @@ __all__ = [
     "ConnState",
     "Connection",
     "ConnectionTable",
+    "ControlServer",
     "DatagramTransport",
     "DeadlineExceeded",
     "FakeClock",
@@ -58,6 +60,7 @@ __all__ = [
     "TableStatistics",
     "TimerHandle",
     "TransportOptions",
+    "serve_control",
 ]
 
 __version__ = "0.1.0"

@@ -32,6 +32,7 @@ from handlers.rpc.classic import RPCDatagramRequestHandler, RPCStreamRequestHand
 from handlers.rpc.server import RPCServer
 
 from .facades import rpcservers
+from .facades.control import serve_control
 from .facades.mixins import (
     ForkingMixIn,
     MultiplexingMixIn,
@@ -71,6 +72,7 @@ __all__ = [
     "ThreadingTCPServer",
     "ThreadingUDPServer",
     "UDPServer",
+    "serve_control",
 ]
 
 logger = logging.getLogger(__name__)

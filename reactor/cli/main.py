@@ -1,4 +1,4 @@
-"""The command line: ``reactor serve`` and ``reactor run-module``.
+"""The command line: ``reactor serve``, ``reactor ctl`` and ``reactor run-module``.
 
 Installed as the ``reactor`` console script and runnable as ``python -m reactor``::
 
@@ -7,6 +7,8 @@ Installed as the ``reactor`` console script and runnable as ``python -m reactor`
     reactor serve mymodule:MyProtocol -b [::]:9000 -b unix:/run/my.sock
     reactor serve rpc mymodule:Inventory --portmapper  # Sun RPC over TCP and UDP
     reactor run-module http.server 8000            # socketserver programs, unchanged
+    reactor serve echo --control unix:/run/echo.ctl # and then:
+    reactor ctl /run/echo.ctl conns --sort idle     # look inside it (reactor.cli.ctl)
 
 ``serve`` runs a ready service (``echo``, ``chat``, ``kv``, loaded lazily from the
 ``handlers`` package), a Sun RPC program (``rpc MODULE:PROGRAM``, see
@@ -49,7 +51,7 @@ from .. import __version__
 from ..io.listeners import DEFAULT_BACKLOG
 from ..io.loop import Reactor
 from ..io.transports import TransportOptions
-from . import logs, proxyflags
+from . import controlflags, ctl, logs, proxyflags
 from .addresses import BadBindAddress, BindError
 from .config import apply_configuration, environment_help
 from .errors import UsageError
@@ -345,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the process id to PATH at start, remove it at exit",
     )
     proxyflags.add_arguments(serve)
+    controlflags.add_arguments(serve)
     serve.add_argument(
         "--app-dir", default=".", metavar="DIR",
         help="look for MODULE in DIR first (default: the current directory)",
@@ -364,6 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     run_module.add_argument("argv", nargs=argparse.REMAINDER, metavar="[--log-level LEVEL] "
                             "MODULE [ARGS...]")
     run_module.set_defaults(run=_cmd_run_module)
+    ctl.add_parser(commands)
     # last, so that it lists every option added above
     serve.epilog = environment_help(serve)
     return parser
@@ -515,6 +519,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             ssl=tls, ssl_handshake_timeout=args.tls_handshake_timeout if tls else None,
         )
         server.start()
+        controlflags.start(args, server)  # closed with the reactor, its path removed
     except (BindError, BadBindAddress) as exc:
         origin = "--bind" if args.bind else f"the default for {name}; choose another with --bind"
         logger.error("cannot listen on %s (%s): %s", exc.address, origin, exc.reason)
@@ -577,7 +582,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     if args.command is None:
         parser.print_usage(sys.stderr)
-        return _usage_error("reactor", "a command is required (serve, run-module)")
+        return _usage_error("reactor", "a command is required (serve, ctl, run-module)")
     if args.command == "serve":
         try:
             args = apply_configuration(args, arguments, build_parser, os.environ)
