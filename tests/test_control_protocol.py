@@ -144,9 +144,10 @@ def test_json_and_error_replies() -> None:
 def test_info_renders_as_key_value_lines() -> None:
     lines = render_info({"pid": 7, "uptime": 1.5, "loop": {"iterations": 3},
                          "listeners": [{"address": "x", "active": 1}], "none": None,
-                         "server": {"addresses": ["a", "b"]}})
+                         "server": {"addresses": ["a", "b"], "limits": {"backlog": 9}}})
     assert lines == ["pid: 7", "uptime: 1.5", "loop: iterations=3",
-                     "listener: address=x active=1", "none: -", "server: addresses=a,b"]
+                     "listener: address=x active=1", "none: -",
+                     "server: addresses=a,b limits.backlog=9"]
 
 
 # -- the snapshot ------------------------------------------------------------------------

@@ -4,7 +4,8 @@ The socket is created owner-only (mode 0600, through the umask at bind, as
 ``--unix-mode`` sets a served socket's mode), an existing path that is not a socket is
 refused, and the path is removed at exit. ``drain`` on it stops the server as SIGTERM
 does (the same graceful stop, exit status 0); ``info`` adds the service's name, its
-addresses, the grace period and whether a stop has begun. Talk to it with
+addresses, its limits (connections, backlog, timeouts), the grace period and whether a
+stop has begun. Talk to it with
 ``reactor ctl PATH COMMAND`` (:mod:`reactor.cli.ctl`), ``nc -U`` or ``socat``.
 """
 
@@ -53,6 +54,13 @@ def _describe(server: Server) -> dict[str, Any]:
         "addresses": [format_listener(listener) for listener in server.listeners],
         "graceful_timeout": server.graceful_timeout,
         "stopping": server.stopping,
+        "limits": {
+            "max_connections": server.max_connections, "backlog": server.backlog,
+            "idle_timeout": server.options.idle_timeout,
+            "first_byte_timeout": server.options.first_byte_timeout,
+            "write_timeout": server.options.write_timeout,
+            "high_water": server.options.high_water,
+        },
     }
 
 

@@ -212,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
             "already received is answered and flushed, connections close (each within\n"
             "--graceful-timeout, then what is left is aborted), exit status 0. A second\n"
             "SIGINT aborts every connection and exits at once with status 130.\n"
+            "The control socket's drain command (--control) stops it the same way.\n"
             "SIGUSR1 logs the reactor's statistics and the connections by state.\n"
             "SIGHUP reopens the --log-file (after log rotation moved it); it never stops\n"
             "the server.\n\n"

@@ -258,9 +258,19 @@ def encode_error(message: str, json_reply: bool = False) -> bytes:
     return encode_text([f"error: {message}"])
 
 
+def _pairs(value: Mapping[str, Any], prefix: str = "") -> list[str]:
+    pairs = []
+    for key, item in value.items():
+        if isinstance(item, Mapping) and item:  # nested: limits.backlog=1024
+            pairs.extend(_pairs(item, f"{prefix}{key}."))
+        else:
+            pairs.append(f"{prefix}{key}={_flat(item)}")
+    return pairs
+
+
 def _flat(value: Any) -> str:
     if isinstance(value, Mapping):
-        return " ".join(f"{k}={_flat(v)}" for k, v in value.items()) or "-"
+        return " ".join(_pairs(value)) or "-"
     if isinstance(value, (list, tuple)):
         return ",".join(_flat(v) for v in value) or "-"
     if isinstance(value, float):
