@@ -199,12 +199,17 @@ class ControlServer:
         rows = list(self.reactor.connections)
         self._ids.retain(rows)
         out = []
+        seen: dict[int, tuple[str, str]] = {}  # per listener: its role and address, once
         for row in rows:
             listener = getattr(row, "listener", None)
-            role = "control" if listener in _CONTROL_LISTENERS else "served"
+            facts = seen.get(id(listener))
+            if facts is None:
+                facts = seen[id(listener)] = (
+                    "control" if listener in _CONTROL_LISTENERS else "served",
+                    format_address(listener.address) if listener is not None else "-")
+            role, where = facts
             if role == "control" and not include_control:
                 continue
-            where = format_address(listener.address) if listener is not None else "-"
             out.append(snapshot_row(row, self._ids.of(row), now, role=role, listener=where))
         return out
 

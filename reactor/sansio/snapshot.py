@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Final
 
 from .connection import ConnState, Row
@@ -90,7 +90,7 @@ def parse_state(text: str) -> ConnState:
     raise ValueError(f"unknown state '{printable(text)}'; states: {names}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ConnSnapshot:
     """One connection-table row as it was when the snapshot was taken.
 
@@ -131,11 +131,14 @@ class ConnSnapshot:
 
     def as_dict(self) -> dict[str, Any]:
         """The snapshot as plain JSON-ready values (times rounded to milliseconds)."""
-        data = asdict(self)
+        data = {name: getattr(self, name) for name in _PUBLIC_FIELDS}
         data["age"] = round(self.age, 3)
         data["idle"] = round(self.idle, 3)
-        del data["peer_ip"]
         return data
+
+
+# what as_dict() shows (a plain loop: dataclasses.asdict deep-copies every value)
+_PUBLIC_FIELDS: Final = tuple(f.name for f in fields(ConnSnapshot) if f.name != "peer_ip")
 
 
 def _ip_of(address: Any) -> str | None:
