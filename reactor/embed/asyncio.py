@@ -27,71 +27,34 @@ default selector on Linux and the BSDs.
 from __future__ import annotations
 
 import asyncio
-import logging
 
 from ..io.loop import Reactor
+from .base import Embedding
 
 __all__ = ["AsyncioEmbedding", "attach"]
 
-logger = logging.getLogger(__name__)
 
-
-class AsyncioEmbedding:
+class AsyncioEmbedding(Embedding):
     """A reactor driven by an asyncio loop; made by :func:`attach`."""
 
     def __init__(self, reactor: Reactor, loop: asyncio.AbstractEventLoop) -> None:
-        self.reactor = reactor
+        super().__init__(reactor)
         self.loop = loop
-        self._fd = reactor.fileno()
         self._timer: asyncio.TimerHandle | None = None
-        self._attached = False
-        self.turns = 0
 
-    def attach(self) -> None:
-        """Start driving the reactor from the loop.
+    def _watch(self, fd: int) -> None:
+        self.loop.add_reader(fd, self._turn)
 
-        Raises:
-            RuntimeError: already attached, or the reactor runs by itself.
-        """
-        if self._attached:
-            raise RuntimeError("already attached")
-        if self.reactor.is_running():
-            raise RuntimeError("the reactor is running its own loop")
-        self.loop.add_reader(self._fd, self._turn)
-        self._attached = True
-        self._schedule()
+    def _unwatch(self, fd: int) -> None:
+        self.loop.remove_reader(fd)
 
-    def detach(self) -> None:
-        """Stop driving the reactor; it keeps its connections and can run again."""
-        if not self._attached:
-            return
-        self._attached = False
-        self.loop.remove_reader(self._fd)
+    def _set_timer(self, delay: float) -> None:
+        self._timer = self.loop.call_later(delay, self._turn)
+
+    def _cancel_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-
-    @property
-    def attached(self) -> bool:
-        return self._attached
-
-    def _turn(self) -> None:
-        if not self._attached:
-            return
-        self.turns += 1
-        try:
-            self.reactor.run_once(0)
-        finally:
-            if self._attached:
-                self._schedule()
-
-    def _schedule(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        timeout = self.reactor.next_timeout()
-        if timeout is not None:
-            self._timer = self.loop.call_later(timeout, self._turn)
 
 
 def attach(reactor: Reactor, loop: asyncio.AbstractEventLoop | None = None) -> AsyncioEmbedding:
