@@ -14,6 +14,7 @@ from pathlib import Path
 
 __all__ = [
     "APART_SECTIONS",
+    "EMBEDDING_SECTION",
     "KV_PIPELINE_SECTION",
     "MEMORY_SECTION",
     "RPC_SECTION",
@@ -38,7 +39,9 @@ MEMORY_SECTION = ("<!-- memory -->", "<!-- /memory -->")
 # target lines repeated in the Targets block
 TLS_SECTION = ("<!-- bench.tls -->", "<!-- /bench.tls -->")
 RPC_SECTION = ("<!-- bench.rpc -->", "<!-- /bench.rpc -->")
-APART_SECTIONS = (TLS_SECTION, RPC_SECTION)
+# the embeddings' fairness figures of ``python -m bench.embedding``
+EMBEDDING_SECTION = ("<!-- bench.embedding -->", "<!-- /bench.embedding -->")
+APART_SECTIONS = (TLS_SECTION, RPC_SECTION, EMBEDDING_SECTION)
 
 STATUSES = ("PASS", "FAIL", "SKIP", "INFO")
 _TARGETS = "## Targets\n\n```\n"

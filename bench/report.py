@@ -28,6 +28,7 @@ import psutil
 
 from bench.kept import (
     APART_SECTIONS,
+    EMBEDDING_SECTION,
     KV_PIPELINE_SECTION,
     MEMORY_SECTION,
     RPC_SECTION,
@@ -50,6 +51,7 @@ from bench.servers import BACKLOG, READ_SIZE, SERVERS
 
 __all__ = [
     "APART_SECTIONS",
+    "EMBEDDING_SECTION",
     "KV_PIPELINE_SECTION",
     "MEMORY_SECTION",
     "RPC_SECTION",

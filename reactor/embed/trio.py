@@ -14,9 +14,10 @@ deadline (the reactor's next timer), gives the reactor a turn, and waits again::
 
 Without a nursery the task is a trio system task: it lives until :meth:`detach` or the
 end of ``trio.run``. :meth:`detach` cancels the task; it may be called from trio's
-thread at any time, from a reactor callback too. Attaching again starts a new task,
-which waits for the old one to be gone before it watches the descriptor (trio lets one
-task at a time wait on a descriptor).
+thread at any time, from a reactor callback too. Attaching again starts a new task at
+once: trio lets one task at a time wait on a descriptor, and cancelling the old task's
+scope takes its wait off the descriptor there and then (trio aborts a blocked wait
+synchronously), so the two never wait together.
 """
 
 from __future__ import annotations
@@ -39,18 +40,14 @@ class TrioEmbedding(Embedding):
         self.nursery = nursery
         self._delay: float | None = None
         self._scope: trio.CancelScope | None = None
-        self._gone: trio.Event | None = None  # set when the last task has ended
 
     def _watch(self, fd: int) -> None:
         scope = self._scope = trio.CancelScope()
-        previous, gone = self._gone, trio.Event()
-        self._gone = gone
         if self.nursery is None:
-            trio.lowlevel.spawn_system_task(self._run, fd, scope, previous, gone,
+            trio.lowlevel.spawn_system_task(self._run, fd, scope,
                                             name="socketreactor embedding")
         else:
-            self.nursery.start_soon(self._run, fd, scope, previous, gone,
-                                    name="socketreactor embedding")
+            self.nursery.start_soon(self._run, fd, scope, name="socketreactor embedding")
 
     def _unwatch(self, fd: int) -> None:
         if self._scope is not None:
@@ -63,13 +60,9 @@ class TrioEmbedding(Embedding):
     def _cancel_timer(self) -> None:
         self._delay = None
 
-    async def _run(
-        self, fd: int, scope: trio.CancelScope, previous: trio.Event | None, gone: trio.Event,
-    ) -> None:
+    async def _run(self, fd: int, scope: trio.CancelScope) -> None:
         try:
             with scope:
-                if previous is not None:
-                    await previous.wait()
                 while True:
                     delay = self._delay
                     with trio.move_on_after(math.inf if delay is None else delay):
@@ -79,7 +72,6 @@ class TrioEmbedding(Embedding):
                     # lets trio's other tasks run before the next wait
                     await trio.lowlevel.checkpoint()
         finally:
-            gone.set()
             if self._scope is scope:  # ended by trio itself (the run is over)
                 self._lost("the trio task ended")
                 self._scope = None
