@@ -293,21 +293,22 @@ def table(runs: dict[str, list[dict[str, Any]]], skipped: dict[str, str],
         "reactor alone. **The machine was busy** while this ran (2 cores shared by "
         f"several engineers' builds and tests; load average {load1:.1f} / {load5:.1f} over "
         "1 / 5 minutes): read the figures as an upper bound on the lateness and a rough "
-        "ratio, not as the loops' own cost. On this machine the reactor alone moved "
-        "between 8k and 33k req/s from one minute to the next (it is CPU-bound, and the "
-        "CPU is shared), so a ratio is only as good as the repetitions agree. The "
-        "iterations column counts the reactor's turns: a host that turns it more often "
-        "for the same load hands it smaller batches. Tk's lead over the reactor alone "
-        "has been seen in every run and is not explained yet: it is not a faster "
-        "reactor (the same code serves), but how Tcl's notifier thread and the "
-        "scheduler share the busy CPU.",
+        "ratio, not as the loops' own cost. The reactor is CPU-bound here and the CPU is "
+        "shared, so throughput moves a lot between repetitions minutes apart (req/s "
+        "gives the median and the min-max; vs alone is the median of each repetition's "
+        "ratio): a ratio is only as good as the repetitions "
+        "agree. The iterations column counts the reactor's turns: a host that turns it "
+        "more often for the same load hands it smaller batches. A ratio above 1 is not a "
+        "faster reactor (the same code serves) but the busy CPU shared differently; Tk "
+        "led the reactor alone in every run so far, which is not explained yet.",
         "",
         "| host | req/s | vs alone | timer p50 | timer p99 | timer max | reactor "
         "iterations | p99 ≤ 20 ms | within 30 % |",
         "|---|---:|---:|---:|---:|---:|---:|:---:|:---:|",
     ]
     for host, figures in runs.items():
-        rps = _median([f["rps"] for f in figures])
+        all_rps = [f["rps"] for f in figures]
+        rps = _median(all_rps)
         ratios = [f["rps"] / a["rps"] for f, a in zip(figures, alone, strict=False)
                   if a["rps"] > 0]
         ratio = _median(ratios)
@@ -318,7 +319,9 @@ def table(runs: dict[str, list[dict[str, Any]]], skipped: dict[str, str],
         iterations = _median([f["iterations"] for f in figures])
         jitter_ok = "yes" if p99 <= JITTER_TARGET_MS else "**no**"
         fair_ok = "yes" if ratio >= 1 - THROUGHPUT_TARGET else "**no**"
-        lines.append(f"| {host} | {rps:,.0f} | {ratio:.2f} | {p50:.1f} ms | {p99:.1f} ms | "
+        spread = (f" ({min(all_rps) / 1000:.0f}k-{max(all_rps) / 1000:.0f}k)"
+                  if len(all_rps) > 1 else "")
+        lines.append(f"| {host} | {rps:,.0f}{spread} | {ratio:.2f} | {p50:.1f} ms | {p99:.1f} ms | "
                      f"{worst:.1f} ms | {iterations:,.0f} | {jitter_ok} | {fair_ok} |")
     for host, why in sorted(skipped.items()):
         lines.append(f"| {host} | not measured: {why} | | | | | | | |")
