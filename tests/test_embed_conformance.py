@@ -8,7 +8,8 @@ import threading
 import psutil
 import pytest
 import xvfb
-from embedkit import CHECKS, HOSTS, Host
+from embedkit import CHECKS, Host
+from embedkit_hosts import HOSTS
 
 from reactor import Reactor
 
