@@ -44,7 +44,6 @@ from __future__ import annotations
 import _socket
 import errno
 import logging
-import math
 import os
 import socket
 import sys
@@ -54,6 +53,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ..sansio.connection import ConnState
 from ..sansio.timers import TimerHandle
+from .access import Guard, address_guard, credentials_guard
 from .endpoints import listen_udp, listen_unix_datagram
 from .episodes import cap_reached, cap_released, limit_name
 from .proxy import DEFAULT_PROXY_TIMEOUT, proxy_acceptor
@@ -66,9 +66,9 @@ from .validate import (
     bind_or_close,
     bound_socket,
     check_backlog,
+    check_defer_accept,
     check_path,
     check_port,
-    check_timeout,
 )
 
 if TYPE_CHECKING:
@@ -96,7 +96,6 @@ _TRANSIENT_ERRNOS: Final = frozenset(
 DEFAULT_BACKLOG: Final = 1024
 DEFAULT_ACCEPT_BATCH: Final = 128
 ACCEPT_RETRY_DELAY: Final = 0.5
-MAX_DEFER_ACCEPT: Final = 3600  # seconds; the kernel counts SYN-ACK retransmits anyway
 INTERN_FROM: Final = 16  # open connections past which peer host strings are interned
 _ACCEPTED: Final = ConnState.ACCEPTED  # Enum class attributes are slow to read (3.11)
 
@@ -392,24 +391,31 @@ def _stream_acceptor(
     return on_accept
 
 
+def _deferred_acceptor(protocol_factory: ProtocolFactory,
+                       options: TransportOptions) -> AcceptCallback:
+    """:func:`_stream_acceptor` that reads at once after ``connection_made``."""
+    return _stream_acceptor(protocol_factory, options, read_at_once=True)
+
+
 def _layered_acceptor(  # noqa: PLR0917 -- the listen_* options, passed on
     reactor: Reactor, on_accept: AcceptCallback | None,
     protocol_factory: ProtocolFactory | None, opts: TransportOptions,
     ssl: SSLContext | None, ssl_handshake_timeout: float | None,
     proxy_protocol: str | None, proxy_allow_from: Iterable[str] | None,
-    proxy_timeout: float, read_at_once: bool = False,
+    proxy_timeout: float, guard: Guard | None, read_at_once: bool = False,
 ) -> AcceptCallback:
     """A stream listener's accept callback with its layers, checked before binding: TLS
     wraps the protocol factory, and a PROXY header, when asked for, is read before that
-    (in clear, as a balancer sends it)."""
+    (in clear, as a balancer sends it); access lists, when given, come first of all
+    (:mod:`.access`)."""
     if ssl is not None or ssl_handshake_timeout is not None:
         protocol_factory = tls_server(reactor, protocol_factory, ssl, ssl_handshake_timeout,
                                       custom_accept=on_accept is not None)
-    if read_at_once and on_accept is None and proxy_protocol is None:
-        return _stream_acceptor(protocol_factory, opts, read_at_once=True)  # type: ignore[arg-type]
-    return proxy_acceptor(on_accept, _stream_acceptor, protocol_factory, opts,
-                          proxy_protocol=proxy_protocol, proxy_timeout=proxy_timeout,
-                          proxy_allow_from=proxy_allow_from)
+    plain = _deferred_acceptor if read_at_once else _stream_acceptor
+    build = proxy_acceptor if guard is None else guard.acceptor
+    return build(on_accept, plain, protocol_factory, opts,
+                 proxy_protocol=proxy_protocol, proxy_timeout=proxy_timeout,
+                 proxy_allow_from=proxy_allow_from)
 
 
 def listen_tcp(
@@ -434,6 +440,8 @@ def listen_tcp(
     at_cap: str = "wait",
     cap_reply: bytes = b"",
     defer_accept: float | None = None,
+    allow_from: Iterable[str] | str | None = None,
+    deny_from: Iterable[str] | str | None = None,
     **option_overrides: Any,
 ) -> Listener:
     """Listen on TCP and serve each connection with a protocol from ``protocol_factory``.
@@ -462,10 +470,15 @@ def listen_tcp(
             a :class:`~reactor.io.tls.TLSLayer` and is made once the handshake is done
             (after the PROXY header, when both are asked for).
         ssl_handshake_timeout: seconds the handshake may take (default 10).
+        allow_from / deny_from: addresses or CIDR networks; a client in ``deny_from``,
+            or outside a given ``allow_from``, is closed at accept, unread (the deny
+            list wins; behind the PROXY protocol: the client the header names). See
+            :mod:`reactor.sansio.access` and :mod:`.access`.
 
     Raises:
         ValueError, TypeError: a port or backlog out of range or of the wrong type
-            (:mod:`.validate`), before any socket exists.
+            (:mod:`.validate`), a malformed network or an empty ``allow_from``, before
+            any socket exists.
         OSError: the address cannot be bound (in use, not available), or the selector
             refuses the socket (epoll's ENOSPC or ENOMEM); no socket leaks.
     """
@@ -474,7 +487,8 @@ def listen_tcp(
     deferral = check_defer_accept(defer_accept)
     on_accept = _layered_acceptor(reactor, on_accept, protocol_factory, opts, ssl,
                                   ssl_handshake_timeout, proxy_protocol, proxy_allow_from,
-                                  proxy_timeout, read_at_once=deferral is not None)
+                                  proxy_timeout, address_guard(allow_from, deny_from),
+                                  read_at_once=deferral is not None)
     if sock is None:
         sock = _tcp_socket(host, check_port(port), check_backlog(backlog),
                            reuse_address=reuse_address, reuse_port=reuse_port,
@@ -484,24 +498,6 @@ def listen_tcp(
     return Listener(reactor, sock, on_accept, max_connections=max_connections,
                     accept_batch=min(accept_batch, max(backlog, 1)), at_cap=at_cap,
                     cap_reply=cap_reply)
-
-
-def check_defer_accept(seconds: object) -> int | None:
-    """``defer_accept`` as TCP_DEFER_ACCEPT takes it (whole seconds), or None.
-
-    Raises:
-        TypeError / ValueError: not a number of seconds from 1 to 3600.
-        ValueError: the platform has no TCP_DEFER_ACCEPT (Linux only).
-    """
-    if check_timeout(seconds, "defer_accept") is None:
-        return None
-    assert isinstance(seconds, (int, float))
-    if seconds > MAX_DEFER_ACCEPT:
-        raise ValueError(f"defer_accept must be at most {MAX_DEFER_ACCEPT} seconds, "
-                         f"not {seconds}")
-    if not hasattr(socket, "TCP_DEFER_ACCEPT"):
-        raise ValueError("defer_accept needs TCP_DEFER_ACCEPT, which only Linux has")
-    return math.ceil(seconds)
 
 
 def _tcp_socket(
@@ -547,6 +543,9 @@ def listen_unix(
     ssl_handshake_timeout: float | None = None,
     at_cap: str = "wait",
     cap_reply: bytes = b"",
+    allow_uids: Iterable[int] | int | None = None,
+    allow_gids: Iterable[int] | int | None = None,
+    peercred: bool = False,
     **option_overrides: Any,
 ) -> Listener:
     """Listen on a Unix stream socket at ``path``.
@@ -560,7 +559,13 @@ def listen_unix(
             umask around ``bind``, never by a ``chmod`` after it (see
             :func:`reactor.io.unixpath.created_with_mode`, and its note on the
             process-wide umask). Ignored with ``sock``.
-        (the other arguments as for :func:`listen_tcp`)
+        allow_uids / allow_gids: admit only peers whose uid, or primary gid, is
+            listed (``SO_PEERCRED``, read at accept); others are closed unread.
+        peercred: read every peer's credentials at accept even without a list:
+            ``get_extra_info('peercred')`` gives a
+            :class:`~reactor.sansio.access.PeerCredentials` (pid, uid, gid).
+        (the other arguments as for :func:`listen_tcp`; a Unix peer has no address,
+        so there is no ``allow_from``)
 
     Raises:
         ValueError: the path is longer than the platform allows, or ``mode`` is not
@@ -572,7 +577,8 @@ def listen_unix(
     check_at_cap(at_cap, cap_reply)
     on_accept = _layered_acceptor(reactor, on_accept, protocol_factory, opts, ssl,
                                   ssl_handshake_timeout, proxy_protocol, proxy_allow_from,
-                                  proxy_timeout)
+                                  proxy_timeout,
+                                  credentials_guard(allow_uids, allow_gids, peercred))
     owned_path: str | None = None
     if sock is None:
         check_mode(check_path(path), mode)

@@ -448,6 +448,8 @@ class Reactor(fork.ReactorForking):
             bytes_out=table.bytes_out,
             write_buffered=table.write_buffered,
             discarded=table.discarded,
+            refused_by_address=table.refused_by_address,
+            refused_by_credentials=table.refused_by_credentials,
             listeners=len(self.listeners),
             pending_timers=len(self._timers),
             ready_callbacks=len(self._ready),

@@ -56,8 +56,8 @@ from .transports import ProtocolFactory, TransportOptions
 if TYPE_CHECKING:
     from .listeners import AcceptCallback, Listener
 
-__all__ = ["DEFAULT_PROXY_TIMEOUT", "HeaderReader", "log_refused", "proxy_acceptor",
-           "start_header"]
+__all__ = ["DEFAULT_PROXY_TIMEOUT", "Admit", "HeaderReader", "attach_new", "log_refused",
+           "proxy_acceptor", "start_header"]
 
 logger = logging.getLogger("reactor.proxy")
 
@@ -67,6 +67,9 @@ _PROXIED: Final = ConnEvent.PROXIED
 
 #: ``on_header(reader, header, rest)``: the header is read and the row is ACCEPTED again
 HeaderCallback = Callable[["HeaderReader", ProxyHeader, bytes], None]
+#: ``admit(transport)``: whether the client a header named may go on (else it closed
+#: the transport itself); the access lists of :mod:`reactor.io.access`
+Admit = Callable[[StreamTransport], bool]
 
 
 def log_refused(transport: StreamTransport, reason: str) -> None:
@@ -200,18 +203,27 @@ def deliver(protocol: Any, data: bytes) -> None:
         view = view[size:]
 
 
-def _attach(protocol_factory: ProtocolFactory) -> HeaderCallback:
+def attach_new(transport: StreamTransport, protocol_factory: ProtocolFactory) -> Any:
+    """Make a protocol and attach it to ``transport``; the protocol, or None when the
+    factory raised (logged; the connection is aborted)."""
+    try:
+        protocol = protocol_factory()
+    except Exception as exc:
+        logger.error("%s: protocol factory raised; closing", transport.describe(),
+                     exc_info=exc)
+        transport.abort()
+        return None
+    transport.attach(protocol)
+    return protocol
+
+
+def _attach(protocol_factory: ProtocolFactory, admit: Admit | None) -> HeaderCallback:
     def on_header(reader: HeaderReader, header: ProxyHeader, rest: bytes) -> None:
         transport = reader.transport
-        try:
-            protocol = protocol_factory()
-        except Exception as exc:
-            logger.error("%s: protocol factory raised; closing", transport.describe(),
-                         exc_info=exc)
-            transport.abort()
+        if admit is not None and not admit(transport):
             return
-        transport.attach(protocol)
-        if rest and not transport.is_closing():
+        protocol = attach_new(transport, protocol_factory)
+        if protocol is not None and rest and not transport.is_closing():
             # inside the transport's read callback: an exception here is the
             # protocol's own, reported and closed as a data_received failure
             deliver(protocol, rest)
@@ -228,10 +240,12 @@ def proxy_acceptor(
     proxy_protocol: str | None,
     proxy_allow_from: Iterable[str] | str | None = None,
     proxy_timeout: float = DEFAULT_PROXY_TIMEOUT,
+    admit: Admit | None = None,
 ) -> AcceptCallback:
     """A stream listener's accept callback: ``on_accept`` if given, else ``plain``'s
     for ``protocol_factory``, or, with ``proxy_protocol``, one that reads the PROXY
-    header first (see the module's theory of operation).
+    header first (see the module's theory of operation), then asks ``admit`` whether
+    the client it names may go on.
 
     Raises:
         TypeError: neither ``on_accept`` nor ``protocol_factory`` was given, or
@@ -248,7 +262,7 @@ def proxy_acceptor(
     if proxy_protocol is None:
         return plain(protocol_factory, options)
     policy = ProxyPolicy.of(proxy_protocol, proxy_allow_from, proxy_timeout)
-    on_header = _attach(protocol_factory)
+    on_header = _attach(protocol_factory, admit)
     nodelay = options.nodelay
 
     def accept_proxied(listener: Listener, conn: Any, addr: Any) -> None:

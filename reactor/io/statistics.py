@@ -33,6 +33,9 @@ class ReactorStatistics:
         bytes_out: bytes sent over the reactor's life.
         write_buffered: bytes queued for writing now.
         discarded: bytes aborted connections dropped unsent from their write queues.
+        refused_by_address / refused_by_credentials: connections closed at accept
+            for a listener's access lists (see :class:`~reactor.sansio.table.
+            TableStatistics`).
         listeners: listening sockets now.
         pending_timers: scheduled, uncancelled timers.
         timer_heap: entries in the timer heap, cancelled ones not dropped yet included
@@ -52,6 +55,8 @@ class ReactorStatistics:
     bytes_out: int = 0
     write_buffered: int = 0
     discarded: int = 0
+    refused_by_address: int = 0
+    refused_by_credentials: int = 0
     listeners: int = 0
     pending_timers: int = 0
     ready_callbacks: int = 0

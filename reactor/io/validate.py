@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import math
 import socket
-from typing import Any
+from typing import Any, Final
 
 __all__ = [
     "address_text",
     "bind_or_close",
     "bound_socket",
     "check_backlog",
+    "check_defer_accept",
     "check_path",
     "check_port",
     "check_timeout",
@@ -119,6 +120,27 @@ def check_path(path: Any, name: str = "path", *, optional: bool = False) -> Any:
         raise ValueError(f"{name} must not be empty (a name in the abstract namespace "
                          "starts with a NUL character)")
     return path
+
+
+MAX_DEFER_ACCEPT: Final = 3600  # seconds; the kernel counts SYN-ACK retransmits anyway
+
+
+def check_defer_accept(seconds: object) -> int | None:
+    """``defer_accept`` as TCP_DEFER_ACCEPT takes it (whole seconds), or None.
+
+    Raises:
+        TypeError / ValueError: not a number of seconds from 1 to 3600.
+        ValueError: the platform has no TCP_DEFER_ACCEPT (Linux only).
+    """
+    if check_timeout(seconds, "defer_accept") is None:
+        return None
+    assert isinstance(seconds, (int, float))
+    if seconds > MAX_DEFER_ACCEPT:
+        raise ValueError(f"defer_accept must be at most {MAX_DEFER_ACCEPT} seconds, "
+                         f"not {seconds}")
+    if not hasattr(socket, "TCP_DEFER_ACCEPT"):
+        raise ValueError("defer_accept needs TCP_DEFER_ACCEPT, which only Linux has")
+    return math.ceil(seconds)
 
 
 def address_text(address: Any) -> str:

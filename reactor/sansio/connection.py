@@ -340,8 +340,13 @@ class Row:
         self.meta[key] = value
 
     def describe(self) -> str:
-        """A one-line description for logs: kind, peer and state."""
-        return f"{self.kind} {self.peername!r} [{self.state.name}]"
+        """A one-line description for logs: kind, peer (with a Unix peer's credentials,
+        when they were read: ``meta["peercred"]``) and state."""
+        meta = self.meta
+        credentials = meta.get("peercred") if meta is not None else None
+        peer = f"{self.peername!r} ({credentials})" if credentials is not None else (
+            repr(self.peername))
+        return f"{self.kind} {peer} [{self.state.name}]"
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.describe()}>"

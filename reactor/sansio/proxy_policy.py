@@ -17,17 +17,15 @@ Socket-free: no socket, select, selectors, threading or os.
 
 from __future__ import annotations
 
-import ipaddress
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
+from .access import Network, parse_networks, peer_ip
 from .proxy import DEFAULT_MAX_SIZE, MIN_MAX_SIZE, VERSIONS
 
 __all__ = ["DEFAULT_ALLOW_FROM", "DEFAULT_PROXY_TIMEOUT", "ProxyPolicy"]
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 DEFAULT_PROXY_TIMEOUT: Final = 5.0  # seconds for the whole header (the spec: >= 3 s)
 DEFAULT_ALLOW_FROM: Final = ("127.0.0.0/8", "::1/128")
@@ -35,23 +33,12 @@ DEFAULT_ALLOW_FROM: Final = ("127.0.0.0/8", "::1/128")
 
 def _networks(allow_from: Iterable[str] | str | None) -> tuple[Network, ...] | None:
     """The allow list as networks; None means every address (``"*"``)."""
-    if allow_from is None:
-        allow_from = DEFAULT_ALLOW_FROM
-    if isinstance(allow_from, str):
-        allow_from = [allow_from]
-    found: list[Network] = []
-    for text in (part for entry in allow_from for part in entry.replace(",", " ").split()):
-        if text == "*":
-            return None
-        try:
-            found.append(ipaddress.ip_network(text, strict=False))
-        except ValueError:
-            raise ValueError(f"proxy_allow_from: {text!r} is not an IP address or "
-                             f"network (CIDR), nor '*'") from None
-    if not found:
+    found = parse_networks(DEFAULT_ALLOW_FROM if allow_from is None else allow_from,
+                           "proxy_allow_from")
+    if found is not None and not found:
         raise ValueError("proxy_allow_from is empty: no peer could send the header "
                          "(give '*' to trust every address)")
-    return tuple(found)
+    return found
 
 
 @dataclass(frozen=True)
@@ -100,17 +87,11 @@ class ProxyPolicy:
         as its IPv4 address; a peer with no IP address (a Unix socket's) is trusted.
         """
         networks = self.allow_from
-        if networks is None or not isinstance(peer, tuple) or not peer:
+        if networks is None:
             return True
-        try:
-            address = ipaddress.ip_address(peer[0])
-        except ValueError:
-            return False
-        if isinstance(address, ipaddress.IPv6Address):
-            if address.ipv4_mapped is not None:
-                address = address.ipv4_mapped
-            elif address.scope_id is not None:  # a link-local peer: match the address
-                address = ipaddress.IPv6Address(str(address).split("%", 1)[0])
+        address = peer_ip(peer)
+        if address is None:  # a Unix socket's peer, or an address that does not parse
+            return not isinstance(peer, tuple) or not peer
         return any(address in network for network in networks)
 
     def describe(self) -> str:

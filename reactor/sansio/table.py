@@ -42,6 +42,10 @@ class TableStatistics:
         write_buffered: bytes queued for writing in open rows now.
         discarded: bytes dropped unsent from write queues over the table's life, by
             aborts and by closes forced by an error, a reset or a deadline.
+        refused_by_address: connections closed at accept, unread and never rows, for
+            a listener's ``allow_from``/``deny_from`` (:mod:`reactor.io.access`).
+        refused_by_credentials: the same for a Unix listener's ``allow_uids`` and
+            ``allow_gids``.
     """
 
     open: int = 0
@@ -53,12 +57,15 @@ class TableStatistics:
     bytes_out: int = 0
     write_buffered: int = 0
     discarded: int = 0
+    refused_by_address: int = 0
+    refused_by_credentials: int = 0
 
 
 class ConnectionTable:
     """The reactor's table of connections (iterate it, ``len()`` it, snapshot it)."""
 
-    __slots__ = ("_bytes_in", "_bytes_out", "_discarded", "_opened", "_rows")
+    __slots__ = ("_bytes_in", "_bytes_out", "_discarded", "_opened", "_rows",
+                 "refused_by_address", "refused_by_credentials")
 
     def __init__(self) -> None:
         self._rows: dict[Row, None] = {}
@@ -66,6 +73,9 @@ class ConnectionTable:
         self._bytes_in = 0
         self._bytes_out = 0
         self._discarded = 0
+        # connections refused at accept (never rows): counted by reactor.io.access
+        self.refused_by_address = 0
+        self.refused_by_credentials = 0
 
     def add(self, row: Row) -> None:
         """Insert a new row."""
@@ -120,6 +130,8 @@ class ConnectionTable:
             bytes_out=self._bytes_out + live_out,
             write_buffered=sum(r.write_buffer_size for r in rows),
             discarded=self._discarded,
+            refused_by_address=self.refused_by_address,
+            refused_by_credentials=self.refused_by_credentials,
         )
 
     def format(self, limit: int = 50) -> str:
