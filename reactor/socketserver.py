@@ -32,8 +32,10 @@ from handlers.rpc.classic import RPCDatagramRequestHandler, RPCStreamRequestHand
 from handlers.rpc.server import RPCServer
 
 from .facades import rpcservers
+from .facades.access import peer_credentials
 from .facades.control import serve_control
 from .facades.mixins import (
+    AccessControlMixIn,
     ForkingMixIn,
     MultiplexingMixIn,
     ProxyProtocolMixIn,
@@ -49,6 +51,7 @@ from .sansio.request_buffer import (
 )
 
 __all__ = [
+    "AccessControlMixIn",
     "BaseRequestHandler",
     "BaseServer",
     "DatagramRequestHandler",
@@ -72,6 +75,7 @@ __all__ = [
     "ThreadingTCPServer",
     "ThreadingUDPServer",
     "UDPServer",
+    "peer_credentials",
     "serve_control",
 ]
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import selectors
+import shutil
 import signal
 import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from netkit import Net
@@ -51,6 +53,16 @@ def net(reactor: Reactor) -> Iterator[Net]:
     n = Net(reactor)
     yield n
     n.close()
+
+
+@pytest.fixture
+def public_dir() -> Iterator[Path]:
+    """A temporary directory another user may reach Unix sockets in (pytest's and
+    ``sockdir`` are private to us): for tests that connect from a child of another uid."""
+    directory = Path(tempfile.mkdtemp(prefix="sr-pub-"))
+    directory.chmod(0o755)
+    yield directory
+    shutil.rmtree(directory)
 
 
 @pytest.fixture

@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import socket
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -222,15 +219,6 @@ def test_behind_the_proxy_protocol_the_lists_judge_the_real_client(net: Net,
 
 
 # -- Unix sockets: peer credentials ---------------------------------------------------------
-
-
-@pytest.fixture
-def public_dir() -> Iterator[Path]:
-    """A directory another user may reach sockets in (pytest's are private)."""
-    directory = Path(tempfile.mkdtemp(prefix="sr-acl-"))
-    directory.chmod(0o755)
-    yield directory
-    shutil.rmtree(directory)
 
 
 def test_peercred_is_read_at_accept_when_asked_for(net: Net, sockdir: str) -> None:

@@ -8,18 +8,21 @@ the bases -- ``class Server(ThreadingMixIn, TCPServer)``:
 
 and, beside them, :class:`~reactor.facades.proxied.ProxyProtocolMixIn`: the clients
 behind a load balancer that sends the PROXY protocol; :class:`~reactor.facades.tls.
-TLSMixIn`: TLS, with the handshake in the reactor.
+TLSMixIn`: TLS, with the handshake in the reactor;
+:class:`~reactor.facades.access.AccessControlMixIn`: address allow and deny lists, and
+uid/gid lists for Unix peers.
 
 Without one, a server handles each request inline, on the reactor thread.
 """
 
 from __future__ import annotations
 
+from .access import AccessControlMixIn
 from .children import ForkingMixIn
 from .multiplexing import MultiplexingMixIn
 from .proxied import ProxyProtocolMixIn
 from .threads import ThreadingMixIn
 from .tls import TLSMixIn
 
-__all__ = ["ForkingMixIn", "MultiplexingMixIn", "ProxyProtocolMixIn", "TLSMixIn",
-           "ThreadingMixIn"]
+__all__ = ["AccessControlMixIn", "ForkingMixIn", "MultiplexingMixIn", "ProxyProtocolMixIn",
+           "TLSMixIn", "ThreadingMixIn"]

@@ -92,6 +92,9 @@ class ServerStatistics:
         serving: whether ``serve_forever`` is running.
         accepted: requests taken (connections accepted, datagrams received).
         rejected: requests ``verify_request`` refused.
+        refused_by_address / refused_by_credentials: of those, the ones
+            :class:`~reactor.facades.access.AccessControlMixIn` refused for its
+            address lists, or for its uid/gid lists.
         buffered: requests that went through request buffering.
         buffer_timeouts: buffered requests closed because their deadline passed.
         buffer_refused: buffered requests closed for size or bad input.
@@ -118,6 +121,8 @@ class ServerStatistics:
     serving: bool = False
     accepted: int = 0
     rejected: int = 0
+    refused_by_address: int = 0
+    refused_by_credentials: int = 0
     buffered: int = 0
     buffer_timeouts: int = 0
     buffer_refused: int = 0
