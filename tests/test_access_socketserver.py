@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from accesskit import NOBODY, outcome
 from sskit import serving, wait_for
 
 from reactor import socketserver
@@ -19,7 +20,6 @@ from tests import proxykit as pk
 from tests.netkit import WAIT, requires_ipv6
 
 pytestmark = pytest.mark.timeout(60)
-NOBODY = 65534
 
 
 class Tell(socketserver.StreamRequestHandler):
@@ -219,45 +219,14 @@ def test_the_row_shows_the_credentials_while_the_request_runs(public_dir: Path) 
         assert client.makefile("rb").readline() == f"{os.getuid()} {os.getgid()} x\n".encode()
 
 
-def ask_as_nobody(path: str) -> str:
-    """From a child running as user and group nobody: the server's answer, or
-    ``refused``."""
-    reader, writer = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(reader)
-        answer = b"error"
-        try:
-            os.setgroups([])
-            os.setgid(NOBODY)
-            os.setuid(NOBODY)
-            with socket.socket(socket.AF_UNIX) as client:
-                client.settimeout(WAIT)
-                client.connect(path)
-                client.sendall(b"hi\n")
-                answer = client.makefile("rb").readline() or b"refused"
-        except ConnectionError:
-            answer = b"refused"
-        except BaseException as exc:  # reported to the parent
-            answer = repr(exc).encode()
-        finally:
-            os.write(writer, answer)
-            os._exit(0)
-    os.close(writer)
-    with os.fdopen(reader, "rb") as pipe:
-        answer = pipe.read()
-    os.waitpid(pid, 0)
-    return answer.decode().strip()
-
-
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a child as another user")
-@pytest.mark.parametrize(("attributes", "outcome"), [
+@pytest.mark.parametrize(("attributes", "expected"), [
     ({"allow_uids": [0]}, "refused"),
     ({"allow_uids": [NOBODY]}, f"{NOBODY} {NOBODY} hi"),
     ({"allow_gids": [NOBODY]}, f"{NOBODY} {NOBODY} hi"),
 ])
-def test_a_process_of_another_user(public_dir: Path, attributes: Any, outcome: str) -> None:
+def test_a_process_of_another_user(public_dir: Path, attributes: Any, expected: str) -> None:
     server = unix_server(public_dir, **attributes)
     with serving(server):
-        assert ask_as_nobody(server.server_address) == outcome
-    assert server.statistics().refused_by_credentials == (outcome == "refused")
+        assert outcome(server.server_address, b"hi\n").strip() == expected
+    assert server.statistics().refused_by_credentials == (expected == "refused")

@@ -20,7 +20,7 @@ import ipaddress
 import os
 import re
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 if TYPE_CHECKING:
@@ -196,21 +196,25 @@ def inherited_socket(fd: int) -> socket.socket:
 
 def listen_on(
     reactor: Reactor, bind: BindAddress, factory: Callable[[], Any], *,
-    unix_mode: int | None = None, reuse_port: bool = False, **common: Any,
+    unix_mode: int | None = None, reuse_port: bool = False,
+    by_kind: Mapping[str, Mapping[str, Any]] | None = None, **common: Any,
 ) -> Listener:
     """A listener on ``bind`` serving ``factory``, with the ``listen_*`` keywords in
-    ``common`` (``unix_mode`` for a path bound here, ``reuse_port`` for TCP)."""
+    ``common``, and those of ``by_kind["tcp"]`` or ``by_kind["unix"]`` for that kind
+    (``unix_mode`` for a path bound here, ``reuse_port`` for TCP)."""
+    unix = {**common, **(by_kind or {}).get("unix", {})}
+    tcp = {**common, **(by_kind or {}).get("tcp", {})}
     if bind.kind == "unix":
         assert bind.path is not None
-        return reactor.listen_unix(bind.path, factory, mode=unix_mode, **common)
+        return reactor.listen_unix(bind.path, factory, mode=unix_mode, **unix)
     if bind.kind == "fd":
         assert bind.fd is not None
         sock = inherited_socket(bind.fd)
         if sock.family == getattr(socket, "AF_UNIX", None):
-            return reactor.listen_unix(str(bind), factory, sock=sock, **common)
-        return reactor.listen_tcp(None, 0, factory, sock=sock, **common)
+            return reactor.listen_unix(str(bind), factory, sock=sock, **unix)
+        return reactor.listen_tcp(None, 0, factory, sock=sock, **tcp)
     return reactor.listen_tcp(bind.host, bind.port, factory, reuse_port=reuse_port,
-                              dual_stack=bind.host == "::", **common)
+                              dual_stack=bind.host == "::", **tcp)
 
 
 def scope_note(address: str) -> str:

@@ -204,6 +204,7 @@ class Server:
         at_cap / cap_reply: at ``max_connections``, wait or refuse, and what a refused
             client is sent (see :mod:`reactor.io.refusal`); with the access log, each
             refused client has its line, reason ``cap``.
+        listener_options: more listener keywords by kind, "tcp" and "unix" (access lists).
 
     Raises:
         ValueError: a bind address does not parse, or a number is out of range.
@@ -235,6 +236,7 @@ class Server:
         ssl_handshake_timeout: float | None = None,
         at_cap: str = "wait",
         cap_reply: bytes = b"",
+        listener_options: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         self.binds = [b if isinstance(b, BindAddress) else parse_bind(b) for b in binds]
         if not self.binds:
@@ -268,6 +270,7 @@ class Server:
             "proxy_allow_from": proxy_allow_from, "proxy_timeout": proxy_timeout}
         self._tls = {"ssl": ssl, "ssl_handshake_timeout": ssl_handshake_timeout} if ssl else {}
         self._cap = {"at_cap": at_cap, "cap_reply": cap_reply}
+        self._by_kind = listener_options or {}
         self.listeners: list[Listener] = []
         self.exit_status = EXIT_OK
         self._stopping = False
@@ -323,7 +326,7 @@ class Server:
         return self.addresses
 
     def _bind(self, bind: BindAddress) -> Listener:
-        common: dict[str, Any] = {
+        kw: dict[str, Any] = {  # for every listener
             "backlog": self.backlog, "max_connections": self.max_connections,
             "options": self.options, **self.proxy, **self._tls, **self._cap,
         }
@@ -331,7 +334,7 @@ class Server:
         if self.access_log or logger.isEnabledFor(logging.DEBUG):  # else: no cost at all
             factory = wrap_factory(factory, self, self.access_log)
         listener = listen_on(self.reactor, bind, factory, unix_mode=self.unix_mode,
-                             reuse_port=self.reuse_port, **common)
+                             reuse_port=self.reuse_port, by_kind=self._by_kind, **kw)
         if self.access_log or logger.isEnabledFor(logging.DEBUG):
             listener.on_refused = log_refused(self.access_log)
         return listener
@@ -574,11 +577,12 @@ class Server:
         by_state = " ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "none"
         logger.info(
             "statistics: open=%d opened_total=%d closed_total=%d bytes_in=%d bytes_out=%d "
-            "write_buffered=%d listeners=%d pending_timers=%d iterations=%d backend=%s; "
-            "by state: %s",
+            "write_buffered=%d listeners=%d pending_timers=%d iterations=%d backend=%s "
+            "refused_by_address=%d refused_by_credentials=%d; by state: %s",
             stats.open, stats.opened_total, stats.closed_total, stats.bytes_in,
             stats.bytes_out, stats.write_buffered, stats.listeners, stats.pending_timers,
-            stats.iterations, stats.backend, by_state,
+            stats.iterations, stats.backend, stats.refused_by_address,
+            stats.refused_by_credentials, by_state,
         )
 
     def _stats_tick(self) -> None:

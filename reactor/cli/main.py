@@ -51,7 +51,7 @@ from .. import __version__
 from ..io.listeners import DEFAULT_BACKLOG
 from ..io.loop import Reactor
 from ..io.transports import TransportOptions
-from . import controlflags, ctl, logs, proxyflags
+from . import accessflags, controlflags, ctl, logs, proxyflags
 from .addresses import BadBindAddress, BindError
 from .config import apply_configuration, environment_help
 from .errors import UsageError
@@ -349,6 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     proxyflags.add_arguments(serve)
     controlflags.add_arguments(serve)
+    accessflags.add_arguments(serve)
     serve.add_argument(
         "--app-dir", default=".", metavar="DIR",
         help="look for MODULE in DIR first (default: the current directory)",
@@ -499,6 +500,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         reactor.close()
         return _usage_error("reactor serve", "--unix-mode applies to unix:PATH addresses, "
                                              "and no --bind gives one")
+    try:
+        by_kind = accessflags.listener_options(args, binds)
+    except ValueError as exc:
+        reactor.close()
+        return _usage_error("reactor serve", str(exc))
     pid_file = logs.PidFile(args.pid) if args.pid is not None else None
     options = TransportOptions(
         idle_timeout=args.idle_timeout,
@@ -518,6 +524,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             stats_interval=args.stats_interval, name=name, unix_mode=args.unix_mode,
             access_log=args.access_log, on_hangup=logs.reopen_files, **proxy,
             ssl=tls, ssl_handshake_timeout=args.tls_handshake_timeout if tls else None,
+            listener_options=by_kind,
         )
         server.start()
         controlflags.start(args, server)  # closed with the reactor, its path removed
