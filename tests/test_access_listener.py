@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from accesskit import NOBODY, talk
+from tlskit import Certs
 
 from reactor import Reactor
 from reactor.io.access import peer_credentials
@@ -194,6 +195,16 @@ def test_a_flood_of_refused_clients_is_logged_once_per_episode(
     net.wait(lambda: any("refused 30 connections" in r.getMessage()
                          for r in caplog.records if r.levelno == logging.INFO))
     assert net.reactor.statistics().refused_by_address == 30
+
+
+def test_with_tls_a_refused_client_never_reaches_the_handshake(net: Net,
+                                                                tmp_path: Path) -> None:
+    listener = net.listen_tcp(ssl=Certs(tmp_path).server_context(), deny_from="127.0.0.1")
+    assert refused(net, connect_from(net, listener, "127.0.0.1"))
+    assert net.reactor.statistics().opened_total == 0  # no row, no TLS layer
+    connect_from(net, listener, "127.0.0.2")  # admitted: its handshake starts
+    net.wait(lambda: net.reactor.statistics().opened_total == 1)
+    assert net.reactor.statistics().refused_by_address == 1
 
 
 # -- behind the PROXY protocol --------------------------------------------------------------
