@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Final
 from ..sansio.access import AddressPolicy, CredentialsPolicy, PeerCredentials
 from ..sansio.connection import ConnState
 from ..sansio.words import counted
-from .episodes import episode
+from .episodes import _Described, episode
 from .proxy import attach_new, proxy_acceptor
 from .stream import StreamTransport
 from .transports import ProtocolFactory, TransportOptions
@@ -77,32 +77,20 @@ def peer_credentials(sock: Any) -> PeerCredentials:
         sock.getsockopt(socket.SOL_SOCKET, option, _UCRED.size)))
 
 
-def _where(listener: Listener) -> Callable[[], str]:
-    """The listener's description, made on first use (it costs a ``getsockname``)."""
-    text: list[str] = []
-
-    def where() -> str:
-        if not text:
-            text.append(listener.describe())
-        return text[0]
-
-    return where
-
-
 def _refused(listener: Listener, kind: str, policy: str, peer: str, reason: str) -> None:
     """Count one refusal (the table's ``refused_by_<kind>``) and log it once per
     episode."""
     table = listener.reactor.connections
     counter = "refused_by_" + kind
     setattr(table, counter, getattr(table, counter) + 1)
-    where = _where(listener)
+    where = _Described(listener)  # a getsockname only for a line that is written
 
     def summary(count: int, seconds: float) -> str:
-        return (f"{where()}: refused {counted(count, 'connection')} for its {kind} "
+        return (f"{where}: refused {counted(count, 'connection')} for its {kind} "
                 f"lists in {seconds:.1f} s")
 
     found = episode(listener, "refused:" + kind, listener.reactor, logger, summary)
-    found.event("%s: refused %s: %s (%s)", where(), peer, reason, policy)
+    found.event("%s: refused %s: %s (%s)", where, peer, reason, policy)
 
 
 def _close_unread(listener: Listener, conn: Any) -> None:
