@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 import selectors
 import sys
@@ -51,12 +50,12 @@ from .. import __version__
 from ..io.listeners import DEFAULT_BACKLOG
 from ..io.loop import Reactor
 from ..io.transports import TransportOptions
-from . import accessflags, controlflags, ctl, logs, proxyflags
+from . import accessflags, argtypes, controlflags, ctl, logs, proxyflags
 from .addresses import BadBindAddress, BindError
 from .config import apply_configuration, environment_help
 from .errors import UsageError
 from .factories import import_for, load_user_factory
-from .graceful import DEFAULT_GRACEFUL_TIMEOUT, EXIT_FORCED, Server, parse_bind
+from .graceful import DEFAULT_GRACEFUL_TIMEOUT, EXIT_FORCED, Server
 from .logconfig import apply_log_config
 from .tlsflags import add_tls_arguments, server_context
 
@@ -77,7 +76,6 @@ EXIT_USAGE: Final = 2
 EXIT_FAILURE: Final = 1
 DEFAULT_BIND: Final = "127.0.0.1:8888"
 LOG_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 
@@ -129,65 +127,6 @@ SERVICES: Final[dict[str, Service]] = {
 }
 
 
-# -- argument types -----------------------------------------------------------------------
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return value
-
-
-def _seconds(text: str, *, allow_zero: bool = False) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        limit = "zero or more" if allow_zero else "more than zero"
-        raise argparse.ArgumentTypeError(f"{text!r}: seconds must be {limit}")
-    return value
-
-
-def _positive_seconds(text: str) -> float:
-    return _seconds(text)
-
-
-def _grace_seconds(text: str) -> float:
-    return _seconds(text, allow_zero=True)
-
-
-def _bind(text: str) -> str:
-    try:
-        parse_bind(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
-
-
-def _unix_mode(text: str) -> int:
-    try:
-        value = int(text, 8)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not an octal mode, e.g. 600 or 660") from None
-    if not 0 <= value <= 0o777:
-        raise argparse.ArgumentTypeError(f"{text!r}: the mode must be from 000 to 777")
-    return value
-
-
-def _log_level(text: str) -> str:
-    level = text.upper()
-    if level not in LOG_LEVELS:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a log level; choose from {', '.join(LOG_LEVELS).lower()}")
-    return level
-
-
 # -- the parser ---------------------------------------------------------------------------
 
 
@@ -232,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
              "gives one), served over TCP and UDP on every HOST:PORT",
     )
     serve.add_argument(
-        "-b", "--bind", action="append", type=_bind, metavar="ADDRESS",
+        "-b", "--bind", action="append", type=argtypes.bind, metavar="ADDRESS",
         help="listen on ADDRESS: HOST:PORT, [IPV6]:PORT ([::] serves IPv4 too), "
              "unix:PATH (unix:@NAME: abstract namespace) or fd://N (an inherited "
              "listening socket). Repeatable. :PORT (no host), *:PORT or 0.0.0.0:PORT "
@@ -241,13 +180,13 @@ def build_parser() -> argparse.ArgumentParser:
              f"Default: {DEFAULT_BIND} (kv: {SERVICES['kv'].default_bind})",
     )
     serve.add_argument(
-        "--unix-mode", type=_unix_mode, metavar="MODE",
+        "--unix-mode", type=argtypes.unix_mode, metavar="MODE",
         help="permissions of the unix:PATH sockets, in octal (e.g. 600: only this user "
              "may connect; 660: this user and group), set through the umask as the "
              "socket is bound, never by a chmod after it (default: from the umask)",
     )
     serve.add_argument(
-        "--max-connections", type=_positive_int, metavar="N",
+        "--max-connections", type=argtypes.positive_int, metavar="N",
         help="per address, stop accepting while N connections are open; "
              "further clients wait in the backlog (default: no limit)",
     )
@@ -259,19 +198,19 @@ def build_parser() -> argparse.ArgumentParser:
              "clients reached')",
     )
     serve.add_argument(
-        "--idle-timeout", type=_positive_seconds, metavar="S",
+        "--idle-timeout", type=argtypes.positive_seconds, metavar="S",
         help="close a connection after S seconds with no bytes in either direction",
     )
     serve.add_argument(
-        "--first-byte-timeout", type=_positive_seconds, metavar="S",
+        "--first-byte-timeout", type=argtypes.positive_seconds, metavar="S",
         help="close a connection that sent nothing within S seconds of connecting",
     )
     serve.add_argument(
-        "--write-timeout", type=_positive_seconds, metavar="S",
+        "--write-timeout", type=argtypes.positive_seconds, metavar="S",
         help="abort a connection whose queued output made no progress for S seconds",
     )
     serve.add_argument(
-        "--request-timeout", type=_positive_seconds, metavar="S",
+        "--request-timeout", type=argtypes.positive_seconds, metavar="S",
         help="close a connection whose request (a line for chat, a command for kv) is "
              "not complete S seconds after its first byte arrived, however steadily it "
              "trickles in (against slowloris clients; an idle timer cannot catch them). "
@@ -295,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
              "/run/rpcbind.sock) and unregister it at exit",
     )
     serve.add_argument(
-        "--backlog", type=_positive_int, default=DEFAULT_BACKLOG, metavar="N",
+        "--backlog", type=argtypes.positive_int, default=DEFAULT_BACKLOG, metavar="N",
         help="the kernel's queue of connections not yet accepted (default: %(default)s)",
     )
     serve.add_argument(
@@ -303,19 +242,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="set SO_REUSEPORT so several processes can share a TCP port",
     )
     serve.add_argument(
-        "--graceful-timeout", type=_grace_seconds, default=DEFAULT_GRACEFUL_TIMEOUT,
+        "--graceful-timeout", type=argtypes.grace_seconds, default=DEFAULT_GRACEFUL_TIMEOUT,
         metavar="S",
         help="on SIGTERM/SIGINT, wait up to S seconds for connections to finish, then "
              "abort the rest; 0 aborts them at once (default: %(default)g)",
     )
     serve.add_argument(
-        "--stats-interval", type=_positive_seconds, metavar="S",
+        "--stats-interval", type=argtypes.positive_seconds, metavar="S",
         help="log statistics every S seconds (default: only on SIGUSR1)",
     )
-    add_tls_arguments(serve, _positive_seconds)
+    add_tls_arguments(serve, argtypes.positive_seconds)
     log = serve.add_argument_group("logging")
     log.add_argument(
-        "--log-level", type=_log_level, metavar="LEVEL",
+        "--log-level", type=argtypes.log_level, metavar="LEVEL",
         help="debug, info, warning, error or critical (default: info)",
     )
     log.add_argument(
