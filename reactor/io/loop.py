@@ -21,7 +21,8 @@ number to it, so signals are dispatched by the reactor thread, never inside a ha
 Beside this module: the dispatch step and the epoll fast path (:mod:`.dispatch`), the
 wake-up channel and signals (:mod:`.wakeup`), what a forked child does
 (:mod:`.fork`), debug mode (:mod:`.debug`), the statistics snapshot
-(:mod:`.statistics`). Must not import the facades or the command line.
+(:mod:`.statistics`), the iteration cut in its steps for a driver that waits in another
+thread (:mod:`.steps`). Must not import the facades or the command line.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from . import listeners as _listeners
 from .debug import LOOP_ONLY_METHODS, TRANSPORT_LOOP_ONLY_METHODS
 from .dispatch import EpollPath, ReadyTarget, dispatch_selected, epoll_path
 from .statistics import ReactorStatistics
+from .steps import ReactorSteps
 from .wakeup import SignalHandlers, Waker
 
 if TYPE_CHECKING:
@@ -88,7 +90,7 @@ def _clamp_wait(wait: float) -> float:
     return 0.0
 
 
-class Reactor(fork.ReactorForking):
+class Reactor(fork.ReactorForking, ReactorSteps):
     """A selector-driven event loop with an explicit connection table.
 
     Args:
