@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Final
 
 from ..sansio.connection import Row
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from .loop import Reactor
 
 __all__ = ["LOOP_ONLY_METHODS", "TRANSPORT_LOOP_ONLY_METHODS", "DebugConnectionTable",
-           "install"]
+           "check_methods", "install", "uncheck_methods"]
 
 #: Reactor methods that only the reactor's thread may call while it runs.
 LOOP_ONLY_METHODS: Final = (
@@ -40,6 +40,8 @@ TRANSPORT_LOOP_ONLY_METHODS: Final = (
     "write", "writelines", "write_eof", "sendto", "close", "abort", "pause_reading",
     "resume_reading", "set_write_buffer_limits", "set_protocol", "set_deadline",
 )
+_ADVICE: Final = (
+    "from another thread, use reactor.call_soon_threadsafe(...) to run it there")
 
 
 def install(reactor: Reactor) -> None:
@@ -48,28 +50,51 @@ def install(reactor: Reactor) -> None:
     Called once, from the reactor's constructor, before anything is in its table.
     """
     reactor.connections = DebugConnectionTable()
-    for name in LOOP_ONLY_METHODS:
-        setattr(reactor, name, _checked_reactor_method(reactor, name))
+    check_methods(reactor, LOOP_ONLY_METHODS)
 
 
-def _wrong_thread(reactor: Reactor, name: str) -> None:
+def check_methods(reactor: Reactor, names: Iterable[str], advice: str = _ADVICE) -> list[str]:
+    """Shadow each of the reactor's methods ``names`` with one that checks the calling
+    thread, unless it is checked already; return the names shadowed here.
+
+    Also used outside debug mode, for a while: :mod:`reactor.io.background` checks the
+    methods a synchronous program would call while the reactor runs in its thread.
+    ``advice`` ends the error's message (what to do instead).
+    """
+    shadowed = vars(reactor)
+    installed = []
+    for name in names:
+        if name not in shadowed:
+            setattr(reactor, name, _checked_reactor_method(reactor, name, advice))
+            installed.append(name)
+    return installed
+
+
+def uncheck_methods(reactor: Reactor, names: Iterable[str]) -> None:
+    """Undo :func:`check_methods` for ``names``: the plain methods again."""
+    shadowed = vars(reactor)
+    for name in names:
+        shadowed.pop(name, None)
+
+
+def _wrong_thread(reactor: Reactor, name: str, advice: str = _ADVICE) -> None:
     """Raise if the reactor runs in a thread other than the caller's."""
     loop_thread = reactor.running_thread_id
     if loop_thread is not None and loop_thread != threading.get_ident():
         raise RuntimeError(
             f"{name}() called from thread {threading.get_ident()} while the reactor runs "
             f"in thread {loop_thread}: it may only be called from the reactor's thread; "
-            f"from another thread, use reactor.call_soon_threadsafe(...) to run it there"
+            f"{advice}"
         )
 
 
-def _checked_reactor_method(reactor: Reactor, name: str) -> Callable[..., Any]:
+def _checked_reactor_method(reactor: Reactor, name: str, advice: str) -> Callable[..., Any]:
     method = getattr(reactor, name)
     label = f"Reactor.{name}"
 
     @functools.wraps(method)
     def checked(*args: Any, **kwargs: Any) -> Any:
-        _wrong_thread(reactor, label)
+        _wrong_thread(reactor, label, advice)
         return method(*args, **kwargs)
 
     return checked

@@ -22,7 +22,8 @@ Beside this module: the dispatch step and the epoll fast path (:mod:`.dispatch`)
 wake-up channel and signals (:mod:`.wakeup`), what a forked child does
 (:mod:`.fork`), debug mode (:mod:`.debug`), the statistics snapshot
 (:mod:`.statistics`), the iteration cut in its steps for a driver that waits in another
-thread (:mod:`.steps`). Must not import the facades or the command line.
+thread (:mod:`.steps`), running in a daemon thread (:mod:`.background`). Must not import
+the facades or the command line.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from ..sansio.clock import Clock
 from ..sansio.errors import ClosedError, LocalProtocolError
 from ..sansio.table import ConnectionTable
 from ..sansio.timers import Handle, OwnedTimerHandle, TimerHandle, TimerHeap, describe_owner
+from . import background as _background
 from . import connect as _connect
 from . import debug as debug_mode
 from . import fork
@@ -105,7 +107,9 @@ class Reactor(fork.ReactorForking, ReactorSteps):
     mode, calling one of :data:`LOOP_ONLY_METHODS` (or a transport's
     :data:`TRANSPORT_LOOP_ONLY_METHODS`) from another thread while :meth:`run` is
     active raises :exc:`RuntimeError` naming the method; without debug mode nothing
-    checks, and such a call is a race.
+    checks, and such a call is a race, but while the reactor runs in
+    :meth:`background` its commonest entry points check anyway (see
+    :mod:`reactor.io.background`).
 
     Attributes:
         now: the clock's reading taken right after the last poll (or at creation):
@@ -286,6 +290,12 @@ class Reactor(fork.ReactorForking, ReactorSteps):
         finally:
             self._in_iteration = False
             self._iterations += 1
+
+    def background(self, *, name: str | None = None) -> _background.Background:
+        """Run in a daemon thread: ``with reactor.background() as loop:`` starts it and
+        stops it on exit; ``loop.call(fn, *args)`` runs ``fn`` in that thread (see
+        :class:`~reactor.io.background.Background`)."""
+        return _background.Background(self, name=name)
 
     def run_until(self, condition: Callable[[], bool], timeout: float | None = None) -> None:
         """Run iterations until ``condition()`` is true.
