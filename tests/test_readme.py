@@ -99,12 +99,35 @@ def kit_snippets() -> list[str]:
 def test_the_test_kit_examples_run_as_written(tmp_path: Path) -> None:
     snippets = kit_snippets()
     assert snippets, "the README shows reactor.testing at work"
+    run_as_scripts(snippets, tmp_path)
+
+
+def run_as_scripts(snippets: list[str], tmp_path: Path) -> list[str]:
+    """Run each snippet as a script; what each printed (each must exit 0)."""
+    printed = []
     for index, snippet in enumerate(snippets):
-        script = tmp_path / f"kit{index}.py"
+        script = tmp_path / f"snippet{index}.py"
         script.write_text(snippet)
         done = subprocess.run([sys.executable, str(script)], capture_output=True,
                               text=True, cwd=tmp_path, timeout=50)
         assert done.returncode == 0, done.stderr
+        printed.append(done.stdout)
+    return printed
+
+
+def thread_snippets() -> list[str]:
+    """The README's examples of guest mode and of ``reactor.background()``."""
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    return [b for b in blocks
+            if "from reactor.embed import guest" in b or ".background() as" in b]
+
+
+@pytest.mark.timeout(60)
+def test_the_guest_and_background_examples_run_as_written(tmp_path: Path) -> None:
+    snippets = thread_snippets()
+    assert len(snippets) == 2, "the README shows guest mode and reactor.background()"
+    for printed in run_as_scripts(snippets, tmp_path):
+        assert printed.strip(), "the example prints what it did"
 
 
 # -- the Sun RPC example: a .x file, a module, reactor serve rpc ---------------------------
