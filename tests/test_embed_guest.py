@@ -1,6 +1,6 @@
 """Guest mode (reactor/embed/guest.py): a host that can only "call this soon".
 
-The hosts: a plain queue drained by a thread (:class:`QueueHost`), and Tk's
+The hosts: a plain queue drained by a thread (``QueueHost``, tests/guestkit.py), and Tk's
 ``after_idle`` under a real X server (Xvfb). The reactor serves real clients over
 loopback while the test records the thread of every protocol callback, every change
 to the connection table and every state change of a row: all must be the host's
@@ -10,11 +10,8 @@ reactor reusable and no thread behind.
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import logging
 import os
-import queue
 import select
 import selectors
 import shutil
@@ -28,184 +25,30 @@ from typing import Any
 
 import pytest
 import redis_tools
+from guestkit import (
+    WAIT,
+    Done,
+    Echo,
+    QueueHost,
+    RecordingTable,
+    Threads,
+    client,
+    echo_factory,
+    echo_rounds,
+    guest_threads,
+    note_row_changes,
+    note_waits,
+    start_in,
+)
 
-from reactor import ClosedError, ConnectionTable, LocalProtocolError, Reactor, Row
+from reactor import ClosedError, LocalProtocolError, Reactor
 from reactor.embed import guest
-
-WAIT = 10.0
-
-
-class QueueHost:
-    """The simplest host: a thread that runs the functions put in its queue, in order.
-
-    Attributes:
-        errors: what the functions raised into the host (must stay empty: the guest
-            handles its own errors).
-    """
-
-    def __init__(self) -> None:
-        self.queue: queue.SimpleQueue[Callable[[], object] | None] = queue.SimpleQueue()
-        self.errors: list[BaseException] = []
-        self.thread = threading.Thread(target=self._loop, name="host", daemon=True)
-        self.thread.start()
-
-    def _loop(self) -> None:
-        while True:
-            fn = self.queue.get()
-            if fn is None:
-                return
-            try:
-                fn()
-            except BaseException as exc:
-                self.errors.append(exc)
-
-    def run_sync_soon_threadsafe(self, fn: Callable[[], object]) -> None:
-        self.queue.put(fn)
-
-    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run ``fn(*args)`` in the host's thread; its result."""
-        future: Future[Any] = Future()
-
-        def run() -> None:
-            try:
-                future.set_result(fn(*args))
-            except BaseException as exc:
-                future.set_exception(exc)
-
-        self.queue.put(run)
-        return future.result(WAIT)
-
-    def close(self) -> None:
-        self.queue.put(None)
-        self.thread.join(WAIT)
-        assert not self.thread.is_alive()
-
-
-class Done:
-    """A ``done_callback`` that records its argument and its thread."""
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-        self.error: BaseException | None = None
-        self.thread: int | None = None
-
-    def __call__(self, error: BaseException | None) -> None:
-        self.error = error
-        self.thread = threading.get_ident()
-        self.event.set()
-
-    def wait(self) -> None:
-        assert self.event.wait(WAIT), "the guest run did not end"
-
-
-class Threads:
-    """Where things happened: (what, thread ident) pairs."""
-
-    def __init__(self) -> None:
-        self.seen: list[tuple[str, int]] = []
-        self.lock = threading.Lock()
-
-    def note(self, what: str) -> None:
-        with self.lock:
-            self.seen.append((what, threading.get_ident()))
-
-    def where(self, prefix: str = "") -> set[int]:
-        return {t for what, t in self.seen if what.startswith(prefix)}
-
-    def kinds(self) -> set[str]:
-        return {what for what, _ in self.seen}
-
-
-class RecordingTable(ConnectionTable):
-    """A connection table that notes the thread of every change."""
-
-    __slots__ = ("threads",)
-
-    def __init__(self, threads: Threads) -> None:
-        super().__init__()
-        self.threads = threads
-
-    def add(self, row: Row) -> None:
-        self.threads.note("table.add")
-        super().add(row)
-
-    def remove(self, row: Row) -> None:
-        self.threads.note("table.remove")
-        super().remove(row)
-
-
-ROW_CHANGES = ("_init_row", "advance", "on_attach", "on_eof", "on_close", "on_flushed",
-               "on_abort", "lose")
 
 
 @pytest.fixture
 def threads(monkeypatch: pytest.MonkeyPatch) -> Threads:
     """Every state change of every row, noted with its thread."""
-    seen = Threads()
-    for name in ROW_CHANGES:
-        original = getattr(Row, name)
-
-        def noting(self: Row, *args: Any, __name: str = name, __original: Any = original) -> Any:
-            seen.note(f"row.{__name}")
-            return __original(self, *args)
-
-        monkeypatch.setattr(Row, name, functools.wraps(original)(noting))
-    return seen
-
-
-class Echo(asyncio.Protocol):
-    """Echoes; notes the thread of every callback; ``b"boom"`` raises (a bug)."""
-
-    threads: Threads | None = None
-
-    def _note(self, what: str) -> None:
-        if self.threads is not None:
-            self.threads.note(f"protocol.{what}")
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._note("connection_made")
-        self.transport: asyncio.Transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        self._note("data_received")
-        if data == b"boom":
-            raise RuntimeError("a bug in data_received")
-        self.transport.write(data)
-
-    def eof_received(self) -> bool:
-        self._note("eof_received")
-        return False  # close
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._note("connection_lost")
-
-
-def echo_factory(threads: Threads | None) -> Callable[[], Echo]:
-    def make() -> Echo:
-        protocol = Echo()
-        protocol.threads = threads
-        return protocol
-    return make
-
-
-def echo_rounds(sock: socket.socket, rounds: int, tag: bytes = b"") -> None:
-    for i in range(rounds):
-        message = b"%s%d." % (tag, i)
-        sock.sendall(message)
-        got = b""
-        while len(got) < len(message):
-            chunk = sock.recv(len(message) - len(got))
-            assert chunk, f"closed after {got!r}"
-            got += chunk
-        assert got == message
-
-
-def client(port: int) -> socket.socket:
-    return socket.create_connection(("127.0.0.1", port), timeout=WAIT)
-
-
-def guest_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == "reactor guest wait"]
+    return note_row_changes(monkeypatch)
 
 
 @pytest.fixture
@@ -221,25 +64,6 @@ def reactor() -> Iterator[Reactor]:
     yield r
     if not r.is_running():
         r.close()
-
-
-def note_waits(reactor: Reactor) -> Threads:
-    """Note the thread of every wait of ``reactor`` (before a guest run starts)."""
-    waits = Threads()
-    plain_wait = reactor.wait_for_events
-
-    def noting_wait(timeout: float | None) -> Any:
-        waits.note("wait")
-        return plain_wait(timeout)
-
-    reactor.wait_for_events = noting_wait  # type: ignore[method-assign]
-    return waits
-
-
-def start_in(host: QueueHost, reactor: Reactor, done: Done | None = None) -> guest.GuestRun:
-    run: guest.GuestRun = host.call(
-        lambda: guest.start(reactor, host.run_sync_soon_threadsafe, done_callback=done))
-    return run
 
 
 # -- the queue-and-thread host -----------------------------------------------------------
