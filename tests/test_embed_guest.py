@@ -11,12 +11,9 @@ reactor reusable and no thread behind.
 from __future__ import annotations
 
 import logging
-import os
 import select
 import selectors
-import shutil
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,7 +21,7 @@ from concurrent.futures import Future
 from typing import Any
 
 import pytest
-import redis_tools
+import xvfb
 from guestkit import (
     WAIT,
     Done,
@@ -321,35 +318,11 @@ def test_abandon_releases_a_reactor_whose_host_quit(reactor: Reactor) -> None:
 # -- Tk's after_idle, under a real X server ---------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def x_display() -> Iterator[str]:
-    """A private Xvfb on a display number it picks itself (``-displayfd``); skips where
-    no X server can be had."""
-    xvfb = shutil.which("Xvfb")
-    if xvfb is None:
-        reason = redis_tools.install_package("xvfb")
-        xvfb = shutil.which("Xvfb")
-        if xvfb is None:
-            pytest.skip(reason or "Xvfb is not installed")
-    read_end, write_end = os.pipe()
-    proc = subprocess.Popen([xvfb, "-displayfd", str(write_end), "-nolisten", "tcp"],
-                            pass_fds=(write_end,), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    os.close(write_end)
-    try:
-        ready, _, _ = select.select([read_end], [], [], 30)
-        number = os.read(read_end, 32).decode().strip() if ready else ""
-        if not number.isdigit():
-            pytest.skip("Xvfb did not report a display within 30 s")
-        yield f":{number}"
-    finally:
-        os.close(read_end)
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+@pytest.fixture
+def x_display() -> str:
+    """The session's X server (tests/xvfb.py): it outlives every Tk made here, which
+    stay referenced until the exit (below), so none is left talking to a dead server."""
+    return xvfb.x_display()
 
 
 # Tcl aborts the process when an interpreter is freed by another thread than its own,
