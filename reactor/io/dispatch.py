@@ -81,7 +81,10 @@ def dispatch_selected(
         obj: ReadyTarget = key.data
         # a callback earlier in this batch may have closed this descriptor or
         # changed what it waits for: trust the registration as it is now
-        now_key = current.get(key.fileobj)
+        try:
+            now_key = current.get(key.fileobj)
+        except ValueError:  # the socket object was closed since the poll: not ours now
+            continue
         if now_key is None or now_key.data is not obj:
             continue
         mask = reported & now_key.events
