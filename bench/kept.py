@@ -14,6 +14,7 @@ from pathlib import Path
 
 __all__ = [
     "APART_SECTIONS",
+    "COMPILED_SECTION",
     "EMBEDDING_SECTION",
     "KV_PIPELINE_SECTION",
     "MEMORY_SECTION",
@@ -41,7 +42,10 @@ TLS_SECTION = ("<!-- bench.tls -->", "<!-- /bench.tls -->")
 RPC_SECTION = ("<!-- bench.rpc -->", "<!-- /bench.rpc -->")
 # the embeddings' fairness figures of ``python -m bench.embedding``
 EMBEDDING_SECTION = ("<!-- bench.embedding -->", "<!-- /bench.embedding -->")
-APART_SECTIONS = (TLS_SECTION, RPC_SECTION, EMBEDDING_SECTION)
+# what the mypyc prototype of a compiled hot path measured (``bench/compiled.py``,
+# written by hand)
+COMPILED_SECTION = ("<!-- compiled -->", "<!-- /compiled -->")
+APART_SECTIONS = (TLS_SECTION, RPC_SECTION, EMBEDDING_SECTION, COMPILED_SECTION)
 
 STATUSES = ("PASS", "FAIL", "SKIP", "INFO")
 _TARGETS = "## Targets\n\n```\n"

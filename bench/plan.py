@@ -115,7 +115,7 @@ QUICK_IDLE_CHURN_SERVERS = ("reactor-protocol", "asyncio", "uvloop", "c-epoll")
 
 def default_servers_for(w: Workload, quick: bool) -> list[str]:
     """Which servers run workload ``w`` when ``--servers`` is not given."""
-    names = [n for n, s in SERVERS.items() if s.service == w.service]
+    names = [n for n, s in SERVERS.items() if s.service == w.service and not s.named_only]
     if quick:
         names = [n for n in names if n in QUICK_SERVERS]
         if w.kind == "echo" and w.connections > 100:

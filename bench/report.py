@@ -28,6 +28,7 @@ import psutil
 
 from bench.kept import (
     APART_SECTIONS,
+    COMPILED_SECTION,
     EMBEDDING_SECTION,
     KV_PIPELINE_SECTION,
     MEMORY_SECTION,
@@ -51,6 +52,7 @@ from bench.servers import BACKLOG, READ_SIZE, SERVERS
 
 __all__ = [
     "APART_SECTIONS",
+    "COMPILED_SECTION",
     "EMBEDDING_SECTION",
     "KV_PIPELINE_SECTION",
     "MEMORY_SECTION",

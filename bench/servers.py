@@ -82,6 +82,8 @@ class ServerSpec:
         needs: modules that must import (lazily checked).
         program: an external executable that must be on PATH.
         max_connections: the most connections the benchmark gives it.
+        named_only: run only when ``--servers`` names it (a prototype, not a row of
+            ``make bench``).
     """
 
     name: str
@@ -91,6 +93,7 @@ class ServerSpec:
     needs: tuple[str, ...] = ()
     program: str | None = None
     max_connections: int | None = None
+    named_only: bool = False
 
 
 SERVERS: dict[str, ServerSpec] = {
@@ -102,6 +105,9 @@ SERVERS: dict[str, ServerSpec] = {
         ServerSpec("reactor-deferred", "echo", True,
                    "reactor-protocol with defer_accept=1 (TCP_DEFER_ACCEPT, first read at "
                    "once)", ("reactor",)),
+        ServerSpec("reactor-compiled", "echo", True,
+                   "reactor-protocol with the hot path compiled by mypyc (bench/compiled.py; "
+                   "build/compiled first on the path)", ("reactor",), named_only=True),
         ServerSpec("reactor-handler", "echo", True,
                    "handlers.services.echo.EchoHandler on the reactor",
                    ("reactor", "handlers.services.echo")),
@@ -155,6 +161,8 @@ def unavailable(name: str) -> str | None:
             return f"{module} cannot be imported yet ({exc})"
     if name == "c-epoll":
         return _c_echo_unavailable()
+    if name == "reactor-compiled":
+        return _compiled_unavailable()
     if name == "kv":
         try:
             _kv_factory()
@@ -173,6 +181,30 @@ def _c_echo_unavailable() -> str | None:
     if C_ECHO.stat().st_mtime < C_ECHO_SRC.stat().st_mtime:
         return f"{rel} is older than its source (make bench rebuilds it)"
     return None
+
+
+def _compiled_unavailable() -> str | None:
+    from bench.compiled import DEFAULT_OUT, MODULES, loaded_files
+
+    if not (DEFAULT_OUT / "reactor").is_dir():
+        return "build/compiled is not built (python -m bench.compiled builds it with mypyc)"
+    if str(DEFAULT_OUT) in sys.path:  # the server's own process: what it imported
+        files = {m: getattr(importlib.import_module(m), "__file__", "") or "" for m in MODULES}
+    else:  # the benchmark's process: what the server will import
+        files = loaded_files(DEFAULT_OUT)
+    for module, path in files.items():
+        if not path.endswith(".so"):
+            return f"{module} is loaded from {path}, not from a compiled .so"
+    return None
+
+
+def _use_compiled() -> None:
+    """Put the compiled copy first on ``sys.path``, before anything imports reactor."""
+    from bench.compiled import DEFAULT_OUT
+
+    if "reactor" in sys.modules:
+        raise RuntimeError("reactor was imported before the compiled copy was put first")
+    sys.path.insert(0, str(DEFAULT_OUT))
 
 
 # -- helpers shared by the servers -------------------------------------------------------
@@ -360,7 +392,7 @@ def _kv_factory() -> Callable[[], Any]:
 
 def serve(name: str, host: str, port: int) -> None:
     """Run server ``name`` in this process until SIGTERM/SIGINT."""
-    if name == "reactor-protocol":
+    if name in ("reactor-protocol", "reactor-compiled"):
         from bench.protocols import EchoProtocol
 
         run_reactor(host, port, EchoProtocol)
@@ -463,6 +495,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.cpu is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {args.cpu})
     raise_fd_limit()
+    if args.name == "reactor-compiled":
+        _use_compiled()
     reason = unavailable(args.name)
     if reason is not None:
         print(f"bench.servers: {args.name}: {reason}", file=sys.stderr)
