@@ -50,7 +50,7 @@ from .. import __version__
 from ..io.listeners import DEFAULT_BACKLOG
 from ..io.loop import Reactor
 from ..io.transports import TransportOptions
-from . import accessflags, argtypes, controlflags, ctl, logs, proxyflags
+from . import accessflags, argtypes, controlflags, ctl, logs, proxyflags, workerflags
 from .addresses import BadBindAddress, BindError
 from .config import apply_configuration, environment_help
 from .errors import UsageError
@@ -289,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     proxyflags.add_arguments(serve)
     controlflags.add_arguments(serve)
     accessflags.add_arguments(serve)
+    workerflags.add_arguments(serve)
     serve.add_argument(
         "--app-dir", default=".", metavar="DIR",
         help="look for MODULE in DIR first (default: the current directory)",
@@ -411,6 +412,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                              "(configure the handlers in the file instead)")
         configure_logging(args.log_level, args.log_config, args.log_format, args.log_file)
         proxy = proxyflags.listener_options(args)
+        workerflags.check(args)
         if args.access_log and logging.getLogger("reactor.access").level == logging.NOTSET:
             logging.getLogger("reactor.access").setLevel(logging.INFO)  # whatever the level
     except (UsageError, ValueError) as exc:
@@ -434,8 +436,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         return _usage_error("reactor serve", str(exc))
     service = SERVICES.get(args.service)
     default = service.default_bind if service is not None else DEFAULT_BIND
-    binds = args.bind or [default]
-    if args.unix_mode is not None and not any(b.startswith("unix:") for b in binds):
+    binds = workerflags.binds_or_activation(args.bind, default)
+    if args.unix_mode is not None and not any(str(b).startswith("unix:") for b in binds):
         reactor.close()
         return _usage_error("reactor serve", "--unix-mode applies to unix:PATH addresses, "
                                              "and no --bind gives one")
@@ -450,11 +452,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         first_byte_timeout=args.first_byte_timeout,
         write_timeout=args.write_timeout,
     )
-    try:
-        if pid_file is not None:
-            pid_file.write()  # first: nothing is bound if it cannot be written
-        server = Server(
-            factory, binds, reactor=reactor, backlog=args.backlog,
+
+    def build(where: list[Any], loop: Reactor, protocols: Callable[[], Any]) -> Server:
+        return Server(
+            protocols, where, reactor=loop, backlog=args.backlog,
             max_connections=args.max_connections, reuse_port=args.reuse_port,
             at_cap=args.on_max_connections,
             cap_reply=(service.cap_reply if service is not None
@@ -465,8 +466,16 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             ssl=tls, ssl_handshake_timeout=args.tls_handshake_timeout if tls else None,
             listener_options=by_kind,
         )
+    if args.workers is not None:  # each worker loads the service on its own reactor
+        reactor.close()
+        return workerflags.supervise(args, binds, build, load_factory, pid_file)
+    try:
+        if pid_file is not None:
+            pid_file.write()  # first: nothing is bound if it cannot be written
+        server = build(binds, reactor, factory)
         server.start()
         controlflags.start(args, server)  # closed with the reactor, its path removed
+        workerflags.notify_single(server.addresses)
     except (BindError, BadBindAddress) as exc:
         origin = "--bind" if args.bind else f"the default for {name}; choose another with --bind"
         logger.error("cannot listen on %s (%s): %s", exc.address, origin, exc.reason)
