@@ -188,7 +188,6 @@ def test_reuse_port_workers_bind_their_own_sockets(supervised: list[ServerProces
     listening = [c for p in worker_pids(srv)
                  for c in psutil.Process(p).net_connections("tcp") if c.status == "LISTEN"]
     assert sorted(c.laddr.port for c in listening) == [port, port]
-    assert len({c.fd for c in listening}) >= 1
     supervisor = psutil.Process(srv.proc.pid)
     assert not [c for c in supervisor.net_connections("tcp") if c.status == "LISTEN"]
     for n in range(10):
