@@ -239,9 +239,11 @@ class Supervisor:
     def _child(self, link: socket.socket) -> int:
         status = 1
         try:
-            for sig in _SIGNALS:  # the worker's server installs its own
-                if hasattr(signal, sig):
-                    signal.signal(getattr(signal, sig), signal.SIG_DFL)
+            for name in _SIGNALS:  # the worker's server installs its own
+                if hasattr(signal, name):  # SIGTTIN/SIGTTOU mean nothing to a worker
+                    ignored = name in ("SIGTTIN", "SIGTTOU")
+                    signal.signal(getattr(signal, name),
+                                  signal.SIG_IGN if ignored else signal.SIG_DFL)
             for other in self._workers.values():  # so each link's EOF means its owner died
                 other.sock.close()
             binds = []
