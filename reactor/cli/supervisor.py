@@ -83,12 +83,12 @@ class Worker(JsonLines):
         self.sock = sock  # the supervisor's end of the link
         self.number = number
         self.pid = pid
-        self.state = WorkerState.STARTING
+        self.life = WorkerState.STARTING
         self.stats: dict[str, int] | None = None
 
     def move(self, event: WorkerEvent) -> None:
         """Change state through :data:`WORKER_LIFECYCLE`."""
-        self.state = WORKER_LIFECYCLE.next(self.state, event)
+        self.life = WORKER_LIFECYCLE.next(self.life, event)
 
     def name(self) -> str:
         return self.peer
@@ -269,7 +269,7 @@ class Supervisor:
             self.backoff.succeeded()
             logger.info("%s is ready", worker.name())
             self._reconcile()
-        if "recycle" in message and worker.state in _LIVE:
+        if "recycle" in message and worker.life in _LIVE:
             logger.info("%s served %s: replacing it", worker.name(),
                         counted(int(message["recycle"]), "connection"))
             worker.move(WorkerEvent.RETIRE)
@@ -277,7 +277,7 @@ class Supervisor:
         if "stats" in message and isinstance(message["stats"], dict):
             worker.stats = {k: int(v) for k, v in message["stats"].items()}
             if all(w.stats is not None for w in self._workers.values()
-                   if w.state is not WorkerState.EXITED):
+                   if w.life is not WorkerState.EXITED):
                 self._log_statistics()
 
     def _reap(self) -> None:
@@ -299,8 +299,8 @@ class Supervisor:
     def _exited(self, worker: Worker, status: int) -> None:
         code = os.waitstatus_to_exitcode(status)
         how = f"exit status {code}" if code >= 0 else f"signal {signal.Signals(-code).name}"
-        expected = worker.state is WorkerState.DRAINING
-        started = worker.state is WorkerState.STARTING
+        expected = worker.life is WorkerState.DRAINING
+        started = worker.life is WorkerState.STARTING
         worker.move(WorkerEvent.EXIT)
         if worker.transport is not None:
             worker.transport.abort()
@@ -312,17 +312,19 @@ class Supervisor:
                          worker.name(), how, delay,
                          counted(self.backoff.failures, "start-up failure"))
             self._restart_due = self.reactor.time() + delay if self.reactor else 0.0
+            self.notifier.status(f"{worker.name()} died at start-up; retrying in {delay:.1f} s")
         else:
             logger.error("%s died (%s); starting another", worker.name(), how)
+            self.notifier.status(f"{worker.name()} died ({how}); starting another")
 
     def _reconcile(self) -> None:
         """Bring the workers to the wanted number (see the module docstring)."""
         if self._stopping or self.reactor is None:
             return
         workers = list(self._workers.values())
-        current = [w for w in workers if w.state in _LIVE]
-        retiring = [w for w in workers if w.state is WorkerState.RETIRING]
-        ready = sum(1 for w in current if w.state is WorkerState.SERVING)
+        current = [w for w in workers if w.life in _LIVE]
+        retiring = [w for w in workers if w.life is WorkerState.RETIRING]
+        ready = sum(1 for w in current if w.life is WorkerState.SERVING)
         # never less capacity: one retiring worker goes for each current one ready
         for worker in retiring[: max(0, len(retiring) - max(0, self.workers - ready))]:
             self._drain(worker, "replaced")
@@ -405,7 +407,7 @@ class Supervisor:
             self._restart_timer.cancel()
             self._restart_timer = None
         for worker in self._workers.values():
-            if worker.state is not WorkerState.DRAINING:
+            if worker.life is not WorkerState.DRAINING:
                 worker.move(WorkerEvent.DRAIN)
                 self._kill(worker.pid, signal.SIGTERM)
         self._kill_timer = self.reactor.call_later(self.graceful_timeout + KILL_SLACK,
@@ -437,7 +439,7 @@ class Supervisor:
                 self.on_hangup()
             except Exception:
                 logger.exception("SIGHUP: the hang-up hook failed")
-        old = [w for w in self._workers.values() if w.state in _LIVE]
+        old = [w for w in self._workers.values() if w.life in _LIVE]
         logger.info("reloading: starting %s, then draining %s",
                     counted(self.workers, "new worker"), counted(len(old), "old one"))
         self._reloading = True
@@ -470,7 +472,7 @@ class Supervisor:
         logger.info("statistics: workers=%d answered=%d %s", len(self._workers),
                     len(answered), _figures(total))
         for worker in sorted(answered, key=lambda w: w.number):
-            logger.info("statistics: %s %s: %s", worker.name(), worker.state.value,
+            logger.info("statistics: %s %s: %s", worker.name(), worker.life.value,
                         _figures(worker.stats or {}))
             worker.stats = None
 
