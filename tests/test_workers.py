@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import signal
+import socket
 import sys
 import threading
 import time
@@ -225,6 +226,38 @@ def test_a_worker_dying_at_start_up_is_restarted_with_backoff(
     assert 3 <= starts <= 7, srv.log
     srv.signal(signal.SIGTERM)
     assert srv.wait() == 0
+
+
+PYTHON_API = """
+import logging, sys
+from reactor.cli.graceful import Server
+from reactor.cli.supervisor import Supervisor
+sys.path.insert(0, sys.argv[2])
+from servekit import SlowLines
+logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+supervisor = Supervisor(lambda binds: Server(SlowLines, binds), ["unix:" + sys.argv[1]],
+                        workers=2)
+sys.exit(supervisor.serve())
+"""
+
+
+def test_the_python_api_on_a_unix_socket(supervised: list[ServerProcess],
+                                         tmp_path: Path) -> None:
+    script = tmp_path / "api.py"
+    script.write_text(PYTHON_API)
+    path = tmp_path / "s.sock"
+    srv = ServerProcess(str(path), str(TESTS), command=[sys.executable, str(script)])
+    supervised.append(srv)
+    srv.wait_for(READY, count=2)
+    for n in range(6):
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(WAIT)
+            sock.connect(str(path))
+            sock.sendall(b"line %d\n" % n)
+            assert read_lines(sock, 1) == [b"line %d done" % n]
+    srv.signal(signal.SIGTERM)
+    assert srv.wait() == 0
+    assert not path.exists()  # the supervisor bound it, the supervisor removed it
 
 
 def test_usage_errors() -> None:
