@@ -418,19 +418,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     except (UsageError, ValueError) as exc:
         return _usage_error("reactor serve", str(exc))
     reactor = Reactor()
-    rpc: Any = None
     try:
         tls = server_context(args)
-        if args.service == "rpc":
-            rpc = _rpc_runner(args, reactor, tls)
-            name, factory = rpc.name, rpc.factory
-        else:
-            if args.program is not None or args.portmapper or args.register:
-                raise UsageError("MODULE:PROGRAM, --portmapper and --register only "
-                                 "apply to the rpc service")
-            name, factory = load_factory(args.service, reactor, args.app_dir,
-                                         request_timeout=args.request_timeout,
-                                         requirepass=args.requirepass)
+        name, factory, rpc = _load_service(args, reactor, tls)
     except UsageError as exc:
         reactor.close()
         return _usage_error("reactor serve", str(exc))
@@ -493,6 +483,25 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         reactor.close()
         if pid_file is not None:
             pid_file.remove()
+
+
+def _load_service(args: argparse.Namespace, reactor: Reactor,
+                  tls: object) -> tuple[str, Callable[[], Any], Any]:
+    """The served name, the protocol factory and, for rpc, its runner (else None).
+
+    Raises:
+        UsageError: the service cannot be loaded, or the flags do not apply to it.
+    """
+    if args.service == "rpc":
+        rpc = _rpc_runner(args, reactor, tls)
+        return rpc.name, rpc.factory, rpc
+    if args.program is not None or args.portmapper or args.register:
+        raise UsageError("MODULE:PROGRAM, --portmapper and --register only apply to the "
+                         "rpc service")
+    name, factory = load_factory(args.service, reactor, args.app_dir,
+                                 request_timeout=args.request_timeout,
+                                 requirepass=args.requirepass)
+    return name, factory, None
 
 
 def _rpc_runner(args: argparse.Namespace, reactor: Reactor, tls: object) -> Any:
