@@ -265,4 +265,8 @@ def test_usage_errors() -> None:
     assert srv.wait() == 2
     assert "--max-requests and --max-requests-jitter need --workers" in srv.log
     srv.close()
+    srv = serve("echo", "--workers", "2", "--control", "unix:/nonexistent/ctl")
+    assert srv.wait() == 2
+    assert "--control does not combine with --workers yet" in srv.log
+    srv.close()
     assert TESTS.is_dir()
