@@ -193,7 +193,7 @@ def section(records: list[dict[str, Any]], args: argparse.Namespace) -> str:
     ]
     library = next((r["tls_library"] for r in records if r.get("tls_library")), "OpenSSL")
     key = "ECDSA P-256" if args.key_type == "ec" else "RSA 2048"
-    return compose(TLS_SECTION, "TLS: echo and full handshakes", [
+    text = compose(TLS_SECTION, "TLS: echo and full handshakes", [
         preamble("bench.tls", args, getattr(args, "conditions", "")),
         "The client is `bench/bin/tlsload` (`bench/tlsload.c`, C and epoll, "
         f"{library}, no certificate check). Both servers serve "
@@ -206,6 +206,24 @@ def section(records: list[dict[str, Any]], args: argparse.Namespace) -> str:
         "handshake (the client keeps no session and asks for no ticket), one 64 B "
         "message echoed, close with RST; per server-CPU-second is then connections.",
     ], lines, table(res, [(echo, "req"), (handshake, "conn")], "asyncio"))
+    return _keep_instructions(text, args.results)
+
+
+def _keep_instructions(section: str, results: Path) -> str:
+    """``section`` with the instruction counts' block of the report's previous
+    version (:mod:`bench.tls_instructions` writes it; it is measured apart)."""
+    from bench.kept import TLS_SECTION, kept_section
+    from bench.tls_instructions import BLOCK
+
+    try:
+        old = kept_section(results.read_text(), TLS_SECTION)
+    except FileNotFoundError:
+        return section
+    block = kept_section(old or "", BLOCK)
+    if block is None:
+        return section
+    end = TLS_SECTION[1]
+    return section[:-len(end)].rstrip("\n") + f"\n\n{block}\n{end}"
 
 
 def main(argv: list[str] | None = None) -> int:

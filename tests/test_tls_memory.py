@@ -6,7 +6,9 @@ completes, the plaintext arrives intact and in order, and close_notify is
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -118,3 +120,56 @@ def test_the_layer_runs_over_any_asyncio_transport(certs: Certs) -> None:
         assert pair.server_raw.get_extra_info("tls") is None  # no row to hold it
         pair.server.abort()
         assert pair.server_raw.aborted and pair.server_app.lost == [None]
+
+
+class CountingEngine:
+    """An SSLObject stand-in that counts the reads that only said "want read"."""
+
+    def __init__(self, sslobj: Any) -> None:
+        self.sslobj = sslobj
+        self.want_reads = 0
+
+    def read(self, *args: Any) -> Any:
+        try:
+            return self.sslobj.read(*args)
+        except ssl.SSLWantReadError:
+            self.want_reads += 1
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sslobj, name)
+
+
+def test_whole_records_need_no_want_read(certs: Certs) -> None:
+    # The engine raises "want read" when asked for more than the bytes received hold,
+    # and that exception costs more than decrypting a small record: the layer stops
+    # reading once the incoming buffer is empty and the record used up.
+    with Reactor() as reactor:
+        pair = Pair(certs, reactor, whole)
+        pair.pump()
+        engine = CountingEngine(pair.server._sslobj)
+        pair.server._sslobj = engine  # type: ignore[assignment]
+        for message in (b"one", b"two" * 3000, b"x" * 40000):
+            pair.client.write(message)
+            pair.pump()
+        assert bytes(pair.server_app.data) == b"onetwo" + b"two" * 2999 + b"x" * 40000
+        assert engine.want_reads == 0
+        pair.client.write(b"half")  # a record cut in two: the first half wants more
+        record = pair.client_raw.take()
+        pair.server_raw.feed(record[:7])
+        assert engine.want_reads == 1
+        pair.server_raw.feed(record[7:])
+        assert pair.server_app.data.endswith(b"xhalf") and engine.want_reads == 1
+
+
+def test_data_and_close_notify_in_one_chunk(certs: Certs) -> None:
+    with Reactor() as reactor:
+        pair = Pair(certs, reactor, whole)
+        pair.pump()
+        pair.client.write(b"last words")
+        pair.client.close()
+        pair.pump()
+        assert bytes(pair.server_app.data) == b"last words"
+        assert pair.server_app.events[-3:] == ["data_received", "eof_received",
+                                               "connection_lost"]
+        assert pair.server_app.lost == [None]

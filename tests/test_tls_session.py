@@ -40,6 +40,16 @@ def test_the_orderly_path() -> None:
     assert session.state is TLSState.CLOSED
 
 
+def test_the_state_moves_only_through_the_table() -> None:
+    session = TLSSession(server_side=True)
+    with pytest.raises(AttributeError, match="advance"):
+        session.state = TLSState.ESTABLISHED  # type: ignore[misc]
+    assert session.state is TLSState.HANDSHAKING
+    session.cipher = "TLS_AES_128_GCM_SHA256"  # the other attributes are plain
+    with pytest.raises(IllegalTransition):
+        session.begin_close()
+
+
 def test_a_failure_is_reported_once() -> None:
     session = TLSSession(server_side=False)
     assert session.fail("handshake timed out after 1 s")
@@ -113,6 +123,36 @@ def test_record_tracker_any_chunking(cuts: list[int]) -> None:
     assert tracker.at_boundary
     tracker.feed(STREAM[:-1])
     assert tracker.missing == 1
+
+
+def missing_after(sizes: list[int], consumed: int) -> int:
+    """The model: bytes the record under way lacks once ``consumed`` bytes of the
+    stream of ``sizes`` records arrived (0 at a boundary)."""
+    pos = 0
+    for size in sizes:
+        if consumed < pos + 5:
+            return 0 if consumed == pos else pos + 5 - consumed
+        if consumed < pos + 5 + size:
+            return pos + 5 + size - consumed
+        pos += 5 + size
+    return 0
+
+
+@given(st.lists(st.integers(min_value=0, max_value=70000), min_size=1, max_size=6),
+       st.lists(st.integers(min_value=0, max_value=1 << 20), max_size=10), st.booleans())
+def test_record_tracker_matches_the_model(sizes: list[int], cuts: list[int],
+                                          as_view: bool) -> None:
+    # lengths up to 65535 (the field's maximum) and chunks cut anywhere: in a header,
+    # at its last byte, in a body, several records at once
+    sizes = [size & 0xFFFF for size in sizes]
+    stream = records(*sizes)
+    points = sorted({0, len(stream), *(cut % (len(stream) + 1) for cut in cuts)})
+    tracker = RecordTracker()
+    for start, end in itertools.pairwise(points):
+        chunk = memoryview(stream)[start:end] if as_view else stream[start:end]
+        tracker.feed(chunk)
+        assert tracker.missing == missing_after(sizes, end), (start, end)
+        assert tracker.at_boundary == (missing_after(sizes, end) == 0)
 
 
 def test_subject_text() -> None:

@@ -68,7 +68,7 @@ __all__ = ["DEFAULT_HANDSHAKE_TIMEOUT", "TLSLayer", "refuse_renegotiation"]
 logger = logging.getLogger("reactor.tls")
 
 DEFAULT_HANDSHAKE_TIMEOUT: Final = 10.0
-_READ_SIZE: Final = 64 * 1024
+_READ_SIZE: Final = 64 * 1024  # at least a record's plaintext (16 KiB): see _deliver
 _WRITE_SLICE: Final = 256 * 1024
 _HANDSHAKING: Final = TLSState.HANDSHAKING
 _ESTABLISHED: Final = TLSState.ESTABLISHED
@@ -141,6 +141,7 @@ class TLSLayer(asyncio.Protocol, asyncio.Transport):
                                         server_hostname=server_hostname)
         self.session = TLSSession(server_side)
         self._records = RecordTracker()
+        self._feed = self._records.feed
         self._raw: Any = None
         self._app: Any = None  # the application's protocol, once the handshake is done
         self._timer: Any = None
@@ -189,14 +190,15 @@ class TLSLayer(asyncio.Protocol, asyncio.Transport):
 
     def data_received(self, data: bytes) -> None:
         state = self.session.state
-        if state is not _ESTABLISHED and state is not _HANDSHAKING:
-            return  # SHUTTING_DOWN, FAILED: nothing more is read, nor kept
-        self._records.feed(data)
-        self._incoming.write(data)
         if state is _ESTABLISHED:
+            self._feed(data)
+            self._incoming.write(data)
             self._deliver()
-        else:
+        elif state is _HANDSHAKING:
+            self._feed(data)
+            self._incoming.write(data)
             self._handshake()
+        # SHUTTING_DOWN, FAILED: nothing more is read, nor kept
 
     def eof_received(self) -> bool:
         """The peer ended its stream: an error during the handshake or mid-record,
@@ -334,8 +336,7 @@ class TLSLayer(asyncio.Protocol, asyncio.Transport):
     def _deliver(self) -> None:
         """Decrypt every whole record received and pass the plaintext on, unless
         reading is paused (or the application closed the connection meanwhile)."""
-        sslobj = self._sslobj
-        session = self.session
+        sslobj, incoming, session = self._sslobj, self._incoming, self.session
         while not self._read_paused and session.state is _ESTABLISHED:
             try:
                 data = sslobj.read(_READ_SIZE)
@@ -354,6 +355,12 @@ class TLSLayer(asyncio.Protocol, asyncio.Transport):
             if app is None or self._closing:
                 break
             app.data_received(data)
+            # The engine decrypts one record per read and takes no byte past it, and
+            # a read of _READ_SIZE uses the record up. So with the incoming buffer
+            # empty another read could only raise "want read", an exception that
+            # costs more than a small record's decryption: stop here.
+            if not incoming.pending:
+                break
         if self._outgoing.pending:  # e.g. a TLS 1.3 key update's answer
             self._flush()
         if self._pending and session.state is _ESTABLISHED:  # the engine may take it now
@@ -391,7 +398,22 @@ class TLSLayer(asyncio.Protocol, asyncio.Transport):
         if self._pending:
             self._queue_plaintext(bytes(data))
             return
-        self._encrypt(data)
+        if len(data) > _WRITE_SLICE:
+            self._encrypt(data)
+            return
+        # one slice: the engine's records straight to the raw transport
+        raw = self._raw
+        if raw.is_closing():  # a send failed and ends it meanwhile
+            return
+        try:
+            self._sslobj.write(data)
+        except ssl.SSLWantReadError:
+            self._queue_plaintext(bytes(data))
+            return
+        except (ssl.SSLError, ValueError) as exc:
+            self._fail(f"protocol error while writing: {_reason(exc)}", exc, abort=True)
+            return
+        raw.write(self._outgoing.read())
 
     def _encrypt(self, data: bytes | bytearray | memoryview) -> None:
         # in slices, each handed on at once: a large write never holds its whole

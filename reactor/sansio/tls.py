@@ -114,7 +114,7 @@ class TLSSession:
     """A TLS session's state and what its handshake negotiated.
 
     Attributes:
-        state: the :class:`TLSState` (read-only; :meth:`advance` moves it).
+        state: the :class:`TLSState` (read-only: :meth:`advance` moves it).
         server_side: whether we are the server.
         version: the negotiated protocol version (e.g. ``"TLSv1.3"``), once established.
         cipher: the negotiated cipher suite's name, once established.
@@ -123,20 +123,24 @@ class TLSSession:
         reason: why the session failed, or None.
     """
 
-    __slots__ = ("_state", "cipher", "peer_subject", "reason", "server_side", "version")
+    __slots__ = ("cipher", "peer_subject", "reason", "server_side", "state", "version")
+
+    # ``state`` is a plain slot, read by the TLS layer on every chunk and every write
+    # (a slot costs a sixth of a property there), kept read-only by refusing it here
+    state: TLSState
 
     def __init__(self, server_side: bool) -> None:
-        self._state = _S.HANDSHAKING
+        object.__setattr__(self, "state", _S.HANDSHAKING)
         self.server_side = server_side
         self.version: str | None = None
         self.cipher: str | None = None
         self.peer_subject: str | None = None
         self.reason: str | None = None
 
-    @property
-    def state(self) -> TLSState:
-        """The session's state (read-only: it moves through :meth:`advance`)."""
-        return self._state
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "state":
+            raise AttributeError("a TLSSession's state moves only through advance()")
+        object.__setattr__(self, name, value)
 
     def advance(self, event: TLSEvent) -> TLSState:
         """Apply ``event`` and return the new state.
@@ -144,8 +148,9 @@ class TLSSession:
         Raises:
             IllegalTransition: :data:`TLS_LIFECYCLE` forbids ``event`` in this state.
         """
-        self._state = TLS_LIFECYCLE.next(self._state, event)
-        return self._state
+        state = TLS_LIFECYCLE.next(self.state, event)
+        object.__setattr__(self, "state", state)
+        return state
 
     def established(self, version: str | None, cipher: str | None,
                     peer_subject: str | None) -> None:
@@ -220,21 +225,31 @@ class RecordTracker:
         return self._left
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
-        """Account for ``data``, the next bytes of the stream."""
-        view = memoryview(data)
-        size = len(view)
-        pos = 0
-        while pos < size:
-            if self._left:
-                step = min(self._left, size - pos)
-                self._left -= step
-                pos += step
-                continue
-            need = RECORD_HEADER - len(self._header)
-            if size - pos < need:
-                self._header += bytes(view[pos:])
+        """Account for ``data``, the next bytes of the stream (bytes, or a byte-format
+        buffer)."""
+        # Called for every chunk received, so it does the least: a chunk that ends
+        # inside the current record's body costs one subtraction; otherwise one pair
+        # of byte reads per record header the chunk holds, nothing copied. Only a
+        # header split between two chunks is kept (at most four bytes).
+        size = len(data)
+        left = self._left - size
+        if left >= 0:  # the chunk ends inside the body (a split header has _left 0)
+            self._left = left
+            return
+        pos = self._left  # where the next header starts in ``data``
+        header = self._header
+        if header:
+            need = RECORD_HEADER - len(header)
+            if size < need:
+                self._header = header + bytes(data)
                 return
-            header = self._header + bytes(view[pos:pos + need])
+            header += bytes(data[:need])
             self._header = b""
-            pos += need
-            self._left = int.from_bytes(header[3:5], "big")
+            pos = need + (header[3] << 8 | header[4])
+        while pos + RECORD_HEADER <= size:
+            pos += RECORD_HEADER + (data[pos + 3] << 8 | data[pos + 4])
+        if pos >= size:
+            self._left = pos - size
+        else:
+            self._header = bytes(data[pos:])
+            self._left = 0
