@@ -23,9 +23,13 @@ goes away, closes the connection with one INFO line naming the peer and the reas
 the application's protocol is never made.
 
 *Application data.* ``write`` encrypts at once and hands the records to the raw
-transport; ``data_received`` decrypts every whole record and passes the plaintext on.
-Plaintext the engine cannot take yet (it waits for the peer, e.g. mid-handshake) waits
-in the layer, and counts in the write buffer.
+transport in one write; ``data_received`` decrypts every whole record and passes the
+plaintext on. Plaintext the engine cannot take yet (it waits for the peer, e.g.
+mid-handshake) waits in the layer, and counts in the write buffer.
+
+*Per chunk received*, one engine read per record: the layer stops once the incoming
+buffer is empty rather than read on until the engine raises "want read" (see
+``_deliver``); the record tracker reads two bytes per record header.
 
 *Flow control.* The write buffer is the ciphertext queued in the raw transport plus
 the plaintext waiting in the layer. The raw transport gets the same water marks and
@@ -398,31 +402,23 @@ class TLSLayer(asyncio.Protocol, asyncio.Transport):
         if self._pending:
             self._queue_plaintext(bytes(data))
             return
-        if len(data) > _WRITE_SLICE:
-            self._encrypt(data)
-            return
-        # one slice: the engine's records straight to the raw transport
-        raw = self._raw
-        if raw.is_closing():  # a send failed and ends it meanwhile
-            return
-        try:
-            self._sslobj.write(data)
-        except ssl.SSLWantReadError:
-            self._queue_plaintext(bytes(data))
-            return
-        except (ssl.SSLError, ValueError) as exc:
-            self._fail(f"protocol error while writing: {_reason(exc)}", exc, abort=True)
-            return
-        raw.write(self._outgoing.read())
+        self._encrypt(data)
 
     def _encrypt(self, data: bytes | bytearray | memoryview) -> None:
-        # in slices, each handed on at once: a large write never holds its whole
+        # up to a slice (the usual case), one engine write and one raw write; more in
+        # slices, each handed on at once: a large write never holds its whole
         # ciphertext in the engine's buffer besides the raw transport's queue
-        view = memoryview(data).cast("B")
-        write, raw = self._sslobj.write, self._raw
+        sslobj, raw = self._sslobj, self._raw
+        view: Any = data
         try:
-            while view and not raw.is_closing():  # a send may fail and end it meanwhile
-                done = write(view[:_WRITE_SLICE])
+            if len(data) <= _WRITE_SLICE:
+                if not raw.is_closing():  # a send may have failed and ended it
+                    sslobj.write(data)
+                    raw.write(self._outgoing.read())
+                return
+            view = memoryview(data).cast("B")
+            while view and not raw.is_closing():
+                done = sslobj.write(view[:_WRITE_SLICE])
                 view = view[done:]
                 self._flush()
         except ssl.SSLWantReadError:

@@ -28,6 +28,9 @@ version, cipher, the peer certificate's subject); the layer stores it in the row
 :class:`RecordTracker` follows the record framing of the bytes received (a 5-byte
 header whose last two bytes give the body's length), so that an end of stream in the
 middle of a record -- a truncated record -- is told apart from one between records.
+The TLS engine cannot tell them apart (OpenSSL reports the same unexpected EOF for
+both), and the tracker sees every chunk, so it does the least: no copy, two byte reads
+per header.
 
 Socket-free: no sockets, selectors, threads, ``os`` or ``ssl``.
 """
