@@ -144,7 +144,8 @@ def insert_block(path: Path, block: str) -> None:
         new = section.replace(old, block, 1)
     else:
         new = section[:-len(TLS_SECTION[1])].rstrip("\n") + f"\n\n{block}\n{TLS_SECTION[1]}"
-    write_section(path, TLS_SECTION, new)
+    # in place: the block has no target line, so the Targets block stays as it is
+    path.write_text(text.replace(section, new, 1))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -71,6 +71,9 @@ def test_the_block_goes_into_the_tls_section_and_replaces_its_old_version(
     assert "`python -m bench.tls_instructions --seeds 2 --short 1 --long 2`" in block
     assert "2.00x" in block
     assert kept_verdicts(block) == []  # no target line of its own
+    before = REPORT.format(section=SECTION)
+    targets = before[:before.index(TLS_SECTION[0])]
+    assert results.read_text().startswith(targets)  # the Targets block as it was
     # a second run replaces the block
     assert tls_instructions.main([*argv[:-2], "--results", str(results)]) == 0
     assert results.read_text().count(tls_instructions.BLOCK[0]) == 1
