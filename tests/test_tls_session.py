@@ -42,7 +42,7 @@ def test_the_orderly_path() -> None:
 
 def test_the_state_moves_only_through_the_table() -> None:
     session = TLSSession(server_side=True)
-    with pytest.raises(AttributeError, match="advance"):
+    with pytest.raises(AttributeError):
         session.state = TLSState.ESTABLISHED  # type: ignore[misc]
     assert session.state is TLSState.HANDSHAKING
     session.cipher = "TLS_AES_128_GCM_SHA256"  # the other attributes are plain

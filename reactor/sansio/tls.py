@@ -117,7 +117,7 @@ class TLSSession:
     """A TLS session's state and what its handshake negotiated.
 
     Attributes:
-        state: the :class:`TLSState` (read-only: :meth:`advance` moves it).
+        state: the :class:`TLSState` (read-only; :meth:`advance` moves it).
         server_side: whether we are the server.
         version: the negotiated protocol version (e.g. ``"TLSv1.3"``), once established.
         cipher: the negotiated cipher suite's name, once established.
@@ -126,24 +126,20 @@ class TLSSession:
         reason: why the session failed, or None.
     """
 
-    __slots__ = ("cipher", "peer_subject", "reason", "server_side", "state", "version")
-
-    # ``state`` is a plain slot, read by the TLS layer on every chunk and every write
-    # (a slot costs a sixth of a property there), kept read-only by refusing it here
-    state: TLSState
+    __slots__ = ("_state", "cipher", "peer_subject", "reason", "server_side", "version")
 
     def __init__(self, server_side: bool) -> None:
-        object.__setattr__(self, "state", _S.HANDSHAKING)
+        self._state = _S.HANDSHAKING
         self.server_side = server_side
         self.version: str | None = None
         self.cipher: str | None = None
         self.peer_subject: str | None = None
         self.reason: str | None = None
 
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name == "state":
-            raise AttributeError("a TLSSession's state moves only through advance()")
-        object.__setattr__(self, name, value)
+    @property
+    def state(self) -> TLSState:
+        """The session's state (read-only: it moves through :meth:`advance`)."""
+        return self._state
 
     def advance(self, event: TLSEvent) -> TLSState:
         """Apply ``event`` and return the new state.
@@ -151,9 +147,8 @@ class TLSSession:
         Raises:
             IllegalTransition: :data:`TLS_LIFECYCLE` forbids ``event`` in this state.
         """
-        state = TLS_LIFECYCLE.next(self.state, event)
-        object.__setattr__(self, "state", state)
-        return state
+        self._state = TLS_LIFECYCLE.next(self._state, event)
+        return self._state
 
     def established(self, version: str | None, cipher: str | None,
                     peer_subject: str | None) -> None:
