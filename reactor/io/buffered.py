@@ -29,6 +29,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from .transports import _EXIT_EXC
+from .urgent import URGENT_METHOD, UrgentReads, urgent_variant, watch_urgent
 
 if TYPE_CHECKING:
     from .loop import Reactor
@@ -61,17 +62,28 @@ class BufferedReads:
 
         def _read_eof(self) -> None: ...
 
+        def _registration_failed(self, exc: OSError) -> None: ...
+
     def _use_protocol(self, protocol: Any) -> None:
         """Deliver reads to ``protocol`` from now on, the way its kind takes them: a
-        BufferedProtocol switches the transport to its class's buffered variant, any
-        other protocol back to the plain class."""
+        BufferedProtocol switches the transport to its class's buffered variant, a
+        protocol with ``urgent_data_received`` to an urgent variant (:mod:`.urgent`),
+        any other protocol back to the plain class."""
         self._protocol = protocol
-        plain = self._plain_class
+        cls = self._plain_class or type(self)
         if isinstance(protocol, asyncio.BufferedProtocol):
-            if plain is None:
-                self.__class__ = buffered_variant(type(self))
-        elif plain is not None:
-            self.__class__ = plain
+            cls = buffered_variant(cls)
+        urgent = hasattr(protocol, URGENT_METHOD)
+        if urgent:
+            cls = urgent_variant(cls)
+        if cls is not type(self):
+            was_urgent = isinstance(self, UrgentReads)
+            self.__class__ = cls
+            if urgent is not was_urgent:  # the registration made before the switch
+                try:
+                    watch_urgent(self, urgent)
+                except OSError as exc:
+                    self._registration_failed(exc)
 
     def _read_into(self) -> None:
         """One read for a BufferedProtocol: into its buffer, then ``buffer_updated``

@@ -101,7 +101,6 @@ __all__ = ["StreamTransport"]
 logger = logging.getLogger("reactor.transports")
 _DEBUG: Final = logging.DEBUG
 
-_BYTES_LIKE: Final = (bytes, bytearray, memoryview)
 _BUFFERED_PROTOCOL: Final = asyncio.BufferedProtocol
 
 
@@ -216,7 +215,8 @@ class StreamTransport(
                 self.release()
                 return
         self._protocol = protocol  # a plain protocol on a plain transport: no switch
-        if self._plain_class is not None or isinstance(protocol, _BUFFERED_PROTOCOL):
+        if (self._plain_class is not None or isinstance(protocol, _BUFFERED_PROTOCOL)
+                or hasattr(protocol, "urgent_data_received")):
             self._use_protocol(protocol)
         self.on_attach()
         if self._opts.has_deadlines:
