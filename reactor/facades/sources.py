@@ -33,6 +33,7 @@ from .pipeline import EVENT_READ
 from .proxied import proxy_policy, read_header_first
 from .requests import BufferedRequestSocket, ReadyReader
 from .tls import TLSSettings, accept_tls, tls_settings
+from .urgent import UrgentRequestSocket, wants_urgent
 
 if TYPE_CHECKING:
     from .servers import TCPServer, UDPServer
@@ -135,6 +136,8 @@ class StreamEngine(RequestEngine):
                 ExactHeaderSocket if self.proxy is not None else _nonblocking_socket)
         elif self.work.nonblocking:
             factory = _nonblocking_socket
+        elif wants_urgent(server.RequestHandlerClass):
+            factory = UrgentRequestSocket  # handle_urgent, from the handler's reads
         elif server.request_buffer is not None or self.proxy is not None:
             factory = BufferedRequestSocket  # replays the bytes the reactor read first
         else:
@@ -158,8 +161,8 @@ class StreamEngine(RequestEngine):
         # one for a multiplexed handler, a BufferedRequestSocket when requests are
         # buffered first.
         sock = raw
-        if (server.request_buffer is not None or self.proxy is not None) and type(
-                sock) is not BufferedRequestSocket and not self.work.nonblocking:
+        if (server.request_buffer is not None or self.proxy is not None) and not isinstance(
+                sock, BufferedRequestSocket) and not self.work.nonblocking:
             # request_buffer was set after the listener began
             sock = BufferedRequestSocket(raw.family, raw.type, raw.proto, fileno=raw.detach())
         row = StreamTransport(listener.reactor, sock, addr, _ACCEPTED, listener)

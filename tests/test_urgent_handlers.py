@@ -1,0 +1,132 @@
+"""Urgent data for the facades' blocking handlers (reactor.facades.urgent).
+
+A handler with ``handle_urgent(byte)`` is called from its own reads, in its own thread
+or child, before the bytes after the mark; it answers over the connection, so the test
+reads what the handler saw whatever process it runs in.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import pytest
+from sskit import serving
+
+from reactor import socketserver as ss
+from reactor.facades.urgent import UrgentRequestSocket
+
+pytestmark = pytest.mark.timeout(60)
+
+WAIT = 10.0
+
+
+class Reporting(ss.StreamRequestHandler):
+    """Answers ``line:<line>`` for each line and ``urgent:<byte>`` for each urgent byte."""
+
+    def handle(self) -> None:
+        assert isinstance(self.request, UrgentRequestSocket)
+        # until "bye": a forked child holds a copy of the client's socket too, so the
+        # client's close is no end of stream for it
+        for line in self.rfile:
+            if line == b"bye\n":
+                return
+            self.wfile.write(b"line:" + line)
+
+    def handle_urgent(self, byte: bytes) -> None:
+        self.wfile.write(b"urgent:" + byte + b"\n")
+
+
+class ReportingWithTimeout(Reporting):
+    timeout = WAIT  # a socket with a timeout: Python waits to be readable before a recv
+
+
+class Client:
+    def __init__(self, address: Any) -> None:
+        self.sock = socket.create_connection(address, timeout=WAIT)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.file = self.sock.makefile("rb")
+
+    def send(self, data: bytes, urgent: bool = False) -> None:
+        self.sock.send(data, socket.MSG_OOB if urgent else 0)
+
+    def line(self) -> bytes:
+        return self.file.readline()
+
+    def close(self) -> None:
+        try:
+            self.send(b"bye\n")
+        except OSError:
+            pass
+        self.file.close()
+        self.sock.close()
+
+
+SERVERS = [ss.TCPServer, ss.ThreadingTCPServer]
+if hasattr(ss, "ForkingTCPServer"):
+    SERVERS.append(ss.ForkingTCPServer)
+
+
+@pytest.mark.parametrize("handler", [Reporting, ReportingWithTimeout],
+                         ids=["blocking", "timeout"])
+@pytest.mark.parametrize("server_class", SERVERS, ids=lambda c: c.__name__)
+def test_a_blocking_handler_gets_urgent_bytes_in_its_reads(
+    server_class: Any, handler: Any
+) -> None:
+    server = server_class(("127.0.0.1", 0), handler)
+    with serving(server):
+        client = Client(server.server_address)
+        try:
+            client.send(b"one\n")
+            assert client.line() == b"line:one\n"
+            # the handler is blocked reading: an urgent byte alone wakes it
+            client.send(b"!", urgent=True)
+            assert client.line() == b"urgent:!\n"
+            # the bytes before the mark were read first (they wait in rfile)
+            client.send(b"two")
+            client.send(b"#", urgent=True)
+            client.send(b"\n")
+            assert client.line() == b"urgent:#\n"
+            assert client.line() == b"line:two\n"
+            client.send(b"three\n")
+            assert client.line() == b"line:three\n"
+        finally:
+            client.close()
+
+
+def test_a_handler_without_handle_urgent_gets_a_plain_socket() -> None:
+    seen: list[type] = []
+
+    class Plain(ss.StreamRequestHandler):
+        def handle(self) -> None:
+            seen.append(type(self.request))
+            for line in self.rfile:
+                self.wfile.write(line)
+
+    server = ss.ThreadingTCPServer(("127.0.0.1", 0), Plain)
+    with serving(server):
+        client = Client(server.server_address)
+        try:
+            client.send(b"ab")
+            client.send(b"!", urgent=True)
+            client.send(b"c\n")
+            assert client.line() == b"abc\n"  # the urgent byte is out of the stream
+        finally:
+            client.close()
+    assert seen == [socket.socket]
+
+
+def test_urgent_bytes_with_request_buffering() -> None:
+    class Server(ss.ThreadingTCPServer):
+        request_buffer = ss.LineRequestBuffer()
+
+    server = Server(("127.0.0.1", 0), Reporting)
+    with serving(server):
+        client = Client(server.server_address)
+        try:
+            client.send(b"first\n")
+            assert client.line() == b"line:first\n"
+            client.send(b"?", urgent=True)
+            assert client.line() == b"urgent:?\n"
+        finally:
+            client.close()
