@@ -7,7 +7,13 @@ reads what the handler saw whatever process it runs in.
 
 from __future__ import annotations
 
+import contextlib
+import re
 import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -62,6 +68,15 @@ class Client:
         self.sock.close()
 
 
+@contextlib.contextmanager
+def connected(address: Any) -> Iterator[Client]:
+    client = Client(address)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
 SERVERS = [ss.TCPServer, ss.ThreadingTCPServer]
 if hasattr(ss, "ForkingTCPServer"):
     SERVERS.append(ss.ForkingTCPServer)
@@ -74,24 +89,20 @@ def test_a_blocking_handler_gets_urgent_bytes_in_its_reads(
     server_class: Any, handler: Any
 ) -> None:
     server = server_class(("127.0.0.1", 0), handler)
-    with serving(server):
-        client = Client(server.server_address)
-        try:
-            client.send(b"one\n")
-            assert client.line() == b"line:one\n"
-            # the handler is blocked reading: an urgent byte alone wakes it
-            client.send(b"!", urgent=True)
-            assert client.line() == b"urgent:!\n"
-            # the bytes before the mark were read first (they wait in rfile)
-            client.send(b"two")
-            client.send(b"#", urgent=True)
-            client.send(b"\n")
-            assert client.line() == b"urgent:#\n"
-            assert client.line() == b"line:two\n"
-            client.send(b"three\n")
-            assert client.line() == b"line:three\n"
-        finally:
-            client.close()
+    with serving(server), connected(server.server_address) as client:
+        client.send(b"one\n")
+        assert client.line() == b"line:one\n"
+        # the handler is blocked reading: an urgent byte alone wakes it
+        client.send(b"!", urgent=True)
+        assert client.line() == b"urgent:!\n"
+        # the bytes before the mark were read first (they wait in rfile)
+        client.send(b"two")
+        client.send(b"#", urgent=True)
+        client.send(b"\n")
+        assert client.line() == b"urgent:#\n"
+        assert client.line() == b"line:two\n"
+        client.send(b"three\n")
+        assert client.line() == b"line:three\n"
 
 
 def test_a_handler_without_handle_urgent_gets_a_plain_socket() -> None:
@@ -104,15 +115,11 @@ def test_a_handler_without_handle_urgent_gets_a_plain_socket() -> None:
                 self.wfile.write(line)
 
     server = ss.ThreadingTCPServer(("127.0.0.1", 0), Plain)
-    with serving(server):
-        client = Client(server.server_address)
-        try:
-            client.send(b"ab")
-            client.send(b"!", urgent=True)
-            client.send(b"c\n")
-            assert client.line() == b"abc\n"  # the urgent byte is out of the stream
-        finally:
-            client.close()
+    with serving(server), connected(server.server_address) as client:
+        client.send(b"ab")
+        client.send(b"!", urgent=True)
+        client.send(b"c\n")
+        assert client.line() == b"abc\n"  # the urgent byte is out of the stream
     assert seen == [socket.socket]
 
 
@@ -121,12 +128,33 @@ def test_urgent_bytes_with_request_buffering() -> None:
         request_buffer = ss.LineRequestBuffer()
 
     server = Server(("127.0.0.1", 0), Reporting)
-    with serving(server):
-        client = Client(server.server_address)
-        try:
-            client.send(b"first\n")
-            assert client.line() == b"line:first\n"
-            client.send(b"?", urgent=True)
-            assert client.line() == b"urgent:?\n"
-        finally:
-            client.close()
+    with serving(server), connected(server.server_address) as client:
+        client.send(b"first\n")
+        assert client.line() == b"line:first\n"
+        client.send(b"?", urgent=True)
+        assert client.line() == b"urgent:?\n"
+
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def urgent_snippets() -> list[str]:
+    """The README's examples of out-of-band data (they send MSG_OOB)."""
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    return [b for b in blocks if "MSG_OOB" in b]
+
+
+@pytest.mark.parametrize("index", range(2))
+def test_the_readme_examples_run_as_written(index: int, tmp_path: Path) -> None:
+    snippets = urgent_snippets()
+    assert len(snippets) == 2, "a protocol example and a blocking handler example"
+    script = tmp_path / "urgent.py"
+    script.write_text(snippets[index])
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=50)
+    assert done.returncode == 0, done.stderr
+    expected = [
+        "[('data', b'abc'), ('urgent', b'!'), ('data', b'def')]\n",
+        "b'line hello\\n'\nb'urgent !\\n'\n",
+    ]
+    assert done.stdout == expected[index]
