@@ -215,6 +215,22 @@ def test_many_urgent_bytes_each_acknowledged(reactor: Reactor, setups: list[Setu
     assert proto.data() == b"".join(b"." * (i % 7) for i in range(50))
 
 
+def test_an_outgoing_connection_takes_urgent_bytes(reactor: Reactor) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        future = reactor.connect_tcp("127.0.0.1", server.getsockname()[1], Urgent)
+        peer, _ = server.accept()
+        with peer:
+            _, proto = reactor.run_until_complete(future, WAIT)
+            assert type(proto.transport).__name__ == "StreamTransport[urgent]"
+            peer.send(b"ab")
+            peer.send(b"!", socket.MSG_OOB)
+            reactor.run_until(lambda: proto.urgent() == b"!", WAIT)
+            peer.send(b"cd")
+            reactor.run_until(lambda: proto.data() == b"abcd", WAIT)
+            assert proto.flat() == [("data", b"ab"), ("urgent", b"!"), ("data", b"cd")]
+            proto.transport.close()
+
+
 # -- a protocol that does not opt in ----------------------------------------------------
 
 
