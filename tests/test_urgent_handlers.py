@@ -77,6 +77,15 @@ def connected(address: Any) -> Iterator[Client]:
         client.close()
 
 
+def line_then_urgent(server: Any, line: bytes, byte: bytes) -> None:
+    """Serve, send ``line`` and read its answer, then ``byte`` as urgent data."""
+    with serving(server), connected(server.server_address) as client:
+        client.send(line)
+        assert client.line() == b"line:" + line
+        client.send(byte, urgent=True)
+        assert client.line() == b"urgent:" + byte + b"\n"
+
+
 SERVERS = [ss.TCPServer, ss.ThreadingTCPServer]
 if hasattr(ss, "ForkingTCPServer"):
     SERVERS.append(ss.ForkingTCPServer)
@@ -127,12 +136,15 @@ def test_urgent_bytes_with_request_buffering() -> None:
     class Server(ss.ThreadingTCPServer):
         request_buffer = ss.LineRequestBuffer()
 
-    server = Server(("127.0.0.1", 0), Reporting)
-    with serving(server), connected(server.server_address) as client:
-        client.send(b"first\n")
-        assert client.line() == b"line:first\n"
-        client.send(b"?", urgent=True)
-        assert client.line() == b"urgent:?\n"
+    line_then_urgent(Server(("127.0.0.1", 0), Reporting), b"first\n", b"?")
+
+
+def test_an_overridden_finish_request_still_reaches_handle_urgent() -> None:
+    class Server(ss.ThreadingTCPServer):
+        def finish_request(self, request: Any, client_address: Any) -> None:
+            Reporting(request, client_address, self)  # makes the handler itself
+
+    line_then_urgent(Server(("127.0.0.1", 0), Reporting), b"x\n", b"!")
 
 
 README = Path(__file__).resolve().parent.parent / "README.md"

@@ -64,7 +64,6 @@ from ..sansio.table import ConnectionTable
 from .engine import InlineWork, RequestEngine
 from .requests import DatagramRequest, ServerStatistics
 from .sources import DatagramEngine, StreamEngine
-from .urgent import UrgentRequestSocket, run_handler
 
 __all__ = [
     "BaseServer",
@@ -245,11 +244,7 @@ class BaseServer:
         self.shutdown_request(request)
 
     def finish_request(self, request: Any, client_address: Any) -> None:
-        """Run the handler: ``RequestHandlerClass(request, client_address, self)``; a
-        handler with ``handle_urgent`` is bound to its socket first (:mod:`.urgent`)."""
-        if type(request) is UrgentRequestSocket:
-            run_handler(self.RequestHandlerClass, request, client_address, self)
-            return
+        """Run the handler: ``RequestHandlerClass(request, client_address, self)``."""
         self.RequestHandlerClass(request, client_address, self)
 
     def shutdown_request(self, request: Any) -> None:

@@ -1,8 +1,7 @@
 """Urgent data for blocking handlers: ``handle_urgent(byte)``, called from their reads.
 
 A handler class with a method ``handle_urgent(self, byte)`` opts in. Its server then
-hands it, as ``self.request``, an :class:`UrgentRequestSocket`, and binds the socket
-to the handler before the handler runs (:func:`run_handler`, from ``finish_request``).
+hands it, as ``self.request``, an :class:`UrgentRequestSocket`.
 
 Which thread: the handler's own, from inside its reads. A blocking handler owns its
 socket while it runs (a worker thread, a forked child, or the reactor's thread for a
@@ -32,6 +31,7 @@ import errno
 import logging
 import select
 import socket
+import sys
 import time
 from collections.abc import Callable
 from typing import Any, Final
@@ -39,7 +39,7 @@ from typing import Any, Final
 from ..io.urgent import at_mark
 from .requests import BufferedRequestSocket
 
-__all__ = ["UrgentRequestSocket", "run_handler", "wants_urgent"]
+__all__ = ["UrgentRequestSocket", "wants_urgent"]
 
 logger = logging.getLogger("reactor.servers")
 
@@ -55,25 +55,18 @@ def wants_urgent(handler_class: Any) -> bool:
     return callable(getattr(handler_class, "handle_urgent", None))
 
 
-def run_handler(handler_class: Any, request: UrgentRequestSocket,
-                client_address: Any, server: Any) -> None:
-    """``handler_class(request, client_address, server)``, with ``request`` bound to
-    the handler's ``handle_urgent`` before the handler's constructor runs it (what
-    ``finish_request`` does; an override that makes the handler itself calls this)."""
-    handler: Any = handler_class.__new__(handler_class)
-    request.on_urgent = handler.handle_urgent
-    try:
-        handler.__init__(request, client_address, server)
-    finally:
-        request.on_urgent = None
-
-
 class UrgentRequestSocket(BufferedRequestSocket):
     """A handler's connected socket whose reads deliver urgent bytes first.
 
     Attributes:
-        on_urgent: called with each urgent byte, from the reading thread; None drops
-            the byte (logged at debug level).
+        on_urgent: called with each urgent byte, from the reading thread. None (the
+            default): the ``handle_urgent`` of the handler that reads, found at the
+            first urgent byte as the ``self`` of a calling frame whose ``request`` is
+            this socket (the handler's constructor runs ``handle``, so its frame is
+            there whenever the handler reads), then kept. Nothing here adds to the
+            request path: ``finish_request`` makes the handler as it always did, and
+            may be overridden. No handler found: the byte is dropped, logged at debug
+            level.
     """
 
     __slots__ = ("on_urgent",)
@@ -158,6 +151,20 @@ class UrgentRequestSocket(BufferedRequestSocket):
     def _deliver(self, byte: bytes) -> None:
         on_urgent = self.on_urgent
         if on_urgent is None:
+            on_urgent = self.on_urgent = self._find_handler()
+        if on_urgent is None:
             logger.debug("an urgent byte %r with no handler to take it: dropped", byte)
             return
         on_urgent(byte)
+
+    def _find_handler(self) -> Callable[[bytes], object] | None:
+        """The ``handle_urgent`` of the handler reading this socket, from the stack."""
+        frame = sys._getframe(1)
+        while frame is not None:
+            candidate = frame.f_locals.get("self")
+            if candidate is not None and getattr(candidate, "request", None) is self:
+                method = getattr(candidate, "handle_urgent", None)
+                if callable(method):
+                    return method  # type: ignore[no-any-return]
+            frame = frame.f_back  # type: ignore[assignment]
+        return None
