@@ -7,6 +7,7 @@ reads what the handler saw whatever process it runs in.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 import socket
@@ -145,6 +146,23 @@ def test_an_overridden_finish_request_still_reaches_handle_urgent() -> None:
             Reporting(request, client_address, self)  # makes the handler itself
 
     line_then_urgent(Server(("127.0.0.1", 0), Reporting), b"x\n", b"!")
+
+
+def test_a_multiplexed_handler_is_a_protocol_and_takes_urgent_data_received() -> None:
+    class Multiplexed(asyncio.Protocol):
+        def __init__(self, *args: Any) -> None:
+            self.transport: Any = None
+
+        def connection_made(self, transport: Any) -> None:
+            self.transport = transport
+
+        def data_received(self, data: bytes) -> None:
+            self.transport.write(b"line:" + data)
+
+        def urgent_data_received(self, byte: bytes) -> None:
+            self.transport.write(b"urgent:" + byte + b"\n")
+
+    line_then_urgent(ss.MultiplexingTCPServer(("127.0.0.1", 0), Multiplexed), b"m\n", b"%")
 
 
 README = Path(__file__).resolve().parent.parent / "README.md"

@@ -22,6 +22,12 @@ Reads with ``MSG_OOB`` or ``MSG_PEEK``, ``recvmsg``, ``select`` and ``sockatmark
 that sets ``SO_OOBINLINE`` gets the byte in the stream instead (its ``handle_urgent``
 is then never called).
 
+The multiplexing server's handlers are protocols on reactor transports: they opt in
+with ``urgent_data_received`` (:mod:`reactor.io.urgent`). Not covered: a server whose
+``get_request`` is overridden (it makes its own sockets), and an urgent byte that
+arrives while the reactor buffers the first request (``request_buffer``): that read
+is the reactor's, and Linux drops the byte when the read steps over it.
+
 Forbidden imports: ``handlers``.
 """
 
@@ -45,7 +51,6 @@ logger = logging.getLogger("reactor.servers")
 
 _MSG_OOB: Final = socket.MSG_OOB
 _KERNEL_FLAGS: Final = socket.MSG_OOB | socket.MSG_PEEK
-_POLLIN: Final = select.POLLIN
 _POLLPRI: Final = select.POLLPRI
 _WAIT_FOR: Final = select.POLLIN | select.POLLPRI
 
