@@ -55,6 +55,11 @@ not, so a byte it cannot read yet never wakes the loop):
 * ``KqueueSelector`` and others: nothing is watched; the byte is found at the mark
   when the next ordinary bytes (or the end of the stream) arrive.
 
+The loop and the dispatch step are unchanged: both already call ``_read_ready`` for
+any event but a write on a registration for reading, the priority event included. A
+forked child's rebuilt selector (:mod:`.fork`) has the plain registrations; the
+priority event comes back with the transport's next registration change.
+
 No busy loop: every event an urgent transport is woken for either reads the urgent
 byte (which ends the priority event), or reads ordinary bytes towards or past the
 mark (a read past it ends the event), or finds nothing at all, which happens only
