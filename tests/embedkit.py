@@ -15,11 +15,18 @@ reactor, and serve the host's own echo clients the host's way. The checks
   host at once, and the callback runs on the host's thread;
 - a protocol's exception is logged by the reactor, closes that connection only, and
   never reaches the host's loop;
+- detach leaves the host's loop whole: its own timer and its own clients go on, and the
+  reactor gets no more turns;
+- signals stay the host's: attaching and driving the reactor installs no signal handler
+  and no wake-up descriptor;
 - and around each check: no descriptor or thread left behind.
 
-The adapters live in tests/embedkit_hosts.py (:data:`~embedkit_hosts.HOSTS`). A new host
-(the guest mode, say) is one more :class:`Host` subclass added there;
-tests/test_embed_conformance.py runs every check against every entry.
+What a host's ``attach`` returns is a :class:`Driver`: an
+:class:`~reactor.embed.base.Embedding` is one; a guest run
+(:mod:`reactor.embed.guest`) or a host loop that calls ``run_once(0)`` itself is
+wrapped in one by its adapter. The adapters live in tests/embedkit_hosts.py and
+tests/embedkit_guests.py (:data:`~embedkit_hosts.HOSTS`); tests/test_embed_conformance.py
+runs every check against every entry.
 """
 
 from __future__ import annotations
@@ -27,14 +34,16 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
+import signal
 import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from reactor import Reactor
-from reactor.embed.base import Embedding
+
+T = TypeVar("T")
 
 WAIT = 10.0  # seconds any one run of a host may take before the check fails
 
@@ -70,19 +79,53 @@ def connect(port: int) -> socket.socket:
     return socket.create_connection(("127.0.0.1", port), timeout=WAIT)
 
 
+class Driver(Protocol):
+    """What drives the reactor from a host: an
+    :class:`~reactor.embed.base.Embedding`, or an adapter's wrapper that behaves as one
+    (attach again, detach, count the turns)."""
+
+    turns: int
+
+    @property
+    def attached(self) -> bool:
+        """Whether the host drives the reactor now (False once a detach took effect)."""
+
+    def attach(self) -> None:
+        """Drive the reactor again after a detach."""
+
+    def detach(self) -> None:
+        """Stop driving the reactor (at once, or at the host's next turn)."""
+
+
 class Host(abc.ABC):
-    """One host loop, driven on the calling (main) thread.
+    """One host loop, run from the calling (main) thread.
 
     Attributes:
         name: the host's name in test ids.
         errors: what the host's own loop reported as errors (exceptions that reached
             it); every check ends with this empty.
+        needs_display: whether the host needs an X server (tests/xvfb.py).
     """
 
     name = "?"
+    needs_display = False
 
     def __init__(self) -> None:
         self.errors: list[object] = []
+        self._main_thread = threading.get_ident()
+
+    @property
+    def thread_ident(self) -> int:
+        """The thread the host's loop runs its callbacks in (by default the calling
+        thread, which :meth:`run` drives)."""
+        return self._main_thread
+
+    def in_main_thread(self, fn: Callable[[], T]) -> T:
+        """From the host's thread during a run: ``fn()`` run in the main thread, where
+        the process's signal state may be read (a host with a thread of its own
+        overrides this)."""
+        assert threading.get_ident() == threading.main_thread().ident
+        return fn()
 
     def warm_up(self) -> None:  # noqa: B027 (most hosts keep nothing)
         """Create what the host keeps for the whole process once made (before the check
@@ -114,7 +157,7 @@ class Host(abc.ABC):
         """Run ``fn()`` on the host's thread after ``delay`` seconds, by a host timer."""
 
     @abc.abstractmethod
-    def attach(self, reactor: Reactor) -> Embedding:
+    def attach(self, reactor: Reactor) -> Driver:
         """Attach ``reactor`` to this host (called on the host's thread, in a run)."""
 
     def listen_echo(self) -> int | None:
@@ -172,7 +215,7 @@ class Worker:
 
 
 def run_clients(host: Host, reactor: Reactor, clients: Callable[[], object], ticker: Ticker,
-                linger: float = 0.0) -> Embedding:
+                linger: float = 0.0) -> Driver:
     """Attach, start the host's ticker and ``clients`` in a thread; once they are done
     (and ``linger`` seconds more), stop the ticker, detach and stop the host. Returns
     the (detached) embedding; raises what the clients raised."""
@@ -191,7 +234,7 @@ def run_clients(host: Host, reactor: Reactor, clients: Callable[[], object], tic
 
     host.run(body)
     state["worker"].join()
-    embedding: Embedding = state["embedding"]
+    embedding: Driver = state["embedding"]
     return embedding
 
 
@@ -278,7 +321,7 @@ def check_timers_on_time(host: Host, reactor: Reactor) -> None:
     """Reactor timers set from host code fire in order, never early, and on time."""
     delays = [0.02 * i for i in range(1, 11)]
     fired: list[tuple[int, float, float]] = []
-    state: dict[str, Embedding] = {}
+    state: dict[str, Driver] = {}
 
     def fire(i: int, due: float) -> None:
         fired.append((i, due, reactor.time()))
@@ -329,7 +372,7 @@ def check_cross_thread_wakeup(host: Host, reactor: Reactor) -> None:
     finally:
         idle.set()
         thread.join(WAIT)
-    assert seen["thread"] == threading.get_ident(), "the callback ran off the host thread"
+    assert seen["thread"] == host.thread_ident, "the callback ran off the host thread"
     assert seen["arrived"] - seen["sent"] < 1.0
 
 
@@ -372,10 +415,135 @@ def check_protocol_exception_stays_in_the_reactor(host: Host, reactor: Reactor) 
                for r in records.records), records.records
 
 
+def _when(host: Host, condition: Callable[[], bool], then: Callable[[], object]) -> None:
+    """Run ``then()`` on the host's thread once ``condition()`` holds, polled by the
+    host's own timer (the reactor's wake-up cannot serve a detached reactor)."""
+    def poll() -> None:
+        if condition():
+            then()
+        else:
+            host.call_later(0.005, poll)
+    poll()
+
+
+def check_host_runs_on_after_detach(host: Host, reactor: Reactor) -> None:
+    """Detach leaves the host's loop whole: its timer keeps ticking and its own clients
+    are served after the reactor stopped being driven, which gets no more turns."""
+    port = reactor.listen_tcp("127.0.0.1", 0, Echo).port
+    host_port = host.listen_echo()
+    ticker = Ticker(host)
+    state: dict[str, Any] = {}
+    served = threading.Event()
+    host_served = threading.Event()
+
+    def reactor_clients() -> None:
+        with connect(port) as sock:
+            echo_rounds(sock, 10, b"r")
+        served.set()
+
+    def host_clients() -> None:
+        # the host's own clients, once the reactor is detached, until the timer ran on
+        try:
+            if host_port is not None:
+                with connect(host_port) as sock:
+                    echo_rounds(sock, 10, b"h")
+            deadline = time.monotonic() + WAIT
+            while len(ticker.times) < state["ticks"] + 5 and time.monotonic() < deadline:
+                time.sleep(0.005)
+        except BaseException as exc:
+            state["error"] = exc
+        finally:
+            host_served.set()
+
+    def body() -> None:
+        state["embedding"] = host.attach(reactor)
+        ticker.start()
+        state["clients"] = threading.Thread(target=reactor_clients, name="embedkit client")
+        state["clients"].start()
+        _when(host, served.is_set, detach)
+
+    def detach() -> None:
+        embedding = state["embedding"]
+        embedding.detach()
+        _when(host, lambda: not embedding.attached, detached)
+
+    def detached() -> None:
+        state["turns"] = state["embedding"].turns
+        state["ticks"] = len(ticker.times)
+        reactor.call_soon(state.setdefault, "driven", True)  # work the host must not run
+        state["thread"] = threading.Thread(target=host_clients, name="embedkit client")
+        state["thread"].start()
+        _when(host, host_served.is_set, finish)
+
+    def finish() -> None:
+        ticker.running = False
+        host.stop()
+
+    host.run(body)
+    state["clients"].join(WAIT)
+    state["thread"].join(WAIT)
+    if "error" in state:
+        raise state["error"]
+    assert state["embedding"].turns == state["turns"], "a detached reactor was driven"
+    assert "driven" not in state, "a detached reactor ran its callbacks"
+    assert len(ticker.times) >= state["ticks"] + 5, "the host's timer stopped at the detach"
+    reactor.run_once(0)  # and the reactor, whole, runs what was queued
+    assert state["driven"] is True
+
+
+SignalState = tuple[dict[int, object], int]
+
+
+def signal_state() -> SignalState:
+    """Every signal's Python-level handler, and the C handler's wake-up descriptor
+    (read, then put back; only the main thread may)."""
+    handlers = {int(sig): signal.getsignal(sig) for sig in signal.valid_signals()}
+    wakeup_fd = signal.set_wakeup_fd(-1)
+    signal.set_wakeup_fd(wakeup_fd)
+    return handlers, wakeup_fd
+
+
+def check_signals_stay_the_hosts(host: Host, reactor: Reactor) -> None:
+    """Attaching and driving the reactor (serving, timers, a cross-thread wake-up)
+    leaves every signal handler and the wake-up descriptor as the host has them; so
+    does detaching."""
+    port = reactor.listen_tcp("127.0.0.1", 0, Echo).port
+    before = signal_state()
+    state: dict[str, Any] = {}
+
+    def clients() -> None:
+        with connect(port) as sock:
+            echo_rounds(sock, 5)
+
+    def body() -> None:
+        state["host"] = host.in_main_thread(signal_state)  # the host's own, running
+        state["embedding"] = host.attach(reactor)
+        state["worker"] = Worker(reactor, clients, attached)
+        reactor.call_later(0.01, state["worker"].start)
+
+    def attached() -> None:
+        state["attached"] = host.in_main_thread(signal_state)
+        state["embedding"].detach()
+        _when(host, lambda: not state["embedding"].attached, detached)
+
+    def detached() -> None:
+        state["detached"] = host.in_main_thread(signal_state)
+        host.stop()
+
+    host.run(body)
+    state["worker"].join()
+    assert state["embedding"].turns > 0
+    assert state["attached"] == state["host"], "attaching changed the signal handling"
+    assert state["detached"] == state["host"], "detaching changed the signal handling"
+    assert signal_state() == before, "the run left the signal handling changed"
+
+
 CHECKS: dict[str, Callable[[Host, Reactor], None]] = {
     "serves": check_serves,
     "detach_reattach": check_detach_and_reattach,
     "timers_on_time": check_timers_on_time,
     "cross_thread_wakeup": check_cross_thread_wakeup,
     "protocol_exception": check_protocol_exception_stays_in_the_reactor,
+    "host_runs_on_after_detach": check_host_runs_on_after_detach,
+    "signals_stay_the_hosts": check_signals_stay_the_hosts,
 }

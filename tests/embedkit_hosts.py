@@ -2,14 +2,19 @@
 
 Each adapter drives its host's loop on the calling thread and does what
 :class:`embedkit.Host` asks; :data:`HOSTS` is what tests/test_embed_conformance.py runs
-every check against. Add a host here, as one more subclass and one more entry.
+every check against. Add a host here, as one more subclass and one more entry (the
+guest mode's hosts are in tests/embedkit_guests.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import math
+import select
 import socket
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +22,11 @@ from embedkit import WAIT, Echo, Host
 
 from reactor import Reactor
 from reactor.embed.base import Embedding
+
+# Tcl aborts the process when an interpreter is freed by another thread than its own,
+# and a reference cycle holding a Tk object may be collected in any thread (a guest's
+# helper, a queue host's thread): every Tk made here stays referenced until the exit.
+TK_KEPT: list[Any] = []
 
 
 class AsyncioHost(Host):
@@ -213,6 +223,7 @@ class TkHost(Host):
     """A real Tk interpreter; needs ``DISPLAY`` (tests/xvfb.py starts an X server)."""
 
     name = "tk"
+    needs_display = True
 
     def warm_up(self) -> None:
         # Tcl starts its notifier (a thread and a pipe, kept for the process's life) the
@@ -228,6 +239,7 @@ class TkHost(Host):
         import tkinter
 
         self.root = tkinter.Tk()
+        TK_KEPT.append(self.root)
         self.root.withdraw()
         self.root.report_callback_exception = (  # type: ignore[method-assign]
             lambda *exc: self.errors.append(exc))
@@ -307,8 +319,115 @@ class TkHost(Host):
         conn.close()
 
 
+class _SelectTurns:
+    """The reactor in a :class:`SelectHost`'s loop: whether the loop drives it, and how
+    many turns it gave (what an :class:`~reactor.embed.base.Embedding` tells)."""
+
+    def __init__(self) -> None:
+        self.turns = 0
+        self.attached = False
+
+    def attach(self) -> None:
+        self.attached = True
+
+    def detach(self) -> None:
+        self.attached = False
+
+
+class SelectHost(Host):
+    """A program's own ``select`` loop, as examples/select_host.py writes it: no
+    embedding module, only ``fileno()``, ``next_timeout()`` and ``run_once(0)`` each
+    time round, beside the host's own timers and sockets."""
+
+    name = "select"
+
+    def setup(self) -> None:
+        self._timers: list[tuple[float, int, Callable[[], object]]] = []
+        self._order = itertools.count()
+        self._readers: dict[int, Callable[[], None]] = {}
+        self._socks: list[socket.socket] = []
+        self._reactor: Reactor | None = None
+        self._driven: _SelectTurns | None = None
+
+    def teardown(self) -> None:
+        for sock in self._socks:
+            sock.close()
+
+    def run(self, body: Callable[[], None], timeout: float = WAIT) -> None:
+        self._stopped = False
+        self.call_later(0, body)
+        deadline = time.monotonic() + timeout
+        while not self._stopped:
+            now = time.monotonic()
+            if now >= deadline:
+                raise TimeoutError(f"{self.name} host not stopped within {timeout} s")
+            waits = [deadline - now]
+            if self._timers:
+                waits.append(self._timers[0][0] - now)
+            fds = list(self._readers)
+            driven = self._driven is not None and self._driven.attached
+            if driven:
+                assert self._reactor is not None
+                fds.append(self._reactor.fileno())
+                reactor_wait = self._reactor.next_timeout()
+                if reactor_wait is not None:
+                    waits.append(reactor_wait)
+            readable, _, _ = select.select(fds, [], [], max(0.0, min(waits)))
+            for fd in readable:
+                if fd in self._readers:
+                    self._guard(self._readers[fd])
+            while self._timers and self._timers[0][0] <= time.monotonic():
+                self._guard(heapq.heappop(self._timers)[2])
+            if driven and self._driven is not None and self._driven.attached:
+                assert self._reactor is not None
+                self._driven.turns += 1
+                self._guard(lambda: self._reactor.run_once(0))  # type: ignore[union-attr]
+
+    def _guard(self, fn: Callable[[], object]) -> None:
+        try:
+            fn()
+        except Exception as exc:  # it reached the host's loop
+            self.errors.append(exc)
+
+    def stop(self) -> None:
+        self._stopped = True
+
+    def call_later(self, delay: float, fn: Callable[[], object]) -> None:
+        heapq.heappush(self._timers, (time.monotonic() + delay, next(self._order), fn))
+
+    def attach(self, reactor: Reactor) -> _SelectTurns:
+        self._reactor = reactor
+        self._driven = _SelectTurns()
+        self._driven.attach()
+        return self._driven
+
+    def listen_echo(self) -> int | None:
+        listener = socket.create_server(("127.0.0.1", 0))
+        listener.setblocking(False)
+        self._socks.append(listener)
+
+        def accept() -> None:
+            conn, _ = listener.accept()
+            self._socks.append(conn)
+            self._readers[conn.fileno()] = lambda: self._echo(conn)
+
+        self._readers[listener.fileno()] = accept
+        port: int = listener.getsockname()[1]
+        return port
+
+    def _echo(self, conn: socket.socket) -> None:
+        data = conn.recv(65536)
+        if data:
+            conn.sendall(data)  # blocking: a test's replies are small
+        else:
+            del self._readers[conn.fileno()]
+            self._socks.remove(conn)
+            conn.close()
+
+
 HOSTS: dict[str, type[Host]] = {
     "asyncio": AsyncioHost,
+    "select": SelectHost,
     "trio": TrioHost,
     "twisted": TwistedHost,
     "tk": TkHost,

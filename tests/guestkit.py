@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import heapq
+import itertools
 import queue
 import socket
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
@@ -23,7 +26,8 @@ WAIT = 10.0
 
 
 class QueueHost:
-    """The simplest host: a thread that runs the functions put in its queue, in order.
+    """The simplest host: a thread that runs the functions put in its queue, in order,
+    and its own timers (:meth:`call_later`) when they are due.
 
     Attributes:
         errors: what the functions raised into the host (must stay empty: the guest
@@ -33,18 +37,41 @@ class QueueHost:
     def __init__(self) -> None:
         self.queue: queue.SimpleQueue[Callable[[], object] | None] = queue.SimpleQueue()
         self.errors: list[BaseException] = []
+        self._timers: list[tuple[float, int, Callable[[], object]]] = []  # host thread only
+        self._order = itertools.count()
         self.thread = threading.Thread(target=self._loop, name="host", daemon=True)
         self.thread.start()
 
     def _loop(self) -> None:
         while True:
-            fn = self.queue.get()
+            while self._timers and self._timers[0][0] <= time.monotonic():
+                self._run(heapq.heappop(self._timers)[2])
+            timeout = None
+            if self._timers:
+                timeout = max(0.0, self._timers[0][0] - time.monotonic())
+            try:
+                fn = self.queue.get(timeout=timeout)
+            except queue.Empty:
+                continue
             if fn is None:
                 return
-            try:
-                fn()
-            except BaseException as exc:
-                self.errors.append(exc)
+            self._run(fn)
+
+    def _run(self, fn: Callable[[], object]) -> None:
+        try:
+            fn()
+        except BaseException as exc:
+            self.errors.append(exc)
+
+    def call_later(self, delay: float, fn: Callable[[], object]) -> None:
+        """Run ``fn()`` in the host's thread ``delay`` seconds from now, by a host timer
+        (any thread may call it)."""
+        due = time.monotonic() + delay
+        entry = (due, next(self._order), fn)
+        if threading.get_ident() == self.thread.ident:
+            heapq.heappush(self._timers, entry)
+        else:
+            self.queue.put(lambda: heapq.heappush(self._timers, entry))
 
     def run_sync_soon_threadsafe(self, fn: Callable[[], object]) -> None:
         self.queue.put(fn)

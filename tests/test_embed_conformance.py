@@ -1,4 +1,6 @@
-"""Every embedding passes the same checks (tests/embedkit.py), under each host."""
+"""Every embedding passes the same checks (tests/embedkit.py), under each host: asyncio,
+a plain ``select`` loop, trio, Twisted, Tk, and the guest mode driven by a queue and a
+thread and by Tk's ``after_idle``."""
 
 from __future__ import annotations
 
@@ -9,16 +11,20 @@ import psutil
 import pytest
 import xvfb
 from embedkit import CHECKS, Host
+from embedkit_guests import GUESTS
 from embedkit_hosts import HOSTS
 
 from reactor import Reactor
 
+ALL_HOSTS = {**HOSTS, **GUESTS}
 
-@pytest.fixture(params=sorted(HOSTS))
+
+@pytest.fixture(params=sorted(ALL_HOSTS))
 def host(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Host:
-    if request.param == "tk":
+    kind = ALL_HOSTS[request.param]
+    if kind.needs_display:
         monkeypatch.setenv("DISPLAY", xvfb.x_display())
-    made = HOSTS[request.param]()
+    made = kind()
     made.warm_up()
     return made
 
