@@ -22,8 +22,6 @@ synchronously), so the two never wait together.
 
 from __future__ import annotations
 
-import math
-
 import trio
 
 from ..io.loop import Reactor
@@ -61,16 +59,22 @@ class TrioEmbedding(Embedding):
         self._delay = None
 
     async def _run(self, fd: int, scope: trio.CancelScope) -> None:
+        # Every await below is a checkpoint, which lets trio's other tasks run before
+        # the next turn; a cancel scope is made only when a deadline needs one (most
+        # turns of a busy server have none, or have work due at once).
+        wait_readable = trio.lowlevel.wait_readable
         try:
             with scope:
                 while True:
                     delay = self._delay
-                    with trio.move_on_after(math.inf if delay is None else delay):
-                        await trio.lowlevel.wait_readable(fd)
+                    if delay is None:
+                        await wait_readable(fd)
+                    elif delay <= 0:
+                        await trio.lowlevel.checkpoint()
+                    else:
+                        with trio.move_on_after(delay):
+                            await wait_readable(fd)
                     self._turn()
-                    # a turn that found the descriptor readable and nothing due still
-                    # lets trio's other tasks run before the next wait
-                    await trio.lowlevel.checkpoint()
         finally:
             if self._scope is scope:  # ended by trio itself (the run is over)
                 self._lost("the trio task ended")
