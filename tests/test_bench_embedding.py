@@ -8,13 +8,13 @@ from bench import embedding
 from bench.report import EMBEDDING_SECTION, MEMORY_SECTION, kept_section
 
 
-def figures(rps: float, p99: float) -> dict[str, float]:
+def figures(rps: float, p99: float, cpu_us: float | None = None) -> dict[str, float | None]:
     return {"rps": rps, "p50_ms": 1.0, "p99_ms": p99, "max_ms": p99 + 1,
-            "iterations": 1000}
+            "iterations": 1000, "cpu_us": cpu_us}
 
 
 def test_table_ratios_and_verdicts() -> None:
-    runs = {"alone": [figures(1000, 5)], "asyncio": [figures(800, 25)],
+    runs = {"alone": [figures(1000, 5, 40.0)], "asyncio": [figures(800, 25, 50.0)],
             "trio": [figures(600, 10)]}
     lines = embedding.table(runs, {"tk": "no DISPLAY"}, 1, 1.0, 5.0)
     text = "\n".join(lines)
@@ -22,7 +22,9 @@ def test_table_ratios_and_verdicts() -> None:
     assert "busy" in text
     rows = {line.split("|")[1].strip(): line for line in lines if line.startswith("| ")}
     assert "| 0.80 |" in rows["asyncio"] and "**no** | yes |" in rows["asyncio"]
+    assert rows["asyncio"].endswith("| 50 µs | 1.25 |")  # CPU per request, vs alone
     assert "| 0.60 |" in rows["trio"] and "yes | **no** |" in rows["trio"]
+    assert rows["trio"].endswith("| n/a | n/a |")  # no CPU figure: none shown
     assert "not measured: no DISPLAY" in rows["tk"]
 
 
