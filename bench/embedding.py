@@ -355,12 +355,15 @@ def table(runs: dict[str, list[dict[str, Any]]], skipped: dict[str, str],
         "programs and waits for it more than it uses it, so throughput moves a lot "
         "between repetitions minutes apart (req/s gives the median and the min-max; vs "
         "alone is the median of each repetition's ratio): a ratio is only as good as the "
-        "repetitions agree. The CPU columns are the loops' own cost: the server "
+        "repetitions agree. The CPU columns try to show the loops' own cost: the server "
         "process's CPU time per request over the measured window, and its median ratio "
         "to the reactor alone's (below 1.30 is within 30 %). The iterations column "
         "counts the reactor's turns: a host that turns it more often for the same load "
-        "hands it smaller batches. A throughput ratio above 1 is not a faster reactor "
-        "(the same code serves) but the busy CPU shared differently.",
+        "hands it smaller batches. A ratio above 1 is not a faster reactor (the same "
+        "code serves) but the busy CPU shared differently. Tk, and Twisted in some "
+        "repetitions, have led the reactor alone on throughput and on CPU per request, "
+        "with batches of about the same size per turn; that is not explained yet, so "
+        "read no figure here as better than a factor of two.",
         "",
         "| host | req/s | vs alone | timer p50 | timer p99 | timer max | reactor "
         "iterations | p99 ≤ 20 ms | within 30 % | CPU per request | CPU vs alone |",
