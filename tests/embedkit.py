@@ -18,7 +18,9 @@ reactor, and serve the host's own echo clients the host's way. The checks
 - detach leaves the host's loop whole: its own timer and its own clients go on, and the
   reactor gets no more turns;
 - signals stay the host's: attaching and driving the reactor installs no signal handler
-  and no wake-up descriptor;
+  and no wake-up descriptor, unless the user hands a signal to the reactor
+  (``add_signal_handler``), which then delivers it in the host's thread and gives it
+  back as it was;
 - and around each check: no descriptor or thread left behind.
 
 What a host's ``attach`` returns is a :class:`Driver`: an
@@ -538,6 +540,35 @@ def check_signals_stay_the_hosts(host: Host, reactor: Reactor) -> None:
     assert signal_state() == before, "the run left the signal handling changed"
 
 
+def check_signals_handed_to_the_reactor(host: Host, reactor: Reactor) -> None:
+    """A signal the user hands to the embedded reactor (``add_signal_handler``, in the
+    main thread) is delivered by a turn in the host's thread; taking it back restores
+    the host's signal handling as it was."""
+    state: dict[str, Any] = {}
+
+    def body() -> None:
+        state["embedding"] = host.attach(reactor)
+        state["host"] = host.in_main_thread(signal_state)
+        host.in_main_thread(lambda: reactor.add_signal_handler(signal.SIGUSR1, got))
+        main = threading.main_thread().ident
+        assert main is not None
+        signal.pthread_kill(main, signal.SIGUSR1)
+
+    def got() -> None:
+        state["thread"] = threading.get_ident()
+        host.in_main_thread(lambda: reactor.remove_signal_handler(signal.SIGUSR1))
+        state["after"] = host.in_main_thread(signal_state)
+        state["embedding"].detach()
+        host.stop()
+
+    try:
+        host.run(body)
+    finally:
+        reactor.remove_signal_handler(signal.SIGUSR1)
+    assert state["thread"] == host.thread_ident, "the signal's callback ran off the host"
+    assert state["after"] == state["host"], "the host's signal handling was not restored"
+
+
 CHECKS: dict[str, Callable[[Host, Reactor], None]] = {
     "serves": check_serves,
     "detach_reattach": check_detach_and_reattach,
@@ -546,4 +577,5 @@ CHECKS: dict[str, Callable[[Host, Reactor], None]] = {
     "protocol_exception": check_protocol_exception_stays_in_the_reactor,
     "host_runs_on_after_detach": check_host_runs_on_after_detach,
     "signals_stay_the_hosts": check_signals_stay_the_hosts,
+    "signals_handed_to_the_reactor": check_signals_handed_to_the_reactor,
 }
