@@ -19,6 +19,7 @@ __all__ = [
     "KV_PIPELINE_SECTION",
     "MEMORY_SECTION",
     "RPC_SECTION",
+    "SCALING_SECTION",
     "STATUSES",
     "SYSCALLS_SECTION",
     "TLS_SECTION",
@@ -45,7 +46,10 @@ EMBEDDING_SECTION = ("<!-- bench.embedding -->", "<!-- /bench.embedding -->")
 # what the mypyc prototype of a compiled hot path measured (``bench/compiled.py``,
 # written by hand)
 COMPILED_SECTION = ("<!-- compiled -->", "<!-- /compiled -->")
-APART_SECTIONS = (TLS_SECTION, RPC_SECTION, EMBEDDING_SECTION, COMPILED_SECTION)
+# workers, --reuse-port and HAProxy in front: ``python -m bench.scaling``
+SCALING_SECTION = ("<!-- bench.scaling -->", "<!-- /bench.scaling -->")
+APART_SECTIONS = (TLS_SECTION, RPC_SECTION, EMBEDDING_SECTION, COMPILED_SECTION,
+                  SCALING_SECTION)
 
 STATUSES = ("PASS", "FAIL", "SKIP", "INFO")
 _TARGETS = "## Targets\n\n```\n"
