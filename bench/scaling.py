@@ -188,7 +188,11 @@ def section(rows: list[Row], skipped: list[str], duration: float) -> str:
              f"generator and HAProxy; {CLIENTS} connections; about {duration:g} s per row. "
              "echo: loadgen, one 64 B message in flight per connection; kv: "
              "redis-benchmark SET and GET of 64 B values. Server CPU is the process "
-             "tree's (supervisor and workers).",
+             "tree's (supervisor and workers). Load average when it ended: "
+             f"{os.getloadavg()[0]:.1f}. A server CPU-s per s well under its worker "
+             "count means the server was not what limited the row: the load generator "
+             "(one thread) and the other processes on the machine were; requests per "
+             "server-CPU-second is the figure to scale by.",
              "",
              "| service | server | req/s | server CPU-s per s | req per server-CPU-s "
              "| HAProxy CPU per request |",
@@ -216,8 +220,10 @@ def prediction(rows: list[Row]) -> list[str]:
                 f"N x {one.per_cpu:,.0f}/s")
         if proxied is not None and proxied.haproxy_cpu:
             cost = proxied.haproxy_cpu / proxied.requests
-            text += (f"; M such hosts behind HAProxy about M x N x that, while HAProxy "
-                     f"itself, at {cost * 1e6:.1f} us of CPU per request here, has "
+            text += (f"; behind HAProxy a worker serves {proxied.per_cpu:,.0f} per "
+                     f"CPU-second (the row measured so), so M such hosts about "
+                     f"M x N x {proxied.per_cpu:,.0f}/s, while HAProxy itself, at "
+                     f"{cost * 1e6:.1f} us of CPU per request here, has "
                      f"{1 / cost:,.0f} requests per second per core of its own to give")
         out.append(text + ".")
     out += [

@@ -24,8 +24,8 @@ def test_the_section_has_the_figures_and_what_they_predict() -> None:
     assert "| echo | 1 process | 50,000 | 0.50 | 100,000 |  |" in lines
     # HAProxy: 0.4 CPU-s for 40 000 requests, 10 us each, 100 000 per core-second
     assert "| echo | 2 workers behind HAProxy | 20,000 | 0.25 | 80,000 | 10.0 us |" in lines
-    assert any("N x 100,000/s" in line and "100,000 requests per second per core" in line
-               for line in lines)
+    assert any("N x 100,000/s" in line and "M x N x 80,000/s" in line
+               and "100,000 requests per second per core" in line for line in lines)
     assert "SKIP scaling: kv, 1 process: redis-benchmark is missing" in lines
     assert "Where that stops holding" in text and "ephemeral port range" in text
 
