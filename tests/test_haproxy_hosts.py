@@ -51,6 +51,7 @@ class Load:
     acked: list[tuple[str, bytes, str, float]] = field(default_factory=list)
     failed: list[tuple[int, float, str]] = field(default_factory=list)
     served: int = 0
+    wrong: list[str] = field(default_factory=list)  # replies that were not +OK
     stop: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -67,7 +68,9 @@ class Load:
                     for _ in range(1 if self.per_request else PER_CONNECTION):
                         key, value = next(keys), os.urandom(8).hex().encode()
                         reply = r.call("SET", key, value)
-                        assert reply == "+OK", reply
+                        if reply != "+OK":
+                            self.wrong.append(repr(reply))
+                            return
                         with self.lock:
                             self.acked.append((key, value, host, time.monotonic()))
                             self.served += 1
@@ -99,6 +102,7 @@ class Load:
         for thread in threads:
             thread.join(WAIT)
             assert not thread.is_alive()
+        assert not self.wrong, self.wrong
         return time.monotonic() - started
 
     def longest_pause(self, start: float, end: float) -> float:
