@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.kept import SCALING_SECTION, write_section
-from bench.procs import Sampler, ServerProcess, free_port
+from bench.procs import Sampler, ServerProcess, free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "RESULTS.md"
@@ -144,15 +144,17 @@ def measure(service: str, setup: str, duration: float) -> Row:
     workers = 2 if "--workers" in options else 1
     srv, port = start_server(service, options, workers)
     haproxy = None
+    workdir = tempfile.TemporaryDirectory(prefix="scaling-")
     try:
         target, pids = port, [srv.proc.pid]
         if "HAProxy" in setup:
             target = free_port()
-            config = Path(tempfile.mkdtemp(prefix="scaling-")) / "haproxy.cfg"
+            config = Path(workdir.name) / "haproxy.cfg"
             config.write_text(HAPROXY_CFG.format(front=target, port=port))
             haproxy = subprocess.Popen([haproxy_path(), "-db", "-f", str(config)],
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            time.sleep(0.5)  # its start-up: not an ordering any test relies on
+            if not wait_for_port("127.0.0.1", target, time.monotonic() + 30):
+                raise RuntimeError(f"haproxy never listened on port {target}")
             pids.append(haproxy.pid)
         load = echo_load if service == "echo" else kv_load
         requests, seconds, cpu = load(target, duration, pids)
@@ -163,6 +165,7 @@ def measure(service: str, setup: str, duration: float) -> Row:
             haproxy.terminate()
             haproxy.wait(10)
         srv.stop(kill_after=True)
+        workdir.cleanup()
 
 
 def haproxy_path() -> str:
