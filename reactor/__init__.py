@@ -10,8 +10,10 @@ import logging
 
 from .io.control import ControlServer, serve_control
 from .io.datagram import DatagramTransport
+from .io.health import LoopHealth
 from .io.listeners import Listener
 from .io.loop import Reactor, ReactorStatistics
+from .io.observe import ObserveServer, serve_observe
 from .io.stream import StreamTransport
 from .io.tls import TLSLayer
 from .io.transports import TransportOptions
@@ -46,7 +48,9 @@ __all__ = [
     "IllegalTransition",
     "Listener",
     "LocalProtocolError",
+    "LoopHealth",
     "MonotonicClock",
+    "ObserveServer",
     "ProtocolError",
     "Reactor",
     "ReactorError",
@@ -61,6 +65,7 @@ __all__ = [
     "TimerHandle",
     "TransportOptions",
     "serve_control",
+    "serve_observe",
 ]
 
 __version__ = "0.1.0"

@@ -42,6 +42,7 @@ from .facades.mixins import (
     ThreadingMixIn,
     TLSMixIn,
 )
+from .facades.observe import serve_observe
 from .facades.servers import BaseServer, ServerStatistics, TCPServer, UDPServer
 from .sansio.request_buffer import (
     FirstBytesRequestBuffer,
@@ -77,6 +78,7 @@ __all__ = [
     "UDPServer",
     "peer_credentials",
     "serve_control",
+    "serve_observe",
 ]
 
 logger = logging.getLogger(__name__)

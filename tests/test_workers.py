@@ -267,6 +267,6 @@ def test_usage_errors() -> None:
     srv.close()
     srv = serve("echo", "--workers", "2", "--control", "unix:/nonexistent/ctl")
     assert srv.wait() == 2
-    assert "--control does not combine with --workers yet" in srv.log
+    assert "--control, --metrics and --status do not combine with --workers" in srv.log
     srv.close()
     assert TESTS.is_dir()

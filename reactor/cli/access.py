@@ -46,6 +46,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, Final, Protocol
 
+from ..io import tallies
 from ..io.validate import address_text
 from ..sansio.errors import DeadlineExceeded
 
@@ -141,6 +142,9 @@ class Logged(asyncio.Protocol):
             self._log_close(exc)
 
     def _log_close(self, exc: BaseException | None) -> None:
+        # counted once per connection, at its close (the metrics' closes by reason)
+        tallies.count(self._server, "closed", close_reason(exc, self._eof,
+                                                          self._server.stopping))
         if not self._access and not serve_logger.isEnabledFor(logging.DEBUG):
             return
         transport = self._transport

@@ -50,7 +50,16 @@ from .. import __version__
 from ..io.listeners import DEFAULT_BACKLOG
 from ..io.loop import Reactor
 from ..io.transports import TransportOptions
-from . import accessflags, argtypes, controlflags, ctl, logs, proxyflags, workerflags
+from . import (
+    accessflags,
+    argtypes,
+    controlflags,
+    ctl,
+    logs,
+    observeflags,
+    proxyflags,
+    workerflags,
+)
 from .addresses import BadBindAddress, BindError
 from .config import apply_configuration, environment_help
 from .errors import UsageError
@@ -290,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     controlflags.add_arguments(serve)
     accessflags.add_arguments(serve)
     workerflags.add_arguments(serve)
+    observeflags.add_arguments(serve)
     serve.add_argument(
         "--app-dir", default=".", metavar="DIR",
         help="look for MODULE in DIR first (default: the current directory)",
@@ -463,8 +473,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         if pid_file is not None:
             pid_file.write()  # first: nothing is bound if it cannot be written
         server = build(binds, reactor, factory)
+        server.count_closes = observeflags.wants_closes(args)
         server.start()
         controlflags.start(args, server)  # closed with the reactor, its path removed
+        observeflags.start(args, server)
         workerflags.notify_single(server.addresses)
     except (BindError, BadBindAddress) as exc:
         origin = "--bind" if args.bind else f"the default for {name}; choose another with --bind"

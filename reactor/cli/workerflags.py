@@ -88,9 +88,10 @@ def check(args: argparse.Namespace) -> None:
         raise UsageError("--max-requests and --max-requests-jitter need --workers")
     if args.workers is not None and args.service == "rpc":
         raise UsageError("--workers does not apply to the rpc service")
-    if args.workers is not None and getattr(args, "control", None) is not None:
-        raise UsageError("--control does not combine with --workers yet (each worker "
-                         "has its own table); run one server per control socket")
+    if args.workers is not None and any(getattr(args, name, None) is not None
+                                        for name in ("control", "metrics", "status")):
+        raise UsageError("--control, --metrics and --status do not combine with --workers "
+                         "yet (each worker has its own table); run one server per socket")
 
 
 def supervise(args: argparse.Namespace, binds: Sequence[str | BindAddress],

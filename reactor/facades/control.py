@@ -27,10 +27,11 @@ from ..io.control import serve_control as _serve_reactor_control
 from ..sansio.snapshot import format_address
 from .servers import BaseServer
 
-__all__ = ["serve_control"]
+__all__ = ["describe_server", "serve_control"]
 
 
-def _describe(server: BaseServer) -> Mapping[str, Any]:
+def describe_server(server: BaseServer) -> Mapping[str, Any]:
+    """A facade server's statistics as plain facts (``info``, the status page)."""
     stats = server.statistics()
     facts = {f.name: getattr(stats, f.name) for f in dataclasses.fields(stats)
              if f.name not in ("reactor", "by_state")}
@@ -55,5 +56,5 @@ def serve_control(server: BaseServer, path: str, **options: Any) -> ControlServe
             :func:`reactor.io.control.serve_control`.
     """
     options.setdefault("on_drain", server.shutdown)
-    options.setdefault("describe", lambda: _describe(server))
+    options.setdefault("describe", lambda: describe_server(server))
     return _serve_reactor_control(server.reactor, path, **options)

@@ -87,7 +87,11 @@ __all__ = [
     "DEFAULT_CONTROL_WRITE_TIMEOUT",
     "DEFAULT_MAX_CLIENTS",
     "ControlServer",
+    "close_listener",
+    "listener_facts",
+    "mark_listener",
     "serve_control",
+    "snapshot_table",
 ]
 
 logger = logging.getLogger("reactor.control")
@@ -102,9 +106,46 @@ _HANDED_OVER: Final = frozenset({
 })
 _GONE: Final = frozenset({ConnState.ENDING, ConnState.CLOSED})
 
-# every control listener, so that a snapshot can mark its clients (weak: a closed
-# control server leaves no trace)
-_CONTROL_LISTENERS: weakref.WeakSet[Listener] = weakref.WeakSet()
+# the listeners whose clients are not served connections (control, observe), with
+# their role, so that a snapshot can mark their clients (weak: a closed control server
+# leaves no trace)
+_ROLES: weakref.WeakKeyDictionary[Listener, str] = weakref.WeakKeyDictionary()
+
+
+def mark_listener(listener: Listener, role: str) -> None:
+    """Mark ``listener``'s clients with ``role`` in snapshots (not ``served``)."""
+    _ROLES[listener] = role
+
+
+def close_listener(reactor: Reactor, listener: Listener) -> None:
+    """Close ``listener`` and the connections it accepted."""
+    for row in reactor.connections:
+        if getattr(row, "listener", None) is listener:
+            row.close()  # type: ignore[attr-defined]
+    listener.close()
+
+
+def snapshot_table(reactor: Reactor, ids: RowIds,
+                   include_control: bool = False) -> list[ConnSnapshot]:
+    """Every row of ``reactor``'s table, named by ``ids`` (the rows of control and
+    observation listeners only with ``include_control``)."""
+    now = reactor.time()
+    rows = list(reactor.connections)
+    ids.retain(rows)
+    out = []
+    seen: dict[int, tuple[str, str]] = {}  # per listener: its role and address, once
+    for row in rows:
+        listener = getattr(row, "listener", None)
+        facts = seen.get(id(listener))
+        if facts is None:
+            facts = seen[id(listener)] = (
+                _ROLES.get(listener, "served") if listener is not None else "served",
+                format_address(listener.address) if listener is not None else "-")
+        role, where = facts
+        if role != "served" and not include_control:
+            continue
+        out.append(snapshot_row(row, ids.of(row), now, role=role, listener=where))
+    return out
 
 
 def _version() -> str:
@@ -112,7 +153,8 @@ def _version() -> str:
     return str(getattr(package, "__version__", "unknown"))
 
 
-def _listener_facts(listener: Listener) -> dict[str, Any]:
+def listener_facts(listener: Listener) -> dict[str, Any]:
+    """What ``info`` and the status page say about a listener."""
     address = listener.address
     family = listener.sock.family if address is not None else None
     if address is None:
@@ -126,7 +168,8 @@ def _listener_facts(listener: Listener) -> dict[str, Any]:
     return {
         "address": format_address(address),
         "kind": "unix" if family == getattr(socket, "AF_UNIX", None) else "tcp",
-        "role": "control" if listener in _CONTROL_LISTENERS else "served",
+        "role": _ROLES.get(listener, "served"),
+        "refused": listener.refused,
         "state": state,
         "active": listener.active,
         "accepted": listener.accepted,
@@ -180,38 +223,18 @@ class ControlServer:
         self.listener: Listener = reactor.listen_unix(
             path, lambda: _ControlProtocol(self), mode=mode, max_connections=max_clients,
             backlog=max_clients, options=options)
-        _CONTROL_LISTENERS.add(self.listener)
+        mark_listener(self.listener, "control")
         logger.info("control socket on %s", path)
 
     def close(self) -> None:
         """Stop listening (the path is removed) and close the control clients."""
-        listener = self.listener
-        for row in self.reactor.connections:
-            if getattr(row, "listener", None) is listener:
-                row.close()  # type: ignore[attr-defined]
-        listener.close()
+        close_listener(self.reactor, self.listener)
 
     # -- reading the table --------------------------------------------------------------
 
     def snapshot(self, include_control: bool = False) -> list[ConnSnapshot]:
         """Every row of the table (control clients only with ``include_control``)."""
-        now = self.reactor.time()
-        rows = list(self.reactor.connections)
-        self._ids.retain(rows)
-        out = []
-        seen: dict[int, tuple[str, str]] = {}  # per listener: its role and address, once
-        for row in rows:
-            listener = getattr(row, "listener", None)
-            facts = seen.get(id(listener))
-            if facts is None:
-                facts = seen[id(listener)] = (
-                    "control" if listener in _CONTROL_LISTENERS else "served",
-                    format_address(listener.address) if listener is not None else "-")
-            role, where = facts
-            if role == "control" and not include_control:
-                continue
-            out.append(snapshot_row(row, self._ids.of(row), now, role=role, listener=where))
-        return out
+        return snapshot_table(self.reactor, self._ids, include_control)
 
     def info(self) -> dict[str, Any]:
         """What ``info`` reports, as plain values."""
@@ -235,8 +258,10 @@ class ControlServer:
                 "discarded": stats.discarded, "pending_timers": stats.pending_timers,
                 "timer_heap": stats.timer_heap, "ready_callbacks": stats.ready_callbacks,
             },
-            "listeners": [_listener_facts(listener) for listener in self.reactor.listeners],
+            "listeners": [listener_facts(listener) for listener in self.reactor.listeners],
         }
+        if self.reactor.health is not None:
+            info["loop_health"] = self.reactor.health.facts()
         if self.describe is not None:
             try:
                 info["server"] = dict(self.describe())

@@ -33,6 +33,8 @@ import selectors
 from collections.abc import Callable, Mapping
 from typing import Any, Final, Protocol
 
+from .tallies import count as _tally
+
 __all__ = ["BatchKeyMap", "DirectTarget", "EpollPath", "ReadyTarget", "dispatch_failed",
            "dispatch_selected", "epoll_path"]
 
@@ -67,6 +69,8 @@ def dispatch_failed(obj: ReadyTarget, exc: BaseException) -> None:
     describe = getattr(obj, "describe", None)
     where = describe() if describe is not None else repr(obj)
     logger.error("unexpected error while serving %s", where, exc_info=exc)
+    reactor = getattr(obj, "reactor", None)
+    _tally(reactor if reactor is not None else obj, "errors", "callback")
     force_close = getattr(obj, "_force_close", None)
     if force_close is not None:
         force_close(exc)

@@ -59,6 +59,7 @@ from .episodes import cap_reached, cap_released, limit_name
 from .proxy import DEFAULT_PROXY_TIMEOUT, proxy_acceptor
 from .refusal import CapRefuser, check_at_cap
 from .stream import StreamTransport
+from .tallies import count as _tally
 from .tlsendpoints import server_factory as tls_server
 from .transports import ProtocolFactory, TransportOptions, options_from
 from .unixpath import UNIX_PATH_MAX, OwnedPath, check_mode, created_with_mode, prepare
@@ -304,6 +305,10 @@ class Listener:
 
     def _pause(self, exc: OSError) -> None:
         err = exc.errno or 0
+        # counted for the metrics (a failure path: never per request)
+        _tally(self, "paused", errno.errorcode.get(err, "error"))
+        if err not in CAPACITY_ERRNOS:
+            _tally(self.reactor, "errors", "accept")
         if self._capacity_error is None and err not in CAPACITY_ERRNOS:
             # not a resource limit: say what failed, once per episode, and name no limit
             logger.error("%s: accept() failed: %s; pausing the listener and retrying every "

@@ -50,8 +50,10 @@ from . import fork
 from . import listeners as _listeners
 from .debug import LOOP_ONLY_METHODS, TRANSPORT_LOOP_ONLY_METHODS
 from .dispatch import EpollPath, ReadyTarget, dispatch_selected, epoll_path
+from .health import DEFAULT_SLOW_CALLBACK, LAG_INTERVAL, LoopHealth
 from .statistics import ReactorStatistics
 from .steps import ReactorSteps
+from .tallies import count as _tally
 from .wakeup import SignalHandlers, Waker
 
 if TYPE_CHECKING:
@@ -120,6 +122,8 @@ class Reactor(fork.ReactorForking, ReactorSteps):
             read it, never set it.
         connections: the connection table (every connection is a row).
         listeners: the listeners open on this reactor.
+        health: the loop's lag and slow callbacks (:mod:`reactor.io.health`), None
+            until :meth:`enable_health` is called.
         epoll_path: the fast path over a plain :class:`selectors.EpollSelector`
             (:class:`~reactor.io.dispatch.EpollPath`), through which the loop polls and
             transports register; None for any other selector and in a forked child.
@@ -142,6 +146,7 @@ class Reactor(fork.ReactorForking, ReactorSteps):
         self._timers = TimerHeap()
         self.connections = ConnectionTable()
         self.listeners: list[Listener] = []
+        self.health: LoopHealth | None = None
         self._iterations = 0
         self._stopping = False
         self._closed = False
@@ -374,11 +379,42 @@ class Reactor(fork.ReactorForking, ReactorSteps):
 
     def _callback_failed(self, handle: Handle, exc: BaseException) -> None:
         # the exception path only: the owner is looked up here, never when scheduling
+        _tally(self, "errors", "callback")
         where = describe_owner(handle)
         if where is None:
             logger.error("callback %r raised", handle, exc_info=exc)
         else:
             logger.error("%s: callback %r raised", where, handle, exc_info=exc)
+
+    def enable_health(
+        self, slow_callback_duration: float | None = DEFAULT_SLOW_CALLBACK,
+        lag_interval: float = LAG_INTERVAL,
+    ) -> LoopHealth:
+        """Measure the loop's lag and, unless ``slow_callback_duration`` is None, time
+        every callback (see :mod:`reactor.io.health`); returns :attr:`health`.
+
+        Until this is called nothing is measured. Calling it again changes the
+        threshold; timing, once installed, stays until the reactor is closed.
+
+        Raises:
+            ValueError: ``slow_callback_duration`` is negative or ``lag_interval`` is
+                not positive.
+        """
+        if slow_callback_duration is not None and not slow_callback_duration >= 0:
+            raise ValueError("slow_callback_duration must be zero or more seconds")
+        health = self.health
+        if health is None:
+            health = self.health = LoopHealth(self, self._ready, self._timers,
+                                              self._callback_failed, self._clock,
+                                              lag_interval=lag_interval)
+        if slow_callback_duration is not None:
+            if health.slow_callback_duration is None:
+                # the timed steps shadow the loop's own on this instance only
+                self._run_ready = health.run_ready  # type: ignore[method-assign]
+                if self.epoll_path is not None:
+                    self.epoll_path = health.timed_path(self.epoll_path)
+            health.slow_callback_duration = slow_callback_duration
+        return health
 
     # -- listening and connecting -----------------------------------------------------
 

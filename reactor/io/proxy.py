@@ -51,6 +51,7 @@ from ..sansio.timers import TimerHandle
 from ..sansio.words import counted
 from .episodes import episode
 from .stream import StreamTransport
+from .tallies import count as _tally
 from .transports import ProtocolFactory, TransportOptions
 
 if TYPE_CHECKING:
@@ -176,6 +177,7 @@ def start_header(transport: StreamTransport, policy: ProxyPolicy,
     if not policy.trusts(transport.peername):
         log_refused(transport, f"not in proxy_allow_from ({policy.describe()}): a PROXY "
                                f"header is accepted only from there")
+        _tally(transport.listener or transport.reactor, "refused", "allow-list")
         transport.release()
         return False
     transport.advance(_PROXY_HEADER)
