@@ -2,7 +2,8 @@
 
 * ``--metrics HOST:PORT`` serves Prometheus's text format at ``/metrics``;
 * ``--status HOST:PORT`` serves the live status page at ``/`` (and its data at
-  ``/status.json``); the same address for both serves all three paths on one port;
+  ``/status.json``); the same address for both serves all three paths on one port
+  (port 0 for both: two free ports);
 * ``--loop-health`` times every callback and warns about those that hold the loop
   ``--slow-callback-duration`` seconds (0.1) or more; the loop's lag is measured
   whenever any of the three is given.
@@ -99,13 +100,15 @@ def start(args: argparse.Namespace, server: Server) -> list[ObserveServer]:
         reactor.enable_health(args.slow_callback_duration)
     elif wants_closes(args):
         reactor.enable_health(None)  # the lag alone: one timer a second
-    wanted: dict[tuple[str, int], dict[str, bool]] = {}
-    if args.metrics is not None:
-        wanted.setdefault(args.metrics, {})["metrics"] = True
-    if args.status is not None:
-        wanted.setdefault(args.status, {})["status"] = True
+    wanted: dict[Any, dict[str, bool]] = {}
+    for name in ("metrics", "status"):
+        address = getattr(args, name)
+        if address is not None:  # port 0 twice: two free ports, not one
+            key = address if address[1] else (name, *address)
+            wanted.setdefault(key, {})[name] = True
     views = []
-    for (host, port), paths in wanted.items():
+    for key, paths in wanted.items():
+        host, port = key[-2:]
         views.append(serve_observe(
             reactor, host, port, metrics=paths.get("metrics", False),
             status=paths.get("status", False), describe=lambda: _describe(server),

@@ -7,7 +7,8 @@ and redraws:
 * counters: connections, opened and closed totals, bytes in and out, loop iterations,
   lag and slow callbacks (when loop health is on);
 * two inline SVG charts: connections by state now, and throughput (bytes in and out
-  per second) over the last five minutes, from the differences between readings;
+  per second) over the last five minutes (or since the page opened), from the
+  differences between readings;
 * the table of connections: sortable by clicking a column's title (again: the other
   way), filterable by state. Rows carry ``data-id`` and ``data-state``.
 
@@ -120,21 +121,25 @@ function throughputChart() {
   if (samples.length < 2) {
     svg.append(el("svg:text", {x: 4, y: 20}, "collecting...")); return;
   }
-  const t0 = samples[samples.length - 1].t - HISTORY;
+  const end = samples[samples.length - 1].t;
+  const span = Math.max(10, Math.min(HISTORY, end - samples[0].t));
+  const t0 = end - span;
   const max = Math.max(1, ...samples.map(s => Math.max(s.in, s.out)));
-  const line = (key, color) => {
-    const pts = samples.map(s => [((s.t - t0) / HISTORY * W).toFixed(1),
+  const line = (key, color, dash) => {
+    const pts = samples.map(s => [((s.t - t0) / span * W).toFixed(1),
                                    (H - 18 - (H - 28) * s[key] / max).toFixed(1)]);
     svg.append(el("svg:polyline", {points: pts.map(p => p.join(",")).join(" "),
-                                   fill: "none", stroke: color, "stroke-width": 2}));
+                                   fill: "none", stroke: color, "stroke-width": 2,
+                                   "stroke-dasharray": dash}));
   };
   svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
   svg.append(el("svg:line", {x1: 0, y1: H - 18, x2: W, y2: H - 18, stroke: "#ccc"}));
-  line("in", "#2f7ed8"); line("out", "#f28f43");
+  line("in", "#2f7ed8", "none"); line("out", "#f28f43", "6 4");
   svg.append(el("svg:text", {x: 4, y: 12, "font-size": 11}, "max " + bytes(max) + "/s"));
   svg.append(el("svg:text", {x: 4, y: H - 4, "font-size": 11, fill: "#2f7ed8"}, "in"));
   svg.append(el("svg:text", {x: 30, y: H - 4, "font-size": 11, fill: "#f28f43"}, "out"));
-  svg.append(el("svg:text", {x: W - 90, y: H - 4, "font-size": 11}, "last 5 minutes"));
+  const ago = span >= 120 ? Math.round(span / 60) + " minutes" : Math.round(span) + " s";
+  svg.append(el("svg:text", {x: W - 100, y: H - 4, "font-size": 11}, "last " + ago));
 }
 function table() {
   const filter = $("filter").value, body = $("rows");
