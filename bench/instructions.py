@@ -27,6 +27,7 @@ as no difference.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -35,6 +36,8 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -43,30 +46,40 @@ LOADGEN = ROOT / "bench" / "bin" / "loadgen"
 
 
 def one_load(server: str, seconds: float, connections: int, size: int,
-             seed: int = 0, mode: str = "echo") -> tuple[int, int]:
+             seed: int = 0, mode: str = "echo", *, module: str = "bench.servers",
+             during: Callable[[dict[str, str]], AbstractContextManager[object]] | None = None,
+             ) -> tuple[int, int]:
     """Run ``server`` under callgrind for one load with ``PYTHONHASHSEED=seed``;
-    return (instructions, requests)."""
+    return (instructions, requests).
+
+    ``module`` runs the server (``python -m MODULE SERVER --cpu 0``); it prints
+    ``KEY VALUE`` lines, ``PORT N`` last. ``during``, given those lines as a dict, is a
+    context manager held while the load runs (``bench.observe``'s scraper)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "callgrind.out"
         env = dict(os.environ, PYTHONHASHSEED=str(seed))
         srv = subprocess.Popen(
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable,
-             "-m", "bench.servers", server, "--cpu", "0"],
+             "-m", module, server, "--cpu", "0"],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         assert srv.stdout is not None
         port = None
+        announced: dict[str, str] = {}
         while port is None:
             line = srv.stdout.readline()
             if not line:
                 raise SystemExit(f"{server} exited before it printed its port")
+            key, _, value = line.strip().partition(" ")
+            announced[key] = value
             match = re.match(r"PORT (\d+)", line)
             if match:
                 port = match.group(1)
-        load = subprocess.run(
-            [str(LOADGEN), "-m", mode, "-p", port, "-c", str(connections), "-s", str(size),
-             "-w", "0",
-             "-d", str(seconds), "--cpu", "1", "-T", "30"],
-            capture_output=True, text=True, timeout=seconds + 120, check=True)
+        with during(announced) if during is not None else contextlib.nullcontext():
+            load = subprocess.run(
+                [str(LOADGEN), "-m", mode, "-p", port, "-c", str(connections), "-s",
+                 str(size), "-w", "0",
+                 "-d", str(seconds), "--cpu", "1", "-T", "30"],
+                capture_output=True, text=True, timeout=seconds + 120, check=True)
         srv.send_signal(signal.SIGINT)
         srv.wait(120)
         total = None
@@ -78,10 +91,12 @@ def one_load(server: str, seconds: float, connections: int, size: int,
     return total, int(json.loads(load.stdout)["requests"])
 
 
-def per_request(server: str, args: argparse.Namespace, seed: int) -> dict[str, Any]:
-    """The marginal instructions per request under one hash seed (two loads)."""
-    short = one_load(server, args.short, args.connections, args.size, seed, args.mode)
-    long = one_load(server, args.long, args.connections, args.size, seed, args.mode)
+def per_request(server: str, args: argparse.Namespace, seed: int,
+                **load: Any) -> dict[str, Any]:
+    """The marginal instructions per request under one hash seed (two loads;
+    ``load``: :func:`one_load`'s ``module`` and ``during``)."""
+    short = one_load(server, args.short, args.connections, args.size, seed, args.mode, **load)
+    long = one_load(server, args.long, args.connections, args.size, seed, args.mode, **load)
     return {"seed": seed, "instructions": [short[0], long[0]],
             "requests": [short[1], long[1]],
             "instructions_per_request": round((long[0] - short[0]) / (long[1] - short[1]))}

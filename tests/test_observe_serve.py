@@ -25,7 +25,7 @@ def endpoint(server: ServerProcess, what: str) -> int:
 def served() -> Iterator[tuple[ServerProcess, int, int]]:
     server = ServerProcess("echo", "-b", "127.0.0.1:0", "--metrics", "127.0.0.1:0",
                            "--status", "127.0.0.1:0", "--loop-health",
-                           "--idle-timeout", "30")
+                           "--idle-timeout", "30", "--access-log")
     try:
         server.addresses()
         yield server, endpoint(server, "metrics"), endpoint(server, "status page")
@@ -58,6 +58,24 @@ def test_metrics_and_page_of_a_served_process(served: tuple[ServerProcess, int, 
     assert http(status, "GET /metrics")[0] == 404  # two addresses: two sets of paths
     clients[0].close()
     clients[2].close()
+
+
+def test_without_the_access_log_deadline_closes_are_counted() -> None:
+    server = ServerProcess("echo", "-b", "127.0.0.1:0", "--metrics", "127.0.0.1:0",
+                           "--idle-timeout", "0.2")
+    try:
+        server.addresses()
+        port = endpoint(server, "metrics")
+        client = server.connect()
+        assert client.recv(10) == b""  # closed at the idle deadline
+        client.close()
+        samples = scrape(port)
+        assert value(samples, "reactor_connection_closes_total", reason="idle-timeout") == 1
+        assert ("reactor_connection_closes_total", (("reason", "client-eof"),)) not in samples
+        assert value(samples, "reactor_loop_lag_seconds") >= 0  # the lag probe alone
+        assert ("reactor_slow_callbacks_total", ()) not in samples
+    finally:
+        server.close()
 
 
 @pytest.mark.parametrize("bad", ["unix:/tmp/x", "8080", "localhost"])

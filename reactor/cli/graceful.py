@@ -262,7 +262,6 @@ class Server:
         self.handle_signals = handle_signals
         self.unix_mode = unix_mode
         self.access_log = access_log
-        self.count_closes = False  # closes by reason for the metrics (observeflags)
         self.on_hangup = on_hangup
         # checked now (a bad value fails before anything is bound), passed to listeners
         self.proxy: dict[str, Any] = {} if proxy_protocol is None else {
@@ -332,7 +331,7 @@ class Server:
             "options": self.options, **self.proxy, **self._tls, **self._cap,
         }
         factory = self.protocol_factory
-        if self.access_log or self.count_closes or logger.isEnabledFor(logging.DEBUG):
+        if self.access_log or logger.isEnabledFor(logging.DEBUG):  # else: no cost at all
             factory = wrap_factory(factory, self, self.access_log)
         listener = listen_on(self.reactor, bind, factory, unix_mode=self.unix_mode,
                              reuse_port=self.reuse_port, by_kind=self._by_kind, **kw)

@@ -473,7 +473,6 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         if pid_file is not None:
             pid_file.write()  # first: nothing is bound if it cannot be written
         server = build(binds, reactor, factory)
-        server.count_closes = observeflags.wants_closes(args)
         server.start()
         controlflags.start(args, server)  # closed with the reactor, its path removed
         observeflags.start(args, server)

@@ -584,6 +584,8 @@ class Reactor(fork.ReactorForking, ReactorSteps):
                 self._in_iteration = False
         self._signals.remove_all()
         self._closed = True
+        if self.health is not None:
+            self.health.close()
         fork.untrack(self)
         self._timers.clear()
         self._ready.clear()

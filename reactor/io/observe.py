@@ -45,6 +45,7 @@ from ..sansio.httpmini import BadRequest, Request, RequestReader, response
 from ..sansio.promtext import CONTENT_TYPE, Family, render
 from ..sansio.snapshot import RowIds
 from ..sansio.statuspage import PAGE
+from . import tallies
 from .control import close_listener, listener_facts, mark_listener, snapshot_table
 from .metrics import reactor_families
 from .transports import TransportOptions
@@ -73,7 +74,8 @@ class ObserveServer:
         status: serve ``/`` and ``/status.json``.
         describe: facts about the server above the reactor (its name, its limits ...),
             shown by the page.
-        close_reasons: closes by reason, when the caller counts them.
+        close_reasons: closes by reason, when the caller counts them (None from it:
+            the reactor's deadline closes).
         extra: more metric families (a facade's threads and children busy ...).
         max_clients: clients served at once.
         timeout: seconds a client may stay silent or stop reading.
@@ -86,7 +88,7 @@ class ObserveServer:
     def __init__(
         self, reactor: Reactor, host: str | None, port: int, *, metrics: bool = True,
         status: bool = False, describe: Callable[[], Mapping[str, Any]] | None = None,
-        close_reasons: Callable[[], Mapping[str, int]] | None = None,
+        close_reasons: Callable[[], Mapping[str, int] | None] | None = None,
         extra: Callable[[], Iterable[Family]] | None = None,
         max_clients: int = DEFAULT_MAX_CLIENTS, timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
@@ -129,7 +131,7 @@ class ObserveServer:
         """The exposition ``/metrics`` serves."""
         families = list(reactor_families(
             self.reactor, uptime=self.reactor.time() - self.started,
-            close_reasons=None if self.close_reasons is None else self.close_reasons()))
+            close_reasons=self._close_reasons()))
         if self.extra is not None:
             families += self.extra()
         return render(families)
@@ -157,8 +159,7 @@ class ObserveServer:
             "listeners": [listener_facts(listener) for listener in reactor.listeners],
             "health": None if reactor.health is None else reactor.health.facts(),
         }
-        if self.close_reasons is not None:
-            facts["close_reasons"] = dict(self.close_reasons())
+        facts["close_reasons"] = self._close_reasons() or tallies.read(reactor, "closed")
         if self.describe is not None:
             try:
                 facts["server"] = dict(self.describe())
@@ -166,6 +167,9 @@ class ObserveServer:
                 logger.exception("the describe hook raised")
                 facts["server"] = {"error": repr(exc)}
         return facts
+
+    def _close_reasons(self) -> Mapping[str, int] | None:
+        return None if self.close_reasons is None else self.close_reasons()
 
     def answer(self, request: Request) -> bytes:
         """The response to ``request``."""
