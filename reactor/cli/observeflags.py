@@ -104,7 +104,7 @@ def start(args: argparse.Namespace, server: Server) -> list[ObserveServer]:
     if args.loop_health:
         reactor.enable_health(args.slow_callback_duration)
     elif any_endpoint(args):
-        reactor.enable_health(None)  # the lag alone: one probe a second
+        reactor.enable_health(None)  # the lag alone: one timer a second
     wanted: dict[Any, dict[str, bool]] = {}
     for name in ("metrics", "status"):
         address = getattr(args, name)

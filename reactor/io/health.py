@@ -8,17 +8,13 @@
 
 Theory of operation
 -------------------
-*Lag* is measured by a probe of its own: every ``lag_interval`` seconds (1 by default)
-a small daemon thread notes the time and hands the loop a callback
-(:meth:`~reactor.io.loop.Reactor.call_soon_threadsafe`); how late that callback runs is
-the loop's lag, the time work that was due waited for whatever held the loop. Not a
-timer in the loop's heap: a loop with no timer skips the timer step of every
-iteration, and a pending probe timer would cost each iteration that step (measured:
-about 1 % of an echo request's instructions); the thread costs the loop one wake-up a
-second and nothing per iteration. Nothing is measured on a reactor where health was
-not enabled (an idle reactor then never wakes). The last reading, the largest of the
-last :data:`WINDOW` readings and their count are kept. The probe stops when the
-reactor closes (or :meth:`LoopHealth.close`); a forked child has no probe.
+*Lag* is measured by a timer of its own (:class:`LoopHealth` arms it every
+``lag_interval`` seconds, 1 by default): when it runs, how late it runs is the loop's
+lag, the time a due timer waited for whatever held the loop. Nothing else on any path
+measures anything, so lag costs one timer a second, and only on a reactor where it was
+enabled (an idle reactor then wakes once a second; without it, it does not wake at
+all). The last reading, the largest of the last :data:`WINDOW` readings and their
+count are kept.
 
 *Slow callbacks* are timed only when asked for (``slow_callback_duration`` not None):
 then :meth:`Reactor.enable_health <reactor.io.loop.Reactor.enable_health>` puts a timed
@@ -38,12 +34,10 @@ from __future__ import annotations
 import collections
 import logging
 import selectors
-import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
-from ..sansio.errors import ClosedError
-from ..sansio.timers import Handle, TimerHeap, describe_owner
+from ..sansio.timers import Handle, TimerHandle, TimerHeap, describe_owner
 from .dispatch import _NOT_EPOLLIN, _NOT_EPOLLOUT, EpollPath, dispatch_failed
 
 if TYPE_CHECKING:
@@ -116,23 +110,19 @@ class LoopHealth:
         self.slow_callbacks = 0
         self.slowest = 0.0
         self._warned: dict[str, tuple[float, int]] = {}  # name -> (last warning, held)
-        self._stop = threading.Event()
-        self._probe = threading.Thread(target=self._probe_loop, name="reactor-lag-probe",
-                                       daemon=True)
-        self._probe.start()
+        self._probe: TimerHandle | None = None
+        self._arm()
 
     # -- lag ----------------------------------------------------------------------------
 
-    def _probe_loop(self) -> None:
-        while not self._stop.wait(self.lag_interval):
-            try:
-                self.reactor.call_soon_threadsafe(self._measure, self._clock())
-            except ClosedError:
-                return
+    def _arm(self) -> None:
+        self._probe = self.reactor.call_later(self.lag_interval, self._measure,
+                                              self._clock() + self.lag_interval)
 
-    def _measure(self, sent: float) -> None:
-        self.lag = max(0.0, self._clock() - sent)
+    def _measure(self, due: float) -> None:
+        self.lag = max(0.0, self._clock() - due)
         self._lags.append(self.lag)
+        self._arm()
 
     @property
     def lag_max(self) -> float:
@@ -141,7 +131,9 @@ class LoopHealth:
 
     def close(self) -> None:
         """Stop measuring lag (timing of callbacks stays as installed)."""
-        self._stop.set()
+        if self._probe is not None:
+            self._probe.cancel()
+            self._probe = None
 
     def facts(self) -> dict[str, Any]:
         """Plain values for ``info``, the metrics and the status page."""

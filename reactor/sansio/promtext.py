@@ -62,18 +62,25 @@ class Family:
     def add(self, value: float, **labels: str) -> Family:
         """Add a sample; returns the family, so adds chain."""
         for label in labels:
-            if not _LABEL.match(label) or label.startswith("__"):
-                raise ValueError(f"bad label name {label!r}")
+            if label not in _GOOD_LABELS:
+                if not _LABEL.match(label) or label.startswith("__"):
+                    raise ValueError(f"bad label name {label!r}")
+                _GOOD_LABELS.add(label)
         self.samples.append((labels, value))
         return self
 
 
+_GOOD_LABELS: Final[set[str]] = set()  # label names checked once (a scrape is frequent)
+
+
 def _escape(value: str) -> str:
+    if "\\" not in value and '"' not in value and "\n" not in value:
+        return value
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def _number(value: float) -> str:
-    if isinstance(value, int):
+    if type(value) is int:
         return str(value)
     if math.isnan(value):
         return "NaN"
