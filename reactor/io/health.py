@@ -43,7 +43,8 @@ from .dispatch import _NOT_EPOLLIN, _NOT_EPOLLOUT, EpollPath, dispatch_failed
 if TYPE_CHECKING:
     from .loop import Reactor
 
-__all__ = ["DEFAULT_SLOW_CALLBACK", "LAG_INTERVAL", "WINDOW", "LoopHealth", "TimedEpollPath"]
+__all__ = ["DEFAULT_SLOW_CALLBACK", "LAG_INTERVAL", "WINDOW", "LoopHealth", "TimedEpollPath",
+           "enable_health"]
 
 logger = logging.getLogger("reactor.health")
 
@@ -246,3 +247,24 @@ class TimedEpollPath(EpollPath):
             fd_to_key.batch = None
             if fd_to_key.polled:
                 fd_to_key.end_batch()
+
+
+def enable_health(reactor: Reactor, slow_callback_duration: float | None,
+                  lag_interval: float) -> LoopHealth:
+    """:meth:`Reactor.enable_health`'s work: make the reactor's :class:`LoopHealth` on
+    first use and, with a threshold, shadow its ready and epoll steps with timed ones
+    (on that instance only)."""
+    if slow_callback_duration is not None and not slow_callback_duration >= 0:
+        raise ValueError("slow_callback_duration must be zero or more seconds")
+    health = reactor.health
+    if health is None:
+        health = reactor.health = LoopHealth(
+            reactor, reactor._ready, reactor._timers, reactor._callback_failed,
+            reactor._clock, lag_interval=lag_interval)
+    if slow_callback_duration is not None:
+        if health.slow_callback_duration is None:
+            reactor._run_ready = health.run_ready  # type: ignore[method-assign]
+            if reactor.epoll_path is not None:
+                reactor.epoll_path = health.timed_path(reactor.epoll_path)
+        health.slow_callback_duration = slow_callback_duration
+    return health

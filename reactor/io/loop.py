@@ -50,7 +50,7 @@ from . import fork
 from . import listeners as _listeners
 from .debug import LOOP_ONLY_METHODS, TRANSPORT_LOOP_ONLY_METHODS
 from .dispatch import EpollPath, ReadyTarget, dispatch_selected, epoll_path
-from .health import DEFAULT_SLOW_CALLBACK, LAG_INTERVAL, LoopHealth
+from .health import DEFAULT_SLOW_CALLBACK, LAG_INTERVAL, LoopHealth, enable_health
 from .statistics import ReactorStatistics
 from .steps import ReactorSteps
 from .tallies import count as _tally
@@ -400,21 +400,7 @@ class Reactor(fork.ReactorForking, ReactorSteps):
             ValueError: ``slow_callback_duration`` is negative or ``lag_interval`` is
                 not positive.
         """
-        if slow_callback_duration is not None and not slow_callback_duration >= 0:
-            raise ValueError("slow_callback_duration must be zero or more seconds")
-        health = self.health
-        if health is None:
-            health = self.health = LoopHealth(self, self._ready, self._timers,
-                                              self._callback_failed, self._clock,
-                                              lag_interval=lag_interval)
-        if slow_callback_duration is not None:
-            if health.slow_callback_duration is None:
-                # the timed steps shadow the loop's own on this instance only
-                self._run_ready = health.run_ready  # type: ignore[method-assign]
-                if self.epoll_path is not None:
-                    self.epoll_path = health.timed_path(self.epoll_path)
-            health.slow_callback_duration = slow_callback_duration
-        return health
+        return enable_health(self, slow_callback_duration, lag_interval)
 
     # -- listening and connecting -----------------------------------------------------
 
