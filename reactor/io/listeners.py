@@ -65,11 +65,11 @@ from .transports import ProtocolFactory, TransportOptions, options_from
 from .unixpath import UNIX_PATH_MAX, OwnedPath, check_mode, created_with_mode, prepare
 from .validate import (
     bind_or_close,
-    bound_socket,
     check_backlog,
     check_defer_accept,
     check_path,
     check_port,
+    listening_tcp_socket,
 )
 
 if TYPE_CHECKING:
@@ -495,7 +495,7 @@ def listen_tcp(
                                   proxy_timeout, address_guard(allow_from, deny_from),
                                   read_at_once=deferral is not None)
     if sock is None:
-        sock = _tcp_socket(host, check_port(port), check_backlog(backlog),
+        sock = listening_tcp_socket(host, check_port(port), check_backlog(backlog),
                            reuse_address=reuse_address, reuse_port=reuse_port,
                            dual_stack=dual_stack)
     if deferral is not None:
@@ -503,31 +503,6 @@ def listen_tcp(
     return Listener(reactor, sock, on_accept, max_connections=max_connections,
                     accept_batch=min(accept_batch, max(backlog, 1)), at_cap=at_cap,
                     cap_reply=cap_reply)
-
-
-def _tcp_socket(
-    host: str | None, port: int, backlog: int, *, reuse_address: bool, reuse_port: bool,
-    dual_stack: bool,
-) -> socket.socket:
-    family: int
-    address: Any
-    if not host:
-        if dual_stack and socket.has_dualstack_ipv6():
-            family, address = socket.AF_INET6, ("::", port)
-        else:
-            family, address = socket.AF_INET, ("0.0.0.0", port)
-    else:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
-                                   flags=socket.AI_PASSIVE)
-        family, _t, _p, _c, address = infos[0]
-    sock = bound_socket(family, socket.SOCK_STREAM, address, reuse_address=reuse_address,
-                         reuse_port=reuse_port, dual_stack=dual_stack)
-    try:
-        sock.listen(backlog)
-    except OSError:
-        sock.close()
-        raise
-    return sock
 
 
 def listen_unix(

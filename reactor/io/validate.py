@@ -13,7 +13,9 @@ argument and the accepted range, and say what was given without a Python repr.
 
 :func:`address_text` writes a socket address as a user writes it (``127.0.0.1:80``,
 ``[::1]:80``, a path) for error messages; :func:`bind_or_close` binds and, on failure,
-closes the socket and raises an :class:`OSError` that names the address that way.
+closes the socket and raises an :class:`OSError` that names the address that way;
+:func:`bound_socket` and :func:`listening_tcp_socket` make the sockets the listeners
+and endpoints bind, on top of it.
 
 Cold paths only: nothing here runs per connection or per read. Imports only the
 standard library.
@@ -34,6 +36,7 @@ __all__ = [
     "check_path",
     "check_port",
     "check_timeout",
+    "listening_tcp_socket",
 ]
 
 PORT_MAX = 65535
@@ -180,4 +183,30 @@ def bound_socket(family: int, type_: int, address: Any, *, reuse_address: bool,
         sock.close()
         raise
     bind_or_close(sock, address)
+    return sock
+
+
+def listening_tcp_socket(
+    host: str | None, port: int, backlog: int, *, reuse_address: bool, reuse_port: bool,
+    dual_stack: bool,
+) -> socket.socket:
+    """A TCP socket bound to ``host`` (None or "": every address) and listening."""
+    family: int
+    address: Any
+    if not host:
+        if dual_stack and socket.has_dualstack_ipv6():
+            family, address = socket.AF_INET6, ("::", port)
+        else:
+            family, address = socket.AF_INET, ("0.0.0.0", port)
+    else:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+        family, _t, _p, _c, address = infos[0]
+    sock = bound_socket(family, socket.SOCK_STREAM, address, reuse_address=reuse_address,
+                         reuse_port=reuse_port, dual_stack=dual_stack)
+    try:
+        sock.listen(backlog)
+    except OSError:
+        sock.close()
+        raise
     return sock
