@@ -99,13 +99,16 @@ def _generic() -> Iterator[Harness]:
         yield Harness(reactor, [100, 101, 102, 103], epoll=False)
 
 
-def _epoll() -> Iterator[Harness]:
+def _epoll(timed: bool = False) -> Iterator[Harness]:
     if not hasattr(selectors, "EpollSelector"):
         pytest.skip("no epoll here")
     pipes = [os.pipe() for _ in range(4)]
     try:
         with Reactor(selector=selectors.EpollSelector(), clock=FakeClock()) as reactor:
             assert reactor._epoll is not None  # the fast path is taken
+            if timed:  # --loop-health's timed copy of the epoll dispatch step
+                reactor.enable_health(slow_callback_duration=0.1)
+                assert type(reactor.epoll_path).__name__ == "TimedEpollPath"
             yield Harness(reactor, [r for r, _ in pipes], epoll=True)
     finally:
         for r, w in pipes:
@@ -113,9 +116,14 @@ def _epoll() -> Iterator[Harness]:
             os.close(w)
 
 
-@pytest.fixture(params=["generic", "epoll"])
+@pytest.fixture(params=["generic", "epoll", "epoll-timed"])
 def h(request: pytest.FixtureRequest) -> Iterator[Harness]:
-    yield from (_generic() if request.param == "generic" else _epoll())
+    """Every scenario on the generic path, the epoll fast path, and the fast path's
+    timed copy (reactor/io/health.py), which must behave exactly as the plain one."""
+    if request.param == "generic":
+        yield from _generic()
+    else:
+        yield from _epoll(timed=request.param == "epoll-timed")
 
 
 def test_readable(h: Harness) -> None:
