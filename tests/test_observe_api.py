@@ -108,7 +108,25 @@ def test_errors_and_deadline_closes_are_counted(reactor: Reactor) -> None:
     wait_for(lambda: value(scrape(view.port), "reactor_connection_closes_total",
                            reason="idle-timeout") == 1, what="the idle close counted")
     assert value(scrape(view.port), "reactor_errors_total", kind="callback") == 1
+    assert value(scrape(view.port), "reactor_errors_total", kind="protocol") == 0
     idle.close()
+
+
+class Faulty(asyncio.Protocol):
+    def data_received(self, data: bytes) -> None:
+        raise ValueError("a protocol bug")
+
+
+def test_a_protocol_that_raises_is_counted(reactor: Reactor) -> None:
+    served = reactor.listen_tcp("127.0.0.1", 0, Faulty)
+    view = serve_observe(reactor, "127.0.0.1", 0)
+    run(reactor)
+    with socket.create_connection(served.address, timeout=WAIT) as client:
+        client.sendall(b"x")
+        assert client.recv(10) == b""  # the bug closed the connection
+    wait_for(lambda: value(scrape(view.port), "reactor_errors_total",
+                           kind="protocol") == 1, what="the protocol's error counted")
+    assert value(scrape(view.port), "reactor_errors_total", kind="callback") == 0
 
 
 def test_http_errors_are_clear(reactor: Reactor) -> None:

@@ -18,8 +18,9 @@ name):
 * ``received_bytes_total``, ``sent_bytes_total``, ``write_buffered_bytes``,
   ``discarded_bytes_total``.
 * ``loop_iterations_total``, ``timers_pending``, ``ready_callbacks``,
-  ``errors_total{kind}`` (``callback``: a callback raised; ``accept``: accept failed
-  for another reason than a resource limit).
+  ``errors_total{kind}`` (``callback``: a callback raised; ``protocol``: a
+  connection's protocol raised, and the connection was closed; ``accept``: accept
+  failed for another reason than a resource limit).
 * with loop health: ``loop_lag_seconds``, ``loop_lag_max_seconds``,
   ``slow_callbacks_total``, ``slow_callback_threshold_seconds``.
 
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = ["reactor_families"]
 
-_ERROR_KINDS = ("accept", "callback")
+_ERROR_KINDS = ("accept", "callback", "protocol")
 
 
 def _listener_families(reactor: Reactor) -> list[Family]:
@@ -113,7 +114,8 @@ def reactor_families(
                "Callbacks waiting for the next iteration.").add(stats.ready_callbacks),
     ]
     errors = Family("reactor_errors_total", "counter",
-                    "Errors by kind (callback: a callback raised; accept: accept failed).")
+                    "Errors by kind (callback: a callback raised; protocol: a connection's "
+                    "protocol raised; accept: accept failed).")
     counted = tallies.read(reactor, "errors")
     for kind in sorted(set(_ERROR_KINDS) | set(counted)):
         errors.add(counted.get(kind, 0), kind=kind)

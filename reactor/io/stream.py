@@ -1,10 +1,9 @@
 """The stream transport: with :mod:`.datagram`, the only code that calls ``recv`` and
 ``send`` on a connection's socket.
 
-A transport is a row of the connection table (it subclasses
-:class:`~reactor.sansio.connection.Connection`) and speaks the interface of
-:class:`asyncio.Transport` to an :class:`asyncio.Protocol`, so any asyncio protocol runs
-on it unchanged. The protocol's callbacks arrive in asyncio's order::
+A transport is a row of the connection table (a :class:`~reactor.sansio.connection.Row`)
+speaking :class:`asyncio.Transport` to an :class:`asyncio.Protocol`, so any asyncio
+protocol runs on it unchanged. The protocol's callbacks arrive in asyncio's order::
 
     connection_made [data_received*] [eof_received] connection_lost
 
@@ -64,6 +63,7 @@ from ..sansio.connection import ROW_SLOTS, ConnState, Row
 from .buffered import BufferedReads
 from .deadlines import StreamDeadlines, _Aux
 from .handover import SocketHandover
+from .tallies import count as _tally
 from .transports import (
     _CLOSED,
     _CLOSING,
@@ -548,8 +548,8 @@ class StreamTransport(
         self._force_close(exc)
 
     def _callback_failed(self, exc: BaseException, where: str) -> None:
-        logger.error("%s: %s raised; closing the connection", self.describe(), where,
-                     exc_info=exc)
+        logger.error("%s: %s raised; closing the connection", self.describe(), where, exc_info=exc)
+        _tally(self._reactor, "errors", "protocol")  # the metrics' errors_total{kind}
         self._force_close(exc)
 
     def _finish(self, exc: BaseException | None) -> None:
