@@ -20,7 +20,7 @@ import ipaddress
 import os
 import re
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 if TYPE_CHECKING:
@@ -35,6 +35,7 @@ __all__ = [
     "inherited_socket",
     "listen_on",
     "parse_bind",
+    "parse_binds",
     "scope_note",
 ]
 
@@ -154,6 +155,18 @@ def parse_bind(text: str) -> BindAddress:
             raise ValueError(f"{text}: {host} is not an IPv4 address (four numbers from 0 "
                              f"to 255, e.g. 127.0.0.1 or 0.0.0.0 for all interfaces)") from None
     return BindAddress("tcp", host=None if host in ("", "*") else host, port=port)
+
+
+def parse_binds(binds: Iterable[BindAddress | str]) -> list[BindAddress]:
+    """Each address as a :class:`BindAddress` (strings through :func:`parse_bind`).
+
+    Raises:
+        ValueError: an address does not parse, or there is none.
+    """
+    parsed = [b if isinstance(b, BindAddress) else parse_bind(b) for b in binds]
+    if not parsed:
+        raise ValueError("at least one bind address is needed")
+    return parsed
 
 
 def format_listener(listener: Listener) -> str:

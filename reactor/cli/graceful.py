@@ -89,6 +89,7 @@ from .addresses import (
     format_listener,
     listen_on,
     parse_bind,
+    parse_binds,
     scope_note,
 )
 
@@ -238,9 +239,7 @@ class Server:
         cap_reply: bytes = b"",
         listener_options: dict[str, dict[str, Any]] | None = None,
     ) -> None:
-        self.binds = [b if isinstance(b, BindAddress) else parse_bind(b) for b in binds]
-        if not self.binds:
-            raise ValueError("at least one bind address is needed")
+        self.binds = parse_binds(binds)
         if graceful_timeout < 0:
             raise ValueError("graceful_timeout must not be negative")
         if stats_interval is not None and stats_interval <= 0:

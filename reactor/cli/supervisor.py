@@ -57,7 +57,7 @@ from ..sansio.timers import TimerHandle
 from ..sansio.words import counted
 from ..sansio.workerlife import WORKER_LIFECYCLE, StartupBackoff, WorkerEvent, WorkerState
 from .activation import Notifier
-from .addresses import BindAddress, parse_bind
+from .addresses import BindAddress, parse_binds
 from .graceful import DEFAULT_GRACEFUL_TIMEOUT, EXIT_FORCED, EXIT_OK, Server
 from .sharedsockets import SharedSocket, bind_shared
 from .workers import STAT_FIELDS, JsonLines, run_worker
@@ -137,9 +137,7 @@ class Supervisor:
         on_hangup: Callable[[], object] | None = None,
         backoff: StartupBackoff | None = None,
     ) -> None:
-        self.binds = [b if isinstance(b, BindAddress) else parse_bind(b) for b in binds]
-        if not self.binds:
-            raise ValueError("at least one bind address is needed")
+        self.binds = parse_binds(binds)
         if workers < 1:
             raise ValueError("workers must be at least 1")
         if max_requests is not None and max_requests < 1:
