@@ -184,8 +184,7 @@ class RequestPath:
         "listener", "lock", "loop_thread", "one_request", "own_accept", "owns_reactor",
         "phase", "plain_listening", "poll_interval", "reactor", "reader", "rejected",
         "release_scheduled", "rows", "run_inline", "server", "serving_thread",
-        "socket_timeout",
-        "staged", "sweeping", "tick", "waiting", "warned_buffer", "work",
+        "socket_timeout", "staged", "sweeping", "tick", "waiting", "warned_buffer", "work",
     )
 
     def __init__(self, server: BaseServer, reactor: Reactor | None) -> None:
@@ -209,8 +208,7 @@ class RequestPath:
         # the server's process_request is BaseServer's: serve_request runs it inline
         # itself (see there); decided each time the server starts running
         self.run_inline = False
-        # the listening socket last seen by get_request() that is not an SSLSocket
-        # (whose accepted connections it would wrap)
+        # the last listening socket get_request() saw that is not an SSLSocket
         self.plain_listening: Any = None
         self.lock = threading.Lock()
         # the counters of ServerStatistics: plain attributes (cheaper than a Counter's
@@ -262,9 +260,11 @@ class RequestPath:
         setattr(self, name, getattr(self, name) + 1)
 
     def get_reactor(self) -> Reactor:
-        """The reactor, made on first use unless one was given."""
+        """The reactor, made once on first use (by whichever thread) unless given."""
         if self.reactor is None:
-            self.reactor = Reactor()
+            with self.lock:
+                if self.reactor is None:
+                    self.reactor = Reactor()
         return self.reactor
 
     def defer(self, exc: BaseException) -> None:
