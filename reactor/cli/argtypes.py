@@ -8,10 +8,12 @@ import argparse
 import math
 
 from ..sansio.control import LOG_LEVELS
+from ..sansio.workerlife import WorkerDeadlines
 from .addresses import parse_bind
 
 __all__ = ["LOG_LEVELS", "bind", "grace_seconds", "log_level", "positive_int",
-           "positive_seconds", "seconds", "unix_mode"]
+           "positive_seconds", "seconds", "unix_mode", "worker_start_timeout",
+           "worker_timeout"]
 
 def positive_int(text: str) -> int:
     try:
@@ -28,7 +30,9 @@ def seconds(text: str, *, allow_zero: bool = False) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number of seconds")
+    if value < 0 or (value == 0 and not allow_zero):
         limit = "zero or more" if allow_zero else "more than zero"
         raise argparse.ArgumentTypeError(f"{text!r}: seconds must be {limit}")
     return value
@@ -40,6 +44,24 @@ def positive_seconds(text: str) -> float:
 
 def grace_seconds(text: str) -> float:
     return seconds(text, allow_zero=True)
+
+
+def worker_start_timeout(text: str) -> float:
+    """``--worker-start-timeout``: more than 0, at most a day."""
+    return _deadline(text, "start", seconds(text))
+
+
+def worker_timeout(text: str) -> float:
+    """``--worker-timeout``: 0 (off) or 1 to 86400."""
+    return _deadline(text, "silence", grace_seconds(text))
+
+
+def _deadline(text: str, field: str, value: float) -> float:
+    try:
+        WorkerDeadlines(**{field: value})  # one place holds the ranges
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+    return value
 
 
 def bind(text: str) -> str:

@@ -55,7 +55,16 @@ from ..io.loop import Reactor
 from ..io.stream import StreamTransport
 from ..sansio.timers import TimerHandle
 from ..sansio.words import counted
-from ..sansio.workerlife import WORKER_LIFECYCLE, StartupBackoff, WorkerEvent, WorkerState
+from ..sansio.workerlife import (
+    DEFAULT_START_TIMEOUT,
+    DEFAULT_WORKER_TIMEOUT,
+    KILL_GRACE,
+    WORKER_LIFECYCLE,
+    StartupBackoff,
+    WorkerDeadlines,
+    WorkerEvent,
+    WorkerState,
+)
 from .activation import Notifier
 from .addresses import BindAddress, parse_binds
 from .graceful import DEFAULT_GRACEFUL_TIMEOUT, EXIT_FORCED, EXIT_OK, Server
@@ -76,7 +85,7 @@ class Worker(JsonLines):
     """One worker process, as the supervisor sees it (the protocol of its link)."""
 
     def __init__(self, supervisor: Supervisor, number: int, pid: int,
-                 sock: socket.socket) -> None:
+                 sock: socket.socket, now: float) -> None:
         super().__init__()
         self.peer = f"worker {number} (pid {pid})"
         self.supervisor = supervisor
@@ -84,16 +93,22 @@ class Worker(JsonLines):
         self.number = number
         self.pid = pid
         self.life = WorkerState.STARTING
+        self.entered = now  # when it entered its state
+        self.heard = now  # when its last message came
+        self.deadline: TimerHandle | None = None  # its state's deadline (WorkerDeadlines)
         self.stats: dict[str, int] | None = None
 
-    def move(self, event: WorkerEvent) -> None:
+    def move(self, event: WorkerEvent, now: float) -> None:
         """Change state through :data:`WORKER_LIFECYCLE`."""
         self.life = WORKER_LIFECYCLE.next(self.life, event)
+        self.entered = now
 
     def name(self) -> str:
         return self.peer
 
     def message_received(self, message: dict[str, Any]) -> None:
+        self.heard = self.entered if self.supervisor.reactor is None else (
+            self.supervisor.reactor.time())
         self.supervisor._message(self, message)
 
 
@@ -116,9 +131,15 @@ class Supervisor:
         notifier: systemd's notify socket (None: no notifications).
         on_hangup: called on SIGHUP before the reload (``reactor serve``: reopen logs).
         backoff: the start-up backoff (None: the default one).
+        worker_start_timeout: seconds a new worker has to report ready; one that does
+            not is killed and counts as a start-up failure (backoff), and a reload whose
+            new workers are not all ready in that time is abandoned.
+        worker_timeout: seconds a ready worker may go without a heartbeat before it is
+            killed and replaced (0: no heartbeat, no check).
 
     Raises:
-        ValueError: no address, fewer than one worker, or a bad address.
+        ValueError: no address, fewer than one worker, a bad address, or a timeout out
+            of its range (see :class:`~reactor.sansio.workerlife.WorkerDeadlines`).
     """
 
     def __init__(
@@ -136,6 +157,8 @@ class Supervisor:
         notifier: Notifier | None = None,
         on_hangup: Callable[[], object] | None = None,
         backoff: StartupBackoff | None = None,
+        worker_start_timeout: float = DEFAULT_START_TIMEOUT,
+        worker_timeout: float = DEFAULT_WORKER_TIMEOUT,
     ) -> None:
         self.binds = parse_binds(binds)
         if workers < 1:
@@ -153,6 +176,8 @@ class Supervisor:
         self.notifier = notifier or Notifier({})
         self.on_hangup = on_hangup
         self.backoff = backoff or StartupBackoff()
+        self.deadlines = WorkerDeadlines(worker_start_timeout, worker_timeout,
+                                         graceful_timeout + KILL_SLACK, KILL_GRACE)
         self.shared: list[SharedSocket] = []
         self.reactor: Reactor | None = None
         self.exit_status = EXIT_OK
@@ -161,7 +186,8 @@ class Supervisor:
         self._stopping = False
         self._restart_timer: TimerHandle | None = None
         self._restart_due = 0.0
-        self._kill_timer: TimerHandle | None = None
+        self._reload_timer: TimerHandle | None = None
+        self._retired: set[int] = set()  # pids the pending reload retired
         self._stats_timer: TimerHandle | None = None
         self._announced = False
         self._reloading = False
@@ -229,8 +255,9 @@ class Supervisor:
             mine.close()
             os._exit(self._child(theirs))
         theirs.close()
-        worker = Worker(self, number, pid, mine)
+        worker = Worker(self, number, pid, mine, self.reactor.time())
         self._workers[pid] = worker
+        self._arm(worker)
         StreamTransport(self.reactor, mine, f"worker {number}").attach(worker)
         logger.info("started %s", worker.name())
 
@@ -252,7 +279,7 @@ class Supervisor:
                     item.sock.close()  # reuse-port: only the supervisor holds the port
                 binds.append(item.for_worker)
             status = run_worker(self.make_server(binds), link, self.max_requests,
-                                self.max_requests_jitter)
+                                self.max_requests_jitter, self.deadlines.heartbeat)
         except SystemExit as exc:
             status = exc.code if isinstance(exc.code, int) else 1
         except BaseException:
@@ -262,15 +289,17 @@ class Supervisor:
         return status
 
     def _message(self, worker: Worker, message: dict[str, Any]) -> None:
-        if "ready" in message:
-            worker.move(WorkerEvent.READY)
+        if "ready" in message and worker.life is WorkerState.STUCK:
+            logger.info("%s reported ready too late: it is being killed", worker.name())
+        elif "ready" in message:
+            self._move(worker, WorkerEvent.READY)
             self.backoff.succeeded()
             logger.info("%s is ready", worker.name())
             self._reconcile()
-        if "recycle" in message and worker.life in _LIVE:
+        if "recycle" in message and worker.life is WorkerState.SERVING:
             logger.info("%s served %s: replacing it", worker.name(),
                         counted(int(message["recycle"]), "connection"))
-            worker.move(WorkerEvent.RETIRE)
+            self._move(worker, WorkerEvent.RETIRE)
             self._reconcile()
         if "stats" in message and isinstance(message["stats"], dict):
             worker.stats = {k: int(v) for k, v in message["stats"].items()}
@@ -297,23 +326,100 @@ class Supervisor:
     def _exited(self, worker: Worker, status: int) -> None:
         code = os.waitstatus_to_exitcode(status)
         how = f"exit status {code}" if code >= 0 else f"signal {signal.Signals(-code).name}"
-        expected = worker.life is WorkerState.DRAINING
+        expected = worker.life in (WorkerState.DRAINING, WorkerState.STUCK)
         started = worker.life is WorkerState.STARTING
-        worker.move(WorkerEvent.EXIT)
+        self._move(worker, WorkerEvent.EXIT)
         if worker.transport is not None:
             worker.transport.abort()
         if expected or self._stopping:
             logger.info("%s exited (%s)", worker.name(), how)
         elif started:
-            delay = self.backoff.failed()
-            logger.error("%s died at start-up (%s); restarting in %.1f s (%s in a row)",
-                         worker.name(), how, delay,
-                         counted(self.backoff.failures, "start-up failure"))
-            self._restart_due = self.reactor.time() + delay if self.reactor else 0.0
-            self.notifier.status(f"{worker.name()} died at start-up; retrying in {delay:.1f} s")
+            self._failed_start(worker, f"died at start-up ({how})")
         else:
             logger.error("%s died (%s); starting another", worker.name(), how)
             self.notifier.status(f"{worker.name()} died ({how}); starting another")
+
+    def _failed_start(self, worker: Worker, what: str) -> None:
+        """Count a start-up failure: the next start waits for the backoff."""
+        delay = self.backoff.failed()
+        logger.error("%s %s; restarting in %.1f s (%s in a row)", worker.name(), what,
+                     delay, counted(self.backoff.failures, "start-up failure"))
+        self._restart_due = self.reactor.time() + delay if self.reactor else 0.0
+        self.notifier.status(f"{worker.name()} {what}; retrying in {delay:.1f} s")
+
+    # -- deadlines (WorkerDeadlines: one timer per worker) ----------------------------
+
+    def _move(self, worker: Worker, event: WorkerEvent) -> None:
+        """Move ``worker`` through its table and set the deadline of its new state."""
+        assert self.reactor is not None
+        worker.move(event, self.reactor.time())
+        self._arm(worker)
+
+    def _arm(self, worker: Worker) -> None:
+        assert self.reactor is not None
+        if worker.deadline is not None:
+            worker.deadline.cancel()
+            worker.deadline = None
+        due = self.deadlines.due(worker.life, worker.entered, worker.heard)
+        if due is not None:
+            worker.deadline = self.reactor.call_at(due, self._overdue, worker)
+
+    def _overdue(self, worker: Worker) -> None:
+        assert self.reactor is not None
+        worker.deadline = None
+        now = self.reactor.time()
+        due = self.deadlines.due(worker.life, worker.entered, worker.heard)
+        if due is None:
+            return
+        if now < due:  # heard from since the timer was set: the cheap way to re-arm
+            worker.deadline = self.reactor.call_at(due, self._overdue, worker)
+            return
+        life = worker.life
+        if life is WorkerState.STARTING and self._reloading:
+            self._abandon_reload(f"{worker.name()} not ready after {now - worker.entered:.1f} s")
+        elif life is WorkerState.STARTING:
+            self._stop_stuck(worker, WorkerEvent.LATE)
+            self._failed_start(worker, f"not ready after {now - worker.entered:.1f} s "
+                                       "(worker start timeout): killed")
+        elif life in (WorkerState.SERVING, WorkerState.RETIRING):
+            logger.error("%s silent for %.1f s (worker timeout %g s): killing it and "
+                         "starting another", worker.name(), now - worker.heard,
+                         self.deadlines.silence)
+            self.notifier.status(f"{worker.name()} stopped answering; replaced")
+            self._stop_stuck(worker, WorkerEvent.SILENT)
+        else:
+            logger.error("%s still alive %.1f s after its SIGTERM: SIGKILL", worker.name(),
+                         now - worker.entered)
+            self._kill(worker.pid, signal.SIGKILL)
+            return
+        self._reconcile()
+
+    def _stop_stuck(self, worker: Worker, event: WorkerEvent) -> None:
+        self._move(worker, event)
+        self._kill(worker.pid, signal.SIGTERM)  # SIGKILL at the STUCK deadline
+
+    def _abandon_reload(self, reason: str) -> None:
+        """The new generation missed its deadline: kill it, keep the old one."""
+        if self._reload_timer is not None:
+            self._reload_timer.cancel()
+            self._reload_timer = None
+        self._reloading = False
+        logger.error("reload abandoned: %s; the old workers keep serving", reason)
+        self.notifier.status(f"reload abandoned: {reason}")
+        for worker in list(self._workers.values()):
+            if worker.life is WorkerState.STARTING:
+                self._stop_stuck(worker, WorkerEvent.LATE)
+            elif worker.life is WorkerState.RETIRING and worker.pid in self._retired:
+                self._move(worker, WorkerEvent.KEEP)
+        self._retired.clear()
+
+    def _reload_overdue(self) -> None:
+        self._reload_timer = None
+        if self._reloading and not self._stopping:
+            waiting = sum(1 for w in self._workers.values() if w.life is WorkerState.STARTING)
+            self._abandon_reload(f"the new workers were not all ready after "
+                                 f"{self.deadlines.start:g} s ({waiting} starting)")
+            self._reconcile()
 
     def _reconcile(self) -> None:
         """Bring the workers to the wanted number (see the module docstring)."""
@@ -344,6 +450,10 @@ class Supervisor:
             status = f"{counted(ready, 'worker')} serving on {', '.join(self.addresses)}"
             if self._reloading:
                 self._reloading = False
+                self._retired.clear()
+                if self._reload_timer is not None:
+                    self._reload_timer.cancel()
+                    self._reload_timer = None
                 logger.info("reload done: %s", status)
             self.notifier.ready(status)
 
@@ -352,7 +462,7 @@ class Supervisor:
         self._reconcile()
 
     def _drain(self, worker: Worker, why: str) -> None:
-        worker.move(WorkerEvent.DRAIN)
+        self._move(worker, WorkerEvent.DRAIN)
         logger.info("draining %s (%s)", worker.name(), why)
         self._kill(worker.pid, signal.SIGTERM)
 
@@ -401,29 +511,18 @@ class Supervisor:
         logger.info("%s: stopping gracefully: draining %s", reason,
                     counted(len(self._workers), "worker"))
         self.notifier.stopping(f"stopping: draining {counted(len(self._workers), 'worker')}")
-        if self._restart_timer is not None:
-            self._restart_timer.cancel()
-            self._restart_timer = None
-        for worker in self._workers.values():
-            if worker.life is not WorkerState.DRAINING:
-                worker.move(WorkerEvent.DRAIN)
+        for timer in (self._restart_timer, self._reload_timer):
+            if timer is not None:
+                timer.cancel()
+        self._restart_timer = self._reload_timer = None
+        for worker in self._workers.values():  # each gets SIGKILL at its drain deadline
+            if worker.life not in (WorkerState.DRAINING, WorkerState.STUCK):
+                self._move(worker, WorkerEvent.DRAIN)
                 self._kill(worker.pid, signal.SIGTERM)
-        self._kill_timer = self.reactor.call_later(self.graceful_timeout + KILL_SLACK,
-                                                   self._kill_all)
         if not self._workers:
             self._finish()
 
-    def _kill_all(self) -> None:
-        self._kill_timer = None
-        logger.error("%s still alive after the graceful timeout: SIGKILL",
-                     counted(len(self._workers), "worker"))
-        for pid in self._workers:
-            self._kill(pid, signal.SIGKILL)
-
     def _finish(self) -> None:
-        if self._kill_timer is not None:
-            self._kill_timer.cancel()
-            self._kill_timer = None
         logger.info("stopped: every worker exited")
         assert self.reactor is not None
         self.reactor.stop()
@@ -443,8 +542,17 @@ class Supervisor:
         self._reloading = True
         self._announced = False
         self.notifier.reloading(f"reloading: replacing {counted(len(old), 'worker')}")
+        if self._reload_timer is not None:
+            self._reload_timer.cancel()
+        assert self.reactor is not None
+        self._reload_timer = self.reactor.call_later(self.deadlines.start,
+                                                     self._reload_overdue)
         for worker in old:
-            worker.move(WorkerEvent.RETIRE)
+            if worker.life is WorkerState.STARTING:  # serves nothing yet: no need to wait
+                self._drain(worker, "reloaded before it was ready")
+            else:
+                self._move(worker, WorkerEvent.RETIRE)
+                self._retired.add(worker.pid)
         self._reconcile()
 
     # -- statistics -------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """``reactor serve --workers N``: the flags, and the command's side of the supervisor.
 
-* :func:`add_arguments` -- ``--workers``, ``--max-requests``, ``--max-requests-jitter``.
+* :func:`add_arguments` -- ``--workers``, ``--max-requests``, ``--max-requests-jitter``,
+  ``--worker-start-timeout``, ``--worker-timeout``.
 * :func:`binds_or_activation` -- the addresses to serve: ``--bind``, else the sockets
   systemd passed (``LISTEN_FDS``, see :mod:`reactor.cli.activation`), else the default.
 * :func:`supervise` -- run a :class:`~reactor.cli.supervisor.Supervisor` whose workers
@@ -18,7 +19,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..io.loop import Reactor
-from . import logs
+from ..sansio.workerlife import DEFAULT_START_TIMEOUT, DEFAULT_WORKER_TIMEOUT
+from . import argtypes, logs
 from .activation import Notifier, systemd_binds
 from .addresses import BindAddress, BindError
 from .errors import UsageError
@@ -67,6 +69,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="add a random 0..J to --max-requests per worker, so they do not all "
              "restart together (default: %(default)s)",
     )
+    group.add_argument(
+        "--worker-start-timeout", type=argtypes.worker_start_timeout, metavar="S",
+        help="with --workers: a new worker not ready within S seconds (its service "
+             "blocked on a lock, a DNS lookup, a database) is killed and counts as a "
+             "start-up failure (restarted with a backoff); a reload whose new workers "
+             "are not all ready in S seconds is abandoned, the old workers serving on. "
+             f"More than 0, at most 86400 (default: {DEFAULT_START_TIMEOUT:g})",
+    )
+    group.add_argument(
+        "--worker-timeout", type=argtypes.worker_timeout, metavar="S",
+        help="with --workers: each ready worker's loop sends a heartbeat every S/4 "
+             "seconds; one silent for S seconds (its loop blocked) is killed and "
+             "replaced. 0 turns the heartbeat off; else 1 to 86400 "
+             f"(default: {DEFAULT_WORKER_TIMEOUT:g})",
+    )
 
 
 def binds_or_activation(given: Sequence[str] | None, default: str) -> list[Any]:
@@ -86,6 +103,9 @@ def check(args: argparse.Namespace) -> None:
     """
     if args.workers is None and (args.max_requests is not None or args.max_requests_jitter):
         raise UsageError("--max-requests and --max-requests-jitter need --workers")
+    if args.workers is None and (args.worker_start_timeout is not None
+                                 or args.worker_timeout is not None):
+        raise UsageError("--worker-start-timeout and --worker-timeout need --workers")
     if args.workers is not None and args.service == "rpc":
         raise UsageError("--workers does not apply to the rpc service")
     if args.workers is not None and any(getattr(args, name, None) is not None
@@ -117,6 +137,8 @@ def supervise(args: argparse.Namespace, binds: Sequence[str | BindAddress],
         max_requests=args.max_requests, max_requests_jitter=args.max_requests_jitter,
         graceful_timeout=args.graceful_timeout, notifier=Notifier(),
         on_hangup=logs.reopen_files,
+        worker_start_timeout=_or(args.worker_start_timeout, DEFAULT_START_TIMEOUT),
+        worker_timeout=_or(args.worker_timeout, DEFAULT_WORKER_TIMEOUT),
     )
     try:
         if pid_file is not None:
@@ -132,6 +154,10 @@ def supervise(args: argparse.Namespace, binds: Sequence[str | BindAddress],
     finally:
         if pid_file is not None:
             pid_file.remove()
+
+
+def _or(value: float | None, default: float) -> float:
+    return default if value is None else value
 
 
 def notify_single(addresses: Sequence[str]) -> Notifier:

@@ -9,7 +9,9 @@ the :class:`WorkerLink` protocol. Messages are JSON objects, one per line:
 * worker to supervisor: ``{"ready": [addresses]}`` once its listeners are bound;
   ``{"stats": {...}}`` in answer to ``{"stats": true}``; ``{"recycle": N}`` when it
   has accepted its ``--max-requests`` connections (the supervisor starts a replacement,
-  then drains this worker with SIGTERM, as on a reload).
+  then drains this worker with SIGTERM, as on a reload); ``{"alive": true}``, the
+  heartbeat, every ``--worker-timeout`` / 4 seconds once ready (any message counts as
+  a sign of life; see :class:`~reactor.sansio.workerlife.WorkerDeadlines`).
 * supervisor to worker: ``{"stats": true}``.
 
 Why a socketpair and not a pipe: the link goes both ways (statistics are asked for and
@@ -43,6 +45,7 @@ __all__ = ["JsonLines", "WorkerLink", "encode", "statistics_of"]
 
 logger = logging.getLogger("reactor.workers")
 
+HEARTBEAT = b'{"alive":true}\n'  # encode({"alive": True}), made once
 STAT_FIELDS = ("open", "opened_total", "closed_total", "bytes_in", "bytes_out",
                "write_buffered")
 
@@ -140,6 +143,15 @@ class WorkerLink(JsonLines):
         if message.get("stats"):
             self.send({"stats": statistics_of(self.server.reactor, self.transport)})
 
+    def beat_every(self, interval: float) -> None:
+        """Send a heartbeat every ``interval`` seconds while the link is open: a timer
+        of the worker's reactor, so a loop that is blocked sends none."""
+        def beat() -> None:
+            if self.transport is not None and not self.transport.is_closing():
+                self.transport.write(HEARTBEAT)
+                self.server.reactor.call_later(interval, beat)
+        self.server.reactor.call_later(interval, beat)
+
     def eof_received(self) -> bool | None:
         logger.warning("the supervisor is gone: stopping")
         self.server.stop(reason="the supervisor exited")
@@ -147,8 +159,9 @@ class WorkerLink(JsonLines):
 
 
 def run_worker(server: Server, link_sock: Any, max_requests: int | None = None,
-               jitter: int = 0) -> int:
-    """Serve ``server`` as a worker with ``link_sock`` its end of the link.
+               jitter: int = 0, heartbeat: float | None = None) -> int:
+    """Serve ``server`` as a worker with ``link_sock`` its end of the link, sending a
+    heartbeat every ``heartbeat`` seconds once ready (None: none).
 
     Returns:
         The server's exit status.
@@ -157,4 +170,6 @@ def run_worker(server: Server, link_sock: Any, max_requests: int | None = None,
     StreamTransport(server.reactor, link_sock, "supervisor").attach(link)
     addresses = server.start()
     link.send({"ready": addresses})
+    if heartbeat is not None:
+        link.beat_every(heartbeat)
     return server.serve()
