@@ -374,12 +374,12 @@ class Supervisor:
         if now < due:  # heard from since the timer was set: the cheap way to re-arm
             worker.deadline = self.reactor.call_at(due, self._overdue, worker)
             return
-        life = worker.life
+        life, waited = worker.life, now - worker.entered
         if life is WorkerState.STARTING and self._reloading:
-            self._abandon_reload(f"{worker.name()} not ready after {now - worker.entered:.1f} s")
+            self._abandon_reload(f"{worker.name()} not ready after {waited:.1f} s")
         elif life is WorkerState.STARTING:
             self._stop_stuck(worker, WorkerEvent.LATE)
-            self._failed_start(worker, f"not ready after {now - worker.entered:.1f} s "
+            self._failed_start(worker, f"not ready after {waited:.1f} s "
                                        "(worker start timeout): killed")
         elif life in (WorkerState.SERVING, WorkerState.RETIRING):
             logger.error("%s silent for %.1f s (worker timeout %g s): killing it and "
@@ -389,7 +389,7 @@ class Supervisor:
             self._stop_stuck(worker, WorkerEvent.SILENT)
         else:
             logger.error("%s still alive %.1f s after its SIGTERM: SIGKILL", worker.name(),
-                         now - worker.entered)
+                         waited)
             self._kill(worker.pid, signal.SIGKILL)
             return
         self._reconcile()
