@@ -28,12 +28,19 @@ the listening sockets stay open in the supervisor the whole time, a client conne
 during a reload waits in the backlog at worst: none is refused, and each drained
 worker answers what it received (its graceful stop).
 
+Deadlines (one timer per worker, :mod:`.supervised`): a worker not ready within
+``worker_start_timeout`` is killed and counts as a start-up failure; during a reload
+that abandons the reload instead (so does the reload's own timer, with the same
+length): the new workers are killed and the retired ones serve on. A ready worker
+beats over its link; one silent for ``worker_timeout`` is killed and replaced. A
+killed worker gets SIGTERM, then SIGKILL :data:`~reactor.sansio.workerlife.KILL_GRACE`
+seconds later; a drained one SIGKILL at ``graceful_timeout`` plus :data:`KILL_SLACK`.
+
 Signals: SIGTERM and SIGINT drain every worker (SIGTERM to each) and exit 0 when all
-are gone; a second SIGINT sends SIGINT to the workers (their forced stop) and exits 130;
-at ``graceful_timeout`` plus a grace of :data:`KILL_SLACK` seconds, workers still
-alive get SIGKILL. SIGHUP reopens the log files and reloads (a new generation of
-workers). SIGTTIN/SIGTTOU add or remove one worker. SIGUSR1 asks every worker for its
-figures over its link and logs each worker's line and their sum. SIGCHLD reaps.
+are gone; a second SIGINT sends SIGINT to the workers (their forced stop) and exits
+130. SIGHUP reopens the log files and reloads (a new generation of workers).
+SIGTTIN/SIGTTOU add or remove one worker. SIGUSR1 asks every worker for its figures
+over its link and logs each worker's line and their sum. SIGCHLD reaps.
 
 With a :class:`~reactor.cli.activation.Notifier`, systemd hears READY=1 once the first
 generation is ready, RELOADING=1 then READY=1 around a reload, STOPPING=1 at a stop.
@@ -59,7 +66,6 @@ from ..sansio.workerlife import (
     DEFAULT_START_TIMEOUT,
     DEFAULT_WORKER_TIMEOUT,
     KILL_GRACE,
-    WORKER_LIFECYCLE,
     StartupBackoff,
     WorkerDeadlines,
     WorkerEvent,
@@ -69,7 +75,8 @@ from .activation import Notifier
 from .addresses import BindAddress, parse_binds
 from .graceful import DEFAULT_GRACEFUL_TIMEOUT, EXIT_FORCED, EXIT_OK, Server
 from .sharedsockets import SharedSocket, bind_shared
-from .workers import STAT_FIELDS, JsonLines, run_worker
+from .supervised import Worker
+from .workers import STAT_FIELDS, run_worker
 
 __all__ = ["KILL_SLACK", "STATS_WAIT", "Supervisor", "Worker"]
 
@@ -79,37 +86,6 @@ KILL_SLACK: Final = 5.0  # after graceful_timeout, how long before SIGKILL
 STATS_WAIT: Final = 1.0  # how long SIGUSR1 waits for the workers' figures
 _LIVE: Final = (WorkerState.STARTING, WorkerState.SERVING)
 _SIGNALS: Final = ("SIGTERM", "SIGINT", "SIGHUP", "SIGUSR1", "SIGTTIN", "SIGTTOU", "SIGCHLD")
-
-
-class Worker(JsonLines):
-    """One worker process, as the supervisor sees it (the protocol of its link)."""
-
-    def __init__(self, supervisor: Supervisor, number: int, pid: int,
-                 sock: socket.socket, now: float) -> None:
-        super().__init__()
-        self.peer = f"worker {number} (pid {pid})"
-        self.supervisor = supervisor
-        self.sock = sock  # the supervisor's end of the link
-        self.number = number
-        self.pid = pid
-        self.life = WorkerState.STARTING
-        self.entered = now  # when it entered its state
-        self.heard = now  # when its last message came
-        self.deadline: TimerHandle | None = None  # its state's deadline (WorkerDeadlines)
-        self.stats: dict[str, int] | None = None
-
-    def move(self, event: WorkerEvent, now: float) -> None:
-        """Change state through :data:`WORKER_LIFECYCLE`."""
-        self.life = WORKER_LIFECYCLE.next(self.life, event)
-        self.entered = now
-
-    def name(self) -> str:
-        return self.peer
-
-    def message_received(self, message: dict[str, Any]) -> None:
-        self.heard = self.entered if self.supervisor.reactor is None else (
-            self.supervisor.reactor.time())
-        self.supervisor._message(self, message)
 
 
 class Supervisor:
@@ -255,9 +231,9 @@ class Supervisor:
             mine.close()
             os._exit(self._child(theirs))
         theirs.close()
-        worker = Worker(self, number, pid, mine, self.reactor.time())
+        worker = Worker(number, pid, mine, reactor=self.reactor, deadlines=self.deadlines,
+                        on_message=self._message, on_overdue=self._overdue)
         self._workers[pid] = worker
-        self._arm(worker)
         StreamTransport(self.reactor, mine, f"worker {number}").attach(worker)
         logger.info("started %s", worker.name())
 
@@ -292,14 +268,14 @@ class Supervisor:
         if "ready" in message and worker.life is WorkerState.STUCK:
             logger.info("%s reported ready too late: it is being killed", worker.name())
         elif "ready" in message:
-            self._move(worker, WorkerEvent.READY)
+            worker.move(WorkerEvent.READY)
             self.backoff.succeeded()
             logger.info("%s is ready", worker.name())
             self._reconcile()
         if "recycle" in message and worker.life is WorkerState.SERVING:
             logger.info("%s served %s: replacing it", worker.name(),
                         counted(int(message["recycle"]), "connection"))
-            self._move(worker, WorkerEvent.RETIRE)
+            worker.move(WorkerEvent.RETIRE)
             self._reconcile()
         if "stats" in message and isinstance(message["stats"], dict):
             worker.stats = {k: int(v) for k, v in message["stats"].items()}
@@ -328,7 +304,7 @@ class Supervisor:
         how = f"exit status {code}" if code >= 0 else f"signal {signal.Signals(-code).name}"
         expected = worker.life in (WorkerState.DRAINING, WorkerState.STUCK)
         started = worker.life is WorkerState.STARTING
-        self._move(worker, WorkerEvent.EXIT)
+        worker.move(WorkerEvent.EXIT)
         if worker.transport is not None:
             worker.transport.abort()
         if expected or self._stopping:
@@ -347,33 +323,12 @@ class Supervisor:
         self._restart_due = self.reactor.time() + delay if self.reactor else 0.0
         self.notifier.status(f"{worker.name()} {what}; retrying in {delay:.1f} s")
 
-    # -- deadlines (WorkerDeadlines: one timer per worker) ----------------------------
-
-    def _move(self, worker: Worker, event: WorkerEvent) -> None:
-        """Move ``worker`` through its table and set the deadline of its new state."""
-        assert self.reactor is not None
-        worker.move(event, self.reactor.time())
-        self._arm(worker)
-
-    def _arm(self, worker: Worker) -> None:
-        assert self.reactor is not None
-        if worker.deadline is not None:
-            worker.deadline.cancel()
-            worker.deadline = None
-        due = self.deadlines.due(worker.life, worker.entered, worker.heard)
-        if due is not None:
-            worker.deadline = self.reactor.call_at(due, self._overdue, worker)
+    # -- deadlines (WorkerDeadlines: one timer per worker, in Worker) ---------------
 
     def _overdue(self, worker: Worker) -> None:
+        """``worker`` missed its state's deadline (see :class:`WorkerDeadlines`)."""
         assert self.reactor is not None
-        worker.deadline = None
         now = self.reactor.time()
-        due = self.deadlines.due(worker.life, worker.entered, worker.heard)
-        if due is None:
-            return
-        if now < due:  # heard from since the timer was set: the cheap way to re-arm
-            worker.deadline = self.reactor.call_at(due, self._overdue, worker)
-            return
         life, waited = worker.life, now - worker.entered
         if life is WorkerState.STARTING and self._reloading:
             self._abandon_reload(f"{worker.name()} not ready after {waited:.1f} s")
@@ -382,10 +337,10 @@ class Supervisor:
             self._failed_start(worker, f"not ready after {waited:.1f} s "
                                        "(worker start timeout): killed")
         elif life in (WorkerState.SERVING, WorkerState.RETIRING):
-            logger.error("%s silent for %.1f s (worker timeout %g s): killing it and "
-                         "starting another", worker.name(), now - worker.heard,
-                         self.deadlines.silence)
-            self.notifier.status(f"{worker.name()} stopped answering; replaced")
+            logger.error("%s silent for %.1f s (worker timeout %g s): killing it%s",
+                         worker.name(), now - worker.heard, self.deadlines.silence,
+                         "" if life is WorkerState.RETIRING else " and starting another")
+            self.notifier.status(f"{worker.name()} stopped answering: killed")
             self._stop_stuck(worker, WorkerEvent.SILENT)
         else:
             logger.error("%s still alive %.1f s after its SIGTERM: SIGKILL", worker.name(),
@@ -395,7 +350,7 @@ class Supervisor:
         self._reconcile()
 
     def _stop_stuck(self, worker: Worker, event: WorkerEvent) -> None:
-        self._move(worker, event)
+        worker.move(event)
         self._kill(worker.pid, signal.SIGTERM)  # SIGKILL at the STUCK deadline
 
     def _abandon_reload(self, reason: str) -> None:
@@ -410,7 +365,7 @@ class Supervisor:
             if worker.life is WorkerState.STARTING:
                 self._stop_stuck(worker, WorkerEvent.LATE)
             elif worker.life is WorkerState.RETIRING and worker.pid in self._retired:
-                self._move(worker, WorkerEvent.KEEP)
+                worker.move(WorkerEvent.KEEP)
         self._retired.clear()
 
     def _reload_overdue(self) -> None:
@@ -462,7 +417,7 @@ class Supervisor:
         self._reconcile()
 
     def _drain(self, worker: Worker, why: str) -> None:
-        self._move(worker, WorkerEvent.DRAIN)
+        worker.move(WorkerEvent.DRAIN)
         logger.info("draining %s (%s)", worker.name(), why)
         self._kill(worker.pid, signal.SIGTERM)
 
@@ -517,7 +472,7 @@ class Supervisor:
         self._restart_timer = self._reload_timer = None
         for worker in self._workers.values():  # each gets SIGKILL at its drain deadline
             if worker.life not in (WorkerState.DRAINING, WorkerState.STUCK):
-                self._move(worker, WorkerEvent.DRAIN)
+                worker.move(WorkerEvent.DRAIN)
                 self._kill(worker.pid, signal.SIGTERM)
         if not self._workers:
             self._finish()
@@ -551,7 +506,7 @@ class Supervisor:
             if worker.life is WorkerState.STARTING:  # serves nothing yet: no need to wait
                 self._drain(worker, "reloaded before it was ready")
             else:
-                self._move(worker, WorkerEvent.RETIRE)
+                worker.move(WorkerEvent.RETIRE)
                 self._retired.add(worker.pid)
         self._reconcile()
 
