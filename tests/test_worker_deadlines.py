@@ -16,8 +16,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
-from servekit import TESTS, ServerProcess, read_lines, read_until_closed, serve
+from servekit import TESTS, WAIT, ServerProcess, read_lines, read_until_closed, serve
 from workerkit import READY, kill_tree, wait_until, worker_pids
 
 from reactor.cli import argtypes
@@ -33,18 +34,18 @@ def supervised() -> Iterator[list[ServerProcess]]:
         kill_tree(srv, set())
 
 
-# the factory hangs while the file argv[1] exists: a service blocked on a lock or a DNS
-# lookup; argv[3] is the start-up timeout
+# the factory hangs while the file argv[1] exists (a service blocked on a lock or a DNS
+# lookup); argv[3] is the start-up timeout, argv[4] the number of workers
 HANGING = """
-import logging, os, sys, threading
+import logging, os, sys, time
 sys.path.insert(0, sys.argv[2])
 from reactor.cli.graceful import Server
 from reactor.cli.supervisor import Supervisor
 from servekit import SlowLines
 logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
 def make_server(binds):
-    if os.path.exists(sys.argv[1]):
-        threading.Event().wait()
+    while os.path.exists(sys.argv[1]):
+        time.sleep(0.02)
     return Server(SlowLines, binds)
 sys.exit(Supervisor(make_server, ["127.0.0.1:0"], workers=int(sys.argv[4]),
                     worker_start_timeout=float(sys.argv[3])).serve())
@@ -110,6 +111,20 @@ def test_a_reload_whose_new_workers_hang_is_abandoned(
     assert ask(srv, b"new") == [b"new done"]
     srv.signal(signal.SIGTERM)
     assert srv.wait() == 0
+
+
+def test_a_supervisor_killed_before_its_worker_is_ready_leaves_no_worker(
+        supervised: list[ServerProcess], tmp_path: Path) -> None:
+    srv, flag = hanging(supervised, tmp_path, 30.0, 1, hang=True)
+    worker = psutil.Process(int(srv.wait_for(r"started worker 1 \(pid (\d+)\)").group(1)))
+    srv.proc.kill()
+    srv.proc.wait(WAIT)
+    flag.unlink()  # the worker goes on: its "ready" meets a closed link (EPIPE), no EOF
+    try:
+        worker.wait(WAIT)  # it stops (psutil.TimeoutExpired if not): no orphan serving
+    finally:
+        kill_tree(srv, {worker.pid})
+    assert not worker.is_running()
 
 
 def test_a_worker_whose_loop_blocks_is_replaced(supervised: list[ServerProcess]) -> None:

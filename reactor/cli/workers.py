@@ -17,8 +17,9 @@ the :class:`WorkerLink` protocol. Messages are JSON objects, one per line:
 Why a socketpair and not a pipe: the link goes both ways (statistics are asked for and
 answered), and either side closing is news to the other. The supervisor's end of every
 link is closed in every worker, so when the supervisor dies (even by SIGKILL) the
-kernel closes the last copy and the worker reads EOF: it stops gracefully, leaving no
-orphan serving on its own. That works on every Unix, unlike Linux's
+kernel closes the last copy and the worker reads EOF (or, if the supervisor died before
+the worker said it was ready, that message fails with EPIPE): it stops gracefully,
+leaving no orphan serving on its own. That works on every Unix, unlike Linux's
 ``PR_SET_PDEATHSIG``, and it arrives through the worker's reactor like any other event.
 
 Stopping is left to the graceful server's own signal handlers: SIGTERM drains, a
@@ -153,9 +154,19 @@ class WorkerLink(JsonLines):
         self.server.reactor.call_later(interval, beat)
 
     def eof_received(self) -> bool | None:
-        logger.warning("the supervisor is gone: stopping")
-        self.server.stop(reason="the supervisor exited")
+        self._orphaned("EOF")
         return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        # a supervisor that died before "ready" was sent: the write fails (EPIPE) and
+        # no EOF is ever read, yet the worker must not serve on, orphaned
+        self._orphaned(f"{type(exc).__name__}: {exc}" if exc else "closed")
+
+    def _orphaned(self, how: str) -> None:
+        if not self.server.stopping:
+            logger.warning("the supervisor is gone (link %s): stopping", how)
+            self.server.stop(reason="the supervisor exited")
 
 
 def run_worker(server: Server, link_sock: Any, max_requests: int | None = None,
