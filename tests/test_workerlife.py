@@ -95,8 +95,9 @@ def test_a_worker_timeout_out_of_range_is_refused(silence: float) -> None:
 def test_the_edges_of_the_ranges_are_accepted() -> None:
     WorkerDeadlines(start=MAX_DEADLINE, silence=MAX_DEADLINE)
     WorkerDeadlines(start=1e-3, silence=MIN_WORKER_TIMEOUT)
+    assert WorkerDeadlines(drain=float("inf")).due(S.DRAINING, 1, 1) == float("inf")
     with pytest.raises(ValueError):
-        WorkerDeadlines(drain=float("inf"))
+        WorkerDeadlines(drain=float("nan"))
 
 
 def test_backoff_doubles_up_to_the_maximum_and_resets() -> None:

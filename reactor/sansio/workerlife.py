@@ -146,7 +146,8 @@ class WorkerDeadlines:
         silence: SERVING or RETIRING with no message (``--worker-timeout``): 0 for no
             liveness check (and no heartbeat), else :data:`MIN_WORKER_TIMEOUT` to
             :data:`MAX_DEADLINE`.
-        drain: DRAINING until SIGKILL (the graceful timeout plus a slack).
+        drain: DRAINING until SIGKILL (the graceful timeout plus a slack; ``math.inf``:
+            never).
         kill_grace: STUCK until SIGKILL.
 
     Raises:
@@ -167,8 +168,8 @@ class WorkerDeadlines:
                              f"{MIN_WORKER_TIMEOUT:g} to {MAX_DEADLINE:g} seconds, "
                              f"not {self.silence!r}")
         for value in (self.drain, self.kill_grace):
-            if not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"a deadline must be finite and not negative: {value!r}")
+            if not value >= 0:  # NaN too; math.inf: never
+                raise ValueError(f"a deadline must be 0 or more: {value!r}")
 
     @property
     def heartbeat(self) -> float | None:
