@@ -185,3 +185,26 @@ def test_the_command_line_checks_them() -> None:
     assert srv.wait() == 2
     assert "argument --worker-start-timeout: 'inf' is not a finite number" in srv.log
     srv.close()
+
+
+def test_a_drained_worker_whose_loop_blocks_is_killed_after_the_grace(
+        supervised: list[ServerProcess]) -> None:
+    srv = serve("servekit:SlowLines", "-b", "127.0.0.1:0", "--workers", "1",
+                "--worker-timeout", "0", "--graceful-timeout", "1")
+    supervised.append(srv)
+    srv.wait_for(READY)
+    (victim,) = worker_pids(srv)
+    with srv.connect() as sock:
+        sock.sendall(b"slow 60\n")  # blocked: it can never finish its graceful stop
+        assert read_lines(sock, 1) == [b"started"]
+        srv.signal(signal.SIGHUP)
+        srv.wait_for("reload done")
+        # no heartbeat asked for: only the drain deadline (1 s + 5 s) ends it
+        srv.wait_for(rf"worker 1 \(pid {victim}\) still alive [67]\.\d s after its "
+                     r"SIGTERM: SIGKILL")
+        srv.wait_for(rf"worker 1 \(pid {victim}\) exited \(signal SIGKILL\)")
+        assert read_until_closed(sock) == b""
+    assert "silent" not in srv.log
+    assert ask(srv, b"after") == [b"after done"]
+    srv.signal(signal.SIGTERM)
+    assert srv.wait() == 0
