@@ -8,6 +8,7 @@ import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from netkit import Net
@@ -80,3 +81,16 @@ def default_reactor() -> Iterator[Reactor]:
     yield r
     if not r.is_closed():
         r.close()
+
+
+@pytest.fixture
+def supervised() -> Iterator[list[Any]]:
+    """A list for the ``reactor serve --workers`` processes (servekit's ServerProcess) a
+    test starts; each is killed with its whole process tree at the end, whatever
+    happened."""
+    from workerkit import kill_tree
+
+    started: list[Any] = []
+    yield started
+    for srv in started:
+        kill_tree(srv, set())

@@ -13,7 +13,6 @@ import re
 import signal
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -24,14 +23,6 @@ from workerkit import READY, kill_tree, wait_until, worker_pids
 from reactor.cli import argtypes
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture
-def supervised() -> Iterator[list[ServerProcess]]:
-    started: list[ServerProcess] = []
-    yield started
-    for srv in started:
-        kill_tree(srv, set())
 
 
 # the factory hangs while the file argv[1] exists (a service blocked on a lock or a DNS
@@ -176,15 +167,15 @@ def test_the_ranges_and_their_edges() -> None:
     assert argtypes.worker_timeout("86400") == 86400
 
 
-def test_the_command_line_checks_them() -> None:
-    srv = serve("echo", "--worker-timeout", "5")
-    assert srv.wait() == 2
-    assert "--worker-start-timeout and --worker-timeout need --workers" in srv.log
-    srv.close()
-    srv = serve("echo", "--workers", "1", "--worker-start-timeout", "inf")
-    assert srv.wait() == 2
-    assert "argument --worker-start-timeout: 'inf' is not a finite number" in srv.log
-    srv.close()
+@pytest.mark.parametrize(("args", "message"), [
+    (("--worker-timeout", "5"), "--worker-start-timeout and --worker-timeout need --workers"),
+    (("--workers", "1", "--worker-start-timeout", "inf"),
+     "argument --worker-start-timeout: 'inf' is not a finite number"),
+])
+def test_the_command_line_checks_them(args: tuple[str, ...], message: str) -> None:
+    with serve("echo", *args) as srv:
+        assert srv.wait() == 2
+        assert message in srv.log
 
 
 def test_a_drained_worker_whose_loop_blocks_is_killed_after_the_grace(

@@ -12,23 +12,14 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 from servekit import TESTS, WAIT, ServerProcess, read_lines, read_until_closed, serve
-from workerkit import READY, echo_once, kill_tree, wait_until, worker_pids
+from workerkit import READY, echo_once, wait_until, worker_pids
 
 pytestmark = pytest.mark.timeout(120)
-
-@pytest.fixture
-def supervised() -> Iterator[list[ServerProcess]]:
-    started: list[ServerProcess] = []
-    yield started
-    for srv in started:
-        kill_tree(srv, set())
-
 
 def start(started: list[ServerProcess], *args: str, workers: int = 2) -> ServerProcess:
     srv = serve(*args, "--workers", str(workers))
