@@ -79,7 +79,7 @@ def test_version_through_python_dash_m() -> None:
         (["serve", "echo", "--backlog", "many"], "not a whole number"),
         (["serve", "echo", "--idle-timeout", "-1"], "more than zero"),
         (["serve", "echo", "--graceful-timeout", "soon"], "not a number"),
-        (["serve", "echo", "--stats-interval", "nan"], "more than zero"),
+        (["serve", "echo", "--stats-interval", "nan"], "not a finite number of seconds"),
         (["serve", "echo", "--log-level", "loud"], "not a log level"),
         (["serve", "echo", "--log-config", "/nonexistent/log.ini"],
          "--log-config /nonexistent/log.ini: no such file"),

@@ -180,7 +180,10 @@ def run_worker(server: Server, link_sock: Any, max_requests: int | None = None,
     link = WorkerLink(server, max_requests, jitter)
     StreamTransport(server.reactor, link_sock, "supervisor").attach(link)
     addresses = server.start()
-    link.send({"ready": addresses})
-    if heartbeat is not None:
-        link.beat_every(heartbeat)
+
+    def ready() -> None:  # from the loop: serve() has installed its SIGTERM handler, so
+        link.send({"ready": addresses})  # a worker drained at once stops gracefully
+        if heartbeat is not None:
+            link.beat_every(heartbeat)
+    server.reactor.call_soon(ready)
     return server.serve()
