@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from ..sansio.connection import ConnEvent, ConnState
+from .allocator import fit_reads
 
 if TYPE_CHECKING:
     from .dispatch import EpollPath
@@ -133,6 +134,7 @@ class TransportOptions:
                 raise ValueError(f"{name} must be positive or None, not {value!r}")
         if self.read_size <= 0:
             raise ValueError("read_size must be positive")
+        fit_reads(self.read_size)  # reads of this size: from the heap, not mmap
         high, low = _water_marks(self.high_water, self.low_water)
         object.__setattr__(self, "high_water", high)  # frozen: set once, here
         object.__setattr__(self, "low_water", low)
