@@ -268,7 +268,12 @@ class KVProtocol(asyncio.Protocol):
         if out:
             transport.write(out[0] if len(out) == 1 else b"".join(out))
         if self._closing:
-            transport.close()
+            self._finish(transport)
+
+    def _finish(self, transport: asyncio.Transport) -> None:
+        """Close after the replies written (QUIT, a fatal protocol error); a
+        replicating connection waits for the replies it holds back."""
+        transport.close()
 
     def execute(self, args: list[bytes]) -> bytes:
         """Run one command (a non-empty list of bytes) and return its encoded reply."""

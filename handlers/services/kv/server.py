@@ -22,6 +22,8 @@ from handlers.framers.resp import (
 )
 
 from .connection import KVProtocol
+from .peers import DEFAULT_TIMEOUT, Replication, parse_peer, proxy_header
+from .replicating import ReplicatingProtocol
 from .store import KVStore, Scheduler
 from .table import DATABASES
 
@@ -69,6 +71,19 @@ class KVServer:
         requirepass: the password a client must give (``AUTH``, ``HELLO 3 AUTH
             default``) before any other command; None: none (see :mod:`.auth`). Kept
             out of logs and of ``CONFIG GET``.
+        replicate_to: the peers (``"HOST:PORT"`` or ``(host, port)``, other kv hosts)
+            every write is sent to before its reply (see :mod:`.replicating`); needs
+            ``replication_secret`` and a reactor as ``loop``.
+        min_replicas: peers that must acknowledge each write (default: 1 with peers);
+            with fewer live peers a write is refused with ``NOREPLICAS``, unapplied.
+        replication_secret: the secret the links to the peers present and the links
+            from them must present (``REPLLINK``); a server with a secret and no peers
+            only accepts links.
+        replication_timeout: seconds a peer has to connect and to acknowledge each
+            write before it is marked down.
+        replication_header: ``v1``, ``v2`` or ``any``: the links send this PROXY
+            protocol header first (a LOCAL one), for peers that serve with
+            ``--proxy-protocol``; None: no header.
 
     Example::
 
@@ -87,6 +102,11 @@ class KVServer:
         max_command_size: int = DEFAULT_MAX_COMMAND_SIZE,
         request_timeout: float | None = None,
         requirepass: str | bytes | None = None,
+        replicate_to: list[str] | list[tuple[str, int]] | None = None,
+        min_replicas: int | None = None,
+        replication_secret: str | bytes | None = None,
+        replication_timeout: float = DEFAULT_TIMEOUT,
+        replication_header: str | None = None,
     ) -> None:
         if request_timeout is not None and not request_timeout > 0:
             raise ValueError(f"request_timeout must be a positive number of seconds or "
@@ -97,6 +117,11 @@ class KVServer:
         if requirepass == b"":  # as Redis: an empty requirepass means no password
             requirepass = None
         self.requirepass: bytes | None = requirepass
+        self.replication = _replication(replicate_to, min_replicas, replication_secret,
+                                        replication_timeout, replication_header)
+        if self.replication is not None and self.replication.links and loop is None:
+            raise ValueError("kv replication needs the reactor as loop (to reach its peers)")
+        self._protocol = KVProtocol if self.replication is None else ReplicatingProtocol
         self.store = store if store is not None else KVStore()
         self.databases = [self.store, *(KVStore() for _ in range(DATABASES - 1))]
         self.bound = False
@@ -113,7 +138,7 @@ class KVServer:
         self.new_parser()  # validates the limits now rather than at the first connection
 
     def __call__(self) -> KVProtocol:
-        return KVProtocol(self)
+        return self._protocol(self)
 
     def bind(self, loop: Scheduler, *, keep_bound: bool = False) -> None:
         """Drive every database's expiry with ``loop``'s clock and timers; with
@@ -127,6 +152,13 @@ class KVServer:
             if not keep_bound or store.loop is None:
                 store.bind(loop)
         self.bound = True
+        if self.replication is not None:
+            self.replication.start(loop)
+
+    def close(self) -> None:
+        """Close the replication links (nothing else to close)."""
+        if self.replication is not None:
+            self.replication.close()
 
     def new_parser(self) -> RespParser:
         """A parser with this server's limits."""
@@ -168,3 +200,26 @@ class KVServer:
             commands_processed=self.commands_processed,
             protocol_errors=self.protocol_errors,
         )
+
+
+def _replication(
+    replicate_to: list[str] | list[tuple[str, int]] | None, min_replicas: int | None,
+    secret: str | bytes | None, timeout: float, header: str | None,
+) -> Replication | None:
+    """The server's :class:`~.peers.Replication`, None without peers nor a secret.
+
+    Raises:
+        ValueError: peers without a secret, a bad peer address, ``min_replicas`` out of
+            range, a timeout that is not positive.
+    """
+    if isinstance(secret, str):
+        secret = secret.encode()
+    peers = [parse_peer(peer) if isinstance(peer, str) else peer
+             for peer in replicate_to or ()]
+    if not secret:
+        if peers or min_replicas is not None:
+            raise ValueError("kv replication needs a replication secret (the same on "
+                             "every host)")
+        return None
+    return Replication(peers, secret, min_replicas=min_replicas, timeout=timeout,
+                       header=proxy_header(header))

@@ -117,6 +117,8 @@ class Command:
         immediate: runs even inside MULTI instead of being queued.
         no_auth: runs before the connection authenticated (Redis's ``no_auth`` flag:
             AUTH, HELLO, QUIT), when the server has a password.
+        write: the ``write`` flag as a boolean: the command may change the store
+            (what replication sends to the peers, see :mod:`.replicating`).
     """
 
     name: str
@@ -130,6 +132,7 @@ class Command:
     handler: Handler
     immediate: bool = False
     no_auth: bool = False
+    write: bool = False
 
     def info(self, resp3: bool = False) -> bytes:
         """The encoded ``COMMAND INFO`` entry (Redis 7's ten fields)."""
@@ -170,8 +173,9 @@ def _command(
     no_auth: bool = False,
 ) -> Callable[[Handler], Handler]:
     def register(handler: Handler) -> Handler:
-        command = Command(name, arity, tuple(flags.split()), *keys, group, summary, handler,
-                          immediate, no_auth)
+        words = tuple(flags.split())
+        command = Command(name, arity, words, *keys, group, summary, handler,
+                          immediate, no_auth, "write" in words)
         COMMANDS[name.encode()] = COMMANDS[name.upper().encode()] = command
         _COMMAND_LIST.append(command)
         return handler
