@@ -58,6 +58,7 @@ from . import (
     logs,
     observeflags,
     proxyflags,
+    replflags,
     workerflags,
 )
 from .addresses import BadBindAddress, BindError
@@ -99,7 +100,10 @@ def _chat_factory(module: Any, reactor: Reactor, **settings: Any) -> Callable[[]
 
 def _kv_factory(module: Any, reactor: Reactor, **settings: Any) -> Callable[[], Any]:
     # expiry on our timers
-    return module.KVServer(reactor, **settings)  # type: ignore[no-any-return]
+    try:
+        return module.KVServer(reactor, **settings)  # type: ignore[no-any-return]
+    except ValueError as exc:  # replication settings that do not fit together
+        raise UsageError(f"kv: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -131,7 +135,8 @@ SERVICES: Final[dict[str, Service]] = {
                     "line-based chat rooms (/join, /nick, /who, /quit)",
                     ("request_timeout",), b"* the server is full; try again later\r\n"),
     "kv": Service("handlers.services.kv", _kv_factory, "127.0.0.1:6379",
-                  "a Redis-protocol key-value store", ("request_timeout", "requirepass"),
+                  "a Redis-protocol key-value store",
+                  ("request_timeout", "requirepass", *replflags.SETTINGS),
                   b"-ERR max number of clients reached\r\n"),  # Redis's maxclients reply
 }
 
@@ -300,6 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     accessflags.add_arguments(serve)
     workerflags.add_arguments(serve)
     observeflags.add_arguments(serve)
+    replflags.add_arguments(serve)
     serve.add_argument(
         "--app-dir", default=".", metavar="DIR",
         help="look for MODULE in DIR first (default: the current directory)",
@@ -423,6 +429,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         configure_logging(args.log_level, args.log_config, args.log_format, args.log_file)
         proxy = proxyflags.listener_options(args)
         workerflags.check(args)
+        replflags.check(args)
         if args.access_log and logging.getLogger("reactor.access").level == logging.NOTSET:
             logging.getLogger("reactor.access").setLevel(logging.INFO)  # whatever the level
     except (UsageError, ValueError) as exc:
@@ -511,7 +518,7 @@ def _load_service(args: argparse.Namespace, reactor: Reactor,
                          "rpc service")
     name, factory = load_factory(args.service, reactor, args.app_dir,
                                  request_timeout=args.request_timeout,
-                                 requirepass=args.requirepass)
+                                 requirepass=args.requirepass, **replflags.settings(args))
     return name, factory, None
 
 
