@@ -1,8 +1,10 @@
 """Several ``reactor serve`` hosts behind HAProxy, as ``examples/deploy/haproxy.cfg``
 configures them (not a test module).
 
-* :class:`Hosts` -- kv and echo served on 127.0.0.2, 127.0.0.3, ... (port 0, read
-  back from the log), each with ``--proxy-protocol v2`` trusting 127.0.0.1 only, and
+* :class:`Hosts` -- kv and echo served on 127.0.0.2, 127.0.0.3, ... (port 0: read
+  back from the log for echo; for kv, sockets made here and inherited, so that each kv
+  host can be given the others as ``--replicate-to`` peers), each with
+  ``--proxy-protocol v2`` trusting 127.0.0.1 only, and
   HAProxy running the deploy configuration with those ports filled in, its frontends on
   sockets the test made (``fd@N``), its stats socket in a temporary directory and its
   log sent to a datagram socket the test reads (:meth:`Hosts.routed_to`).
@@ -26,12 +28,13 @@ from typing import Any
 from haproxy_tools import HAProxy, listening
 from servekit import WAIT, ServerProcess, serve
 
-__all__ = ["CONFIG", "Hosts", "Resp", "direct"]
+__all__ = ["CONFIG", "REPLICATION_SECRET", "Hosts", "Resp", "direct"]
 
 CONFIG = Path(__file__).resolve().parent.parent / "examples" / "deploy" / "haproxy.cfg"
 SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 LOCAL_V2 = SIGNATURE + b"\x20\x00\x00\x00"  # version 2, LOCAL, no addresses
 PORTS = {"kv": 6379, "echo": 8888}
+REPLICATION_SECRET = "hosts-test-secret"  # what the kv hosts' links present
 
 
 class Resp:
@@ -90,12 +93,32 @@ class Hosts:
         self.servers: dict[tuple[str, str], ServerProcess] = {}
         self.dir = tempfile.TemporaryDirectory(prefix="hosts-")
         try:
+            # the kv hosts replicate to each other, so each must know the others'
+            # ports before it starts: their listening sockets are made here (port 0)
+            # and inherited (fd://N)
+            self.kv_sockets = [listening(f"127.0.0.{n}") for n in range(2, 2 + count)]
+            for sock in self.kv_sockets:
+                sock.listen(128)
+            kv_ports = [sock.getsockname()[1] for sock in self.kv_sockets]
             for n, name in enumerate(self.names, start=2):
                 for service in PORTS:
+                    flags: list[str] = []
+                    fds: tuple[int, ...] = ()
+                    env: dict[str, str] = {}
+                    bind = f"127.0.0.{n}:0"
+                    if service == "kv":
+                        sock = self.kv_sockets[n - 2]
+                        bind, fds = f"fd://{sock.fileno()}", (sock.fileno(),)
+                        env["REACTOR_REPLICATION_SECRET"] = REPLICATION_SECRET
+                        for m, port in enumerate(kv_ports, start=2):
+                            if m != n:
+                                flags += ["--replicate-to", f"127.0.0.{m}:{port}"]
                     self.servers[service, name] = serve(
-                        service, "--bind", f"127.0.0.{n}:0", "--proxy-protocol", "v2",
-                        "--proxy-allow-from", "127.0.0.1", "--graceful-timeout", "10",
-                        "--access-log")
+                        service, "--bind", bind, "--proxy-protocol", "v2",
+                        "--proxy-allow-from", "127.0.0.1", *flags, "--graceful-timeout",
+                        "10", "--access-log", pass_fds=fds, env=env)
+            for sock in self.kv_sockets:  # the hosts have them: a killed one's port
+                sock.close()  # must refuse, not queue connections nobody accepts
             self.frontends = {service: listening() for service in PORTS}
             self.stats_path = str(Path(self.dir.name) / "stats.sock")
             self.log_lines: list[str] = []
@@ -107,6 +130,9 @@ class Hosts:
             self.haproxy = HAProxy.from_config(self.config(),
                                                list(self.frontends.values()))
             self.wait_states({(s, name): "UP" for s in PORTS for name in self.names})
+            for name in self.names:  # every kv host's links to its peers are up
+                self.servers["kv", name].wait_for(r"kv replication: peer \S+ up",
+                                                  count=count - 1)
         except BaseException:
             self.close()
             raise
@@ -204,6 +230,8 @@ class Hosts:
                 sock.close()
         for srv in self.servers.values():
             srv.close()
+        for sock in getattr(self, "kv_sockets", ()):
+            sock.close()
         log = getattr(self, "log", None)
         if log is not None:
             log.close()

@@ -4,11 +4,12 @@
 around a host that dies in the middle of a load run, and a host drained by SIGTERM loses
 no request.
 
-The kv hosts are independent in-memory stores (no replication), so an acknowledged write
-lives on the host that acknowledged it. Each client connection learns which host it is
-on from a key seeded on every host (``__host``), and every write acknowledged by a host
-still alive is then read back from that very host, past HAProxy. The writes the killed
-host had acknowledged died with its memory: they are counted, not claimed.
+The kv hosts replicate to each other (``--replicate-to`` the two others, the default
+``--min-replicas 1``): a write is acknowledged once its host and one peer hold it. Each
+client connection learns which host it is on from a key set on each host alone
+(``__host``, written through a replication link, which is never replicated further).
+After the kill, every acknowledged write, the killed host's included, is read back from
+a live host, past HAProxy: none is lost.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 
 import pytest
 from haproxy_tools import haproxy
-from hostkit import Hosts, Resp, direct
+from hostkit import REPLICATION_SECRET, Hosts, Resp, direct
 
 from tests.netkit import WAIT
 
@@ -112,9 +113,14 @@ class Load:
 
 
 def seed(hosts: Hosts) -> None:
+    """``__host`` on each host alone: set through a replication link of our own."""
     for name in hosts.names:
         with Resp(direct(hosts.address("kv", name))) as r:
-            assert r.call("SET", "__host", name) == "+OK"
+            assert r.call("REPLLINK", REPLICATION_SECRET) == "+OK"
+            assert r.call("REPLWRITE", "0", "SET", "__host", name) == "+OK"
+    for name in hosts.names:
+        with Resp(direct(hosts.address("kv", name))) as r:
+            assert r.call("GET", "__host") == name.encode()
 
 
 def test_a_killed_host_is_routed_around(haproxy_path: str) -> None:
@@ -136,26 +142,27 @@ def test_a_killed_host_is_routed_around(haproxy_path: str) -> None:
         after = [a for a in load.acked if a[3] > down]
         assert any(host == victim for _k, _v, host, _t in before)  # it did serve
         assert after and all(host != victim for _k, _v, host, _t in after)
-        # every write a live host acknowledged is on that host
-        lost = 0
-        by_host: dict[str, list[tuple[str, bytes]]] = {}
-        for key, value, host, _when in load.acked:
-            if host == victim:
-                lost += 1
-            else:
-                by_host.setdefault(host, []).append((key, value))
-        for host, writes in by_host.items():
-            with Resp(direct(hosts.address("kv", host))) as r:
-                for key, value in writes:
-                    assert r.call("GET", key) == value, (host, key)
+        # every acknowledged write, the killed host's included, is on a live host
+        live = [name for name in hosts.names if name != victim]
+        found: dict[str, set[str]] = {}
+        for name in live:
+            with Resp(direct(hosts.address("kv", name))) as r:
+                for key, value, _host, _when in load.acked:
+                    if r.call("GET", key) == value:
+                        found.setdefault(key, set()).add(name)
+        lost = [a for a in load.acked if a[0] not in found]
+        assert not lost, f"{len(lost)} acknowledged writes on no live host: {lost[:5]}"
+        by_victim = sum(1 for _k, _v, host, _t in load.acked if host == victim)
+        on_both = sum(1 for names in found.values() if len(names) == len(live))
         pause = load.longest_pause(killed - 0.5, down + 0.5)
         print(f"\nkilled host behind HAProxy: {load.served} requests served in "
               f"{elapsed:.1f} s by {CLIENTS} clients ({len(after)} writes after it was "
               f"routed around), {len(load.failed)} connections failed (all on the killed "
               f"host), marked down {down - killed:.2f} s after the kill, "
               f"longest pause between acknowledgements {pause * 1000:.0f} ms, "
-              f"{len(load.acked) - lost} acknowledged writes read back from their hosts, "
-              f"{lost} died with the killed host's memory")
+              f"{len(load.acked)} acknowledged writes read back from a live host "
+              f"({by_victim} acknowledged by the killed host; {on_both} on both live "
+              f"hosts), {len(lost)} lost")
 
 
 def test_a_drained_host_loses_no_request(haproxy_path: str) -> None:

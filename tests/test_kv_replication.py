@@ -330,3 +330,24 @@ def test_a_server_without_replication_knows_no_link_commands() -> None:
         KVServer(replicate_to=["127.0.0.1:1"])
     with pytest.raises(ValueError, match="reactor"):
         KVServer(replicate_to=["127.0.0.1:1"], replication_secret="s")
+
+
+def test_the_graceful_stop_closes_the_links_of_peers_at_once(
+    silent: tuple[Host, SilentPeer],
+) -> None:
+    """A drained host closes the links its peers opened to it (they stop sending
+    there), while a client connection with nothing held drains as usual."""
+    host, _peer = silent
+    link = socket.create_connection(("127.0.0.1", host.port), timeout=WAIT)
+    client = socket.create_connection(("127.0.0.1", host.port), timeout=WAIT)
+    with link, client:
+        link.sendall(b"REPLLINK " + SECRET.encode() + b"\r\n")
+        assert read_replies(link, 1) == [b"+OK\r\n"]
+        client.sendall(b"PING\r\n")
+        assert read_replies(client, 1) == [b"+PONG\r\n"]
+        answers = host.loop.call(
+            lambda: sorted(str(p.begin_shutdown()) for p in host.server.clients.values()))
+        assert answers == ["None", "True"]
+        assert link.recv(65536) == b""  # closed
+        client.sendall(b"PING\r\n")  # still served
+        assert read_replies(client, 1) == [b"+PONG\r\n"]

@@ -203,6 +203,19 @@ class ReplicatingProtocol(KVProtocol):
             transport.close()
         # else _flush_held closes once the held replies are written
 
+    def begin_shutdown(self) -> bool | None:
+        """The graceful stop of ``reactor serve``: a peer's link is closed now (its
+        peer marks this host down and stops sending here: the host is leaving); a
+        client with replies held back runs no further command and is closed once they
+        are written; any other connection drains as usual (None)."""
+        transport = self._transport
+        if transport is None or not (self.link or self._held):
+            return None
+        self._closing = True
+        if self.link:
+            transport.close()
+        return True
+
     def connection_lost(self, exc: BaseException | None) -> None:
         super().connection_lost(exc)
         self._held.clear()
