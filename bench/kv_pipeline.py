@@ -6,6 +6,7 @@ Usage::
     python -m bench.kv_pipeline                      # 3 interleaved repetitions
     python -m bench.kv_pipeline --reps 1 --requests 20000
     python -m bench.kv_pipeline --instructions       # callgrind, in-process
+    python -m bench.kv_pipeline --instructions --replicated   # the same, replicating
 
 Each repetition starts a fresh ``reactor serve kv`` (this tree) and a fresh
 ``redis-server`` (no persistence), each pinned to CPU 0 while ``redis-benchmark`` runs
@@ -13,7 +14,9 @@ on CPU 1, warms it with one ``-t set`` run, then measures ``-t set`` and ``-t ge
 server CPU is utime+stime from ``/proc/PID/stat`` around each run (10 ms ticks). The
 figures are medians with min-max. ``--instructions`` feeds batches of 16 RESP commands
 to a kv connection over a fake transport under ``valgrind --tool=callgrind`` and
-prints the instructions per command (600 minus 100 batches, so start-up cancels).
+prints the instructions per command (600 minus 100 batches, so start-up cancels);
+``--replicated`` does so on a server replicating to one peer, whose link (a fake
+transport) acknowledges each batch's writes before the next batch.
 
 Needs ``redis-server``, ``redis-benchmark`` (``redis-tools``), ``taskset``; valgrind for
 ``--instructions``. Must not import :mod:`bench.run`.
@@ -53,6 +56,36 @@ get = encode_command([b"GET", b"key:000000012345"])
 batch = {"set": set_ * 16, "get": get * 16, "mix": (set_ + get) * 8}[kind]
 for _ in range(n):
     protocol.data_received(batch)
+    transport.take()
+"""
+
+# --replicated: the same batches on a server replicating to one peer, whose link (on a
+# fake transport, made UP by hand) acknowledges each batch's writes before the next
+ICOUNT_REPLICATED = r"""
+import sys
+from handlers.framers.resp import encode_command
+from handlers.services.kv import KVServer
+from reactor import FakeClock, Reactor
+from reactor.testing import FakeSelector, FakeTransport
+clock = FakeClock()
+reactor = Reactor(selector=FakeSelector(clock), clock=clock)
+server = KVServer(reactor, replicate_to=["192.0.2.9:6379"], replication_secret="s")
+link = server.replication.links[0]
+link_transport = FakeTransport(link, peername=("192.0.2.9", 6379))
+link.data_received(b"+OK\r\n")
+assert server.replication.live == 1
+protocol = server()
+transport = FakeTransport(protocol, peername=("192.0.2.1", 1))
+kind, n = sys.argv[1], int(sys.argv[2])
+set_ = encode_command([b"SET", b"key:000000012345", b"xxx"])
+get = encode_command([b"GET", b"key:000000012345"])
+batch = {"set": set_ * 16, "get": get * 16, "mix": (set_ + get) * 8}[kind]
+acks = b"+OK\r\n" * {"set": 16, "get": 0, "mix": 8}[kind]
+for _ in range(n):
+    protocol.data_received(batch)
+    link_transport.take()
+    link.data_received(acks)
+    reactor.run_once(0)
     transport.take()
 """
 
@@ -130,12 +163,15 @@ def measure(reps: int, requests: int) -> dict[str, dict[str, list[float]]]:
     return figures
 
 
-def instructions(kind: str) -> int:
-    """The kv service's instructions per pipelined command under callgrind."""
+def instructions(kind: str, replicated: bool = False) -> int:
+    """The kv service's instructions per pipelined command under callgrind (with
+    ``replicated``, on a server replicating to one peer that acknowledges at once)."""
+    script = ICOUNT_REPLICATED if replicated else ICOUNT
+
     def total(batches: int) -> int:
         done = subprocess.run(
             ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
-             sys.executable, "-c", ICOUNT, kind, str(batches)],
+             sys.executable, "-c", script, kind, str(batches)],
             cwd=ROOT, capture_output=True, text=True, timeout=600, check=True,
             env=dict(os.environ, PYTHONHASHSEED="0", PYTHONPATH=str(ROOT)))
         match = re.search(r"Collected : (\d+)", done.stderr)
@@ -153,10 +189,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=200_000)
     parser.add_argument("--instructions", action="store_true",
                         help="instructions per command under callgrind instead")
+    parser.add_argument("--replicated", action="store_true",
+                        help="with --instructions: on a server replicating to one peer "
+                             "(its link on a fake transport, acknowledging every write)")
     args = parser.parse_args(argv)
     if args.instructions:
         for kind in ("set", "get", "mix"):
-            print(f"{kind}: {instructions(kind)} instructions per command", flush=True)
+            figure = instructions(kind, args.replicated)
+            print(f"{kind}: {figure} instructions per command", flush=True)
         return 0
     for tool in ("redis-server", "redis-benchmark", "taskset"):
         if shutil.which(tool) is None:

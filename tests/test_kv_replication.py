@@ -112,7 +112,8 @@ def test_a_write_acked_by_one_host_is_on_the_others_at_once(cluster: list[Host])
     # a relative expiry is replicated as given: each host counts it from its own clock
     assert a.set("brief", "v", ex=100) and 98 <= c.ttl("brief") <= 100
     assert a.delete("greeting") == 1 and b.exists("greeting") == 0
-    # a transaction's writes, each in the database it ran in (SELECT inside MULTI)
+    # a transaction's writes, each in the database it ran in (SELECT inside MULTI),
+    # sent as one REPLEXEC
     raw = socket.create_connection(("127.0.0.1", cluster[0].port), timeout=WAIT)
     with raw:
         raw.sendall(b"MULTI\r\nSET t 1\r\nSELECT 5\r\nSET t 5\r\nGET t\r\nEXEC\r\n")
@@ -314,7 +315,12 @@ def test_bad_input_on_a_link_gets_an_error_and_a_closed_link(
     assert out.startswith(b"-REPLERR wrong replication secret") and b"PONG" not in out
     # not a link: refused, and the client goes on
     out = exchange(b"REPLWRITE 0 SET k v\r\nPING\r\n")
-    assert out == b"-REPLERR REPLWRITE is for replication links (REPLLINK)\r\n+PONG\r\n"
+    assert out == (b"-REPLERR REPLWRITE and REPLEXEC are for replication links "
+                   b"(REPLLINK)\r\n+PONG\r\n")
+    # a transaction checked whole: one bad write in it and nothing is applied
+    out = exchange(link + b"REPLEXEC 0 3 SET t 1 0 2 GET t\r\nPING\r\n")
+    assert b"-REPLERR REPLEXEC: 'GET' is not a write command" in out and b"PONG" not in out
+    assert host.client().get("t") is None
     # a command's own error on a link is an answer, not bad input: the link stays
     out = exchange(link + b"REPLWRITE 0 SET k v\r\nREPLWRITE 0 INCR k\r\nPING\r\n")
     assert out == (b"+OK\r\n+OK\r\n-ERR value is not an integer or out of range\r\n"

@@ -14,8 +14,10 @@ from handlers.services.kv.peers import parse_peer, proxy_header
 from handlers.services.kv.replwire import (
     NOREPLICAS_AFTER,
     ReplicationInputError,
+    encode_replexec,
     encode_repllink,
     encode_replwrite,
+    parse_replexec,
     parse_replwrite,
 )
 from handlers.services.kv.table import COMMANDS
@@ -153,6 +155,54 @@ def test_replwrite_round_trips_through_the_parser(db: int, name: str,
     else:
         with pytest.raises(ReplicationInputError, match="wrong number of arguments"):
             parse_replwrite(received)
+
+
+_write = st.tuples(st.integers(0, 15), st.sampled_from(WRITES),
+                   st.lists(_arg, min_size=1, max_size=4))
+
+
+@given(st.lists(_write, min_size=1, max_size=5))
+def test_replexec_round_trips_through_the_parser(
+    writes: list[tuple[int, str, list[bytes]]],
+) -> None:
+    sent = [(db, [name.encode(), *rest]) for db, name, rest in writes]
+    received = parsed(encode_replexec(sent))
+    fits = all(
+        len(args) == COMMANDS[args[0]].arity if COMMANDS[args[0]].arity > 0
+        else len(args) >= -COMMANDS[args[0]].arity for _db, args in sent)
+    if fits:
+        assert parse_replexec(received) == [(db, COMMANDS[args[0]], args)
+                                            for db, args in sent]
+    else:
+        with pytest.raises(ReplicationInputError, match="wrong number of arguments"):
+            parse_replexec(received)
+
+
+@given(st.lists(st.sampled_from([b"0", b"1", b"2", b"3", b"15", b"SET", b"k", b"v",
+                                 b"DEL", b"GET", b"x", b"-1", b"99"]), max_size=10))
+def test_any_replexec_input_parses_or_is_refused_never_crashes(rest: list[bytes]) -> None:
+    try:
+        writes = parse_replexec([b"REPLEXEC", *rest])
+    except ReplicationInputError as exc:
+        assert exc.reply.startswith(b"-REPLERR ") and exc.reply.count(b"\r\n") == 1
+    else:
+        assert writes and sum(2 + len(words) for _db, _c, words in writes) == len(rest)
+        assert all(0 <= db <= 15 and command.write for db, command, _w in writes)
+
+
+@pytest.mark.parametrize("args, why", [
+    ([b"REPLEXEC"], "at least one write"),
+    ([b"REPLEXEC", b"0", b"1"], "at least one write"),
+    ([b"REPLEXEC", b"0", b"3", b"SET", b"k"], "cut short"),
+    ([b"REPLEXEC", b"0", b"3", b"SET", b"k", b"v", b"0"], "cut short"),
+    ([b"REPLEXEC", b"0", b"4", b"SET", b"k", b"v"], "cut short"),
+    ([b"REPLEXEC", b"0", b"03", b"SET", b"k", b"v"], "not a number"),
+    ([b"REPLEXEC", b"0", b"0", b"SET", b"k", b"v"], "not a number"),
+    ([b"REPLEXEC", b"0", b"3", b"SET", b"k", b"v", b"1", b"2", b"GET", b"k"], "not a write"),
+])
+def test_bad_replexecs_are_refused(args: list[bytes], why: str) -> None:
+    with pytest.raises(ReplicationInputError, match=why):
+        parse_replexec(args)
 
 
 @given(st.lists(st.binary(max_size=12), max_size=6))

@@ -14,8 +14,9 @@ connection is aborted, every write waiting for it is failed over as "not replica
 this peer" (:meth:`~.holdback.Ticket.fail`), and it reconnects after a backoff that
 doubles from :data:`FIRST_BACKOFF` to :data:`MAX_BACKOFF` seconds (reset once UP).
 
-A write is sent to every UP link as ``REPLWRITE`` (:mod:`.replwire`); each link keeps
-its writes in send order with their tickets and settles them one per reply line.
+A write is sent to every UP link as ``REPLWRITE``, a transaction's writes as one
+``REPLEXEC`` (:mod:`.replwire`); each link keeps what it sent in order with the
+tickets and settles them one per reply line.
 
 Must not import ``socket``, ``selectors``, ``threading`` or ``os``: connections and
 timers come from the loop (it must have ``connect_tcp``: a :class:`reactor.Reactor`).
@@ -34,7 +35,7 @@ from typing import Any, Final, cast
 from reactor.sansio.machine import TransitionTable
 
 from .holdback import Ticket, TicketOwner
-from .replwire import encode_repllink, encode_replwrite
+from .replwire import encode_replexec, encode_repllink, encode_replwrite
 
 __all__ = [
     "DEFAULT_MAX_PENDING",
@@ -119,7 +120,7 @@ class PeerLink(asyncio.Protocol):
         host, port: the peer.
         phase: a :class:`LinkPhase`.
         pending: the writes sent and not yet acknowledged, oldest first:
-            ``(sent at, ticket or None, size)``.
+            ``(sent at, ticket, size)``.
         acked, failed: writes this peer acknowledged, and failed over so far.
     """
 
@@ -128,7 +129,7 @@ class PeerLink(asyncio.Protocol):
         self.host = host
         self.port = port
         self.phase = LinkPhase.DOWN
-        self.pending: deque[tuple[float, Ticket | None, int]] = deque()
+        self.pending: deque[tuple[float, Ticket, int]] = deque()
         self.pending_bytes = 0
         self.acked = 0
         self.failed = 0
@@ -217,14 +218,13 @@ class PeerLink(asyncio.Protocol):
         if line[:1] == b"-":  # the command's own error there: the stores differ
             logger.warning("kv replication: peer %s answered a write with %s",
                            self.name, _shown(line))
-        if ticket is not None:
-            ticket.ack()
+        ticket.ack()
         if not self.pending:
             self._cancel_timer()
 
     # -- writes -------------------------------------------------------------------------
 
-    def send(self, data: bytes, ticket: Ticket | None, now: float) -> bool:
+    def send(self, data: bytes, ticket: Ticket, now: float) -> bool:
         """Send one encoded write (UP only); False if that made the link go down."""
         transport = self._transport
         assert transport is not None
@@ -300,8 +300,7 @@ class PeerLink(asyncio.Protocol):
         if transport is not None:
             transport.abort()
         for _sent, ticket, _size in pending:
-            if ticket is not None:
-                ticket.fail()
+            ticket.fail()
 
 
 def _shown(line: bytes) -> str:
@@ -375,21 +374,16 @@ class Replication:
 
     def replicate(self, writes: list[tuple[int, list[bytes]]],
                   owner: TicketOwner | None) -> Ticket:
-        """Send ``writes`` (database, arguments) to every live peer; the ticket is done
-        once ``min_replicas`` of them acknowledged the last one."""
+        """Send ``writes`` (database, arguments; several: one transaction's) to every
+        live peer; the ticket is done once ``min_replicas`` of them acknowledged."""
         up = [link for link in self.links if link.phase is LinkPhase.UP]
         ticket = Ticket(owner, self.min_replicas, len(up))
         if not up:
             return ticket
-        data = [encode_replwrite(db, args) for db, args in writes]
+        data = encode_replwrite(*writes[0]) if len(writes) == 1 else encode_replexec(writes)
         now = self.loop.time()
-        last = len(data) - 1
         for link in up:
-            for i, one in enumerate(data):
-                if not link.send(one, ticket if i == last else None, now):
-                    if i != last:  # its part of the ticket was never sent: failed
-                        ticket.fail()
-                    break
+            link.send(data, ticket, now)  # a link that goes down fails its part
         return ticket
 
     def close(self) -> None:

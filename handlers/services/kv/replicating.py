@@ -12,10 +12,11 @@ ones, which pay nothing for this). It
   a held reply holds back the replies after it on the connection
   (:class:`~.holdback.ReplyQueue`); a write that fails here (``WRONGTYPE`` ...) is not
   sent;
-* sends a transaction's writes as they ran in EXEC (each with the database it ran in),
-  one ``REPLWRITE`` each, and holds EXEC's reply until the last one is acknowledged;
-* answers ``REPLLINK`` and ``REPLWRITE`` (:mod:`.replwire`) from its peers' links, and
-  never replicates what a link writes.
+* sends a transaction's writes as they ran in EXEC (each with the database it ran in)
+  in one ``REPLEXEC``, which peers apply together, and holds EXEC's reply until it is
+  acknowledged;
+* answers ``REPLLINK``, ``REPLWRITE`` and ``REPLEXEC`` (:mod:`.replwire`) from its
+  peers' links, and never replicates what a link writes.
 
 Must not import ``socket``, ``selectors``, ``threading`` or ``os``.
 """
@@ -34,9 +35,11 @@ from .holdback import ReplyQueue, Ticket
 from .replwire import (
     NOREPLICAS,
     NOREPLICAS_AFTER,
+    REPLEXEC,
     REPLLINK,
     REPLWRITE,
     ReplicationInputError,
+    parse_replexec,
     parse_replwrite,
 )
 from .session_commands import _exec
@@ -56,7 +59,8 @@ MAX_HELD: Final = 10_000  # replies held on one connection before it stops readi
 EXECABORT_NOREPLICAS: Final = encode_error(
     "EXECABORT Transaction discarded because of: NOREPLICAS Not enough good replicas "
     "to write.")
-NOT_A_LINK: Final = encode_error("REPLERR REPLWRITE is for replication links (REPLLINK)")
+NOT_A_LINK: Final = encode_error("REPLERR REPLWRITE and REPLEXEC are for replication "
+                                 "links (REPLLINK)")
 
 _RECORDERS: dict[str, Command] = {}
 
@@ -107,8 +111,8 @@ class ReplicatingProtocol(KVProtocol):
         ticket: Ticket | None = None
         if command is None:
             name = args[0].upper()
-            if name == REPLWRITE:
-                reply = self._replwrite(args)
+            if name in (REPLWRITE, REPLEXEC):
+                reply = self._replicated(args, name)
             elif name == REPLLINK:
                 reply = self._repllink(args)
             else:
@@ -235,20 +239,25 @@ class ReplicatingProtocol(KVProtocol):
         logger.info("kv client %s: a replication link", self.address)
         return OK
 
-    def _replwrite(self, args: list[bytes]) -> bytes:
+    def _replicated(self, args: list[bytes], name: bytes) -> bytes:
+        """Apply a peer's REPLWRITE or REPLEXEC (checked whole first); ``+OK`` or the
+        first command error."""
         self._server.commands_processed += 1
         if not self.link:
             return NOT_A_LINK
         try:
-            db, command, words = parse_replwrite(args)
+            writes = [parse_replwrite(args)] if name == REPLWRITE else parse_replexec(args)
         except ReplicationInputError as exc:
             logger.info("kv replication link %s: %s; closing", self.address, exc)
             self._closing = True
             return exc.reply
-        if db != self.db:
-            self.select(db)
-        try:
-            command.handler(self, words)
-        except CommandError as exc:
-            return exc.reply
-        return OK
+        reply = OK
+        for db, command, words in writes:
+            if db != self.db:
+                self.select(db)
+            try:
+                command.handler(self, words)
+            except CommandError as exc:
+                if reply is OK:
+                    reply = exc.reply
+        return reply

@@ -14,6 +14,10 @@ on an ordinary kv connection to a peer (see :mod:`.peers` for the sending side a
   the README); both count as an acknowledgement. Bad input (not a link, a database out
   of range, an unknown or read-only command, a wrong number of arguments) replies
   ``-REPLERR ...`` and closes the link.
+* ``REPLEXEC <db> <argc> <command> <args...> [<db> <argc> <command> <args...>]...`` --
+  a transaction's writes (what its EXEC ran, each with its database), applied together
+  (no other command runs between them on the peer), checked whole before the first is
+  applied; one reply, ``+OK`` or the first command error, as for ``REPLWRITE``.
 
 Every reply on a link is one line, so the origin matches replies to writes by counting
 lines, in order.
@@ -32,16 +36,20 @@ from .table import COMMANDS, DATABASES, Command
 __all__ = [
     "NOREPLICAS",
     "NOREPLICAS_AFTER",
+    "REPLEXEC",
     "REPLLINK",
     "REPLWRITE",
     "ReplicationInputError",
+    "encode_replexec",
     "encode_repllink",
     "encode_replwrite",
+    "parse_replexec",
     "parse_replwrite",
 ]
 
 REPLLINK: Final = b"REPLLINK"
 REPLWRITE: Final = b"REPLWRITE"
+REPLEXEC: Final = b"REPLEXEC"
 
 # Redis's min-replicas-to-write refusal, worded as Redis words it: nothing was applied
 NOREPLICAS: Final = encode_error("NOREPLICAS Not enough good replicas to write.")
@@ -74,6 +82,36 @@ def encode_replwrite(db: int, args: list[bytes]) -> bytes:
     return b"".join(parts)
 
 
+def encode_replexec(writes: list[tuple[int, list[bytes]]]) -> bytes:
+    """``REPLEXEC``: the writes ``(db, args)`` of one transaction, in order."""
+    words = [REPLEXEC]
+    for db, args in writes:
+        words += [b"%d" % db, b"%d" % len(args), *args]
+    return encode_command(words)
+
+
+def _database(raw: bytes, name: str) -> int:
+    if not (0 < len(raw) <= 2 and raw.isdigit() and (raw == b"0" or raw[0] != 48)):
+        raise ReplicationInputError(f"{name}: the database is not a number from 0 "
+                                    f"to {DATABASES - 1}")
+    db = int(raw)
+    if db >= DATABASES:
+        raise ReplicationInputError(f"{name}: database {db} is out of range")
+    return db
+
+
+def _write_command(words: list[bytes], name: str) -> Command:
+    command = COMMANDS.get(words[0]) or COMMANDS.get(words[0].lower())
+    if command is None or not command.write:
+        shown = words[0][:64].decode("ascii", "backslashreplace")
+        raise ReplicationInputError(f"{name}: {shown!r} is not a write command")
+    arity = command.arity
+    if (len(words) != arity) if arity > 0 else (len(words) < -arity):
+        raise ReplicationInputError(
+            f"{name}: wrong number of arguments for {command.name!r}")
+    return command
+
+
 def parse_replwrite(args: list[bytes]) -> tuple[int, Command, list[bytes]]:
     """Check a received ``REPLWRITE`` (``args[0]`` is its name).
 
@@ -87,21 +125,36 @@ def parse_replwrite(args: list[bytes]) -> tuple[int, Command, list[bytes]]:
     """
     if len(args) < 3:
         raise ReplicationInputError("REPLWRITE needs a database and a command")
-    raw = args[1]
-    if not (0 < len(raw) <= 2 and raw.isdigit() and (raw == b"0" or raw[0] != 48)):
-        raise ReplicationInputError("REPLWRITE: the database is not a number from 0 "
-                                    f"to {DATABASES - 1}")
-    db = int(raw)
-    if db >= DATABASES:
-        raise ReplicationInputError(f"REPLWRITE: database {db} is out of range")
-    name = args[2]
-    command = COMMANDS.get(name) or COMMANDS.get(name.lower())
-    if command is None or not command.write:
-        shown = name[:64].decode("ascii", "backslashreplace")
-        raise ReplicationInputError(f"REPLWRITE: {shown!r} is not a write command")
+    db = _database(args[1], "REPLWRITE")
     words = args[2:]
-    arity = command.arity
-    if (len(words) != arity) if arity > 0 else (len(words) < -arity):
-        raise ReplicationInputError(
-            f"REPLWRITE: wrong number of arguments for {command.name!r}")
-    return db, command, words
+    return db, _write_command(words, "REPLWRITE"), words
+
+
+def parse_replexec(args: list[bytes]) -> list[tuple[int, Command, list[bytes]]]:
+    """Check a received ``REPLEXEC`` whole (``args[0]`` is its name).
+
+    Returns:
+        ``(db, command, command_args)`` for each write, in order.
+
+    Raises:
+        ReplicationInputError: no write, a count that is not a decimal or runs past
+            the end, or a write ``REPLWRITE`` would refuse.
+    """
+    writes = []
+    at = 1
+    if len(args) < 4:
+        raise ReplicationInputError("REPLEXEC needs at least one write")
+    while at < len(args):
+        if at + 2 >= len(args):
+            raise ReplicationInputError("REPLEXEC: a write is cut short")
+        db = _database(args[at], "REPLEXEC")
+        raw = args[at + 1]
+        if not (0 < len(raw) <= 10 and raw.isdigit() and raw[0] != 48):
+            raise ReplicationInputError("REPLEXEC: an argument count is not a number")
+        count = int(raw)
+        words = args[at + 2:at + 2 + count]
+        if len(words) != count:
+            raise ReplicationInputError("REPLEXEC: a write is cut short")
+        writes.append((db, _write_command(words, "REPLEXEC"), words))
+        at += 2 + count
+    return writes
