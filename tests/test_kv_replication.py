@@ -357,3 +357,36 @@ def test_the_graceful_stop_closes_the_links_of_peers_at_once(
         assert link.recv(65536) == b""  # closed
         client.sendall(b"PING\r\n")  # still served
         assert read_replies(client, 1) == [b"+PONG\r\n"]
+
+
+def test_a_client_far_ahead_of_its_held_replies_stops_being_read(
+    silent: tuple[Host, SilentPeer],
+) -> None:
+    from handlers.services.kv.replicating import MAX_HELD
+
+    host, peer = silent
+    host.server.replication.timeout = WAIT  # type: ignore[union-attr]
+    peer.accept()
+    wait_until(lambda: phases(host) == ["up"], "the link up")
+    count = MAX_HELD + 10
+    client = socket.create_connection(("127.0.0.1", host.port), timeout=WAIT)
+    with client:
+        client.sendall(b"SET k v\r\n" * count)
+        first = MAX_HELD + 1  # held past the limit: reading stops (the rest may wait)
+        for _ in range(first):
+            assert peer.command()[:3] == [b"REPLWRITE", b"0", b"SET"]
+
+        def paused() -> list[bool]:
+            return [p._hold_paused for p in host.server.clients.values()
+                    if not getattr(p, "link", True)]
+
+        assert host.loop.call(paused) == [True]
+        assert peer.link is not None
+        peer.link.sendall(b"+OK\r\n" * first)
+        for _ in range(count - first):  # read, run and sent once reading resumed
+            assert peer.command()[:3] == [b"REPLWRITE", b"0", b"SET"]
+        peer.link.sendall(b"+OK\r\n" * (count - first))
+        assert read_replies(client, count) == [b"+OK\r\n"] * count
+        wait_until(lambda: host.loop.call(paused) == [False], "reading again")
+        client.sendall(b"PING\r\n")
+        assert read_replies(client, 1) == [b"+PONG\r\n"]

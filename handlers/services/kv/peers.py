@@ -137,6 +137,7 @@ class PeerLink(asyncio.Protocol):
         self._buffer = b""
         self._backoff = FIRST_BACKOFF
         self._timer: Any = None  # the acknowledgement deadline's or the reconnect's
+        self._last_reason = ""
 
     @property
     def name(self) -> str:
@@ -294,7 +295,11 @@ class PeerLink(asyncio.Protocol):
         self.failed += len(pending)
         transport, self._transport = self._transport, None
         self._buffer = b""
-        log = logger.warning if was_up or pending else logger.debug
+        # a peer that stays away (refused, unreachable) is warned about once, and
+        # then at debug level at each retry while the reason stays the same
+        repeated = reason == self._last_reason and not was_up and not pending
+        self._last_reason = reason
+        log = logger.debug if repeated else logger.warning
         log("kv replication: peer %s down: %s; %d writes not replicated to it",
             self.name, reason, len(pending))
         if transport is not None:

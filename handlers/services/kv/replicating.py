@@ -202,6 +202,11 @@ class ReplicatingProtocol(KVProtocol):
             if not self._write_paused:
                 transport.resume_reading()
 
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._hold_paused and self._transport is not None:
+            self._transport.pause_reading()  # still too many replies held
+
     def _finish(self, transport: asyncio.Transport) -> None:
         if not self._held:
             transport.close()
