@@ -28,6 +28,11 @@ Pieces (one module each, imported in this order)
 * :mod:`.connection` -- :class:`KVProtocol`, one per connection: feeds a
   :class:`~handlers.framers.resp.RespParser`, runs every complete command of a chunk
   and writes all their replies in one ``write``; the request deadline and flow control.
+* :mod:`.replwire`, :mod:`.holdback`, :mod:`.peers`, :mod:`.replicating` -- synchronous
+  replication to peer hosts (``KVServer(replicate_to=..., replication_secret=...)``):
+  the link's commands (REPLLINK, REPLWRITE, REPLEXEC), the replies held back until the
+  peers acknowledged, the outbound links, and the connection class of a replicating
+  server (a server without replication makes plain :class:`KVProtocol` connections).
 * :mod:`.server` -- :class:`KVServer`, the protocol factory:
   ``reactor.listen_tcp(host, port, KVServer(reactor))`` or
   ``loop.create_server(KVServer(loop), host, port)``. Unbound (``KVServer()``), the

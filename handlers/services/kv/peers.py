@@ -138,6 +138,7 @@ class PeerLink(asyncio.Protocol):
         self._backoff = FIRST_BACKOFF
         self._timer: Any = None  # the acknowledgement deadline's or the reconnect's
         self._last_reason = ""
+        self._out: list[bytes] = []  # writes of this loop turn, not yet written
 
     @property
     def name(self) -> str:
@@ -207,6 +208,7 @@ class PeerLink(asyncio.Protocol):
             self._move(LinkEvent.ACCEPTED)
             self._backoff = FIRST_BACKOFF
             self._cancel_timer()
+            self.replication.up.append(self)
             self.replication.live += 1
             logger.info("kv replication: peer %s up", self.name)
             return
@@ -226,9 +228,10 @@ class PeerLink(asyncio.Protocol):
     # -- writes -------------------------------------------------------------------------
 
     def send(self, data: bytes, ticket: Ticket, now: float) -> bool:
-        """Send one encoded write (UP only); False if that made the link go down."""
-        transport = self._transport
-        assert transport is not None
+        """Send one encoded write (UP only); False if that made the link go down.
+
+        The writes of one loop turn go out in one ``write`` (a pipelined client's
+        writes make one send to each peer, not one each)."""
         size = len(data)
         self.pending.append((now, ticket, size))
         self.pending_bytes += size
@@ -238,10 +241,19 @@ class PeerLink(asyncio.Protocol):
             self.down(f"more than {replication.max_pending} writes or "
                       f"{replication.max_pending_bytes} bytes wait for it")
             return False
-        transport.write(data)
+        out = self._out
+        out.append(data)
+        if len(out) == 1:
+            replication.loop.call_soon(self._flush)
         if self._timer is None:
             self._arm(now + replication.timeout)
         return True
+
+    def _flush(self) -> None:
+        out = self._out
+        if out and self._transport is not None:
+            self._transport.write(out[0] if len(out) == 1 else b"".join(out))
+        out.clear()
 
     def _arm(self, when: float) -> None:
         self._cancel_timer()
@@ -274,6 +286,7 @@ class PeerLink(asyncio.Protocol):
         was_up = self.phase is LinkPhase.UP
         self._move(LinkEvent.FAILED)
         if was_up:
+            self.replication.up.remove(self)
             self.replication.live -= 1
         self._cancel_timer()
         self._drop(reason, was_up)
@@ -285,6 +298,7 @@ class PeerLink(asyncio.Protocol):
         was_up = self.phase is LinkPhase.UP
         self._move(LinkEvent.CLOSE)
         if was_up:
+            self.replication.up.remove(self)
             self.replication.live -= 1
         self._cancel_timer()
         self._drop("the server closes", was_up)
@@ -295,6 +309,7 @@ class PeerLink(asyncio.Protocol):
         self.failed += len(pending)
         transport, self._transport = self._transport, None
         self._buffer = b""
+        self._out.clear()
         # a peer that stays away (refused, unreachable) is warned about once, and
         # then at debug level at each retry while the reason stays the same
         repeated = reason == self._last_reason and not was_up and not pending
@@ -356,6 +371,7 @@ class Replication:
         self.max_pending_bytes = max_pending_bytes
         self.header = header
         self.live = 0  # links UP
+        self.up: list[PeerLink] = []  # those links, in the order they came up
         self.loop: Any = None
         self.links = [PeerLink(self, host, port) for host, port in peers]
 
@@ -381,13 +397,13 @@ class Replication:
                   owner: TicketOwner | None) -> Ticket:
         """Send ``writes`` (database, arguments; several: one transaction's) to every
         live peer; the ticket is done once ``min_replicas`` of them acknowledged."""
-        up = [link for link in self.links if link.phase is LinkPhase.UP]
+        up = self.up
         ticket = Ticket(owner, self.min_replicas, len(up))
         if not up:
             return ticket
         data = encode_replwrite(*writes[0]) if len(writes) == 1 else encode_replexec(writes)
         now = self.loop.time()
-        for link in up:
+        for link in list(up) if len(up) > 1 else up:  # a send may take a link out
             link.send(data, ticket, now)  # a link that goes down fails its part
         return ticket
 

@@ -18,6 +18,20 @@ ones, which pay nothing for this). It
 * answers ``REPLLINK``, ``REPLWRITE`` and ``REPLEXEC`` (:mod:`.replwire`) from its
   peers' links, and never replicates what a link writes.
 
+Expiry
+------
+A write goes to the peers as the client sent it, so expiry times travel as given: a
+relative one (``SET EX``, ``EXPIRE``, ``PEXPIRE``) is counted from each host's own clock
+when the host applies it (a peer's deadline is later by the time the write took to
+reach it, at most the replication timeout, and never off by a clock difference); an
+absolute one (``EXAT``, ``PXAT``) is compared with each host's wall clock, so hosts whose
+clocks differ expire it that much apart. At the extremes the hosts agree: a time in the
+past or a TTL of zero or less deletes the key everywhere; a TTL so large that now plus
+it overflows 64-bit Unix milliseconds (some 290 million years) is refused everywhere,
+except in the few milliseconds' window where the origin accepted it and a peer, later,
+refuses it: the peer answers with the error, the origin counts it as an answer and logs
+it (the stores then differ on that key).
+
 Must not import ``socket``, ``selectors``, ``threading`` or ``os``.
 """
 
@@ -90,21 +104,19 @@ class ReplicatingProtocol(KVProtocol):
         recorded: the writes EXEC ran, with their databases (empty between commands).
     """
 
-    __slots__ = ("_flushing", "_held", "_hold_paused", "link", "recorded")
+    __slots__ = ("_flushing", "_held", "_hold_paused", "_replication", "link", "recorded")
 
     def __init__(self, server: KVServer) -> None:
         super().__init__(server)
+        replication = server.replication
+        assert replication is not None
+        self._replication: Replication = replication
         self._held = ReplyQueue()
         self._hold_paused = False
         self._flushing = False
         self.link = False
         self.recorded: list[tuple[int, list[bytes]]] = []
 
-    @property
-    def _replication(self) -> Replication:
-        replication = self._server.replication
-        assert replication is not None
-        return replication
 
     def execute(self, args: list[bytes]) -> bytes:
         command = COMMANDS.get(args[0]) or COMMANDS.get(args[0].lower())

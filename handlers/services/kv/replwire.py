@@ -73,13 +73,15 @@ def encode_repllink(secret: bytes) -> bytes:
     return encode_command([REPLLINK, secret])
 
 
+# the start of a REPLWRITE up to its database, by database
+_HEADS: Final = tuple(b"$9\r\nREPLWRITE\r\n$%d\r\n%d\r\n" % (len(b"%d" % db), db)
+                      for db in range(DATABASES))
+
+
 def encode_replwrite(db: int, args: list[bytes]) -> bytes:
     """``REPLWRITE db args...``: the write ``args`` (name first) of database ``db``."""
-    parts = [b"*%d\r\n$9\r\nREPLWRITE\r\n" % (len(args) + 2),
-             b"$%d\r\n%d\r\n" % (len(str(db)), db)]
-    for arg in args:
-        parts.append(b"$%d\r\n%b\r\n" % (len(arg), arg))
-    return b"".join(parts)
+    return b"*%d\r\n%b%b" % (len(args) + 2, _HEADS[db],
+                             b"".join([b"$%d\r\n%b\r\n" % (len(arg), arg) for arg in args]))
 
 
 def encode_replexec(writes: list[tuple[int, list[bytes]]]) -> bytes:
