@@ -390,3 +390,40 @@ def test_a_client_far_ahead_of_its_held_replies_stops_being_read(
         wait_until(lambda: host.loop.call(paused) == [False], "reading again")
         client.sendall(b"PING\r\n")
         assert read_replies(client, 1) == [b"+PONG\r\n"]
+
+
+def test_reactor_serve_kv_hosts_replicate_to_each_other() -> None:
+    """Two ``reactor serve kv`` processes naming each other with --replicate-to (their
+    sockets made here, so each knows the other's port): a write on one is read on the
+    other; once the other is killed, writes are refused with NOREPLICAS."""
+    from servekit import serve
+
+    socks = [listening() for _ in range(2)]
+    for sock in socks:
+        sock.set_inheritable(True)
+    ports = [s.getsockname()[1] for s in socks]
+    env = {"REACTOR_REPLICATION_SECRET": SECRET}
+    procs = []
+    try:
+        for n, sock in enumerate(socks):
+            procs.append(serve(
+                "kv", "--bind", f"fd://{sock.fileno()}", "--replicate-to",
+                f"127.0.0.1:{ports[1 - n]}", "--replication-timeout", "1",
+                pass_fds=(sock.fileno(),), env=env))
+        for sock in socks:
+            sock.close()  # the servers have them
+        for proc in procs:
+            proc.wait_for(r"kv replication: peer \S+ up")
+        a, b = (redis.Redis(host="127.0.0.1", port=p, socket_timeout=WAIT) for p in ports)
+        assert a.set("k", "from-a") and b.get("k") == b"from-a"
+        assert b.lpush("l", "x") == 1 and a.lrange("l", 0, -1) == [b"x"]
+        procs[1].proc.kill()
+        procs[0].wait_for(r"kv replication: peer \S+ down")
+        with pytest.raises(redis.exceptions.ResponseError, match="NOREPLICAS"):
+            a.set("k", "again")
+        assert a.get("k") == b"from-a"
+    finally:
+        for proc in procs:
+            proc.close()
+        for sock in socks:
+            sock.close()
