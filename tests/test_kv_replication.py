@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 import redis
+from workerkit import echo_once, wait_until
 
 from handlers.framers.resp import RespParser
 from handlers.services.kv import KVServer
@@ -62,15 +63,6 @@ def start(sock: socket.socket, **settings: Any) -> Host:
     loop.start()
     loop.call(lambda: reactor.listen_tcp(None, 0, server, sock=sock))
     return Host(reactor, loop, server, sock.getsockname()[1])
-
-
-def wait_until(check: Callable[[], bool], what: str, timeout: float = WAIT) -> float:
-    """Poll ``check`` until true; the seconds it took."""
-    began = time.monotonic()
-    while not check():
-        assert time.monotonic() - began < timeout, f"not within {timeout} s: {what}"
-        time.sleep(0.01)
-    return time.monotonic() - began
 
 
 def phases(host: Host) -> list[str]:
@@ -217,6 +209,15 @@ class SilentPeer:
         self.listener.close()
 
 
+def link_up(host: Host, peer: SilentPeer, patient: bool = False) -> None:
+    """The host's link to ``peer`` accepted and up (``patient``: the host then waits
+    WAIT seconds, not 0.5, for each acknowledgement)."""
+    if patient:
+        host.server.replication.timeout = WAIT  # type: ignore[union-attr]
+    peer.accept()
+    wait_until(lambda: phases(host) == ["up"], "the link up")
+
+
 @pytest.fixture
 def silent() -> Iterator[tuple[Host, SilentPeer]]:
     peer = SilentPeer()
@@ -234,9 +235,7 @@ def test_held_replies_keep_their_order_and_hold_nothing_elsewhere(
     silent: tuple[Host, SilentPeer],
 ) -> None:
     host, peer = silent
-    host.server.replication.timeout = WAIT  # type: ignore[union-attr]
-    peer.accept()
-    wait_until(lambda: phases(host) == ["up"], "the link up")
+    link_up(host, peer, patient=True)
     client = socket.create_connection(("127.0.0.1", host.port), timeout=WAIT)
     with client:
         client.sendall(b"GET k\r\nSET k v\r\nGET k\r\nPING\r\n")  # pipelined
@@ -258,8 +257,7 @@ def test_a_peer_that_never_acknowledges_is_marked_down_within_the_timeout(
     silent: tuple[Host, SilentPeer],
 ) -> None:
     host, peer = silent
-    peer.accept()
-    wait_until(lambda: phases(host) == ["up"], "the link up")
+    link_up(host, peer)
     client = socket.create_connection(("127.0.0.1", host.port), timeout=WAIT)
     with client:
         began = time.monotonic()
@@ -297,13 +295,7 @@ def test_bad_input_on_a_link_gets_an_error_and_a_closed_link(
 
     def exchange(data: bytes) -> bytes:
         """The replies to ``data``, up to the server's close."""
-        with socket.create_connection(address, timeout=WAIT) as sock:
-            sock.sendall(data)
-            sock.shutdown(socket.SHUT_WR)
-            out = b""
-            while chunk := sock.recv(65536):
-                out += chunk
-            return out
+        return echo_once(address, data)
 
     link = b"REPLLINK " + SECRET.encode() + b"\r\n"
     out = exchange(link + b"REPLWRITE 99 SET k v\r\nPING\r\n")
@@ -365,9 +357,7 @@ def test_a_client_far_ahead_of_its_held_replies_stops_being_read(
     from handlers.services.kv.replicating import MAX_HELD
 
     host, peer = silent
-    host.server.replication.timeout = WAIT  # type: ignore[union-attr]
-    peer.accept()
-    wait_until(lambda: phases(host) == ["up"], "the link up")
+    link_up(host, peer, patient=True)
     count = MAX_HELD + 10
     client = socket.create_connection(("127.0.0.1", host.port), timeout=WAIT)
     with client:

@@ -283,25 +283,22 @@ class PeerLink(asyncio.Protocol):
         """Mark the peer down: abort the connection, fail what waits, reconnect later."""
         if self.phase in (LinkPhase.DOWN, LinkPhase.CLOSED):
             return
-        was_up = self.phase is LinkPhase.UP
-        self._move(LinkEvent.FAILED)
-        if was_up:
-            self.replication.up.remove(self)
-            self.replication.live -= 1
-        self._cancel_timer()
-        self._drop(reason, was_up)
+        self._leave(LinkEvent.FAILED, reason)
         self._timer = self.replication.loop.call_later(self._backoff, self.connect)
         self._backoff = min(self._backoff * 2, MAX_BACKOFF)
 
     def close(self) -> None:
         """Stop for good (the server closes)."""
+        self._leave(LinkEvent.CLOSE, "the server closes")
+
+    def _leave(self, event: LinkEvent, reason: str) -> None:
         was_up = self.phase is LinkPhase.UP
-        self._move(LinkEvent.CLOSE)
+        self._move(event)
         if was_up:
             self.replication.up.remove(self)
             self.replication.live -= 1
         self._cancel_timer()
-        self._drop("the server closes", was_up)
+        self._drop(reason, was_up)
 
     def _drop(self, reason: str, was_up: bool) -> None:
         pending, self.pending = self.pending, deque()
