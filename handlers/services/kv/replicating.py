@@ -158,12 +158,15 @@ class ReplicatingProtocol(KVProtocol):
         arity = command.arity
         if (len(args) != arity) if arity > 0 else (len(args) < -arity):
             return KVProtocol.execute(self, args), None
+        self._server.commands_processed += 1
         if replication.live < replication.min_replicas:
-            self._server.commands_processed += 1
             return NOREPLICAS, None
-        reply = KVProtocol.execute(self, args)
+        try:  # what KVProtocol.execute does for a write outside MULTI
+            reply = command.handler(self, args)
+        except CommandError as exc:
+            return exc.reply, None  # refused here (WRONGTYPE ...): nothing to send
         if reply[:1] == b"-":
-            return reply, None  # refused here (WRONGTYPE, a syntax error): nothing to send
+            return reply, None
         return reply, replication.replicate([(self.db, args)], self)
 
     def _exec(self, args: list[bytes]) -> tuple[bytes, Ticket | None]:
