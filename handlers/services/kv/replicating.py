@@ -117,7 +117,6 @@ class ReplicatingProtocol(KVProtocol):
         self.link = False
         self.recorded: list[tuple[int, list[bytes]]] = []
 
-
     def execute(self, args: list[bytes]) -> bytes:
         command = COMMANDS.get(args[0]) or COMMANDS.get(args[0].lower())
         ticket: Ticket | None = None
