@@ -80,7 +80,7 @@ def proxy_header(version: str | None) -> bytes:
     try:
         return _PROXY_HEADERS["v2" if version == "any" else version]
     except KeyError:
-        raise ValueError(f"replication PROXY header: {version!r} is not v1, v2 or any") \
+        raise ValueError(f"replication PROXY header: '{version}' is not v1, v2 or any") \
             from None
 
 
@@ -321,7 +321,7 @@ class PeerLink(asyncio.Protocol):
 
 
 def _shown(line: bytes) -> str:
-    return repr(line[:120].decode("utf-8", "backslashreplace"))
+    return "'" + line[:120].decode("utf-8", "backslashreplace") + "'"
 
 
 class Replication:
@@ -423,6 +423,6 @@ def parse_peer(text: str) -> tuple[str, int]:
     """
     host, sep, port = text.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"{text!r} is not HOST:PORT with a port from 1 to 65535")
+        raise ValueError(f"'{text}' is not HOST:PORT with a port from 1 to 65535")
     return host.removeprefix("[").removesuffix("]"), int(port)
 

@@ -106,11 +106,11 @@ def _write_command(words: list[bytes], name: str) -> Command:
     command = COMMANDS.get(words[0]) or COMMANDS.get(words[0].lower())
     if command is None or not command.write:
         shown = words[0][:64].decode("ascii", "backslashreplace")
-        raise ReplicationInputError(f"{name}: {shown!r} is not a write command")
+        raise ReplicationInputError(f"{name}: '{shown}' is not a write command")
     arity = command.arity
     if (len(words) != arity) if arity > 0 else (len(words) < -arity):
         raise ReplicationInputError(
-            f"{name}: wrong number of arguments for {command.name!r}")
+            f"{name}: wrong number of arguments for '{command.name}'")
     return command
 
 
