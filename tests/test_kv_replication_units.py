@@ -246,3 +246,58 @@ def test_peer_addresses_and_proxy_headers() -> None:
     assert proxy_header("any") == proxy_header("v2") != proxy_header("v1")
     with pytest.raises(ValueError):
         proxy_header("v3")
+
+
+# -- the order of replies on a connection, against a server that does not replicate ----
+
+_COMMAND = st.sampled_from([
+    [b"SET", b"k", b"v"], [b"GET", b"k"], [b"INCR", b"n"], [b"PING"], [b"DEL", b"k"],
+    [b"LPUSH", b"l", b"x"], [b"LRANGE", b"l", b"0", b"-1"], [b"INCR", b"k"],
+    [b"EXPIRE", b"k", b"100"], [b"TTL", b"k"], [b"MULTI"], [b"EXEC"], [b"SELECT", b"1"],
+])
+
+
+@given(st.lists(st.lists(_COMMAND, min_size=1, max_size=6), min_size=1, max_size=6),
+       st.lists(st.integers(0, 3), min_size=1, max_size=20))
+def test_a_replicating_connection_answers_as_a_plain_one_in_the_same_order(
+    chunks: list[list[list[bytes]]], releases: list[int],
+) -> None:
+    """The same pipelined chunks to a plain server and to one replicating to a peer
+    whose acknowledgements come a few at a time, between chunks: the replicating
+    connection's replies, once all are acknowledged, are the plain one's, in order."""
+    from handlers.framers.resp import encode_command
+    from handlers.services.kv import KVServer
+    from reactor import FakeClock, Reactor
+    from reactor.testing import FakeSelector, FakeTransport
+
+    clock = FakeClock()
+    reactor = Reactor(selector=FakeSelector(clock), clock=clock)
+    try:
+        plain = FakeTransport(KVServer(reactor)(), peername=("192.0.2.1", 1))
+        server = KVServer(reactor, replicate_to=["192.0.2.9:6379"], replication_secret="s")
+        assert server.replication is not None
+        link = server.replication.links[0]
+        link_transport = FakeTransport(link, peername=("192.0.2.9", 6379))
+        link.data_received(b"+OK\r\n")
+        link_transport.take()
+        replicating = FakeTransport(server(), peername=("192.0.2.1", 1))
+        unacked = 0
+        out = b""
+        releases = releases * (len(chunks) // len(releases) + 1)
+        for chunk, release in zip(chunks, releases):
+            data = b"".join(encode_command(args) for args in chunk)
+            plain.feed(data)
+            replicating.feed(data)
+            reactor.run_once(0)
+            unacked += link_transport.take().count(b"*")  # one array per replicated write
+            acks = min(release, unacked)
+            link.data_received(b"+OK\r\n" * acks)
+            unacked -= acks
+            reactor.run_once(0)
+            out += replicating.take()
+        link.data_received(b"+OK\r\n" * unacked)
+        reactor.run_once(0)
+        out += replicating.take()
+        assert out == plain.take()
+    finally:
+        reactor.close()
