@@ -284,7 +284,7 @@ def test_a_replicating_connection_answers_as_a_plain_one_in_the_same_order(
         unacked = 0
         out = b""
         releases = releases * (len(chunks) // len(releases) + 1)
-        for chunk, release in zip(chunks, releases):
+        for chunk, release in zip(chunks, releases, strict=False):
             data = b"".join(encode_command(args) for args in chunk)
             plain.feed(data)
             replicating.feed(data)
