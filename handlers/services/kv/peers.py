@@ -137,7 +137,7 @@ class PeerLink(asyncio.Protocol):
         self._buffer = b""
         self._backoff = FIRST_BACKOFF
         self._timer: Any = None  # the acknowledgement deadline's or the reconnect's
-        self._last_reason = ""
+        self._warned = False  # a warning said it is down, and it has not come up since
         self._out: list[bytes] = []  # writes of this loop turn, not yet written
 
     @property
@@ -182,7 +182,12 @@ class PeerLink(asyncio.Protocol):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._transport = None
-        if self.phase in (LinkPhase.HANDSHAKE, LinkPhase.UP):
+        if self.phase not in (LinkPhase.HANDSHAKE, LinkPhase.UP):
+            return
+        is_running = getattr(self.replication.loop, "is_running", None)
+        if is_running is not None and not is_running():
+            self.close()  # the reactor is closing its connections: this server stops
+        else:
             self.down(f"connection lost ({exc})" if exc else "the peer closed the link")
 
     # -- replies ------------------------------------------------------------------------
@@ -207,6 +212,7 @@ class PeerLink(asyncio.Protocol):
                 return
             self._move(LinkEvent.ACCEPTED)
             self._backoff = FIRST_BACKOFF
+            self._warned = False
             self._cancel_timer()
             self.replication.up.append(self)
             self.replication.live += 1
@@ -307,11 +313,11 @@ class PeerLink(asyncio.Protocol):
         transport, self._transport = self._transport, None
         self._buffer = b""
         self._out.clear()
-        # a peer that stays away (refused, unreachable) is warned about once, and
-        # then at debug level at each retry while the reason stays the same
-        repeated = reason == self._last_reason and not was_up and not pending
-        self._last_reason = reason
-        log = logger.debug if repeated else logger.warning
+        # a peer is warned about when it goes away (or first fails to come), then
+        # each retry is at debug level until it is up again; failed writes always warn
+        quiet = (self._warned or self.phase is LinkPhase.CLOSED) and not pending
+        self._warned = True
+        log = logger.debug if quiet else logger.warning
         log("kv replication: peer %s down: %s; %d writes not replicated to it",
             self.name, reason, len(pending))
         if transport is not None:
