@@ -4,6 +4,7 @@ replicating.py), talked to with redis-py and raw sockets; loopback, port 0."""
 
 from __future__ import annotations
 
+import logging
 import socket
 import time
 from collections.abc import Iterator
@@ -417,3 +418,23 @@ def test_reactor_serve_kv_hosts_replicate_to_each_other() -> None:
             proc.close()
         for sock in socks:
             sock.close()
+
+
+def test_a_peer_that_stays_away_is_warned_about_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    closed = listening()
+    port = closed.getsockname()[1]
+    closed.close()  # connections to it are refused
+    sock = listening()
+    with caplog.at_level(logging.DEBUG, logger="handlers.kv.replication"):
+        host = start(sock, replicate_to=[f"127.0.0.1:{port}"])
+        try:
+            wait_until(lambda: sum("down:" in r.getMessage() for r in caplog.records) >= 3,
+                       "three connect attempts")
+        finally:
+            host.kill()
+            sock.close()
+    downs = [r for r in caplog.records if "down:" in r.getMessage()]
+    assert [r.levelno for r in downs[:3]] == [logging.WARNING, logging.DEBUG, logging.DEBUG]
+    assert "Connection refused" in downs[0].getMessage()
