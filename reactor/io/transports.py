@@ -134,7 +134,8 @@ class TransportOptions:
                 raise ValueError(f"{name} must be positive or None, not {value!r}")
         if self.read_size <= 0:
             raise ValueError("read_size must be positive")
-        fit_reads(self.read_size)  # reads of this size: from the heap, not mmap
+        # reads (and datagrams) of these sizes: from the heap, not one mmap each
+        fit_reads(max(self.read_size, self.max_datagram_size))
         high, low = _water_marks(self.high_water, self.low_water)
         object.__setattr__(self, "high_water", high)  # frozen: set once, here
         object.__setattr__(self, "low_water", low)
