@@ -30,6 +30,10 @@ gives them as keys:
   error, a size limit), ``error`` (a socket error, or a callback raised);
 * ``error`` -- the exception behind ``reset`` and ``error``, else None.
 
+The reasons are :func:`reactor.sansio.closes.close_reason`'s (re-exported here), the
+names the metrics count them by (``reactor_connection_closes_total{reason}``, counted
+by the transports for every connection, logged or not).
+
 At ``--log-level debug`` (on ``reactor.serve``) the same wrapper also logs each accept,
 and, without the access log, each close at DEBUG.
 
@@ -44,20 +48,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any, Final, Protocol
+from typing import Any, Protocol
 
-from ..io import tallies
 from ..io.validate import address_text
-from ..sansio.errors import DeadlineExceeded
+from ..sansio.closes import close_reason
 
 __all__ = ["BufferedLogged", "Logged", "close_reason", "format_address", "log_refused",
            "wrap_factory"]
 
 access_logger = logging.getLogger("reactor.access")
 serve_logger = logging.getLogger("reactor.serve")
-
-# DeadlineExceeded's text (see reactor.io.deadlines) -> the access log's reason
-_RESETS: Final = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
 
 
 class _Stopping(Protocol):
@@ -74,20 +74,6 @@ def format_address(address: Any) -> str:
     if isinstance(address, (str, bytes)):
         return "unix:" + (text or "(unnamed)")
     return text
-
-
-def close_reason(exc: BaseException | None, eof: bool, stopping: bool) -> str:
-    """Why a connection closed (see the module docstring), from what ended it."""
-    if isinstance(exc, DeadlineExceeded):
-        kind = exc.kind
-        return "timeout" if kind is None else f"{kind}-timeout"
-    if isinstance(exc, _RESETS):
-        return "reset"
-    if exc is not None:
-        return "error"
-    if eof:
-        return "client-eof"
-    return "shutdown" if stopping else "server-close"
 
 
 class Logged(asyncio.Protocol):
@@ -142,9 +128,8 @@ class Logged(asyncio.Protocol):
             self._log_close(exc)
 
     def _log_close(self, exc: BaseException | None) -> None:
-        # counted once per connection, at its close (the metrics' closes by reason)
-        tallies.count(self._server, "closed", close_reason(exc, self._eof,
-                                                          self._server.stopping))
+        # the reason is close_reason's, as the transports count it for the metrics
+        # (reactor.io.closes): this wrapper logs, it does not count
         if not self._access and not serve_logger.isEnabledFor(logging.DEBUG):
             return
         transport = self._transport

@@ -445,6 +445,7 @@ class Server:
         if self._stopping:
             return
         self._stopping = True
+        self.reactor.connections.begin_stopping()  # closes from now on: "shutdown"
         now = self.reactor.time()
         self._deadline = now + self.graceful_timeout
         self._final_accept()
@@ -460,6 +461,7 @@ class Server:
 
     def _force(self, reason: str) -> None:
         self._stopping = True
+        self.reactor.connections.begin_stopping()
         rows = self._own_rows()
         logger.warning("%s: exiting at once; aborting %s", reason,
                        counted(len(rows), "connection"))

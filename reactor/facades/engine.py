@@ -260,6 +260,8 @@ class RequestEngine(RequestPath):
             self.move(ServerEvent.CLOSE_RUNNING if running else ServerEvent.CLOSE)
         if reactor is None:
             return
+        if self.owns_reactor:  # a shared reactor's closes are not this server's to name
+            reactor.connections.begin_stopping()  # what closes from now on: "shutdown"
         self.stop_taking(reactor)
         self.work.drain()
         self.release_ended()

@@ -28,6 +28,7 @@ from ..io.episodes import episode
 from ..io.loop import Reactor, ReactorStatistics
 from ..io.validate import address_text
 from ..sansio.connection import Connection, ConnEvent, ConnState
+from ..sansio.errors import DeadlineExceeded
 from ..sansio.request_buffer import Progress, RequestBuffer, RequestRejected
 from ..sansio.table import ConnectionTable, _empty_counts
 from ..sansio.timers import TimerHandle
@@ -312,7 +313,8 @@ class RequestReader:
 
     def expired(self) -> None:
         self.timer = None
-        if not self.done:
+        if not self.done:  # the close is counted as a request-timeout
+            self.row.note_close_cause(DeadlineExceeded("request deadline"))
             self.engine.refuse_read(
                 self, f"no complete request within {self.buffer.timeout} s",
                 self.buffer.timeout_response(), timed_out=True,

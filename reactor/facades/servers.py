@@ -265,6 +265,10 @@ class BaseServer:
         engine = self._reactor_engine
         engine.count("errors")
         row = engine.rows.get(id(request))
+        note = getattr(row, "note_close_cause", None)  # a stream's row: counted as its error
+        failure = sys.exc_info()[1]
+        if note is not None and failure is not None:
+            note(failure)
         where = f" [{row.state.name}]" if row is not None else ""
         logger.error("%s: exception while handling the request from %s%s",
                      type(self).__name__, client_address, where, exc_info=True)

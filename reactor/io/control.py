@@ -258,6 +258,8 @@ class ControlServer:
                 "discarded": stats.discarded, "pending_timers": stats.pending_timers,
                 "timer_heap": stats.timer_heap, "ready_callbacks": stats.ready_callbacks,
             },
+            # stream connections closed, by reason (reactor.sansio.closes)
+            "closes": dict(stats.closes),
             "listeners": [listener_facts(listener) for listener in self.reactor.listeners],
         }
         if self.reactor.health is not None:

@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING, Any, Final
 from ..sansio.episodes import DEFAULT_QUIET, Cancellable, Episode
 from ..sansio.errors import DEADLINE_KINDS
 from ..sansio.words import counted
-from .tallies import count as _tally
 
 if TYPE_CHECKING:
     from .listeners import Listener
@@ -86,7 +85,6 @@ def deadline_closed(reactor: Reactor, logger: logging.Logger, where: str,
     """A connection (``where``: its description) was closed at a deadline."""
     kind = DEADLINE_KINDS.get(reason, "")
     name = _DEADLINE_NAMES.get(kind, reason)
-    _tally(reactor, "closed", f"{kind}-timeout" if kind else "timeout")
 
     def summary(count: int, seconds: float) -> str:
         return f"{name}: closed {counted(count, 'connection')} in {seconds:.1f} s"

@@ -61,6 +61,8 @@ class SocketHandover:
 
         def _cancel_deadline(self) -> None: ...
 
+        def _leave_table(self, exc: BaseException | None) -> None: ...
+
     def unread_input(self) -> bool | None:
         """Whether the kernel holds input for this connection that the reactor has not
         read yet (bytes, or an EOF the protocol has not seen): True or False, or None when
@@ -112,6 +114,4 @@ class SocketHandover:
         sock, self._sock = self._sock, None
         if sock is not None and close_socket:
             sock.close()
-        self._reactor.connections.remove(self)  # type: ignore[arg-type]  # the host is a Row
-        if self._listener is not None:
-            self._listener.release_slot()
+        self._leave_table(None)  # counted by reason (see .closes); the slot freed

@@ -483,7 +483,7 @@ class Reactor(fork.ReactorForking, ReactorSteps):
             write_buffered=table.write_buffered,
             discarded=table.discarded,
             refused_by_address=table.refused_by_address,
-            refused_by_credentials=table.refused_by_credentials,
+            refused_by_credentials=table.refused_by_credentials, closes=table.closes,
             listeners=len(self.listeners),
             pending_timers=len(self._timers),
             ready_callbacks=len(self._ready),
@@ -555,6 +555,7 @@ class Reactor(fork.ReactorForking, ReactorSteps):
             raise LocalProtocolError("cannot close a running reactor; stop it first")
         for listener in list(self.listeners):
             listener.close()
+        self.connections.begin_stopping()  # the aborts below count as "shutdown"
         for row in self.connections:
             abort = getattr(row, "abort", None)
             if abort is not None:

@@ -13,8 +13,10 @@ name):
 * ``listener_accepted_total``, ``listener_refused_total{reason}`` (``cap``,
   ``allow-list``), ``listener_paused_total{reason}`` (an errno name: ``EMFILE`` ...).
 * ``connections_opened_total``, ``connections_closed_total``, and
-  ``connection_closes_total{reason}``: the access log's reasons when a served process
-  tells them (``reactor serve``), else the deadline closes (``idle-timeout`` ...).
+  ``connection_closes_total{reason}``: stream connections closed, by the access log's
+  reasons (:mod:`reactor.sansio.closes`: ``client-eof``, ``server-close``,
+  ``shutdown``, ``reset``, ``error``, ``idle-timeout`` ..., ``cap``), counted by the
+  transports as each connection leaves the table (:mod:`.closes`); only reasons seen.
 * ``received_bytes_total``, ``sent_bytes_total``, ``write_buffered_bytes``,
   ``discarded_bytes_total``.
 * ``loop_iterations_total``, ``timers_pending``, ``ready_callbacks``,
@@ -29,7 +31,7 @@ Must not import the facades or the command line.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from ..sansio.connection import ConnState
@@ -67,14 +69,11 @@ def _listener_families(reactor: Reactor) -> list[Family]:
 
 
 def reactor_families(
-    reactor: Reactor, *, close_reasons: Mapping[str, int] | None = None,
-    uptime: float | None = None,
+    reactor: Reactor, *, uptime: float | None = None,
 ) -> Iterable[Family]:
     """The families of ``reactor`` (see the module docstring).
 
     Args:
-        close_reasons: closes by the access log's reasons, when the caller counts
-            them (``reactor serve`` does); None: the reactor's deadline closes.
         uptime: seconds since the observed server started, if known.
     """
     stats = reactor.statistics()
@@ -92,10 +91,9 @@ def reactor_families(
                            "Connections ever added to the table.").add(stats.opened_total))
     families.append(Family("reactor_connections_closed_total", "counter",
                            "Connections ever removed from the table.").add(stats.closed_total))
-    reasons = close_reasons if close_reasons is not None else tallies.read(reactor, "closed")
     closes = Family("reactor_connection_closes_total", "counter",
                     "Connections closed, by reason.")
-    for reason, n in sorted(reasons.items()):
+    for reason, n in stats.closes.items():  # sorted by the table
         closes.add(n, reason=reason)
     families.append(closes)
     families += [

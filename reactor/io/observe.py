@@ -45,7 +45,6 @@ from ..sansio.httpmini import BadRequest, Request, RequestReader, response
 from ..sansio.promtext import CONTENT_TYPE, Family, render
 from ..sansio.snapshot import RowIds
 from ..sansio.statuspage import PAGE
-from . import tallies
 from .control import close_listener, listener_facts, mark_listener, snapshot_table
 from .metrics import reactor_families
 from .transports import TransportOptions
@@ -74,8 +73,6 @@ class ObserveServer:
         status: serve ``/`` and ``/status.json``.
         describe: facts about the server above the reactor (its name, its limits ...),
             shown by the page.
-        close_reasons: closes by reason, when the caller counts them (None from it:
-            the reactor's deadline closes).
         extra: more metric families (a facade's threads and children busy ...).
         max_clients: clients served at once.
         timeout: seconds a client may stay silent or stop reading.
@@ -88,7 +85,6 @@ class ObserveServer:
     def __init__(
         self, reactor: Reactor, host: str | None, port: int, *, metrics: bool = True,
         status: bool = False, describe: Callable[[], Mapping[str, Any]] | None = None,
-        close_reasons: Callable[[], Mapping[str, int] | None] | None = None,
         extra: Callable[[], Iterable[Family]] | None = None,
         max_clients: int = DEFAULT_MAX_CLIENTS, timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
@@ -98,7 +94,6 @@ class ObserveServer:
         self.metrics = metrics
         self.status = status
         self.describe = describe
-        self.close_reasons = close_reasons
         self.extra = extra
         self.started = reactor.time()
         self._started_wall = time.time()
@@ -130,8 +125,7 @@ class ObserveServer:
     def metrics_text(self) -> bytes:
         """The exposition ``/metrics`` serves."""
         families = list(reactor_families(
-            self.reactor, uptime=self.reactor.time() - self.started,
-            close_reasons=self._close_reasons()))
+            self.reactor, uptime=self.reactor.time() - self.started))
         if self.extra is not None:
             families += self.extra()
         return render(families)
@@ -159,7 +153,7 @@ class ObserveServer:
             "listeners": [listener_facts(listener) for listener in reactor.listeners],
             "health": None if reactor.health is None else reactor.health.facts(),
         }
-        facts["close_reasons"] = self._close_reasons() or tallies.read(reactor, "closed")
+        facts["close_reasons"] = dict(stats.closes)
         if self.describe is not None:
             try:
                 facts["server"] = dict(self.describe())
@@ -167,9 +161,6 @@ class ObserveServer:
                 logger.exception("the describe hook raised")
                 facts["server"] = {"error": repr(exc)}
         return facts
-
-    def _close_reasons(self) -> Mapping[str, int] | None:
-        return None if self.close_reasons is None else self.close_reasons()
 
     def answer(self, request: Request) -> bytes:
         """The response to ``request``."""

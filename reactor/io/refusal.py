@@ -27,6 +27,8 @@ import _socket
 import logging
 from typing import TYPE_CHECKING, Final
 
+from ..sansio.closes import CAP
+
 if TYPE_CHECKING:
     from .listeners import Listener
 
@@ -91,6 +93,7 @@ class CapRefuser:
             finally:
                 conn.close()
             listener.refused += 1
+            listener.reactor.connections.closes[CAP] += 1  # a close by reason, never a row
             if listener.on_refused is not None:
                 try:
                     listener.on_refused(listener, addr, sent)

@@ -36,6 +36,8 @@ class ReactorStatistics:
         refused_by_address / refused_by_credentials: connections closed at accept
             for a listener's access lists (see :class:`~reactor.sansio.table.
             TableStatistics`).
+        closes: stream connections closed over the reactor's life, by reason
+            (:mod:`reactor.sansio.closes`; only reasons counted).
         listeners: listening sockets now.
         pending_timers: scheduled, uncancelled timers.
         timer_heap: entries in the timer heap, cancelled ones not dropped yet included
@@ -57,6 +59,7 @@ class ReactorStatistics:
     discarded: int = 0
     refused_by_address: int = 0
     refused_by_credentials: int = 0
+    closes: MappingProxyType[str, int] | Any = field(default_factory=_empty_counts)
     listeners: int = 0
     pending_timers: int = 0
     ready_callbacks: int = 0

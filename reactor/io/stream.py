@@ -32,6 +32,7 @@ reset or a deadline) drops from the queue are never dropped silently: they are l
 at debug level with the peer's address, kept in the dying transport
 (:attr:`StreamTransport.discarded`, in its on-demand auxiliary state, so an idle
 connection pays nothing for it) and totalled in the table's ``statistics().discarded``.
+The close is counted by reason as the row leaves the table (:mod:`.closes`).
 
 *Registration.* A descriptor the reactor made and never handed out is closed without
 an ``epoll_ctl(DEL)`` (:meth:`~.transports.SelectorRegistration._unwatch`). The
@@ -61,6 +62,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ..sansio.connection import ROW_SLOTS, ConnState, Row
 from .buffered import BufferedReads
+from .closes import CloseCounting
 from .deadlines import StreamDeadlines, _Aux
 from .handover import SocketHandover
 from .tallies import count as _tally
@@ -73,6 +75,7 @@ from .transports import (
     _F_LOSS_WRITE_MAX,
     _F_LOSS_WRITE_ONE,
     _F_LOSS_WRITE_SHIFT,
+    _F_PEER_EOF,
     _F_READ_PAUSED,
     _F_SHARED,
     _F_WRITE_PAUSED,
@@ -106,7 +109,7 @@ _BUFFERED_PROTOCOL: Final = asyncio.BufferedProtocol
 
 class StreamTransport(
     Row, SelectorRegistration, StreamDeadlines, SocketHandover, BufferedReads,
-    asyncio.Transport,
+    CloseCounting, asyncio.Transport,
 ):
     """A TCP or Unix stream connection: a table row and an :class:`asyncio.Transport`.
 
@@ -212,6 +215,7 @@ class StreamTransport(
             except OSError as exc:
                 logger.error("%s: the selector refused the connection: %s%s; closed",
                              self.describe(), exc, _registration_hint(exc))
+                self.note_close_cause(exc)
                 self.release()
                 return
         self._protocol = protocol  # a plain protocol on a plain transport: no switch
@@ -287,6 +291,7 @@ class StreamTransport(
         # the read interest goes after eof_received: a close there ends the
         # registration with the connection (often without an epoll_ctl at all)
         half_closed = state is _WRITE_CLOSED
+        self._flags |= _F_PEER_EOF  # for the close's reason (see .closes)
         if not half_closed:
             self.on_eof()
         try:
@@ -531,13 +536,6 @@ class StreamTransport(
         self._unwatch()
         self._reactor.call_soon(self._finish, exc)
 
-    def _discard(self, size: int, exc: BaseException | None) -> None:
-        """Account for ``size`` queued bytes dropped unsent: the row, the table, a log."""
-        self._get_aux().discarded += size
-        self._reactor.connections.note_discarded(size)
-        logger.debug("%s: %d queued bytes discarded, never sent (%s)", self.describe(), size,
-                     "aborted" if exc is None else f"{type(exc).__name__}: {exc}")
-
     def _connection_error(self, exc: OSError) -> None:
         """The peer reset, the pipe broke, or another socket error: drop the connection."""
         if isinstance(exc, (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)):
@@ -574,9 +572,7 @@ class StreamTransport(
             if sock is not None:
                 sock.close()
             self._buffer = None
-            self._reactor.connections.remove(self)
-            if self._listener is not None:
-                self._listener.release_slot()
+            self._leave_table(exc)  # counted by reason; the listener's slot freed
 
     # -- extra info -------------------------------------------------------------------
 

@@ -1,11 +1,11 @@
 """Totals of rare events, kept beside their owners for the metrics endpoint.
 
-Refusals, accept pauses, deadline closes, callback errors and the access log's close
-reasons are counted here, by the code that already handles them: that code runs only
-when something is refused, paused, closed or fails, never on a path that serves a
-request, so counting costs nothing while connections just work.
+Refusals, accept pauses and callback errors are counted here, by the code that already
+handles them: that code runs only when something is refused, paused or fails, never on
+a path that serves a request, so counting costs nothing while connections just work.
+(The closes by reason are the connection table's: see :mod:`reactor.io.closes`.)
 
-Totals are kept per owner (a reactor, a listener, a served-process wrapper) in a weak
+Totals are kept per owner (a reactor, a listener) in a weak
 dictionary: nothing is added to the owner's own storage, and a closed owner leaves no
 trace. :func:`count` adds one; :func:`read` gives a copy.
 
@@ -27,7 +27,7 @@ _BOOK: Final[weakref.WeakKeyDictionary[Any, dict[str, collections.Counter[str]]]
 
 def count(owner: Any, family: str, label: str, n: int = 1) -> None:
     """Add ``n`` to ``owner``'s total of ``family`` (``refused``, ``paused``,
-    ``closed``, ``errors`` ...) for ``label`` (the reason or kind).
+    ``errors`` ...) for ``label`` (the reason or kind).
 
     An owner that cannot be weakly referenced is not counted (never an error: this
     runs on paths that are already handling a failure).

@@ -62,6 +62,7 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Final
 
 from ..sansio.tls import RecordTracker, TLSSession, TLSState, subject_text
+from .closes import note_close
 from .transports import WRITES_AFTER_LOSS_WARNING, ProtocolFactory, _water_marks
 
 if TYPE_CHECKING:
@@ -325,6 +326,7 @@ class TLSLayer(asyncio.Protocol, asyncio.Transport):
         raw = self._raw
         if raw is None:
             return
+        note_close(raw, exc)  # the row's close is counted by this reason
         if abort:
             raw.abort()
         else:
@@ -379,6 +381,7 @@ class TLSLayer(asyncio.Protocol, asyncio.Transport):
             if keep_open:
                 logger.debug("%s: eof_received() returned true: TLS has no half-close; "
                              "closing", self._describe())
+            note_close(self._raw, None)  # counted as the client's close
         self.close()
 
     # -- asyncio.WriteTransport -----------------------------------------------------------

@@ -6,7 +6,13 @@ dict entry. Totals survive the rows: when a row leaves, its byte counters are ad
 the table's running totals, so :meth:`ConnectionTable.statistics` reports the life of
 the reactor, not just the connections open right now. So do the bytes that aborted
 connections dropped from their write queues (``discarded``): the transports report them
-as they drop them, which costs the rows nothing while they live.
+as they drop them, which costs the rows nothing while they live. And so do the closes by
+reason (:meth:`ConnectionTable.close_counts`, :mod:`reactor.sansio.closes`): the stream
+transports add one as a row leaves, in the teardown they run anyway. An orderly close
+(the common case) is one increment of a list item indexed by whether the peer's end of
+stream was read (:attr:`ConnectionTable.orderly`); :meth:`ConnectionTable.begin_stopping`
+swaps that list for another, so that closes during a stop count as ``shutdown`` with
+no test per close; the other reasons go to a counter (:attr:`ConnectionTable.closes`).
 
 Socket-free: no sockets, selectors, threads or ``os``.
 """
@@ -18,6 +24,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from .closes import ORDERLY, ORDERLY_STOPPING
 from .connection import ConnState, Row
 
 __all__ = ["ConnectionTable", "TableStatistics"]
@@ -46,6 +53,8 @@ class TableStatistics:
             a listener's ``allow_from``/``deny_from`` (:mod:`reactor.io.access`).
         refused_by_credentials: the same for a Unix listener's ``allow_uids`` and
             ``allow_gids``.
+        closes: stream connections closed over the table's life, by reason
+            (:func:`~reactor.sansio.closes.close_reason`; only reasons counted).
     """
 
     open: int = 0
@@ -59,13 +68,15 @@ class TableStatistics:
     discarded: int = 0
     refused_by_address: int = 0
     refused_by_credentials: int = 0
+    closes: Mapping[str, int] = field(default_factory=_empty_counts)
 
 
 class ConnectionTable:
     """The reactor's table of connections (iterate it, ``len()`` it, snapshot it)."""
 
-    __slots__ = ("_bytes_in", "_bytes_out", "_discarded", "_opened", "_rows",
-                 "refused_by_address", "refused_by_credentials")
+    __slots__ = ("_bytes_in", "_bytes_out", "_discarded", "_opened", "_orderly_running",
+                 "_orderly_stopping", "_rows", "closes", "orderly", "refused_by_address",
+                 "refused_by_credentials")
 
     def __init__(self) -> None:
         self._rows: dict[Row, None] = {}
@@ -76,6 +87,15 @@ class ConnectionTable:
         # connections refused at accept (never rows): counted by reactor.io.access
         self.refused_by_address = 0
         self.refused_by_credentials = 0
+        # stream connections closed, by reason (see the module docstring): orderly
+        # closes by the transports as rows leave (reactor.io.closes), indexed by
+        # whether the peer's end of stream was read (ORDERLY, or ORDERLY_STOPPING once
+        # begin_stopping swapped the list); the other reasons by name, from the
+        # transports and from the listeners (clients refused at the cap)
+        self._orderly_running = [0, 0]
+        self._orderly_stopping = [0, 0]
+        self.orderly = self._orderly_running
+        self.closes: Counter[str] = Counter()
 
     def add(self, row: Row) -> None:
         """Insert a new row."""
@@ -87,6 +107,27 @@ class ConnectionTable:
         if self._rows.pop(row, False) is None:
             self._bytes_in += row.bytes_in
             self._bytes_out += row.bytes_out
+
+    def begin_stopping(self) -> None:
+        """The server that owns the table is stopping (a graceful stop, a facade's
+        ``server_close``, the reactor's close): orderly closes from now on, but those
+        after the peer's end of stream, count as ``shutdown``."""
+        self.orderly = self._orderly_stopping
+
+    @property
+    def stopping(self) -> bool:
+        """Whether :meth:`begin_stopping` was called."""
+        return self.orderly is self._orderly_stopping
+
+    def close_counts(self) -> dict[str, int]:
+        """Stream connections closed over the table's life, by reason (only reasons
+        counted), sorted by name."""
+        counts = Counter(self.closes)
+        for names, numbers in ((ORDERLY, self._orderly_running),
+                               (ORDERLY_STOPPING, self._orderly_stopping)):
+            for name, n in zip(names, numbers, strict=True):
+                counts[name] += n
+        return {name: n for name, n in sorted(counts.items()) if n}
 
     def note_discarded(self, size: int) -> None:
         """Count ``size`` bytes a row dropped unsent from its write queue."""
@@ -132,6 +173,7 @@ class ConnectionTable:
             discarded=self._discarded,
             refused_by_address=self.refused_by_address,
             refused_by_credentials=self.refused_by_credentials,
+            closes=MappingProxyType(self.close_counts()),
         )
 
     def format(self, limit: int = 50) -> str:
