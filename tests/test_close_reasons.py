@@ -235,12 +235,12 @@ def test_the_access_log_and_the_table_name_reasons_alike() -> None:
     assert close_reason(ConnectionResetError(), 1, False) == "reset"
     assert close_reason(ValueError("a bug"), 1, False) == "error"
     table = ConnectionTable()
-    table.orderly[0] += 1
-    table.orderly[1] += 2
+    table.ends[0] += 1
+    table.ends[1] += 2
     table.begin_stopping()
     assert table.stopping
-    table.orderly[0] += 3
-    table.orderly[1] += 4
+    table.ends[0] += 3
+    table.ends[1] += 4
     table.closes["reset"] += 1
     assert table.close_counts() == {"client-eof": 6, "reset": 1, "server-close": 1,
                                     "shutdown": 3}

@@ -1,34 +1,40 @@
-"""What a stream connection's close leaves behind: its reason, counted as it leaves the
-table, and the queued bytes a forced close drops (:class:`CloseCounting`, a mix-in of
-:class:`~reactor.io.stream.StreamTransport`).
+"""What ends a stream connection, and what its end leaves behind: a socket error, the
+close counted by reason, the queued bytes a forced close drops (:class:`CloseCounting`,
+a mix-in of :class:`~reactor.io.stream.StreamTransport`).
 
 Theory of operation
 -------------------
 Every stream connection ends in one of two places: the transport's teardown
 (``_finish``: ``connection_lost`` was called) or, for a socket a facade handed to a
-blocking handler, :meth:`~reactor.io.handover.SocketHandover.release`. Both leave the
-table through :meth:`CloseCounting._leave_table`, which adds one to the table's
-``closes`` under :func:`~reactor.sansio.closes.close_reason`'s name for it, so the
-reasons are counted for every reactor, embedded or not, wrapped or not, TLS or plain,
-TCP or Unix, protocol or facade; datagram endpoints are not connections and are not
-counted.
+blocking handler, :meth:`~reactor.io.handover.SocketHandover.release`. Both count the
+close in the connection table as the row leaves it, under
+:func:`~reactor.sansio.closes.close_reason`'s name, so the reasons are counted for every
+reactor, embedded or not, with the access log's wrapper or not, TLS or plain, TCP or
+Unix, protocol or facade. Datagram endpoints are not connections: not counted.
 
 What the reason is read from:
 
-* the exception the teardown carries (a reset, a socket error, a deadline's
-  :class:`~reactor.sansio.errors.DeadlineExceeded`, a callback's exception);
-* else a cause noted earlier on the rare path that knew it (:meth:`note_close_cause`):
-  a TLS layer's failure (which it closes the raw connection after), a facade's request
-  deadline or a handler's exception, a shutdown of a facade on a shared reactor;
-* else the flag the read path sets as it hands the peer's end of stream to the
-  protocol (``client-eof``; a TLS layer sets it for the peer's close_notify:
-  :meth:`note_peer_eof`), then whether the table is stopping (``shutdown``), else
-  ``server-close``.
+* an exception, counted by its reason as soon as it is known to close the connection
+  (:meth:`note_close_cause`): the one ``_force_close`` gets (a reset, a socket error,
+  a deadline's :class:`~reactor.sansio.errors.DeadlineExceeded`, a callback's
+  exception), or one the teardown will not carry, noted by the rare path that knows
+  it (a TLS layer's failure before it closes the raw connection, a facade's request
+  deadline, a handler's exception); the first one counts;
+* else, as the row leaves the table, whether the peer's end of stream was read
+  (``client-eof``; a TLS layer tells the close_notify with :meth:`note_peer_eof`),
+  then whether the table is stopping (``shutdown``), else ``server-close``.
 
-Cost: one call and one list item's increment per connection, at its close (the
-table's ``orderly`` list, indexed by that flag); one flag set per end of stream read;
-nothing on the paths that move data. The rare causes live in the transport's on-demand
-side state, and are counted by name.
+*Cost.* Per connection, one increment of a list item as it leaves the table,
+``table.ends[mark] += 1``, written out in the two places above, and one store as the
+peer's end of stream is read. ``mark`` is the transport's ``_extra`` slot (asyncio's,
+unused since ``get_extra_info`` is the transport's own): 0, 1 once the peer's end of
+stream was read, 2 once the close was counted by its cause (that list item is not
+reported). A plain index, not a bit of the transport's flags, and no test or call on
+that path: under callgrind a bitwise operation on an int or a Python call costs
+several hundred instructions, as much as the increment itself. Whether the server is
+stopping costs nothing per close: the table swaps the list
+(:meth:`~reactor.sansio.table.ConnectionTable.begin_stopping`). The rare causes are
+counted where they are handled.
 
 *Discarded bytes.* What an abort (or a close forced by an error, a reset or a deadline)
 drops from the write queue is accounted for by :meth:`CloseCounting._discard`: in the
@@ -40,24 +46,29 @@ Must not import the stream transport, the listeners or anything above the I/O la
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from ..sansio.closes import close_reason
-from .transports import _F_PEER_EOF
 
 if TYPE_CHECKING:
     from .deadlines import _Aux
-    from .listeners import Listener
     from .loop import Reactor
 
 __all__ = ["CloseCounting", "note_close"]
 
 logger = logging.getLogger("reactor.transports")  # the stream transport's logger
+_DEBUG: Final = logging.DEBUG
+# the mark in the transport's _extra slot: the index of its close's count in the
+# table's ``ends`` (reactor.sansio.table): 0, 1 once the peer's end of stream was read,
+# 2 once the close was counted by its cause
+_PEER_EOF: Final = 1
+_COUNTED: Final = 2
+_RESETS: Final = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
 
 
 class CloseCounting:
-    """Count a stream connection's close by reason as it leaves the table; account for
-    the bytes a forced close drops.
+    """Drop a connection on a socket error; count its close by reason as it leaves
+    the table; account for the bytes a forced close drops.
 
     A mix-in with no storage of its own; :class:`~reactor.io.stream.StreamTransport`
     inherits it and declares the slots.
@@ -68,43 +79,41 @@ class CloseCounting:
 
     # the host's contract: what the transport stores and provides
     _aux: _Aux | None
-    _flags: int
-    _listener: Listener | None
+    _extra: Any
     _reactor: Reactor
 
     if TYPE_CHECKING:
 
         def _get_aux(self) -> _Aux: ...
 
+        def _force_close(self, exc: BaseException | None) -> None: ...
+
         def describe(self) -> str: ...
 
     def note_close_cause(self, cause: BaseException) -> None:
-        """Record the exception that is about to close this connection, for its reason,
-        when its teardown will not carry it (a TLS layer's failure, a facade's request
-        deadline, a handler's error). An exception the teardown itself carries still
-        wins; the last note wins over earlier ones."""
-        self._get_aux().cause = cause
+        """Count this connection's close under ``cause``'s reason, now: the exception
+        that closes it (its teardown's, or one the teardown will not carry: a TLS
+        layer's failure, a facade's request deadline, a handler's error). The first
+        cause counts; later ones, and the close itself, add nothing."""
+        if self._extra != _COUNTED:
+            self._extra = _COUNTED
+            self._reactor.connections.closes[close_reason(cause, False, False)] += 1
 
     def note_peer_eof(self) -> None:
         """The peer's end of stream reached the application another way than the
         transport's read (a TLS layer's close_notify): an orderly close is then
         ``client-eof``."""
-        self._flags |= _F_PEER_EOF
+        if self._extra != _COUNTED:
+            self._extra = _PEER_EOF
 
-    def _leave_table(self, exc: BaseException | None) -> None:
-        """Leave the table, the close counted by reason; free the listener's slot."""
-        table = self._reactor.connections
-        table.remove(self)  # type: ignore[arg-type]  # the host is a Row
-        aux = self._aux
-        if exc is None and (aux is None or aux.cause is None):
-            # orderly: ORDERLY (or ORDERLY_STOPPING)[0 or 1], as close_reason names it
-            table.orderly[self._flags & _F_PEER_EOF] += 1
+    def _connection_error(self, exc: OSError) -> None:
+        """The peer reset, the pipe broke, or another socket error: drop the connection."""
+        if isinstance(exc, _RESETS):
+            if logger.isEnabledFor(_DEBUG):  # describe() is not free: a reset is common
+                logger.debug("%s: %s", self.describe(), exc)
         else:
-            cause = exc if exc is not None or aux is None else aux.cause
-            table.closes[close_reason(cause, False, False)] += 1
-        listener = self._listener
-        if listener is not None:
-            listener.release_slot()
+            logger.info("%s: socket error: %s", self.describe(), exc)
+        self._force_close(exc)
 
     def _discard(self, size: int, exc: BaseException | None) -> None:
         """Account for ``size`` queued bytes dropped unsent: the row, the table, a log."""

@@ -46,7 +46,7 @@ logger = logging.getLogger("reactor.transports")
 class _Aux:
     """Per-connection state most connections never need, allocated on first use."""
 
-    __slots__ = ("cause", "deadline", "discarded", "high", "low", "timer", "write_progress")
+    __slots__ = ("deadline", "discarded", "high", "low", "timer", "write_progress")
 
     def __init__(self, opts: TransportOptions) -> None:
         self.high, self.low = _water_marks(opts.high_water, opts.low_water)
@@ -54,7 +54,6 @@ class _Aux:
         self.deadline: float | None = None
         self.write_progress = 0.0
         self.discarded = 0  # queued bytes dropped by an abort or a forced close
-        self.cause: BaseException | None = None  # see reactor.io.closes
 
 
 class StreamDeadlines:

@@ -49,6 +49,7 @@ class SocketHandover:
     _mask: int
     _flags: int
     _aux: _Aux | None
+    _extra: Any
     _listener: Listener | None
     _reactor: Reactor
     state: ConnState
@@ -60,8 +61,6 @@ class SocketHandover:
         def _set_mask(self, mask: int) -> None: ...
 
         def _cancel_deadline(self) -> None: ...
-
-        def _leave_table(self, exc: BaseException | None) -> None: ...
 
     def unread_input(self) -> bool | None:
         """Whether the kernel holds input for this connection that the reactor has not
@@ -114,4 +113,9 @@ class SocketHandover:
         sock, self._sock = self._sock, None
         if sock is not None and close_socket:
             sock.close()
-        self._leave_table(None)  # counted by reason (see .closes); the slot freed
+        table = self._reactor.connections
+        table.remove(self)  # type: ignore[arg-type]  # the host is a Row
+        table.ends[self._extra] += 1  # the close by reason, as in the teardown (.closes)
+        listener = self._listener
+        if listener is not None:
+            listener.release_slot()

@@ -75,7 +75,6 @@ from .transports import (
     _F_LOSS_WRITE_MAX,
     _F_LOSS_WRITE_ONE,
     _F_LOSS_WRITE_SHIFT,
-    _F_PEER_EOF,
     _F_READ_PAUSED,
     _F_SHARED,
     _F_WRITE_PAUSED,
@@ -102,7 +101,6 @@ if TYPE_CHECKING:
 __all__ = ["StreamTransport"]
 
 logger = logging.getLogger("reactor.transports")
-_DEBUG: Final = logging.DEBUG
 
 _BUFFERED_PROTOCOL: Final = asyncio.BufferedProtocol
 
@@ -145,7 +143,9 @@ class StreamTransport(
         # flags: _F_SHARED (the default) for a socket that may be held elsewhere too,
         # 0 for one the reactor made itself (see the module's Descriptors)
         self._init_row(state, peername, reactor.now)
-        self._extra = None  # asyncio's slot; get_extra_info is ours
+        # asyncio's slot, unused (get_extra_info is ours): whether the peer's end of
+        # stream was read, 0 or 1, the index of the close's count (see .closes)
+        self._extra: Any = 0
         self._reactor = reactor
         self._sock: Any = sock
         self._listener = listener
@@ -208,7 +208,8 @@ class StreamTransport(
         no ``connection_made``, hence no ``connection_lost``, as in asyncio. The row's
         ``state`` is then :attr:`ConnState.CLOSED`.
         """
-        if (not self._mask and not self._flags & _F_READ_PAUSED and self.state not in _SHUT
+        flags = self._flags  # 0 for most: no bitwise test
+        if (not self._mask and not (flags and flags & _F_READ_PAUSED) and self.state not in _SHUT
                 and self._sock is not None):
             try:
                 self._apply_mask(EVENT_READ)
@@ -291,7 +292,7 @@ class StreamTransport(
         # the read interest goes after eof_received: a close there ends the
         # registration with the connection (often without an epoll_ctl at all)
         half_closed = state is _WRITE_CLOSED
-        self._flags |= _F_PEER_EOF  # for the close's reason (see .closes)
+        self._extra = 1  # the peer's EOF, for the close's reason (see .closes)
         if not half_closed:
             self.on_eof()
         try:
@@ -310,8 +311,9 @@ class StreamTransport(
                 self._flush_then_end()
         elif not keep_open:
             self.close()
-        if self._mask & EVENT_READ:  # kept open, or closing with output to flush
-            self._set_mask(self._mask & ~EVENT_READ)
+        mask = self._mask  # 0 once a close here ended the registration: no bitwise test
+        if mask and mask & EVENT_READ:  # kept open, or closing with output to flush
+            self._set_mask(mask & ~EVENT_READ)
 
     def _write_ready(self) -> None:
         buffer = self._buffer
@@ -529,21 +531,14 @@ class StreamTransport(
         if self.state in _GONE:
             return
         self.on_abort()  # to ENDING
+        if exc is not None:
+            self.note_close_cause(exc)  # counted by its reason now (see .closes)
         buffer = self._buffer
         if buffer:
             self._discard(len(buffer), exc)
             buffer.clear()
         self._unwatch()
         self._reactor.call_soon(self._finish, exc)
-
-    def _connection_error(self, exc: OSError) -> None:
-        """The peer reset, the pipe broke, or another socket error: drop the connection."""
-        if isinstance(exc, (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)):
-            if logger.isEnabledFor(_DEBUG):  # describe() is not free: a reset is common
-                logger.debug("%s: %s", self.describe(), exc)
-        else:
-            logger.info("%s: socket error: %s", self.describe(), exc)
-        self._force_close(exc)
 
     def _callback_failed(self, exc: BaseException, where: str) -> None:
         logger.error("%s: %s raised; closing the connection", self.describe(), where, exc_info=exc)
@@ -572,7 +567,12 @@ class StreamTransport(
             if sock is not None:
                 sock.close()
             self._buffer = None
-            self._leave_table(exc)  # counted by reason; the listener's slot freed
+            table = self._reactor.connections
+            table.remove(self)
+            table.ends[self._extra] += 1  # the close by reason (see .closes)
+            listener = self._listener
+            if listener is not None:
+                listener.release_slot()
 
     # -- extra info -------------------------------------------------------------------
 

@@ -75,10 +75,7 @@ _LOST = ConnEvent.LOST
 # the bits below (one int instead of several booleans keeps a row small). A flag never
 # records what the lifecycle state says: closing, ending and lost are states (see
 # reactor.sansio.connection), read from ``state``.
-# the peer's end of stream was read and given to the protocol (stream): kept past the
-# states that say so, for the close's reason; bit 0, so that the flags masked with it
-# index the table's orderly closes at once (reactor.io.closes)
-_F_PEER_EOF: Final = 1
+_F_EOF: Final = 1  # write_eof() was called (stream)
 _F_READ_PAUSED: Final = 2  # pause_reading() is in effect (stream)
 _F_WRITE_PAUSED: Final = 4  # the protocol was told to pause_writing() (stream)
 _F_CONNECTED: Final = 8  # a connected endpoint: datagrams go to its peer (datagram)
@@ -89,7 +86,6 @@ _F_LOSS_WRITE_MAX: Final = 7
 # the descriptor may be held outside this process's reactor (a facade's request, a
 # socket handed out by get_extra_info): it leaves the selector before it is closed
 _F_SHARED: Final = 128
-_F_EOF: Final = 256  # write_eof() was called (stream)
 _EXIT_EXC = (SystemExit, KeyboardInterrupt)
 
 
@@ -256,7 +252,8 @@ class SelectorRegistration:
         if not self._mask or self._sock is None:
             return
         path = self._reactor.epoll_path
-        if path is None or not path.exclusive or self._flags & _F_SHARED:
+        flags = self._flags  # 0 for most: no bitwise test (hundreds of instructions)
+        if path is None or not path.exclusive or (flags and flags & _F_SHARED):
             self._set_mask(0)
             return
         path.keys.drop(self._sock.fileno())

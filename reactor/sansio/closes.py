@@ -36,7 +36,8 @@ CAP: Final = "cap"
 
 #: an orderly close's reason (no exception ended it), by whether the peer's end of
 #: stream was read (index 0: no, 1: yes): while the server runs, and while it stops.
-#: The connection table counts orderly closes in two lists indexed the same way.
+#: The connection table counts orderly closes in two lists indexed the same way
+#: (:attr:`~reactor.sansio.table.ConnectionTable.ends`).
 ORDERLY: Final = (SERVER_CLOSE, CLIENT_EOF)
 ORDERLY_STOPPING: Final = (SHUTDOWN, CLIENT_EOF)
 

@@ -8,11 +8,13 @@ the reactor, not just the connections open right now. So do the bytes that abort
 connections dropped from their write queues (``discarded``): the transports report them
 as they drop them, which costs the rows nothing while they live. And so do the closes by
 reason (:meth:`ConnectionTable.close_counts`, :mod:`reactor.sansio.closes`): the stream
-transports add one as a row leaves, in the teardown they run anyway. An orderly close
-(the common case) is one increment of a list item indexed by whether the peer's end of
-stream was read (:attr:`ConnectionTable.orderly`); :meth:`ConnectionTable.begin_stopping`
-swaps that list for another, so that closes during a stop count as ``shutdown`` with
-no test per close; the other reasons go to a counter (:attr:`ConnectionTable.closes`).
+transports add one as a row leaves, in the teardown they run anyway. That is one
+increment of a list item (:attr:`ConnectionTable.ends`) indexed by a mark the row
+keeps: 0 for an orderly close, 1 for one after the peer's end of stream, 2 for a
+close already counted by its cause (a reset, an error, a deadline) in
+:attr:`ConnectionTable.closes`. :meth:`ConnectionTable.begin_stopping` swaps the list
+for another, so that closes during a stop count as ``shutdown`` with no test per
+close.
 
 Socket-free: no sockets, selectors, threads or ``os``.
 """
@@ -74,8 +76,8 @@ class TableStatistics:
 class ConnectionTable:
     """The reactor's table of connections (iterate it, ``len()`` it, snapshot it)."""
 
-    __slots__ = ("_bytes_in", "_bytes_out", "_discarded", "_opened", "_orderly_running",
-                 "_orderly_stopping", "_rows", "closes", "orderly", "refused_by_address",
+    __slots__ = ("_bytes_in", "_bytes_out", "_discarded", "_ends_running", "_ends_stopping",
+                 "_opened", "_rows", "closes", "ends", "refused_by_address",
                  "refused_by_credentials")
 
     def __init__(self) -> None:
@@ -87,14 +89,14 @@ class ConnectionTable:
         # connections refused at accept (never rows): counted by reactor.io.access
         self.refused_by_address = 0
         self.refused_by_credentials = 0
-        # stream connections closed, by reason (see the module docstring): orderly
-        # closes by the transports as rows leave (reactor.io.closes), indexed by
-        # whether the peer's end of stream was read (ORDERLY, or ORDERLY_STOPPING once
-        # begin_stopping swapped the list); the other reasons by name, from the
-        # transports and from the listeners (clients refused at the cap)
-        self._orderly_running = [0, 0]
-        self._orderly_stopping = [0, 0]
-        self.orderly = self._orderly_running
+        # stream connections closed, by reason (see the module docstring): as rows
+        # leave, by the transports' mark (reactor.io.closes): ORDERLY[0 or 1] (or
+        # ORDERLY_STOPPING once begin_stopping swapped the list), or 2: counted by
+        # name already; by name, the closes with a cause, and clients refused at
+        # the cap (never rows)
+        self._ends_running = [0, 0, 0]
+        self._ends_stopping = [0, 0, 0]
+        self.ends = self._ends_running
         self.closes: Counter[str] = Counter()
 
     def add(self, row: Row) -> None:
@@ -104,28 +106,31 @@ class ConnectionTable:
 
     def remove(self, row: Row) -> None:
         """Remove a row (once); its counters go into the running totals."""
-        if self._rows.pop(row, False) is None:
-            self._bytes_in += row.bytes_in
-            self._bytes_out += row.bytes_out
+        try:
+            del self._rows[row]
+        except KeyError:
+            return
+        self._bytes_in += row.bytes_in
+        self._bytes_out += row.bytes_out
 
     def begin_stopping(self) -> None:
         """The server that owns the table is stopping (a graceful stop, a facade's
         ``server_close``, the reactor's close): orderly closes from now on, but those
         after the peer's end of stream, count as ``shutdown``."""
-        self.orderly = self._orderly_stopping
+        self.ends = self._ends_stopping
 
     @property
     def stopping(self) -> bool:
         """Whether :meth:`begin_stopping` was called."""
-        return self.orderly is self._orderly_stopping
+        return self.ends is self._ends_stopping
 
     def close_counts(self) -> dict[str, int]:
         """Stream connections closed over the table's life, by reason (only reasons
         counted), sorted by name."""
         counts = Counter(self.closes)
-        for names, numbers in ((ORDERLY, self._orderly_running),
-                               (ORDERLY_STOPPING, self._orderly_stopping)):
-            for name, n in zip(names, numbers, strict=True):
+        for names, numbers in ((ORDERLY, self._ends_running),
+                               (ORDERLY_STOPPING, self._ends_stopping)):
+            for name, n in zip(names, numbers, strict=False):  # the last: counted by name
                 counts[name] += n
         return {name: n for name, n in sorted(counts.items()) if n}
 
