@@ -11,7 +11,7 @@ import socket
 import ssl
 import struct
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from servekit import WAIT, read_until_closed
 from sskit import wait_for
 from test_control_serve import Control
+from test_observe_api import echo, on_loop
 from tlskit import Certs
 
 from reactor import Reactor, serve_control, socketserver
@@ -58,15 +59,6 @@ def closes_metric(reactor: Reactor) -> dict[str, float]:
             for sample in family.samples if sample.name == "reactor_connection_closes_total"}
 
 
-def on_loop(reactor: Reactor, fn: Callable[[], Any]) -> Any:
-    """Run ``fn`` on the reactor's thread; return its result."""
-    done = threading.Event()
-    box: list[Any] = []
-    reactor.call_soon_threadsafe(lambda: (box.append(fn()), done.set()))
-    assert done.wait(WAIT)
-    return box[0]
-
-
 def counted(reactor: Reactor) -> int:
     return sum(on_loop(reactor, lambda: reactor.statistics().closes).values())
 
@@ -81,31 +73,21 @@ def reset(sock: socket.socket) -> None:
     sock.close()
 
 
-def echo_once(sock: socket.socket, data: bytes) -> None:
-    sock.sendall(data)
-    got = b""
-    while len(got) < len(data):
-        chunk = sock.recv(4096)
-        assert chunk
-        got += chunk
-
-
 @pytest.fixture
-def reactor() -> Iterator[Reactor]:
-    reactor = Reactor()
-    try:
-        yield reactor
-    finally:
-        if reactor.is_running():
-            reactor.stop()
-            wait_for(lambda: not reactor.is_running(), what="the reactor stopped")
-        reactor.close()
+def loop(reactor: Reactor) -> Iterator[Reactor]:
+    """The conftest's reactor (on each backend), which the test runs in a thread:
+    stopped here, before the conftest closes it."""
+    yield reactor
+    if reactor.is_running():
+        reactor.stop()
+        wait_for(lambda: not reactor.is_running(), what="the reactor stopped")
 
 
 @pytest.mark.parametrize("kind", ["tcp", "unix"])
 def test_a_plain_reactor_counts_each_way_a_connection_closes(
-    reactor: Reactor, tmp_path: Path, kind: str
+    loop: Reactor, tmp_path: Path, kind: str
 ) -> None:
+    reactor = loop
     idle = TransportOptions(idle_timeout=DEADLINE)
     if kind == "tcp":
         served = reactor.listen_tcp("127.0.0.1", 0, Echo)
@@ -127,7 +109,7 @@ def test_a_plain_reactor_counts_each_way_a_connection_closes(
         return sock
 
     client = connect(served.address)  # the client's EOF
-    echo_once(client, b"hello")
+    echo(client, b"hello")
     client.shutdown(socket.SHUT_WR)
     assert read_until_closed(client) == b""
     client.close()
@@ -148,7 +130,7 @@ def test_a_plain_reactor_counts_each_way_a_connection_closes(
     assert on_loop(reactor, lambda: closes_metric(reactor)) == expected
 
     client = connect(served.address)  # open when the reactor closes: a shutdown
-    echo_once(client, b"still here")
+    echo(client, b"still here")
     reactor.stop()
     wait_for(lambda: not reactor.is_running(), what="the reactor stopped")
     reactor.close()
@@ -246,7 +228,8 @@ def test_the_access_log_and_the_table_name_reasons_alike() -> None:
                                     "shutdown": 3}
 
 
-def test_tls_connections_are_counted_by_the_raw_row(reactor: Reactor, tmp_path: Path) -> None:
+def test_tls_connections_are_counted_by_the_raw_row(loop: Reactor, tmp_path: Path) -> None:
+    reactor = loop
     certs = Certs(tmp_path / "certs")
     served = reactor.listen_tcp("127.0.0.1", 0, Echo, ssl=certs.server_context(),
                                 ssl_handshake_timeout=DEADLINE)
@@ -259,7 +242,7 @@ def test_tls_connections_are_counted_by_the_raw_row(reactor: Reactor, tmp_path: 
         return context.wrap_socket(raw, server_hostname="localhost")
 
     client = connect()  # close_notify from the client: its EOF
-    echo_once(client, b"hello")
+    echo(client, b"hello")
     client.unwrap().close()  # waits for the server's close_notify
     client = connect()  # the server's close
     client.sendall(b"bye")
