@@ -143,8 +143,9 @@ class StreamTransport(
         # flags: _F_SHARED (the default) for a socket that may be held elsewhere too,
         # 0 for one the reactor made itself (see the module's Descriptors)
         self._init_row(state, peername, reactor.now)
-        # asyncio's slot, unused (get_extra_info is ours): whether the peer's end of
-        # stream was read, 0 or 1, the index of the close's count (see .closes)
+        # asyncio's slot, unused (get_extra_info is ours): the index of the close's
+        # count: 0, 1 once the peer's end of stream was read, 2 once counted by its
+        # cause (see .closes)
         self._extra: Any = 0
         self._reactor = reactor
         self._sock: Any = sock

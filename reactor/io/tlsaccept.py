@@ -202,13 +202,15 @@ class ServerHandshake:
 
     def expired(self) -> None:
         self.timer = None
-        self.fail(f"handshake timed out after {self.timeout:g} s")
+        self.fail(f"handshake timed out after {self.timeout:g} s", timed_out=True)
 
-    def fail(self, reason: str) -> None:
-        """One INFO line naming the peer and the reason, then close the connection."""
+    def fail(self, reason: str, timed_out: bool = False) -> None:
+        """One INFO line naming the peer and the reason, then close the connection
+        (counted as a ``timeout`` or an ``error``: :mod:`.closes`)."""
         if self.session.fail(reason):
             logger.info("%s: TLS %s; closed", self.row.describe(), reason)
         self.cancel()
+        self.row.note_close_cause(TimeoutError(reason) if timed_out else OSError(reason))
         self.row.abort()
 
     def cancel(self) -> None:

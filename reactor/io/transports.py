@@ -252,7 +252,7 @@ class SelectorRegistration:
         if not self._mask or self._sock is None:
             return
         path = self._reactor.epoll_path
-        flags = self._flags  # 0 for most: no bitwise test (hundreds of instructions)
+        flags = self._flags  # 0 for most: no bitwise test (costly under callgrind)
         if path is None or not path.exclusive or (flags and flags & _F_SHARED):
             self._set_mask(0)
             return
