@@ -111,7 +111,7 @@ class SocketHandover:
         if self._aux is not None:
             self._cancel_deadline()
         sock, self._sock = self._sock, None
-        if sock is not None and close_socket:
+        if close_socket and sock is not None:  # a facade's request: False, tested first
             sock.close()
         table = self._reactor.connections
         table.remove(self)  # type: ignore[arg-type]  # the host is a Row
