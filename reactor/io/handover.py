@@ -113,9 +113,8 @@ class SocketHandover:
         sock, self._sock = self._sock, None
         if close_socket and sock is not None:  # a facade's request: False, tested first
             sock.close()
-        table = self._reactor.connections
-        table.remove(self)  # type: ignore[arg-type]  # the host is a Row
-        table.ends[self._extra] += 1  # the close by reason, as in the teardown (.closes)
+        # counted by reason, as in the teardown (see .closes)
+        self._reactor.connections.leave(self, self._extra)  # type: ignore[arg-type]
         listener = self._listener
         if listener is not None:
             listener.release_slot()

@@ -568,9 +568,7 @@ class StreamTransport(
             if sock is not None:
                 sock.close()
             self._buffer = None
-            table = self._reactor.connections
-            table.remove(self)
-            table.ends[self._extra] += 1  # the close by reason (see .closes)
+            self._reactor.connections.leave(self, self._extra)  # counted: see .closes
             listener = self._listener
             if listener is not None:
                 listener.release_slot()
