@@ -147,6 +147,10 @@ class RecordingTable(ConnectionTable):
         self.threads.note("table.remove")
         super().remove(row)
 
+    def leave(self, row: Row, mark: int) -> None:  # a stream row's removal
+        self.threads.note("table.remove")
+        super().leave(row, mark)
+
 
 ROW_CHANGES = ("_init_row", "advance", "on_attach", "on_eof", "on_close", "on_flushed",
                "on_abort", "lose")
