@@ -24,15 +24,17 @@ What the reason is read from:
   (``client-eof``; a TLS layer tells the close_notify with :meth:`note_peer_eof`),
   then whether the table is stopping (``shutdown``), else ``server-close``.
 
-*Cost.* Per connection, one increment of a list item as it leaves the table,
-``table.ends[mark] += 1``, written out in the two places above, and one store as the
-peer's end of stream is read. ``mark`` is the transport's ``_extra`` slot (asyncio's,
-unused since ``get_extra_info`` is the transport's own): 0, 1 once the peer's end of
-stream was read, 2 once the close was counted by its cause (that list item is not
-reported). A plain index, not a bit of the transport's flags, and no test or call on
-that path: under callgrind a bitwise operation on an int or a Python call costs
-several hundred instructions, as much as the increment itself. Whether the server is
-stopping costs nothing per close: the table swaps the list
+*Cost.* Per connection, one store as the peer's end of stream is read, and nothing
+new as the row leaves: the one call that takes it out of the table,
+``table.leave(row, mark)``, counts it by ``mark``
+(:meth:`~reactor.sansio.table.ConnectionTable.leave`), and the table no longer counts
+rows as they are added (opened = closed + open), which pays for it. ``mark`` is the
+transport's ``_extra`` slot (asyncio's, unused since ``get_extra_info`` is the
+transport's own): 0, 1 once the peer's end of stream was read, 2 once the close was
+counted by its cause (that count is not reported). A plain index, not a bit of the
+transport's flags, and no test or call of its own on that path: under callgrind a
+bitwise operation on an int or a Python call costs hundreds of instructions. Whether
+the server is stopping costs nothing per close: the table swaps the list it counts in
 (:meth:`~reactor.sansio.table.ConnectionTable.begin_stopping`). The rare causes are
 counted where they are handled.
 
