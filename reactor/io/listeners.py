@@ -275,10 +275,11 @@ class Listener:
                 os.close(fd)
                 self.active -= 1
                 raise
-            if self.active > INTERN_FROM and type(addr) is tuple:
+            if self.active > INTERN_FROM and type(addr) is tuple and len(addr) != 2:
                 # one string object per distinct peer host, not one per connection --
                 # once there are enough connections for it to matter (it costs a new
-                # tuple per accept: a listener with a few connections at a time skips it)
+                # tuple per accept: a listener with a few connections at a time skips
+                # it); an IPv4 pair is held packed by its transport (.peers), no string
                 addr = (sys.intern(addr[0]), *addr[1:])
             try:
                 if factory is None:

@@ -59,10 +59,11 @@ import logging
 import socket
 from typing import TYPE_CHECKING, Any, Final
 
-from ..sansio.connection import ROW_SLOTS, ConnState, Row
+from ..sansio.connection import ConnState, Row
 from .buffered import BufferedReads
 from .deadlines import StreamDeadlines, _Aux
 from .handover import SocketHandover
+from .peers import COMPACT_ROW_SLOTS, CompactRow
 from .tallies import count as _tally
 from .transports import (
     _CLOSED,
@@ -105,7 +106,7 @@ _BUFFERED_PROTOCOL: Final = asyncio.BufferedProtocol
 
 
 class StreamTransport(
-    Row, SelectorRegistration, StreamDeadlines, SocketHandover, BufferedReads,
+    CompactRow, Row, SelectorRegistration, StreamDeadlines, SocketHandover, BufferedReads,
     asyncio.Transport,
 ):
     """A TCP or Unix stream connection: a table row and an :class:`asyncio.Transport`.
@@ -114,7 +115,7 @@ class StreamTransport(
     """
 
     __slots__ = (
-        *ROW_SLOTS,
+        *COMPACT_ROW_SLOTS,
         "_aux",
         "_buffer",
         "_flags",
@@ -141,8 +142,7 @@ class StreamTransport(
         # keyword arguments builds a dict for them, a cost on every accepted connection.
         # flags: _F_SHARED (the default) for a socket that may be held elsewhere too,
         # 0 for one the reactor made itself (see the module's Descriptors)
-        self._init_row(state, peername, reactor.now)
-        self._extra = None  # asyncio's slot; get_extra_info is ours
+        self._init_row(state, peername, reactor.now)  # meta: asyncio's _extra slot
         self._reactor = reactor
         self._sock: Any = sock
         self._listener = listener
