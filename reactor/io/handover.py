@@ -28,8 +28,8 @@ from .transports import _CLOSED, _CLOSING, _ENDING, _F_SHARED, _READ_CLOSED
 if TYPE_CHECKING:
     from ..sansio.connection import ConnState
     from .deadlines import _Aux
-    from .listeners import Listener
     from .loop import Reactor
+    from .transports import TransportOptions
 
 __all__ = ["SocketHandover"]
 
@@ -49,7 +49,7 @@ class SocketHandover:
     _mask: int
     _flags: int
     _aux: _Aux | None
-    _listener: Listener | None
+    _opts: TransportOptions  # with the listener, if any (see .compactrow)
     _reactor: Reactor
     state: ConnState
 
@@ -113,5 +113,6 @@ class SocketHandover:
         if sock is not None and close_socket:
             sock.close()
         self._reactor.connections.remove(self)  # type: ignore[arg-type]  # the host is a Row
-        if self._listener is not None:
-            self._listener.release_slot()
+        listener = self._opts.listener
+        if listener is not None:
+            listener.release_slot()

@@ -158,6 +158,8 @@ class Listener:
         self._retry: TimerHandle | None = None
         self._closed = False
         self._owned_path = OwnedPath.of(unix_path)  # removed on close
+        # the options its connections keep, naming it (.compactrow.bound_options)
+        self._bound_options: TransportOptions | None = None
         sock.setblocking(False)
         reactor.listeners.append(self)
         try:
@@ -279,7 +281,7 @@ class Listener:
                 # one string object per distinct peer host, not one per connection --
                 # once there are enough connections for it to matter (it costs a new
                 # tuple per accept: a listener with a few connections at a time skips
-                # it); an IPv4 pair is held packed by its transport (.peers), no string
+                # it); an IPv4 pair is held packed by its transport (.compactrow), no string
                 addr = (sys.intern(addr[0]), *addr[1:])
             try:
                 if factory is None:

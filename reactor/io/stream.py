@@ -61,9 +61,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ..sansio.connection import ConnState, Row
 from .buffered import BufferedReads
+from .compactrow import COMPACT_ROW_SLOTS, CompactRow, bound_options
 from .deadlines import StreamDeadlines, _Aux
 from .handover import SocketHandover
-from .peers import COMPACT_ROW_SLOTS, CompactRow
 from .tallies import count as _tally
 from .transports import (
     _CLOSED,
@@ -119,7 +119,6 @@ class StreamTransport(
         "_aux",
         "_buffer",
         "_flags",
-        "_listener",
         "_mask",
         "_opts",
         "_protocol",
@@ -145,8 +144,7 @@ class StreamTransport(
         self._init_row(state, peername, reactor.now)  # meta: asyncio's _extra slot
         self._reactor = reactor
         self._sock: Any = sock
-        self._listener = listener
-        self._opts = options
+        self._opts = options if listener is None else bound_options(listener, options)
         self._protocol: Any = None
         self._buffer: bytearray | None = None
         self._mask = 0
@@ -188,7 +186,7 @@ class StreamTransport(
     @property
     def listener(self) -> Listener | None:
         """The listener that accepted this connection (None for outgoing ones)."""
-        return self._listener
+        return self._opts.listener  # type: ignore[no-any-return]
 
     @property
     def reactor(self) -> Reactor:
@@ -575,8 +573,8 @@ class StreamTransport(
                 sock.close()
             self._buffer = None
             self._reactor.connections.remove(self)
-            if self._listener is not None:
-                self._listener.release_slot()
+            if self._opts.listener is not None:  # where the listener is (.compactrow)
+                self._opts.listener.release_slot()
 
     # -- extra info -------------------------------------------------------------------
 

@@ -1,5 +1,5 @@
 """A stream transport's compact row: the peer address packed in one int when it is an
-IPv4 one (``reactor.io.peers``), ``meta`` in asyncio's ``_extra`` slot.
+IPv4 one (``reactor.io.compactrow``), ``meta`` in asyncio's ``_extra`` slot.
 
 What users read must not change: ``peername``, ``get_extra_info("peername")``, the
 log line's ``describe()`` and the table give the tuple ``accept`` returned.
@@ -16,8 +16,9 @@ import pytest
 from netkit import Net
 
 from reactor import Reactor, StreamTransport
-from reactor.io import peers
-from reactor.io.peers import pack_peer, unpack_peer
+from reactor.io import compactrow as peers
+from reactor.io.compactrow import bound_options, pack_peer, unpack_peer
+from reactor.io.transports import TransportOptions
 
 ROUND_TRIPS = [
     ("127.0.0.1", 54321),
@@ -128,3 +129,61 @@ def test_meta_is_held_in_asyncio_s_own_slot(reactor: Reactor) -> None:
     finally:
         left.close()
         right.close()
+
+
+@pytest.mark.parametrize("peer", [*ROUND_TRIPS, *KEPT_AS_GIVEN, 7])
+def test_a_transport_reads_back_what_it_was_made_with(reactor: Reactor, peer: Any) -> None:
+    left, right = socket.socketpair()
+    try:
+        # packed just before: the next row takes the same-host path where it can
+        first = StreamTransport(reactor, left, ("127.0.0.1", 1))
+        assert first.peername == ("127.0.0.1", 1)
+        tr = StreamTransport(reactor, right, peer)
+        assert tr.peername == peer and type(tr.peername) is type(peer)
+        assert tr.get_extra_info("peername", "none") == (peer if peer is not None else "none")
+        for row in (first, tr):
+            reactor.connections.remove(row)
+    finally:
+        left.close()
+        right.close()
+
+
+@pytest.mark.parametrize("port", [65536, -1, True, "80", 2**70])
+def test_the_same_host_path_checks_the_port(reactor: Reactor, port: Any) -> None:
+    left, right = socket.socketpair()
+    try:
+        StreamTransport(reactor, left, ("192.0.2.1", 80))
+        tr = StreamTransport(reactor, right, ("192.0.2.1", port))
+        assert tr.peername == ("192.0.2.1", port) and type(tr.peername[1]) is type(port)
+        for row in list(reactor.connections):
+            reactor.connections.remove(row)
+    finally:
+        left.close()
+        right.close()
+
+
+def test_the_listener_is_found_in_the_shared_options(reactor: Reactor, net: Net) -> None:
+    listener = net.listen_tcp(read_size=4096)
+    (_, first), (_, second) = net.accept(listener), net.accept(listener)
+    one, two = first.transport, second.transport
+    assert "_listener" not in StreamTransport.__slots__
+    assert one.listener is listener and two.listener is listener
+    assert one._opts is two._opts  # one copy per listener, not per connection
+    assert one._opts.listener is listener and one._opts.read_size == 4096
+    assert one._opts == one._opts.unbound and one._opts.unbound.listener is None
+    assert listener.active == 2
+    one.abort()
+    net.wait(lambda: first.closed)
+    assert listener.active == 1  # the slot released through the options' listener
+
+
+def test_bound_options_for_a_stand_in_listener() -> None:
+    class StandIn:
+        __slots__ = ()
+
+    stand_in = StandIn()
+    options = TransportOptions(read_size=100)
+    bound = bound_options(stand_in, options)
+    assert bound.listener is stand_in and bound == options and bound is not options
+    assert bound_options(stand_in, bound) is bound  # already naming it
+    assert options.listener is None and TransportOptions().listener is None
