@@ -1,5 +1,6 @@
-"""A stream transport's compact row: the peer address packed in one int when it is an
-IPv4 one (``reactor.io.compactrow``), ``meta`` in asyncio's ``_extra`` slot.
+"""A stream transport's compact row (``reactor.io.compactrow``): the peer address
+packed in one int when it is an IPv4 one, it and ``meta`` in asyncio's ``_extra`` slot,
+the listener in the shared options.
 
 What users read must not change: ``peername``, ``get_extra_info("peername")``, the
 log line's ``describe()`` and the table give the tuple ``accept`` returned.
@@ -86,8 +87,8 @@ def test_an_accepted_ipv4_connection_keeps_its_peer_in_one_int(
     peer, proto = net.accept(listener)
     tr = proto.transport
     address = peer.sock.getsockname()
-    assert type(tr._peer) is int
-    assert sys.getsizeof(tr._peer) <= 32
+    assert type(tr._extra) is int
+    assert sys.getsizeof(tr._extra) <= 32
     assert tr.peername == address
     assert tr.get_extra_info("peername") == address
     assert repr(address) in tr.describe()
@@ -103,7 +104,7 @@ def test_peername_can_be_set_and_read_back(reactor: Reactor) -> None:
         tr = StreamTransport(reactor, left, None)
         assert tr.peername is None and tr.get_extra_info("peername", "none") == "none"
         tr.peername = ("198.51.100.1", 443)  # as a PROXY header sets it
-        assert tr.peername == ("198.51.100.1", 443) and type(tr._peer) is int
+        assert tr.peername == ("198.51.100.1", 443) and type(tr._extra) is int
         tr.peername = ("2001:db8::1", 443, 0, 0)
         assert tr.peername == ("2001:db8::1", 443, 0, 0)
         tr.abort()
@@ -113,17 +114,28 @@ def test_peername_can_be_set_and_read_back(reactor: Reactor) -> None:
         right.close()
 
 
-def test_meta_is_held_in_asyncio_s_own_slot(reactor: Reactor) -> None:
+def test_meta_and_the_peer_share_asyncio_s_own_slot(reactor: Reactor) -> None:
     left, right = socket.socketpair()
     try:
-        tr = StreamTransport(reactor, left, "a peer")
-        assert "meta" not in StreamTransport.__slots__
-        assert "peername" not in StreamTransport.__slots__
-        assert tr.meta is None and tr._extra is None
+        tr = StreamTransport(reactor, left, ("192.0.2.9", 5000))
+        for name in ("meta", "peername", "_peer", "_listener"):
+            assert name not in StreamTransport.__slots__
+        assert tr.meta is None and type(tr._extra) is int
         tr.set_meta("client", "behind-a-proxy")
-        assert tr._extra == {"client": "behind-a-proxy"}
+        assert tr.meta == {"client": "behind-a-proxy"}
         assert tr.get_extra_info("client") == "behind-a-proxy"
+        assert tr.peername == ("192.0.2.9", 5000)
+        assert tr.get_extra_info("peername") == ("192.0.2.9", 5000)
+        tr.peername = ("198.51.100.2", 6000)  # a PROXY header read after the meta
+        assert tr.peername == ("198.51.100.2", 6000) and tr.meta == {"client": "behind-a-proxy"}
+        meta = tr.meta
+        tr.meta = meta  # the same dict object, kept
+        assert tr.meta is meta
+        tr.meta = None
+        assert tr.meta is None and tr.peername == ("198.51.100.2", 6000)
+        assert "behind-a-proxy" not in repr(tr) and "198.51.100.2" in repr(tr)
         assert isinstance(tr, asyncio.Transport)
+        assert sys.getsizeof(tr) <= 144  # 14 slots; 17 before
         tr.abort()
         reactor.run_until(lambda: tr not in reactor.connections, timeout=5)
     finally:

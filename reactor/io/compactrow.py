@@ -2,12 +2,14 @@
 
 Three fields of a row cost more than their use on the event path (none reads them
 there): the peer address, ``meta`` and the listener. :class:`CompactRow`, a mix-in of
-:class:`~reactor.io.stream.StreamTransport`, stores them as follows; 72 bytes fewer per
-connection than a tuple and two slots of their own (``python -m bench.memory``).
+:class:`~reactor.io.stream.StreamTransport`, stores them as follows: 56 bytes fewer
+for the address and three slots fewer in the row (with pymalloc's 16-byte size
+classes, the transport went from a 176-byte block to a 144-byte one;
+``python -m bench.memory`` shows the sizes asked for).
 
 *The peer address, in one int when it is an IPv4 one.* ``accept`` returns a 2-tuple
 (56 bytes) and its port int (32 bytes). An IPv4 address and port fit in 48 bits, so the
-row stores ``address << 16 | port``, one int of 32 bytes, in its ``_peer`` slot, and
+row stores ``address << 16 | port``, one int of 32 bytes, and
 :attr:`CompactRow.peername` makes the ``(host, port)`` tuple again when it is read:
 equal to the one ``accept`` returned (the dotted quad of the kernel's address, which is
 what ``accept`` printed), for ``get_extra_info("peername")``, the logs, the table and
@@ -22,9 +24,11 @@ a row from the same host as the one before packs in :meth:`CompactRow._init_row`
 frame, with no lookup and no call (an accept costs no more than it did with the
 intern and the tuple: ``python -m bench.instructions --mode churn``).
 
-*meta, in asyncio's slot.* Every :class:`asyncio.BaseTransport` has a slot, ``_extra``,
-where asyncio keeps ``get_extra_info``'s values; ours never used it. ``meta`` (the
-per-connection metadata, which ``get_extra_info`` falls back to) is stored there.
+*The peer and meta, in asyncio's slot.* Every :class:`asyncio.BaseTransport` has a
+slot, ``_extra``, where asyncio keeps ``get_extra_info``'s values; ours never used it.
+It holds the stored peer; once ``meta`` (the per-connection metadata, which
+``get_extra_info`` falls back to; None on most rows) is set, a small object with both
+(:class:`_PeerAndMeta`). ``peername`` and ``meta`` are properties over it.
 
 *The listener, in the options.* Every connection of a listener shares its
 :class:`~reactor.io.transports.TransportOptions`; :func:`bound_options` makes, once
@@ -33,12 +37,11 @@ per listener and options, a copy of the options that names the listener
 ``_opts`` slot. Equal to the options it copies (the same fields).
 
 Part of the I/O layer (it uses ``socket``'s address conversions). Must not import the
-transports or the listeners: they import it.
+stream transport or the listeners: they import it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import socket
 from typing import TYPE_CHECKING, Any, Final
@@ -133,32 +136,35 @@ def bound_options(listener: Any, options: TransportOptions) -> TransportOptions:
     return bound
 
 
-COMPACT_ROW_SLOTS: Final = (
-    *(name for name in ROW_SLOTS if name not in ("meta", "peername")), "_peer")
-"""The row's slots in a :class:`CompactRow`: ``peername`` is stored packed in ``_peer``
-and ``meta`` in asyncio's own slot."""
+COMPACT_ROW_SLOTS: Final = tuple(name for name in ROW_SLOTS if name not in ("meta", "peername"))
+"""The row's slots in a :class:`CompactRow`: ``peername`` and ``meta`` are stored in
+asyncio's own slot, ``_extra``."""
+
+
+class _PeerAndMeta:
+    """What a :class:`CompactRow`'s ``_extra`` holds once ``meta`` is set."""
+
+    __slots__ = ("meta", "peer")
+
+    def __init__(self, peer: Any, meta: dict[str, Any]) -> None:
+        self.peer = peer
+        self.meta = meta
 
 
 class CompactRow:
-    """A row's ``peername`` stored packed, in the ``_peer`` slot, and its ``meta`` in
-    the slot every :class:`asyncio.BaseTransport` has, ``_extra``: asyncio keeps
-    ``get_extra_info``'s values there, which is what ``meta`` holds for our transports
-    too, and our ``get_extra_info`` does not read it under that name. For transports
-    only (a row that is an :class:`asyncio.BaseTransport`); 16 bytes fewer per row."""
+    """A row's ``peername`` (packed) and ``meta`` in one slot, the one every
+    :class:`asyncio.BaseTransport` has, ``_extra`` (see the module's text). For
+    transports only (a row that is an :class:`asyncio.BaseTransport`)."""
 
     if not TYPE_CHECKING:  # the storage is the transport's (see Row)
         __slots__ = ()
-        # the member descriptor of asyncio's slot, under the row's name: read and
-        # written as fast as a slot of the row's own
-        meta = asyncio.BaseTransport.__dict__["_extra"]
 
-    _peer: Any
+    _extra: Any  # the stored peer, or a _PeerAndMeta once meta is set
     state: ConnState
     created: float
     last_activity: float
     bytes_in: int
     bytes_out: int
-    meta: dict[str, Any] | None
 
     def _init_row(self, state: ConnState, peername: Any, now: float) -> None:
         """:meth:`Row._init_row <reactor.sansio.connection.Row._init_row>`, the peer
@@ -169,19 +175,42 @@ class CompactRow:
         self.last_activity = now
         self.bytes_in = 0
         self.bytes_out = 0
-        self.meta = None
         if type(peername) is tuple and len(peername) == 2 and peername[0] == _last_host:
             port = peername[1]
             if type(port) is int and not port >> 16:  # 0 to 65535 (not a bool)
-                self._peer = _last_base | port
+                self._extra = _last_base | port
                 return
-        self._peer = pack_peer(peername)
+        self._extra = pack_peer(peername)
 
     @property
     def peername(self) -> Any:
         """The peer's address, as the socket layer reported it (or None)."""
-        return unpack_peer(self._peer)
+        stored = self._extra
+        if type(stored) is _PeerAndMeta:
+            stored = stored.peer
+        return unpack_peer(stored)
 
     @peername.setter
     def peername(self, value: Any) -> None:
-        self._peer = pack_peer(value)
+        stored = self._extra
+        if type(stored) is _PeerAndMeta:
+            stored.peer = pack_peer(value)
+        else:
+            self._extra = pack_peer(value)
+
+    @property
+    def meta(self) -> dict[str, Any] | None:
+        """Per-connection metadata for layers above (None until first used)."""
+        stored = self._extra
+        return stored.meta if type(stored) is _PeerAndMeta else None
+
+    @meta.setter
+    def meta(self, value: dict[str, Any] | None) -> None:
+        stored = self._extra
+        if type(stored) is _PeerAndMeta:
+            if value is None:
+                self._extra = stored.peer
+            else:
+                stored.meta = value
+        elif value is not None:
+            self._extra = _PeerAndMeta(stored, value)
