@@ -18,7 +18,7 @@ from netkit import Net
 
 from reactor import Reactor, StreamTransport
 from reactor.io import compactrow as peers
-from reactor.io.compactrow import bound_options, pack_peer, unpack_peer
+from reactor.io.compactrow import bound_options, listener_of, pack_peer, unpack_peer
 from reactor.io.transports import TransportOptions
 
 ROUND_TRIPS = [
@@ -182,7 +182,7 @@ def test_the_listener_is_found_in_the_shared_options(reactor: Reactor, net: Net)
     assert one.listener is listener and two.listener is listener
     assert one._opts is two._opts  # one copy per listener, not per connection
     assert one._opts.listener is listener and one._opts.read_size == 4096
-    assert one._opts == one._opts.unbound and one._opts.unbound.listener is None
+    assert one._opts == one._opts.unbound and listener_of(one._opts.unbound) is None
     assert listener.active == 2
     one.abort()
     net.wait(lambda: first.closed)
@@ -197,5 +197,8 @@ def test_bound_options_for_a_stand_in_listener() -> None:
     options = TransportOptions(read_size=100)
     bound = bound_options(stand_in, options)
     assert bound.listener is stand_in and bound == options and bound is not options
-    assert bound_options(stand_in, bound) is bound  # already naming it
-    assert options.listener is None and TransportOptions().listener is None
+    assert bound_options(stand_in, bound) == bound  # made again: a stand-in keeps none
+    assert listener_of(bound) is stand_in and listener_of(options) is None
+    assert bound_options(None, bound) is options  # no listener: the options copied
+    assert bound_options(None, options) is options
+    assert hash(bound) == hash(options) and {bound: 1}[options] == 1

@@ -23,6 +23,7 @@ from __future__ import annotations
 import socket
 from typing import TYPE_CHECKING, Any
 
+from .compactrow import listener_of
 from .transports import _CLOSED, _CLOSING, _ENDING, _F_SHARED, _READ_CLOSED
 
 if TYPE_CHECKING:
@@ -113,6 +114,6 @@ class SocketHandover:
         if sock is not None and close_socket:
             sock.close()
         self._reactor.connections.remove(self)  # type: ignore[arg-type]  # the host is a Row
-        listener = self._opts.listener
+        listener = listener_of(self._opts)
         if listener is not None:
             listener.release_slot()

@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING, Any, Final
 from ..sansio.connection import ConnState
 from ..sansio.timers import TimerHandle
 from .access import Guard, address_guard, credentials_guard
+from .compactrow import ListenerOptions, bind_listener
 from .endpoints import listen_udp, listen_unix_datagram
 from .episodes import cap_reached, cap_released, limit_name
 from .proxy import DEFAULT_PROXY_TIMEOUT, proxy_acceptor
@@ -159,7 +160,7 @@ class Listener:
         self._closed = False
         self._owned_path = OwnedPath.of(unix_path)  # removed on close
         # the options its connections keep, naming it (.compactrow.bound_options)
-        self._bound_options: TransportOptions | None = None
+        self._bound_options: ListenerOptions | None = None
         sock.setblocking(False)
         reactor.listeners.append(self)
         try:
@@ -383,8 +384,11 @@ def _stream_acceptor(
     def on_accept(listener: Listener, conn: socket.socket, addr: Any) -> None:
         if nodelay and conn.family in (socket.AF_INET, socket.AF_INET6):
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        opts = listener._bound_options  # the options naming the listener (.compactrow)
+        if opts is None or opts.unbound is not options:
+            opts = bind_listener(listener, options)
         transport = StreamTransport(  # by position: no keyword dict per connection
-            listener.reactor, conn, addr, _ACCEPTED, listener, options, 0
+            listener.reactor, conn, addr, _ACCEPTED, listener, opts, 0
         )  # flags 0: a socket the reactor made, held nowhere else
         try:
             protocol = protocol_factory()

@@ -61,7 +61,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ..sansio.connection import ConnState, Row
 from .buffered import BufferedReads
-from .compactrow import COMPACT_ROW_SLOTS, CompactRow, bound_options
+from .compactrow import COMPACT_ROW_SLOTS, CompactRow, ListenerOptions, bound_options, listener_of
 from .deadlines import StreamDeadlines, _Aux
 from .handover import SocketHandover
 from .tallies import count as _tally
@@ -144,7 +144,8 @@ class StreamTransport(
         self._init_row(state, peername, reactor.now)  # meta: asyncio's _extra slot
         self._reactor = reactor
         self._sock: Any = sock
-        self._opts = options if listener is None else bound_options(listener, options)
+        bound = getattr(options, "listener", None) is listener  # given as bound_options made it
+        self._opts = options if bound else bound_options(listener, options)
         self._protocol: Any = None
         self._buffer: bytearray | None = None
         self._mask = 0
@@ -186,7 +187,7 @@ class StreamTransport(
     @property
     def listener(self) -> Listener | None:
         """The listener that accepted this connection (None for outgoing ones)."""
-        return self._opts.listener  # type: ignore[no-any-return]
+        return listener_of(self._opts)  # type: ignore[no-any-return]
 
     @property
     def reactor(self) -> Reactor:
@@ -573,7 +574,7 @@ class StreamTransport(
                 sock.close()
             self._buffer = None
             self._reactor.connections.remove(self)
-            if self._opts.listener is not None:  # where the listener is (.compactrow)
+            if type(self._opts) is ListenerOptions:  # where the listener is (.compactrow)
                 self._opts.listener.release_slot()
 
     # -- extra info -------------------------------------------------------------------

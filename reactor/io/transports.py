@@ -24,7 +24,7 @@ import select
 import selectors
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from ..sansio.connection import ConnEvent, ConnState
 
@@ -123,11 +123,6 @@ class TransportOptions:
     high_water: int = DEFAULT_HIGH_WATER
     low_water: int | None = None
     max_datagram_size: int = 65536
-    #: the listener whose connections use these options (:func:`.compactrow.bound_options`
-    #: sets it on a copy: a transport finds its listener here), else None
-    listener: ClassVar[Any] = None
-    #: on such a copy, the options it copies
-    unbound: ClassVar[TransportOptions | None] = None
     #: any of the three timeouts is set (read once per connection, as it is attached)
     has_deadlines: bool = field(init=False, repr=False, compare=False)
 
