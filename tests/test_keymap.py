@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from reactor.io.dispatch import BatchKeyMap, epoll_path
+from reactor.io.dispatch import BatchKeyMap, EpollPath, epoll_path
 
 pytestmark = pytest.mark.skipif(not hasattr(selectors, "EpollSelector"), reason="epoll only")
 
@@ -39,6 +39,13 @@ def selector() -> Iterator[selectors.BaseSelector]:
 
 
 @pytest.fixture
+def path(selector: selectors.BaseSelector) -> EpollPath:
+    made = epoll_path(selector)
+    assert made is not None
+    return made
+
+
+@pytest.fixture
 def pairs() -> Iterator[list[socket.socket]]:
     socks: list[socket.socket] = []
     for _ in range(3):
@@ -49,10 +56,8 @@ def pairs() -> Iterator[list[socket.socket]]:
 
 
 def test_a_transport_costs_no_dict_entry(
-    selector: selectors.BaseSelector, pairs: list[socket.socket]
+    selector: selectors.BaseSelector, path: EpollPath, pairs: list[socket.socket]
 ) -> None:
-    path = epoll_path(selector)
-    assert path is not None
     keys = path.keys
     listener, transport_sock = pairs[0], pairs[2]
     selector.register(listener, selectors.EVENT_READ, "listener")
@@ -80,10 +85,8 @@ def test_a_transport_costs_no_dict_entry(
 
 
 def test_register_modify_unregister_through_the_selector(
-    selector: selectors.BaseSelector, pairs: list[socket.socket]
+    selector: selectors.BaseSelector, path: EpollPath, pairs: list[socket.socket]
 ) -> None:
-    path = epoll_path(selector)
-    assert path is not None
     sock = pairs[0]
     selector.register(sock, selectors.EVENT_READ, 1)
     with pytest.raises(KeyError):
@@ -109,10 +112,8 @@ def test_keys_made_before_the_path_are_kept(
 
 
 def test_dispatch_reads_the_list(
-    selector: selectors.BaseSelector, pairs: list[socket.socket]
+    selector: selectors.BaseSelector, path: EpollPath, pairs: list[socket.socket]
 ) -> None:
-    path = epoll_path(selector)
-    assert path is not None
     a, b = Target(pairs[0], selectors.EVENT_READ), Target(pairs[2], 0)
     path.keys.put(pairs[0].fileno(), a)
     path.keys.put(pairs[2].fileno(), b)
@@ -122,10 +123,8 @@ def test_dispatch_reads_the_list(
 
 
 def test_a_close_in_a_batch_leaves_the_rest_of_it_without_a_key(
-    selector: selectors.BaseSelector, pairs: list[socket.socket]
+    selector: selectors.BaseSelector, path: EpollPath, pairs: list[socket.socket]
 ) -> None:
-    path = epoll_path(selector)
-    assert path is not None
     keys = path.keys
     later = Target(pairs[2], selectors.EVENT_READ)
 
@@ -142,9 +141,7 @@ def test_a_close_in_a_batch_leaves_the_rest_of_it_without_a_key(
     assert len(keys) == 0 and list(keys) == []
 
 
-def test_the_list_grows_past_a_high_descriptor(selector: selectors.BaseSelector) -> None:
-    path = epoll_path(selector)
-    assert path is not None
+def test_the_list_grows_past_a_high_descriptor(path: EpollPath) -> None:
     keys = path.keys
     target: Any = Target(socket.socket(), 1)
     try:
