@@ -202,3 +202,17 @@ def test_bound_options_for_a_stand_in_listener() -> None:
     assert bound_options(None, bound) is options  # no listener: the options copied
     assert bound_options(None, options) is options
     assert hash(bound) == hash(options) and {bound: 1}[options] == 1
+
+
+def test_no_host_packed_yet_matches_no_peer(
+    reactor: Reactor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(peers, "_last_host", object())  # as in a fresh process
+    left, right = socket.socketpair()
+    try:
+        tr = StreamTransport(reactor, left, (None, 5))
+        assert tr.peername == (None, 5)
+        reactor.connections.remove(tr)
+    finally:
+        left.close()
+        right.close()

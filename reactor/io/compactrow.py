@@ -56,7 +56,7 @@ _PORT_MAX: Final = 0xFFFF
 _known: dict[Any, int] = {}  # host -> its IPv4 address << 16, or -1: not a dotted quad
 # the host packed last and its address << 16: a row from the same host as the one before
 # (the common case: many clients behind one address) packs without a lookup
-_last_host: Any = None
+_last_host: Any = object()  # equal to no host until a first one is packed
 _last_base = 0
 
 
