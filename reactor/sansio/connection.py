@@ -177,7 +177,9 @@ ROW_SLOTS: Final = (
     "peername",
     "state",
 )
-"""The attributes every row stores; classes that are rows declare them as slots."""
+"""The attributes every row stores; classes that are rows declare them as slots (the
+stream transport stores ``peername`` and ``meta`` in one slot of its own instead, and
+makes them properties: ``reactor.io.compactrow``)."""
 
 
 class Row:
