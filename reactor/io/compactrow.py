@@ -20,7 +20,7 @@ outgoing link) is stored as given; an ``int`` given as the peer is boxed
 (:class:`_Literal`), so that no value reads back as anything but itself. The hosts seen
 are kept in a dict, host string to ``address << 16`` (-1: not a dotted quad), cleared
 when it reaches :data:`KNOWN_HOSTS_MAX` entries; the host packed last is kept apart, so
-a row from the same host as the one before packs in :meth:`CompactRow._init_row`'s
+a row from the same host as the one before packs in :meth:`CompactRow._store_peer`'s
 frame, with no lookup and no call (an accept costs no more than it did with the
 intern and the tuple: ``python -m bench.instructions --mode churn``).
 
@@ -45,7 +45,7 @@ from __future__ import annotations
 import socket
 from typing import TYPE_CHECKING, Any, Final
 
-from ..sansio.connection import ROW_SLOTS, ConnState
+from ..sansio.connection import ROW_SLOTS
 from .transports import TransportOptions
 
 __all__ = ["COMPACT_ROW_SLOTS", "KNOWN_HOSTS_MAX", "CompactRow", "ListenerOptions", "bind_listener",
@@ -193,21 +193,11 @@ class CompactRow:
         __slots__ = ()
 
     _extra: Any  # the stored peer, or a _PeerAndMeta once meta is set
-    state: ConnState
-    created: float
-    last_activity: float
-    bytes_in: int
-    bytes_out: int
 
-    def _init_row(self, state: ConnState, peername: Any, now: float) -> None:
-        """:meth:`Row._init_row <reactor.sansio.connection.Row._init_row>`, the peer
-        packed: in this frame when it comes from the same host as the one packed last
-        (an accept costs no more than it did with the tuple kept)."""
-        self.state = state
-        self.created = now
-        self.last_activity = now
-        self.bytes_in = 0
-        self.bytes_out = 0
+    def _store_peer(self, peername: Any) -> None:
+        """:meth:`Row._store_peer <reactor.sansio.connection.Row._store_peer>`, packed:
+        in this frame when the peer comes from the same host as the one packed last (an
+        accept costs no more than it did with the tuple kept); no metadata yet."""
         if type(peername) is tuple and len(peername) == 2 and peername[0] == _last_host:
             port = peername[1]
             if type(port) is int and not port >> 16:  # 0 to 65535 (not a bool)
