@@ -24,17 +24,15 @@ What the reason is read from:
   (``client-eof``; a TLS layer tells the close_notify with :meth:`note_peer_eof`),
   then whether the table is stopping (``shutdown``), else ``server-close``.
 
-*Cost.* Per connection, one store as the peer's end of stream is read, and nothing
-new as the row leaves: the one call that takes it out of the table,
-``table.leave(row, mark)``, counts it by ``mark``
-(:meth:`~reactor.sansio.table.ConnectionTable.leave`), and the table no longer counts
-rows as they are added (opened = closed + open), which pays for it. ``mark`` is the
-transport's ``_extra`` slot (asyncio's, unused since ``get_extra_info`` is the
-transport's own): 0, 1 once the peer's end of stream was read, 2 once the close was
-counted by its cause (that count is not reported). A plain index, not a bit of the
-transport's flags, and no test or call of its own on that path: under callgrind a
-bitwise operation on an int or a Python call costs hundreds of instructions. Whether
-the server is stopping costs nothing per close: the table swaps the list it counts in
+*Cost.* Per connection, one bit set in the transport's flags as the peer's end of
+stream is read, and one shift as the row leaves: the one call that takes it out of the
+table, ``table.leave(row, flags >> _MARK_SHIFT)``, counts it by that mark
+(:meth:`~reactor.sansio.table.ConnectionTable.leave`: 0, 1 once the peer's end of
+stream was read, 2 or 3 once the close was counted by its cause, a count not reported
+again), and the table no longer counts rows as they are added (opened = closed +
+open), which pays for it. The mark takes no slot of its own: an idle connection's
+bytes are counted (reactor.io.compactrow). Whether the server is stopping costs nothing
+per close: the table swaps the list it counts in
 (:meth:`~reactor.sansio.table.ConnectionTable.begin_stopping`). The rare causes are
 counted where they are handled.
 
@@ -51,6 +49,7 @@ import logging
 from typing import TYPE_CHECKING, Any, Final
 
 from ..sansio.closes import close_reason
+from .transports import _F_CLOSE_COUNTED, _F_PEER_EOF
 
 if TYPE_CHECKING:
     from .deadlines import _Aux
@@ -60,11 +59,6 @@ __all__ = ["CloseCounting", "note_close"]
 
 logger = logging.getLogger("reactor.transports")  # the stream transport's logger
 _DEBUG: Final = logging.DEBUG
-# the mark in the transport's _extra slot: the index of its close's count in the
-# table's ``ends`` (reactor.sansio.table): 0, 1 once the peer's end of stream was read,
-# 2 once the close was counted by its cause
-_PEER_EOF: Final = 1
-_COUNTED: Final = 2
 _RESETS: Final = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
 
 
@@ -81,7 +75,7 @@ class CloseCounting:
 
     # the host's contract: what the transport stores and provides
     _aux: _Aux | None
-    _extra: Any
+    _flags: int
     _reactor: Reactor
 
     if TYPE_CHECKING:
@@ -97,16 +91,15 @@ class CloseCounting:
         that closes it (its teardown's, or one the teardown will not carry: a TLS
         layer's failure, a facade's request deadline, a handler's error). The first
         cause counts; later ones, and the close itself, add nothing."""
-        if self._extra != _COUNTED:
-            self._extra = _COUNTED
+        if not self._flags & _F_CLOSE_COUNTED:
+            self._flags |= _F_CLOSE_COUNTED
             self._reactor.connections.closes[close_reason(cause, False, False)] += 1
 
     def note_peer_eof(self) -> None:
         """The peer's end of stream reached the application another way than the
         transport's read (a TLS layer's close_notify): an orderly close is then
         ``client-eof``."""
-        if self._extra != _COUNTED:
-            self._extra = _PEER_EOF
+        self._flags |= _F_PEER_EOF  # no matter once counted: 3 is "counted" too
 
     def _connection_error(self, exc: OSError) -> None:
         """The peer reset, the pipe broke, or another socket error: drop the connection."""

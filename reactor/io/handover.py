@@ -23,13 +23,14 @@ from __future__ import annotations
 import socket
 from typing import TYPE_CHECKING, Any
 
-from .transports import _CLOSED, _CLOSING, _ENDING, _F_SHARED, _READ_CLOSED
+from .compactrow import listener_of
+from .transports import _CLOSED, _CLOSING, _ENDING, _F_SHARED, _MARK_SHIFT, _READ_CLOSED
 
 if TYPE_CHECKING:
     from ..sansio.connection import ConnState
     from .deadlines import _Aux
-    from .listeners import Listener
     from .loop import Reactor
+    from .transports import TransportOptions
 
 __all__ = ["SocketHandover"]
 
@@ -49,8 +50,7 @@ class SocketHandover:
     _mask: int
     _flags: int
     _aux: _Aux | None
-    _extra: Any
-    _listener: Listener | None
+    _opts: TransportOptions  # with the listener, if any (see .compactrow)
     _reactor: Reactor
     state: ConnState
 
@@ -114,7 +114,8 @@ class SocketHandover:
         if close_socket and sock is not None:  # a facade's request: False, tested first
             sock.close()
         # counted by reason, as in the teardown (see .closes)
-        self._reactor.connections.leave(self, self._extra)  # type: ignore[arg-type]
-        listener = self._listener
+        self._reactor.connections.leave(
+            self, self._flags >> _MARK_SHIFT)  # type: ignore[arg-type]  # a Row
+        listener = listener_of(self._opts)
         if listener is not None:
             listener.release_slot()

@@ -216,11 +216,11 @@ class TimedEpollPath(EpollPath):
         clock = health._clock
         limit = health.slow_callback_duration or 0.0
         fd_to_key = self.keys
-        get_value = fd_to_key.raw_get
+        slots = fd_to_key.slots
         fd_to_key.batch = events
         try:
             for fd, event in events:
-                obj = get_value(fd)
+                obj = slots[fd]
                 if obj is None:
                     continue
                 if type(obj) is _KEY:

@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING, Any, Final
 from ..sansio.connection import ConnState
 from ..sansio.timers import TimerHandle
 from .access import Guard, address_guard, credentials_guard
+from .compactrow import ListenerOptions, bind_listener
 from .endpoints import listen_udp, listen_unix_datagram
 from .episodes import cap_reached, cap_released, limit_name
 from .proxy import DEFAULT_PROXY_TIMEOUT, proxy_acceptor
@@ -158,6 +159,8 @@ class Listener:
         self._retry: TimerHandle | None = None
         self._closed = False
         self._owned_path = OwnedPath.of(unix_path)  # removed on close
+        # the options its connections keep, naming it (.compactrow.bound_options)
+        self._bound_options: ListenerOptions | None = None
         sock.setblocking(False)
         reactor.listeners.append(self)
         try:
@@ -275,10 +278,11 @@ class Listener:
                 os.close(fd)
                 self.active -= 1
                 raise
-            if self.active > INTERN_FROM and type(addr) is tuple:
+            if self.active > INTERN_FROM and type(addr) is tuple and len(addr) != 2:
                 # one string object per distinct peer host, not one per connection --
                 # once there are enough connections for it to matter (it costs a new
-                # tuple per accept: a listener with a few connections at a time skips it)
+                # tuple per accept: a listener with a few connections at a time skips
+                # it); an IPv4 pair is held packed by its transport (.compactrow), no string
                 addr = (sys.intern(addr[0]), *addr[1:])
             try:
                 if factory is None:
@@ -380,8 +384,11 @@ def _stream_acceptor(
     def on_accept(listener: Listener, conn: socket.socket, addr: Any) -> None:
         if nodelay and conn.family in (socket.AF_INET, socket.AF_INET6):
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        opts = listener._bound_options  # the options naming the listener (.compactrow)
+        if opts is None or opts.unbound is not options:
+            opts = bind_listener(listener, options)
         transport = StreamTransport(  # by position: no keyword dict per connection
-            listener.reactor, conn, addr, _ACCEPTED, listener, options, 0
+            listener.reactor, conn, addr, _ACCEPTED, listener, opts, 0
         )  # flags 0: a socket the reactor made, held nowhere else
         try:
             protocol = protocol_factory()

@@ -283,7 +283,7 @@ class Reactor(fork.ReactorForking, ReactorSteps):
                     wait = -1
                 elif wait > 0:
                     wait = _ceil(wait * 1e3) * 1e-3
-                fd_events = path.epoll.poll(wait, len(path.keys) or 1)
+                fd_events = path.epoll.poll(wait, path.keys.size or 1)
                 self.now = self._clock()
                 path.dispatch(fd_events)
             else:

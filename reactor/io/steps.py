@@ -164,7 +164,7 @@ class ReactorSteps:
             wait = _ceil(timeout * 1e3) * 1e-3
         else:
             wait = 0.0
-        return Polled(path, path.epoll.poll(wait, len(path.keys) or 1))
+        return Polled(path, path.epoll.poll(wait, path.keys.size or 1))
 
     def process_events(self, polled: Polled) -> bool:
         """Dispatch a wait's events, then run due timers and ready callbacks.

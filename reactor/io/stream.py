@@ -60,9 +60,10 @@ import logging
 import socket
 from typing import TYPE_CHECKING, Any, Final
 
-from ..sansio.connection import ROW_SLOTS, ConnState, Row
+from ..sansio.connection import ConnState, Row
 from .buffered import BufferedReads
 from .closes import CloseCounting
+from .compactrow import COMPACT_ROW_SLOTS, CompactRow, ListenerOptions, bound_options, listener_of
 from .deadlines import StreamDeadlines, _Aux
 from .handover import SocketHandover
 from .tallies import count as _tally
@@ -75,10 +76,12 @@ from .transports import (
     _F_LOSS_WRITE_MAX,
     _F_LOSS_WRITE_ONE,
     _F_LOSS_WRITE_SHIFT,
+    _F_PEER_EOF,
     _F_READ_PAUSED,
     _F_SHARED,
     _F_WRITE_PAUSED,
     _GONE,
+    _MARK_SHIFT,
     _OPEN,
     _READ_CLOSED,
     _SHUT,
@@ -106,7 +109,7 @@ _BUFFERED_PROTOCOL: Final = asyncio.BufferedProtocol
 
 
 class StreamTransport(
-    Row, SelectorRegistration, StreamDeadlines, SocketHandover, BufferedReads,
+    CompactRow, Row, SelectorRegistration, StreamDeadlines, SocketHandover, BufferedReads,
     CloseCounting, asyncio.Transport,
 ):
     """A TCP or Unix stream connection: a table row and an :class:`asyncio.Transport`.
@@ -115,11 +118,10 @@ class StreamTransport(
     """
 
     __slots__ = (
-        *ROW_SLOTS,
+        *COMPACT_ROW_SLOTS,
         "_aux",
         "_buffer",
         "_flags",
-        "_listener",
         "_mask",
         "_opts",
         "_protocol",
@@ -142,15 +144,11 @@ class StreamTransport(
         # keyword arguments builds a dict for them, a cost on every accepted connection.
         # flags: _F_SHARED (the default) for a socket that may be held elsewhere too,
         # 0 for one the reactor made itself (see the module's Descriptors)
-        self._init_row(state, peername, reactor.now)
-        # asyncio's slot, unused (get_extra_info is ours): the index of the close's
-        # count: 0, 1 once the peer's end of stream was read, 2 once counted by its
-        # cause (see .closes)
-        self._extra: Any = 0
+        self._init_row(state, peername, reactor.now)  # meta: asyncio's _extra slot
         self._reactor = reactor
         self._sock: Any = sock
-        self._listener = listener
-        self._opts = options
+        bound = getattr(options, "listener", None) is listener  # given as bound_options made it
+        self._opts = options if bound else bound_options(listener, options)
         self._protocol: Any = None
         self._buffer: bytearray | None = None
         self._mask = 0
@@ -192,7 +190,7 @@ class StreamTransport(
     @property
     def listener(self) -> Listener | None:
         """The listener that accepted this connection (None for outgoing ones)."""
-        return self._listener
+        return listener_of(self._opts)  # type: ignore[no-any-return]
 
     @property
     def reactor(self) -> Reactor:
@@ -293,7 +291,7 @@ class StreamTransport(
         # the read interest goes after eof_received: a close there ends the
         # registration with the connection (often without an epoll_ctl at all)
         half_closed = state is _WRITE_CLOSED
-        self._extra = 1  # the peer's EOF, for the close's reason (see .closes)
+        self._flags |= _F_PEER_EOF  # for the close's reason (see .closes)
         if not half_closed:
             self.on_eof()
         try:
@@ -568,10 +566,10 @@ class StreamTransport(
             if sock is not None:
                 sock.close()
             self._buffer = None
-            self._reactor.connections.leave(self, self._extra)  # counted: see .closes
-            listener = self._listener
-            if listener is not None:
-                listener.release_slot()
+            # counted by reason as it leaves (see .closes): the mark is in _flags
+            self._reactor.connections.leave(self, self._flags >> _MARK_SHIFT)
+            if type(self._opts) is ListenerOptions:  # where the listener is (.compactrow)
+                self._opts.listener.release_slot()
 
     # -- extra info -------------------------------------------------------------------
 

@@ -86,6 +86,12 @@ _F_LOSS_WRITE_MAX: Final = 7
 # the descriptor may be held outside this process's reactor (a facade's request, a
 # socket handed out by get_extra_info): it leaves the selector before it is closed
 _F_SHARED: Final = 128
+# bits 8-9: how the close is counted as the row leaves the table (reactor.io.closes):
+# ``_flags >> _MARK_SHIFT`` indexes the table's ``ends``: 0 an orderly close, 1 after the
+# peer's end of stream, 2 or 3 already counted by its cause
+_MARK_SHIFT: Final = 8
+_F_PEER_EOF: Final = 1 << _MARK_SHIFT
+_F_CLOSE_COUNTED: Final = 2 << _MARK_SHIFT
 _EXIT_EXC = (SystemExit, KeyboardInterrupt)
 
 

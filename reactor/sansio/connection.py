@@ -177,7 +177,9 @@ ROW_SLOTS: Final = (
     "peername",
     "state",
 )
-"""The attributes every row stores; classes that are rows declare them as slots."""
+"""The attributes every row stores; classes that are rows declare them as slots (the
+stream transport stores ``peername`` and ``meta`` in one slot of its own instead, and
+makes them properties: ``reactor.io.compactrow``)."""
 
 
 class Row:
@@ -213,11 +215,16 @@ class Row:
 
     def _init_row(self, state: ConnState, peername: Any, now: float) -> None:
         self.state = state
-        self.peername = peername
         self.created = now
         self.last_activity = now
         self.bytes_in = 0
         self.bytes_out = 0
+        self._store_peer(peername)
+
+    def _store_peer(self, peername: Any) -> None:
+        """Store a new row's peer address, and no metadata (a row class that stores
+        them otherwise overrides this: ``reactor.io.compactrow``)."""
+        self.peername = peername
         self.meta = None
 
     def advance(self, event: ConnEvent) -> ConnState:
