@@ -48,6 +48,7 @@ from bench.plan import (
     Plan,
     all_workloads,
 )
+from bench.precision import precision_verdict
 from bench.servers import BACKLOG, READ_SIZE, SERVERS
 
 __all__ = [
@@ -349,6 +350,7 @@ def targets(res: Results) -> list[Verdict]:
                    None, "req/s")
     ratio_line("HTTP GET, http.server on the threading facade vs on the standard library",
                "http-get", "http-facade", "http-stdlib", "req_per_cpu_s", None, "req/CPU-s")
+    out.append(precision_verdict(res))
     return out
 
 

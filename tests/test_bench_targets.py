@@ -136,3 +136,37 @@ def test_asyncio_and_the_c_floor_are_info_lines() -> None:
     # no PASS/FAIL line compares with asyncio or the floor any more
     assert all(v.status in ("INFO", "SKIP") for v in by_label.values()
                if "asyncio" in v.text.split(":")[0] or "c-epoll" in v.text.split(":")[0])
+
+
+PRECISION = "precision of the CPU-second targets' rows against uvloop"
+
+
+def _repeated(spread: dict[tuple[str, str], tuple[float, float, float]]) -> list[dict[str, Any]]:
+    """Three repetitions of each target row, 100k per CPU-second unless ``spread`` says."""
+    records = []
+    for workload in ("echo-1KiB-c100", "echo-1KiB-c1000", "churn-c50"):
+        for server in ("reactor-protocol", "uvloop"):
+            for value in spread.get((workload, server), (99e3, 100e3, 101e3)):
+                records.append(_rec(workload, server, value))
+    return records
+
+
+def test_precision_passes_when_every_target_row_spreads_under_10_percent() -> None:
+    verdict = _verdict(_repeated({}), PRECISION)
+    assert verdict.status == "PASS"
+    assert "largest spread 2%" in verdict.text and "6 rows" in verdict.text
+
+
+def test_precision_fails_and_names_the_row_that_spread_most() -> None:
+    verdict = _verdict(_repeated({
+        ("echo-1KiB-c1000", "uvloop"): (80e3, 100e3, 116e3),  # 36 %
+        ("churn-c50", "reactor-protocol"): (95e3, 100e3, 108e3),  # 13 %
+    }), PRECISION)
+    assert verdict.status == "FAIL"
+    assert "largest spread 36% (uvloop on echo-1KiB-c1000" in verdict.text
+
+
+def test_precision_is_skipped_without_repetitions() -> None:
+    records = [_rec("echo-1KiB-c100", server, 100e3) for server in ("reactor-protocol",
+                                                                    "uvloop")]
+    assert _verdict(records, PRECISION).status == "SKIP"
