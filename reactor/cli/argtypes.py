@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
 
 from ..sansio.control import LOG_LEVELS
 from ..sansio.workerlife import WorkerDeadlines
 from .addresses import parse_bind
 
 __all__ = ["LOG_LEVELS", "bind", "grace_seconds", "log_level", "positive_int",
-           "positive_seconds", "seconds", "unix_mode", "worker_start_timeout",
+           "positive_seconds", "seconds", "unix_mode", "whole", "worker_start_timeout",
            "worker_timeout"]
 
 def positive_int(text: str) -> int:
@@ -23,6 +24,17 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
     return value
+
+
+def whole(minimum: int) -> Callable[[str], int]:
+    """The type of a flag that takes a whole number of at least ``minimum``, written in
+    digits (no sign, no exponent)."""
+    def parse(text: str) -> int:
+        if not text.strip().isdigit() or int(text) < minimum:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a whole number of at least {minimum}")
+        return int(text)
+    return parse
 
 
 def seconds(text: str, *, allow_zero: bool = False) -> float:

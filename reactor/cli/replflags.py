@@ -29,12 +29,6 @@ def _peer(text: str) -> str:
     return text
 
 
-def _count(text: str) -> int:
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number (0 or more)")
-    return int(text)
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the group of kv replication flags to ``parser``."""
     group = parser.add_argument_group(
@@ -45,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              "repeat for each peer. Needs --replication-secret",
     )
     group.add_argument(
-        "--min-replicas", type=_count, metavar="N",
+        "--min-replicas", type=argtypes.whole(0), metavar="N",
         help="kv only: peers that must acknowledge each write (default: 1 with peers); "
              "with fewer live peers a write is refused, unapplied, with -NOREPLICAS",
     )

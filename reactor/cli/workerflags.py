@@ -32,17 +32,8 @@ __all__ = ["add_arguments", "binds_or_activation", "check", "notify_single", "su
 logger = logging.getLogger("reactor.cli")
 
 
-def _whole(minimum: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        if not text.strip().isdigit() or int(text) < minimum:
-            raise argparse.ArgumentTypeError(
-                f"{text!r} is not a whole number of at least {minimum}")
-        return int(text)
-    return parse
-
-
-_count = _whole(0)
-_at_least_one = _whole(1)
+_count = argtypes.whole(0)
+_at_least_one = argtypes.whole(1)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
