@@ -139,17 +139,17 @@ class RecordingTable(ConnectionTable):
         super().__init__()
         self.threads = threads
 
-    def add(self, row: Row) -> None:
+    def add(self, row: Row, slot: int = -1) -> None:
         self.threads.note("table.add")
-        super().add(row)
+        super().add(row, slot)
 
     def remove(self, row: Row) -> None:
         self.threads.note("table.remove")
         super().remove(row)
 
-    def leave(self, row: Row, mark: int) -> None:  # a stream row's removal
+    def leave(self, row: Row, mark: int, slot: int = -1) -> None:  # a stream row's removal
         self.threads.note("table.remove")
-        super().leave(row, mark)
+        super().leave(row, mark, slot)
 
 
 ROW_CHANGES = ("_init_row", "advance", "on_attach", "on_eof", "on_close", "on_flushed",

@@ -141,9 +141,9 @@ class DebugConnectionTable(ConnectionTable):
 
     __slots__ = ()
 
-    def add(self, row: Row) -> None:
+    def add(self, row: Row, slot: int = -1) -> None:
         cls = type(row)
         checked = _checked_class(cls)
         if checked is not cls:
             row.__class__ = checked
-        super().add(row)
+        super().add(row, slot)

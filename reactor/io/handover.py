@@ -98,8 +98,18 @@ class SocketHandover:
             sock = socket.socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
         sock.setblocking(True)
         self._sock = sock
-        self._flags |= _F_SHARED
+        self._share()
         return sock
+
+    def _share(self) -> None:
+        """The socket is held elsewhere too from now on (handed out or detached): no
+        shortcut that assumes the reactor alone holds the descriptor applies (the
+        close's ``epoll_ctl(DEL)``, the table's row kept at the descriptor's number)."""
+        flags = self._flags
+        if not flags & _F_SHARED:
+            self._flags = flags | _F_SHARED
+            if self._sock is not None:
+                self._reactor.connections.unslot(self, self._sock.fileno())  # type: ignore[arg-type]  # a Row
 
     def release(self, close_socket: bool = True) -> None:
         """End a detached connection: leave the table, optionally close the socket."""
@@ -111,11 +121,12 @@ class SocketHandover:
         if self._aux is not None:
             self._cancel_deadline()
         sock, self._sock = self._sock, None
+        fd = sock.fileno() if sock is not None else -1  # where the table may hold the row
         if close_socket and sock is not None:  # a facade's request: False, tested first
             sock.close()
         # counted by reason, as in the teardown (see .closes)
         self._reactor.connections.leave(
-            self, self._flags >> _MARK_SHIFT)  # type: ignore[arg-type]  # a Row
+            self, self._flags >> _MARK_SHIFT, fd)  # type: ignore[arg-type]  # a Row
         listener = listener_of(self._opts)
         if listener is not None:
             listener.release_slot()

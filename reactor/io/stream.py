@@ -154,7 +154,10 @@ class StreamTransport(
         self._mask = 0
         self._flags = flags
         self._aux: _Aux | None = None
-        reactor.connections.add(self)
+        if flags or sock is None:
+            reactor.connections.add(self)
+        else:  # a descriptor the reactor alone holds: the table's row at its number
+            reactor.connections.add(self, sock.fileno())
 
     # -- the row ----------------------------------------------------------------------
 
@@ -563,11 +566,13 @@ class StreamTransport(
             logger.error("%s: connection_lost raised", self.describe(), exc_info=cb_exc)
         finally:
             sock, self._sock = self._sock, None
+            fd = -1
             if sock is not None:
+                fd = sock.fileno()  # where the table may hold the row
                 sock.close()
             self._buffer = None
             # counted by reason as it leaves (see .closes): the mark is in _flags
-            self._reactor.connections.leave(self, self._flags >> _MARK_SHIFT)
+            self._reactor.connections.leave(self, self._flags >> _MARK_SHIFT, fd)
             if type(self._opts) is ListenerOptions:  # where the listener is (.compactrow)
                 self._opts.listener.release_slot()
 
@@ -584,7 +589,7 @@ class StreamTransport(
             sock = self._sock
             if sock is None:
                 return default
-            self._flags |= _F_SHARED  # the caller may dup() it now
+            self._share()  # the caller may dup() or close it now
             return sock
         if name == "connection":
             return self

@@ -1,9 +1,18 @@
 """The connection table: every live connection, one row each.
 
-The table is an insertion-ordered dict whose keys are the rows themselves (the
-transports), so adding and removing a row is one dict operation and a row costs one
-dict entry. Totals survive the rows: when a row leaves, its byte counters are added to
-the table's running totals, so :meth:`ConnectionTable.statistics` reports the life of
+A row is kept in one of two places. A row with a small-number key of its own that
+nothing else can reuse while the row lives (a stream connection's descriptor, when the
+reactor alone holds it: the caller says so by passing the number) sits in a list at that
+index, 8 bytes a row. Any other row is a key of an insertion-ordered dict (30 to 49
+bytes a row at thousands of rows). Either way adding and removing a row is one
+operation, and iteration gives the dict's rows in the order they came, then the list's
+in the order of their numbers. A caller that can no longer vouch for a row's number (it
+handed the socket out) moves the row to the dict (:meth:`ConnectionTable.unslot`); a
+number found taken by another row moves that row to the dict too, so a row is never
+lost, only found more slowly.
+
+Totals survive the rows: when a row leaves, its byte counters are added to the table's
+running totals, so :meth:`ConnectionTable.statistics` reports the life of
 the reactor, not just the connections open right now. So do the bytes that aborted
 connections dropped from their write queues (``discarded``): the transports report them
 as they drop them, which costs the rows nothing while they live. And so do the closes by
@@ -81,10 +90,12 @@ class ConnectionTable:
     """The reactor's table of connections (iterate it, ``len()`` it, snapshot it)."""
 
     __slots__ = ("_bytes_in", "_bytes_out", "_discarded", "_ends_running", "_ends_stopping",
-                 "_rows", "closes", "ends", "refused_by_address", "refused_by_credentials")
+                 "_rows", "_slots", "closes", "ends", "refused_by_address",
+                 "refused_by_credentials")
 
     def __init__(self) -> None:
         self._rows: dict[Row, None] = {}
+        self._slots: list[Row | None] = []  # rows by their number (see the module docstring)
         self._bytes_in = 0
         self._bytes_out = 0
         self._discarded = 0
@@ -103,23 +114,55 @@ class ConnectionTable:
         self.ends = self._ends_running
         self.closes: Counter[str] = Counter()
 
-    def add(self, row: Row) -> None:
-        """Insert a new row."""
-        self._rows[row] = None
+    def add(self, row: Row, slot: int = -1) -> None:
+        """Insert a new row; ``slot``, when given, is a number of the row's own that no
+        other row can take while it lives (see the module docstring)."""
+        if slot < 0:
+            self._rows[row] = None
+            return
+        slots = self._slots
+        try:
+            old = slots[slot]
+        except IndexError:
+            slots.extend([None] * (slot + 1 - len(slots) + len(slots) // 4 + 16))
+            old = None
+        if old is not None:  # its number was reused behind its back: it stays, in the dict
+            self._rows[old] = None
+        slots[slot] = row
+
+    def unslot(self, row: Row, slot: int) -> None:
+        """The number ``row`` was added with may be reused while it lives: keep it in
+        the dict from now on (nothing to do when it is there already)."""
+        slots = self._slots
+        if 0 <= slot < len(slots) and slots[slot] is row:
+            slots[slot] = None
+            self._rows[row] = None
 
     def remove(self, row: Row) -> None:
         """Remove a row that is not a stream connection (once); its counters go into
         the running totals."""
         self.leave(row, _OTHER)
 
-    def leave(self, row: Row, mark: int) -> None:
+    def leave(self, row: Row, mark: int, slot: int = -1) -> None:
         """Remove a row (once), counted by ``mark`` (see the module docstring); its
         counters go into the running totals. What the stream transports call: one
-        call for both (under callgrind a call costs hundreds of instructions)."""
+        call for both (under callgrind a call costs hundreds of instructions).
+        ``slot``: the number it was added with, if it still has it."""
+        slots = self._slots
         try:
-            del self._rows[row]
-        except KeyError:
-            return
+            # a negative slot (none) can only find the row if it is there: harmless
+            found = slots[slot] is row
+        except IndexError:
+            found = False
+        if found:
+            slots[slot] = None
+        else:
+            try:
+                del self._rows[row]
+            except KeyError:
+                if row not in slots:  # gone already
+                    return
+                slots[slots.index(row)] = None  # its number was lost (a slow path)
         self._bytes_in += row.bytes_in
         self._bytes_out += row.bytes_out
         self.ends[mark] += 1
@@ -155,26 +198,32 @@ class ConnectionTable:
         return self._discarded
 
     def __len__(self) -> int:
-        return len(self._rows)
+        slots = self._slots
+        return len(self._rows) + len(slots) - slots.count(None)
+
+    def _all(self) -> list[Row]:
+        rows = list(self._rows)
+        rows += [row for row in self._slots if row is not None]
+        return rows
 
     def __iter__(self) -> Iterator[Row]:
-        return iter(list(self._rows))
+        return iter(self._all())
 
     def __contains__(self, row: object) -> bool:
-        return row in self._rows
+        return row in self._rows or row in self._slots
 
     def in_state(self, *states: ConnState) -> list[Row]:
         """The rows currently in any of ``states``."""
         wanted = set(states)
-        return [row for row in self._rows if row.state in wanted]
+        return [row for row in self._all() if row.state in wanted]
 
     def counts(self) -> dict[str, int]:
         """Rows per state name."""
-        return dict(Counter(row.state.name for row in self._rows))
+        return dict(Counter(row.state.name for row in self._all()))
 
     def statistics(self) -> TableStatistics:
         """An immutable snapshot: counts by state and kind, totals, buffered bytes."""
-        rows = list(self._rows)
+        rows = self._all()
         closed = sum(self._ends_running) + sum(self._ends_stopping)
         live_in = sum(r.bytes_in for r in rows)
         live_out = sum(r.bytes_out for r in rows)
@@ -196,9 +245,10 @@ class ConnectionTable:
     def format(self, limit: int = 50) -> str:
         """The table as text, one row per line (at most ``limit`` rows)."""
         lines = [f"{'kind':<5} {'state':<18} {'peer':<28} {'in':>10} {'out':>10} {'queued':>8}"]
-        for n, row in enumerate(self._rows):
+        rows = self._all()
+        for n, row in enumerate(rows):
             if n == limit:
-                lines.append(f"... and {len(self._rows) - limit} more")
+                lines.append(f"... and {len(rows) - limit} more")
                 break
             lines.append(
                 f"{row.kind:<5} {row.state.name:<18} {row.peername!s:<28} "
