@@ -18,6 +18,7 @@ __all__ = [
     "EMBEDDING_SECTION",
     "KV_PIPELINE_SECTION",
     "MEMORY_SECTION",
+    "PRECISION_SECTION",
     "RPC_SECTION",
     "SCALING_SECTION",
     "STATUSES",
@@ -48,8 +49,10 @@ EMBEDDING_SECTION = ("<!-- bench.embedding -->", "<!-- /bench.embedding -->")
 COMPILED_SECTION = ("<!-- compiled -->", "<!-- /compiled -->")
 # workers, --reuse-port and HAProxy in front: ``python -m bench.scaling``
 SCALING_SECTION = ("<!-- bench.scaling -->", "<!-- /bench.scaling -->")
+# what was tried for the benchmark's own precision (written by hand)
+PRECISION_SECTION = ("<!-- precision -->", "<!-- /precision -->")
 APART_SECTIONS = (TLS_SECTION, RPC_SECTION, EMBEDDING_SECTION, COMPILED_SECTION,
-                  SCALING_SECTION)
+                  SCALING_SECTION, PRECISION_SECTION)
 
 STATUSES = ("PASS", "FAIL", "SKIP", "INFO")
 _TARGETS = "## Targets\n\n```\n"
