@@ -347,3 +347,11 @@ def test_a_benchmark_report_keeps_the_embedding_section(tmp_path: Path) -> None:
     text, section = _rewrite_report(tmp_path, EMBEDDING_SECTION, "## Embedding",
                                     "# old\n\n{section}\n\n## Servers\n")
     assert "# old" not in text and section in text
+
+
+def test_a_benchmark_report_keeps_the_precision_section(tmp_path: Path) -> None:
+    from bench.kept import PRECISION_SECTION
+
+    text, section = _rewrite_report(tmp_path, PRECISION_SECTION, "## The precision",
+                                    "# old\n\n{section}\n\n## Servers\n")
+    assert "# old" not in text and section in text
