@@ -160,9 +160,11 @@ class ConnectionTable:
             try:
                 del self._rows[row]
             except KeyError:
-                if row not in slots:  # gone already
+                try:  # its number was lost (a slow path), or it is gone already
+                    slot = slots.index(row)
+                except ValueError:
                     return
-                slots[slots.index(row)] = None  # its number was lost (a slow path)
+                slots[slot] = None
         self._bytes_in += row.bytes_in
         self._bytes_out += row.bytes_out
         self.ends[mark] += 1
